@@ -1,0 +1,180 @@
+"""The `embedline` command line: parse, call one library function, print, exit.
+
+Commands that answer questions (`sql`, `search`, `versions`, `models list`) import neither Prefect
+nor great_expectations, so they answer in about a second plus any model load.
+"""
+
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from storage.errors import EmbedlineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Embedding ETL: ingest corpora, embed, validate, version, and query them with SQL.")
+models_app = typer.Typer(no_args_is_help=True, help="Register and list embedding models.")
+app.add_typer(models_app, name="models")
+
+Home = Annotated[Optional[str], typer.Option("--home", envvar="EMBEDLINE_HOME", help="Workspace folder (default ./.embedline).")]
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _workspace(home: Optional[str]):
+    from storage.workspace import Workspace
+
+    return Workspace.from_env(home)
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="JSONL[.gz], CSV, Parquet file, or a folder of .txt/.md/.html")],
+    corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (lowercase identifier)")],
+    model: Annotated[str, typer.Option("--model", help="Registered model name")] = "minilm",
+    id_field: Annotated[str, typer.Option("--id-field")] = "id",
+    text_field: Annotated[str, typer.Option("--text-field")] = "text",
+    title_field: Annotated[str, typer.Option("--title-field")] = "title",
+    keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="Keep chunks of documents gone from the source")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
+    home: Home = None,
+):
+    """Embed SOURCE into CORPUS as a new validated version.
+
+    Example: embedline ingest examples/debian-2k.jsonl.gz --corpus debian
+    """
+    from flows.ingest import ingest_corpus
+
+    summary = ingest_corpus(source, corpus, model, id_field, text_field, title_field, keep_deleted,
+                            home=str(_workspace(home).home))
+    typer.echo(summary.to_json() if as_json else format_summary(summary))
+
+
+def format_summary(summary) -> str:
+    lines = [
+        f"run {summary.run_id} {summary.status}: corpus {summary.corpus} → space {summary.space}, "
+        f"version {summary.version if summary.version is not None else '(unchanged)'}"
+        f"{' (promoted to prod)' if summary.promoted else ''}",
+        f"  documents read {summary.docs_read}: new {summary.docs_new}, changed {summary.docs_changed}, "
+        f"unchanged {summary.docs_unchanged}, quarantined {summary.docs_quarantined}; deleted {summary.docs_deleted}",
+        f"  chunks embedded {summary.chunks_embedded} ({summary.tokens_embedded} tokens in {summary.embed_seconds:.1f} s); "
+        f"total {summary.seconds:.1f} s",
+    ]
+    lines += [f"  quarantined: {reason}" for reason in summary.quarantine_reasons]
+    lines += [f"  failed: {failure}" for failure in summary.failures]
+    return "\n".join(lines)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL to run")],
+    fmt: Annotated[Format, typer.Option("--format", help="Output format")] = Format.table,
+    write: Annotated[bool, typer.Option("--write", help="Allow statements that write")] = False,
+    home: Home = None,
+):
+    """Query catalog tables and embeddings with DuckDB.
+
+    Example: embedline sql "SELECT doc_id, array_cosine_similarity(vector, embed('tiling window manager')) AS s FROM debian ORDER BY s DESC LIMIT 5"
+    """
+    from storage import sql as sql_session
+    from tasks.search import make_embedder
+
+    ws = _workspace(home)
+    con = sql_session.connect(ws, make_embedder(ws), write=write)
+    relation = sql_session.execute(con, query, write=write)
+    if relation is not None:
+        _print_rows(relation.columns, relation.fetchall(), fmt.value)
+
+
+@app.command()
+def search(
+    corpus: Annotated[str, typer.Argument()],
+    query: Annotated[str, typer.Argument()],
+    k: Annotated[int, typer.Option("-k", help="How many chunks")] = 10,
+    where: Annotated[Optional[str], typer.Option("--where", help="SQL filter on metadata, e.g. \"section = 'games'\"")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    home: Home = None,
+):
+    """Nearest chunks of CORPUS (its prod version) to a text query.
+
+    Example: embedline search debian "tiling window manager" -k 5
+    """
+    from tasks.search import search_corpus
+
+    hits = search_corpus(_workspace(home), corpus, query, k, where)
+    columns = ["score", "doc_id", "title", "chunk_index", "text"]
+    _print_rows(columns, [tuple(h[c] for c in columns) for h in hits], "json" if as_json else "table")
+
+
+@app.command()
+def versions(corpus: Annotated[str, typer.Argument()], as_json: Annotated[bool, typer.Option("--json")] = False,
+             home: Home = None):
+    """List a corpus's versions, their validation result and aliases.
+
+    Example: embedline versions debian
+    """
+    from storage import catalog
+
+    rows = catalog.list_versions(_workspace(home), corpus)
+    columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "failures", "created_at"]
+    _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], "json" if as_json else "table")
+
+
+@models_app.command("add")
+def models_add(name: Annotated[str, typer.Argument()], path: Annotated[str, typer.Argument(help="Local model folder")],
+               truncate_dim: Annotated[Optional[int], typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
+               home: Home = None):
+    """Register a local model folder under NAME.
+
+    Example: embedline models add mymodel ./models/my-encoder
+    """
+    from tasks.models import add_model
+
+    spec = add_model(_workspace(home).ensure(), name, path, truncate_dim)
+    typer.echo(f"registered model {spec.name}: dim {spec.out_dim}, {spec.pooling} pooling, "
+               f"normalize={spec.normalize}, max {spec.max_tokens} tokens, fingerprint {spec.fingerprint}")
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json")] = False, home: Home = None):
+    """List registered models. Example: embedline models list"""
+    from storage import catalog
+
+    rows = catalog.list_models(_workspace(home))
+    columns = ["name", "dim", "pooling", "normalize", "max_tokens", "fingerprint", "path"]
+    _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], "json" if as_json else "table")
+
+
+@app.command()
+def demo(home: Home = None):
+    """Ingest the bundled Debian slice with MiniLM, then run example SQL and a search.
+
+    Example: embedline demo
+    """
+    from flows.demo import run_demo
+
+    run_demo(_workspace(home), echo=typer.echo)
+
+
+def _print_rows(columns, rows, fmt: str) -> None:
+    from flows.output import render
+
+    typer.echo(render(list(columns), rows, fmt))
+
+
+def main() -> None:
+    """Console entry: typed errors become a one-line message and a non-zero exit code."""
+    try:
+        app()
+    except EmbedlineError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""ingest-corpus: read → diff → chunk + embed → validate → publish → record → promote."""
+
+import time
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.progress import Progress
+from storage import catalog
+from storage.locks import space_lock
+from storage.names import check_name, space_name
+from storage.workspace import Workspace
+from tasks import batch as batches
+from tasks import changes, publishing
+from tasks.chunking import ChunkParams
+from tasks.embedding import get_engine, resolve_runtime
+from tasks.models import DEFAULT_MODEL, resolve_model
+from tasks.sources import FieldMap
+from validation.gate import require
+from validation.suite import Expectations, validate_batch
+
+plan_changes = task(changes.plan_changes, name="plan-changes", cache_policy=NO_CACHE)
+publish = task(publishing.publish_batch, name="publish-version", cache_policy=NO_CACHE, retries=2)
+record = task(publishing.record_run, name="record-run", cache_policy=NO_CACHE, retries=2)
+validate = task(validate_batch, name="validate-batch", cache_policy=NO_CACHE)
+
+
+@task(name="embed-documents", cache_policy=NO_CACHE, tags=["gpu"])
+def embed(plan, spec, device, params, run_id, staging_dir):
+    engine = get_engine(spec, device)
+    to_embed = plan.counts["docs_new"] + plan.counts["docs_changed"]
+    progress = Progress(to_embed, key=f"embed-run-{run_id}", description=f"embedding run {run_id}")
+    try:
+        return batches.embed_documents(plan, engine, params, run_id, staging_dir, on_progress=progress)
+    finally:
+        progress.close()
+
+
+@flow(name="ingest-corpus", log_prints=True)
+def ingest_corpus(
+    source: str,
+    corpus: str,
+    model: str = DEFAULT_MODEL,
+    id_field: str = "id",
+    text_field: str = "text",
+    title_field: str = "title",
+    keep_deleted: bool = False,
+    overlap: int = 32,
+    home: str | None = None,
+) -> publishing.RunSummary:
+    started = time.perf_counter()
+    ws = Workspace.from_env(home).ensure()
+    check_name(corpus, "corpus name")
+    fields = FieldMap(id_field, text_field, title_field)
+    spec, device = resolve_runtime(resolve_model(ws, model))  # 1. the model's identity on this machine
+    params = ChunkParams.for_model(spec.max_tokens, overlap)
+    space = space_name(corpus, model)
+    with space_lock(ws, space):  # 2. one writer per space
+        run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),
+                                   params.key(), device, spec.precision)
+        staging = ws.staging_dir / f"run-{run_id}"
+        try:
+            known = catalog.known_documents(ws, space)  # 3. what the space already holds
+            plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted)  # 4. diff
+            embedded = embed(plan, spec, device, params, run_id, staging)  # 5. chunk + embed
+            report = validate(embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 6. GX gates
+                              Expectations(spec.out_dim, spec.key(), spec.normalize))
+            version = publish(ws, space, run_id, plan, embedded)  # 7. one Lance version, tagged
+            summary = record(ws, corpus, space, run_id, plan, embedded, report, version,  # 8. catalog + alias
+                             time.perf_counter() - started)
+        except BaseException as exc:
+            catalog.fail_run(ws, run_id, f"{type(exc).__name__}: {exc}")
+            raise
+    create_table_artifact([summary.__dict__], key=f"run-summary-{corpus}", description=f"ingest run {run_id}")
+    require(report)  # a failed gate fails the flow run (after it is recorded)
+    return summary

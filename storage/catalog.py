@@ -1,0 +1,286 @@
+"""The DuckDB catalog: corpora, models, runs, versions, aliases, documents, adapters, quarantine.
+
+One writer at a time (DuckDB's file lock): every write opens the file, runs one short
+transaction and closes it, retrying while another process holds the lock.
+"""
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import duckdb
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from storage.errors import CatalogBusy, NotFound
+from storage.workspace import Workspace
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS = {
+    1: """
+    CREATE TABLE corpora (
+        name VARCHAR PRIMARY KEY, source VARCHAR, fields VARCHAR, created_at TIMESTAMPTZ);
+    CREATE TABLE models (
+        name VARCHAR PRIMARY KEY, path VARCHAR, fingerprint VARCHAR, dim INTEGER, pooling VARCHAR,
+        normalize BOOLEAN, max_tokens INTEGER, spec VARCHAR, registered_at TIMESTAMPTZ);
+    CREATE SEQUENCE run_ids START 1;
+    CREATE TABLE runs (
+        run_id INTEGER PRIMARY KEY, corpus VARCHAR, model VARCHAR, space VARCHAR, source VARCHAR,
+        status VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, model_key VARCHAR,
+        chunk_key VARCHAR, device VARCHAR, precision VARCHAR,
+        docs_read BIGINT, docs_new BIGINT, docs_changed BIGINT, docs_unchanged BIGINT,
+        docs_deleted BIGINT, docs_quarantined BIGINT, chunks_embedded BIGINT, chunks_deleted BIGINT,
+        tokens_embedded BIGINT, embed_seconds DOUBLE, seconds DOUBLE, version INTEGER, error VARCHAR);
+    CREATE TABLE versions (
+        space VARCHAR, version INTEGER, corpus VARCHAR, model VARCHAR, run_id INTEGER, tag VARCHAR,
+        model_key VARCHAR, chunk_key VARCHAR, row_count BIGINT, validation VARCHAR,
+        failures VARCHAR, created_at TIMESTAMPTZ, PRIMARY KEY (space, version));
+    CREATE TABLE aliases (
+        corpus VARCHAR, alias VARCHAR, space VARCHAR, version INTEGER, model VARCHAR,
+        updated_at TIMESTAMPTZ, PRIMARY KEY (corpus, alias));
+    CREATE TABLE documents (
+        space VARCHAR, doc_id VARCHAR, content_hash VARCHAR, change_key VARCHAR,
+        chunk_count INTEGER, run_id INTEGER, updated_at TIMESTAMPTZ, PRIMARY KEY (space, doc_id));
+    CREATE TABLE adapters (
+        corpus VARCHAR, from_model VARCHAR, to_model VARCHAR, kind VARCHAR, retention DOUBLE,
+        path VARCHAR, created_at TIMESTAMPTZ);
+    CREATE TABLE quarantine (
+        run_id INTEGER, corpus VARCHAR, source VARCHAR, position BIGINT, doc_id VARCHAR,
+        reason VARCHAR, raw VARCHAR, created_at TIMESTAMPTZ);
+    """,
+}
+
+RUN_COUNTS = (
+    "docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_deleted", "docs_quarantined",
+    "chunks_embedded", "chunks_deleted", "tokens_embedded", "embed_seconds",
+)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+@retry(
+    retry=retry_if_exception_type(CatalogBusy),
+    wait=wait_random_exponential(multiplier=0.05, max=1.0),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
+def _open(ws: Workspace, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(ws.catalog_path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if _is_lock_error(exc):
+            raise CatalogBusy(
+                f"the catalog {ws.catalog_path} is locked by another process; retry when it finishes"
+            ) from exc
+        raise
+
+
+@contextmanager
+def writing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short write transaction on the catalog (migrated to the current schema first)."""
+    ws.ensure()
+    con = _open(ws, read_only=False)
+    try:
+        migrate(con)
+        con.execute("BEGIN")
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
+    finally:
+        con.close()
+
+
+@contextmanager
+def reading(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection; creates the catalog first if this workspace has none."""
+    if not ws.catalog_path.exists():
+        with writing(ws):
+            pass
+    con = _open(ws, read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _rollback(con) -> None:
+    """Undo the open transaction; the error that got us here is what the caller sees."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass  # nothing was open (the failure came before BEGIN)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        con.execute("BEGIN")
+        con.execute(MIGRATIONS[version])
+        con.execute("INSERT INTO schema_version VALUES (?)", [version])
+        con.execute("COMMIT")
+
+
+def _rows(con, sql: str, params: list | None = None) -> list[dict]:
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+# -- models ------------------------------------------------------------------------------------
+def register_model(ws: Workspace, name: str, spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    with writing(ws) as con:
+        con.execute(
+            "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [name, spec["path"], spec["fingerprint"], spec["dim"], spec["pooling"],
+             spec["normalize"], spec["max_tokens"], spec_json, now()],
+        )
+
+
+def get_model(ws: Workspace, name: str) -> dict | None:
+    with reading(ws) as con:
+        rows = _rows(con, "SELECT * FROM models WHERE name = ?", [name])
+    return rows[0] if rows else None
+
+
+def list_models(ws: Workspace) -> list[dict]:
+    with reading(ws) as con:
+        return _rows(con, "SELECT name, dim, pooling, normalize, max_tokens, fingerprint, path, spec FROM models ORDER BY name")
+
+
+# -- runs --------------------------------------------------------------------------------------
+def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, fields: dict,
+              model_key: str, chunk_key: str, device: str, precision: str) -> int:
+    """Register the corpus if new and open a run; returns its id."""
+    with writing(ws) as con:
+        con.execute(
+            "INSERT INTO corpora VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET source = excluded.source, fields = excluded.fields",
+            [corpus, source, json.dumps(fields), now()],
+        )
+        run_id = con.execute("SELECT nextval('run_ids')").fetchone()[0]
+        con.execute(
+            "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key, chunk_key, device, precision)"
+            " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+            [run_id, corpus, model, space, source, now(), model_key, chunk_key, device, precision],
+        )
+    return int(run_id)
+
+
+def fail_run(ws: Workspace, run_id: int, error: str) -> None:
+    with writing(ws) as con:
+        con.execute(
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+            [error[:2000], now(), run_id],
+        )
+
+
+def get_run(ws: Workspace, run_id: int) -> dict:
+    with reading(ws) as con:
+        rows = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+    if not rows:
+        raise NotFound(f"no run {run_id} in {ws.catalog_path}")
+    return rows[0]
+
+
+# -- documents ---------------------------------------------------------------------------------
+def known_documents(ws: Workspace, space: str) -> dict[str, str]:
+    """doc_id → change_key for every document the space holds."""
+    with reading(ws) as con:
+        return dict(con.execute("SELECT doc_id, change_key FROM documents WHERE space = ?", [space]).fetchall())
+
+
+# -- finishing a run ---------------------------------------------------------------------------
+def finish_run(
+    ws: Workspace,
+    run_id: int,
+    *,
+    counts: dict,
+    seconds: float,
+    documents_arrow,  # pyarrow table: doc_id, content_hash, change_key, chunk_count
+    deleted_doc_ids: list[str],
+    quarantined: list[dict],
+    version: dict | None,  # space, version, tag, row_count, validation, failures, corpus, model, ...
+    promote_to: str | None,
+) -> None:
+    """Record everything a run produced in one transaction: it all lands, or none of it does."""
+    with writing(ws) as con:
+        run = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])[0]
+        space = run["space"]
+        status = "succeeded" if version is None or version["validation"] == "passed" else "failed"
+        sets = ", ".join(f"{name} = ?" for name in RUN_COUNTS)
+        con.execute(
+            f"UPDATE runs SET {sets}, status = ?, seconds = ?, finished_at = ?, version = ?, error = ? WHERE run_id = ?",
+            [counts.get(name, 0) for name in RUN_COUNTS]
+            + [status, seconds, now(), version["version"] if version else _current_version(con, run["corpus"], space),
+               None if status == "succeeded" else version["failures"], run_id],
+        )
+        if documents_arrow is not None and documents_arrow.num_rows:
+            con.register("incoming_documents", documents_arrow)
+            con.execute(
+                "INSERT OR REPLACE INTO documents SELECT ?, doc_id, content_hash, change_key, chunk_count, ?, ? FROM incoming_documents",
+                [space, run_id, now()],
+            )
+            con.unregister("incoming_documents")
+        if deleted_doc_ids:
+            con.execute("DELETE FROM documents WHERE space = ? AND list_contains(?, doc_id)", [space, deleted_doc_ids])
+        for row in quarantined:
+            con.execute(
+                "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, run["corpus"], row["source"], row["position"], row.get("doc_id"),
+                 row["reason"], row.get("raw", "")[:10_000], now()],
+            )
+        if version is not None:
+            con.execute(
+                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [space, version["version"], run["corpus"], run["model"], run_id, version["tag"],
+                 run["model_key"], run["chunk_key"], version["row_count"], version["validation"],
+                 version["failures"], now()],
+            )
+            if promote_to and status == "succeeded":
+                _set_alias(con, run["corpus"], promote_to, space, version["version"], run["model"])
+
+
+def _current_version(con, corpus: str, space: str) -> int | None:
+    row = con.execute("SELECT max(version) FROM versions WHERE space = ?", [space]).fetchone()
+    return row[0] if row else None
+
+
+# -- aliases and versions ----------------------------------------------------------------------
+def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: str) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?, ?)",
+        [corpus, alias, space, version, model, now()],
+    )
+
+
+def get_alias(ws: Workspace, corpus: str, alias: str = "prod") -> dict | None:
+    with reading(ws) as con:
+        rows = _rows(con, "SELECT * FROM aliases WHERE corpus = ? AND alias = ?", [corpus, alias])
+    return rows[0] if rows else None
+
+
+def list_aliases(ws: Workspace) -> list[dict]:
+    with reading(ws) as con:
+        return _rows(con, "SELECT * FROM aliases ORDER BY corpus, alias")
+
+
+def list_versions(ws: Workspace, corpus: str) -> list[dict]:
+    with reading(ws) as con:
+        return _rows(
+            con,
+            "SELECT v.space, v.version, v.tag, v.run_id, v.row_count, v.validation, v.failures, v.created_at,"
+            " coalesce(list(a.alias ORDER BY a.alias), []) AS aliases"
+            " FROM versions v LEFT JOIN aliases a ON a.space = v.space AND a.version = v.version"
+            " WHERE v.corpus = ? GROUP BY ALL ORDER BY v.created_at, v.version",
+            [corpus],
+        )

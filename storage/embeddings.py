@@ -1,0 +1,127 @@
+"""The embeddings store: one LanceDB table per space (`<corpus>__<model>`), one version per run.
+
+Rows are keyed by `chunk_id` (declared to Lance as the primary key), so every write is a
+`merge_insert`: re-running a batch updates rows in place instead of duplicating them.
+"""
+
+from collections.abc import Iterable
+from datetime import timedelta
+
+import pyarrow as pa
+
+from storage.errors import NotFound
+from storage.workspace import Workspace
+
+BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
+
+
+def chunk_schema(dim: int, metadata: pa.Schema | None = None) -> pa.Schema:
+    """The table layout: chunk columns, the vector, then the document's metadata columns."""
+    fields = [
+        pa.field("chunk_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("chunk_index", pa.int32()),
+        pa.field("text", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+        pa.field("model_key", pa.string()),
+        pa.field("run_id", pa.int64()),
+    ]
+    return pa.schema(fields + list(metadata or []))
+
+
+def connect(ws: Workspace):
+    import lancedb
+
+    return lancedb.connect(ws.lance_uri, read_consistency_interval=timedelta(0))
+
+
+def open_space(ws: Workspace, space: str):
+    db = connect(ws)
+    try:
+        return db.open_table(space)
+    except (FileNotFoundError, ValueError) as exc:
+        raise NotFound(f"no embeddings for space {space!r} in {ws.lance_uri}: run `embedline ingest` first") from exc
+
+
+def space_exists(ws: Workspace, space: str) -> bool:
+    return space in connect(ws).list_tables().tables
+
+
+def write_version(
+    ws: Workspace,
+    space: str,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    replace_doc_ids: list[str],
+    tag: str,
+) -> dict:
+    """Upsert `batches` and drop stale chunks of `replace_doc_ids` in ONE commit, then tag it.
+
+    One commit per run means a reader sees the whole run or none of it, and a crashed run leaves
+    the table as it was.
+    """
+    db = connect(ws)
+    if space not in db.list_tables().tables:
+        table = db.create_table(space, schema=schema)
+        table.set_unenforced_primary_key("chunk_id")
+    else:
+        table = db.open_table(space)
+        schema = _align_schema(table, schema)
+    reader = pa.RecordBatchReader.from_batches(schema, (b.cast(schema) if b.schema != schema else b for b in batches))
+    merge = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
+    if replace_doc_ids:
+        merge = merge.when_not_matched_by_source_delete(_in_filter("doc_id", replace_doc_ids))
+    merge.execute(reader)
+    version = table.version
+    table.tags.create(tag, version)
+    return {"version": version, "tag": tag, "row_count": table.count_rows()}
+
+
+def _align_schema(table, schema: pa.Schema) -> pa.Schema:
+    """Add metadata columns new to this run as nullable strings; keep the table's existing types."""
+    existing = table.schema
+    missing = [f for f in schema if f.name not in existing.names]
+    if missing:
+        table.add_columns({f.name: f"CAST(NULL AS {_sql_type(f.type)})" for f in missing})
+        existing = table.schema
+    return existing
+
+
+def _sql_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_integer(arrow_type):
+        return "bigint"
+    if pa.types.is_floating(arrow_type):
+        return "double"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    return "string"
+
+
+def _in_filter(column: str, values: list[str]) -> str:
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+def dataset_at(ws: Workspace, space: str, version: int | str | None = None):
+    """A read-only Lance dataset of `space` at `version` (number or tag); latest when None."""
+    import lance
+
+    uri = f"{ws.lance_uri.rstrip('/')}/{space}.lance"
+    try:
+        return lance.dataset(uri, version=version)
+    except (FileNotFoundError, ValueError) as exc:
+        raise NotFound(f"space {space!r} has no version {version!r} in {ws.lance_uri}") from exc
+
+
+def search(ws: Workspace, space: str, version: int, vector, k: int, where: str | None = None,
+           columns: list[str] | None = None) -> list[dict]:
+    """Nearest chunks by cosine distance in `space` at `version`."""
+    table = open_space(ws, space)
+    table.checkout(version)
+    query = table.search(vector).distance_type("cosine").limit(k)
+    if where:
+        query = query.where(where, prefilter=True)
+    if columns:
+        query = query.select([*columns, "_distance"])
+    return query.to_list()

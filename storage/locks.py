@@ -1,0 +1,30 @@
+"""One writer per space: a second ingest of the same space fails fast with a clear message."""
+
+from contextlib import contextmanager
+
+from filelock import FileLock, Timeout
+
+from storage.errors import EmbedlineError
+from storage.workspace import Workspace
+
+
+class SpaceBusy(EmbedlineError):
+    exit_code = 4
+
+
+@contextmanager
+def space_lock(ws: Workspace, space: str, wait_seconds: float = 0):
+    """Hold the space's lock file for the block; released even if the process dies."""
+    locks = ws.home / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{space}.lock"))
+    try:
+        lock.acquire(timeout=wait_seconds)
+    except Timeout as exc:
+        raise SpaceBusy(
+            f"another run is writing space {space!r}; wait for it to finish (or pass --wait) and retry"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()

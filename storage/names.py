@@ -1,0 +1,27 @@
+"""Corpus and model names become table names, SQL identifiers and path parts: check them once."""
+
+import re
+
+from storage.errors import BadName
+
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# Names the SQL session already uses: a corpus with one of them would shadow it.
+RESERVED = {"corpora", "models", "runs", "versions", "aliases", "documents", "adapters", "quarantine",
+            "schema_version", "catalog", "main", "temp", "memory", "system"}
+
+
+def check_name(value: str, kind: str = "name") -> str:
+    """Return `value` if it is a lowercase identifier, else raise `BadName`."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or "__" in value:
+        raise BadName(
+            f"invalid {kind} {value!r}: use a lowercase identifier like 'debian' or 'docs_v2' "
+            "(a-z, 0-9, single underscores, starting with a letter)"
+        )
+    if value in RESERVED:
+        raise BadName(f"{kind} {value!r} is reserved by the SQL session; pick another name")
+    return value
+
+
+def space_name(corpus: str, model: str) -> str:
+    """The LanceDB table of one (corpus, model) pair."""
+    return f"{check_name(corpus, 'corpus name')}__{check_name(model, 'model name')}"

@@ -1,0 +1,169 @@
+"""The DuckDB session of the SQL contract.
+
+- catalog tables (`corpora`, `runs`, `versions`, ...) straight from `catalog.duckdb`, attached
+  read-only unless the session was opened for writing;
+- one view per corpus over its `prod` alias and one per space over its latest version, scanned
+  from Lance through Arrow (projections and filters are pushed down);
+- `embed(text [, model])` and `embed_<model>(text)` returning the model's native `FLOAT[d]`, computed
+  by the embedding function the caller passes in (storage never imports the engine);
+- the `lance` extension's `lance_vector_search` / `lance_fts` / `lance_hybrid_search`, loaded from
+  the `duckdb-extension-lance` package, when it is installed.
+"""
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from duckdb.sqltypes import FLOAT, VARCHAR
+
+from storage import catalog, embeddings
+from storage.errors import BadInput, ReadOnly
+from storage.workspace import Workspace
+
+Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, d) float32
+
+READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
+
+
+def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with every name of the SQL contract defined."""
+    with catalog.reading(ws):  # creates and migrates the catalog if this workspace is new
+        pass
+    con = duckdb.connect()
+    mode = "" if write else " (READ_ONLY)"
+    con.execute(f"ATTACH '{_quote(str(ws.catalog_path))}' AS catalog{mode}")
+    con.execute("USE catalog")
+    load_lance_extension(con)
+    models = _models(con)
+    _create_space_views(con, ws)
+    if embedder is not None:
+        _create_embed_functions(con, embedder, models, _default_model(con, models))
+    return con
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> duckdb.DuckDBPyRelation | None:
+    """Run user SQL; refuse anything but reads unless `write`."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise BadInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
+    if not statements:
+        raise BadInput("no SQL statement given")
+    if not write:
+        for statement in statements:
+            kind = str(statement.type).rsplit(".", 1)[-1]
+            if kind not in READ_STATEMENTS:
+                raise ReadOnly(f"{kind} is a write and this session is read-only: pass --write to allow it")
+    for statement in statements[:-1]:
+        con.execute(statement)
+    try:
+        return con.sql(statements[-1].query)
+    except duckdb.Error as exc:
+        raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+
+
+def lance_extension_path() -> Path | None:
+    try:
+        import duckdb_extension_lance
+    except ImportError:
+        return None
+    path = Path(duckdb_extension_lance.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "lance.duckdb_extension"
+    return path if path.is_file() else None
+
+
+def load_lance_extension(con: duckdb.DuckDBPyConnection) -> bool:
+    """Load the signed `lance` extension from its registry package, offline; False if absent."""
+    path = lance_extension_path()
+    if path is None:
+        return False
+    con.execute(f"LOAD '{_quote(str(path))}'")
+    return True
+
+
+def _models(con) -> dict[str, int]:
+    """model name → output dim of every registered model."""
+    dims = {}
+    for name, spec in con.execute("SELECT name, spec FROM models ORDER BY name").fetchall():
+        parsed = json.loads(spec)
+        dims[name] = parsed.get("truncate_dim") or parsed["dim"]
+    return dims
+
+
+def _default_model(con, models: dict[str, int]) -> str | None:
+    """`$EMBEDLINE_MODEL`, else the model most `prod` aliases serve, else `minilm`, else any."""
+    chosen = os.environ.get("EMBEDLINE_MODEL")
+    if chosen in models:
+        return chosen
+    row = con.execute(
+        "SELECT model FROM aliases WHERE alias = 'prod' GROUP BY model ORDER BY count(*) DESC, model LIMIT 1"
+    ).fetchone()
+    if row and row[0] in models:
+        return row[0]
+    if "minilm" in models:
+        return "minilm"
+    return next(iter(models), None)
+
+
+def _create_space_views(con, ws: Workspace) -> None:
+    """`<corpus>` over the prod alias; `<corpus>__<model>` over the latest version of each space."""
+    prod = con.execute("SELECT corpus, space, version, model FROM aliases WHERE alias = 'prod'").fetchall()
+    for corpus, space, version, model in prod:
+        _register_view(con, ws, corpus, space, version, model)
+    spaces = con.execute(
+        "SELECT space, max(version), any_value(model) FROM versions GROUP BY space"
+    ).fetchall()
+    for space, _, model in spaces:
+        _register_view(con, ws, space, space, None, model)
+
+
+def _register_view(con, ws: Workspace, name: str, space: str, version: int | None, model: str) -> None:
+    dataset = embeddings.dataset_at(ws, space, version)
+    source = f"lance_{name}"
+    con.register(source, dataset)
+    shown_version = dataset.version
+    con.execute(
+        f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT chunk_id, doc_id, chunk_index, text, vector,'
+        f" '{_quote(model)}' AS model, {int(shown_version)} AS version,"
+        f' * EXCLUDE (chunk_id, doc_id, chunk_index, text, vector, model_key) FROM "{source}"'
+    )
+
+
+def _create_embed_functions(con, embedder: Embedder, models: dict[str, int], default: str | None) -> None:
+    for model, dim in models.items():
+        con.create_function(f"embed_{model}", _arrow_udf(embedder, model, dim), [VARCHAR],
+                            duckdb.array_type(FLOAT, dim), type="arrow")
+    if default is None:
+        return
+    same_dim = [m for m in models if models[m] == models[default]]
+    cases = " ".join(f"WHEN '{m}' THEN embed_{m}(t)" for m in same_dim)
+    con.execute(
+        f"CREATE OR REPLACE TEMP MACRO embed(t) AS embed_{default}(t),"
+        f" (t, m) AS CASE m {cases} ELSE error('embed(text, model): model ' || m || ' is not registered'"
+        f" || ' or has another dimension than {default}; call embed_<model>(text) instead') END"
+    )
+
+
+def _arrow_udf(embedder: Embedder, model: str, dim: int):
+    """Embed each distinct text of a DuckDB vector once, whatever the row count."""
+
+    def udf(texts: pa.Array) -> pa.Array:
+        values = texts.to_pylist()
+        distinct = sorted({v for v in values if v is not None})
+        vectors = embedder(model, distinct) if distinct else np.zeros((0, dim), np.float32)
+        row_of = {text: i for i, text in enumerate(distinct)}
+        flat = np.zeros((len(values), dim), np.float32)
+        for i, value in enumerate(values):
+            if value is not None:
+                flat[i] = vectors[row_of[value]]
+        mask = pa.array([v is None for v in values])
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), dim, mask=mask)
+
+    return udf
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")

@@ -1,0 +1,1 @@
+"""Units of work as plain functions. Nothing here imports Prefect; flows wrap these as tasks."""

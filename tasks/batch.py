@@ -1,0 +1,156 @@
+"""Chunk and embed the documents a plan staged, writing chunk rows with vectors to staging.
+
+Rows stream through in bounded memory: documents → chunks → engine windows → Arrow batches on disk.
+"""
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from storage.embeddings import BASE_FIELDS, chunk_schema
+from tasks.changes import ChangePlan, read_staged_documents
+from tasks.chunking import ChunkParams, chunk_documents
+from tasks.documents import Document
+from tasks.embedding import Engine
+
+ARROW_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "double": pa.float64(),
+               "list<string>": pa.list_(pa.string()), "string": pa.string()}
+
+
+@dataclass
+class EmbeddedBatch:
+    """Staged output of one run: chunk rows with vectors, and per-document chunk counts."""
+
+    chunks_path: str
+    documents_path: str
+    chunk_count: int
+    tokens: int
+    seconds: float
+    dim: int
+    metadata_types: dict
+
+    def schema(self) -> pa.Schema:
+        return chunk_schema(self.dim, metadata_schema(self.metadata_types))
+
+    def read_chunks(self) -> Iterator[pa.RecordBatch]:
+        with pa.OSFile(self.chunks_path, "rb") as source:
+            yield from pa.ipc.open_stream(source)
+
+    def read_documents(self) -> pa.Table:
+        with pa.OSFile(self.documents_path, "rb") as source:
+            return pa.ipc.open_stream(source).read_all()
+
+
+def metadata_schema(types: dict[str, str]) -> pa.Schema:
+    return pa.schema([(column_name(name), ARROW_TYPES[kind]) for name, kind in types.items()])
+
+
+def column_name(field: str) -> str:
+    """Metadata fields keep their names unless they collide with a chunk column."""
+    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in field.lower()) or "field"
+    return f"meta_{safe}" if safe in BASE_FIELDS or safe[0].isdigit() else safe
+
+
+def embed_documents(
+    plan: ChangePlan,
+    engine: Engine,
+    params: ChunkParams,
+    run_id: int,
+    staging_dir: Path,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EmbeddedBatch:
+    """Chunk + embed every staged document; `on_progress(docs_done, chunks_done)` after each window."""
+    started = time.perf_counter()
+    tokens_before = engine.tokens_embedded
+    schema = chunk_schema(engine.spec.out_dim, metadata_schema(plan.metadata_types))
+    doc_schema = pa.schema([("doc_id", pa.string()), ("content_hash", pa.string()),
+                            ("change_key", pa.string()), ("chunk_count", pa.int32())])
+    chunks_path, docs_path = staging_dir / "chunks.arrow", staging_dir / "chunk_counts.arrow"
+    in_flight: deque[dict] = deque()
+    chunk_counts: dict[str, int] = {}
+    doc_rows: list[dict] = []
+    total, docs_done = 0, 0
+
+    templates: dict[str, dict] = {}
+
+    def documents() -> Iterator[Document]:
+        for doc, template in _documents(plan, doc_rows):
+            templates[doc.doc_id] = template
+            yield doc
+
+    def rows() -> Iterator[str]:
+        previous = None
+        for chunk in chunk_documents(documents(), engine.tokenizer, params):
+            if chunk.doc_id != previous:
+                templates.pop(previous, None)  # its chunks are done: keep memory bounded
+                previous = chunk.doc_id
+            chunk_counts[chunk.doc_id] = chunk_counts.get(chunk.doc_id, 0) + 1
+            template = templates[chunk.doc_id]
+            in_flight.append({**template, "chunk_id": chunk.chunk_id, "chunk_index": chunk.chunk_index,
+                              "text": chunk.text})
+            yield chunk.text
+
+    with pa.OSFile(str(chunks_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for vectors in engine.embed_stream(rows()):
+            window = [in_flight.popleft() for _ in range(len(vectors))]
+            writer.write_batch(_chunk_batch(window, vectors, schema, engine.spec.key(), run_id))
+            total += len(window)
+            docs_done = len(doc_rows)
+            if on_progress:
+                on_progress(docs_done, total)
+    with pa.OSFile(str(docs_path), "wb") as sink, pa.ipc.new_stream(sink, doc_schema) as writer:
+        for row in doc_rows:
+            row["chunk_count"] = chunk_counts.get(row["doc_id"], 0)
+        writer.write_table(pa.Table.from_pylist(doc_rows, schema=doc_schema))
+    return EmbeddedBatch(str(chunks_path), str(docs_path), total, engine.tokens_embedded - tokens_before,
+                         time.perf_counter() - started, engine.spec.out_dim, plan.metadata_types)
+
+
+def _documents(plan: ChangePlan, doc_rows: list[dict]) -> Iterator[tuple[Document, dict]]:
+    """Staged documents one at a time, each with the row fields its chunks share."""
+    for batch in read_staged_documents(plan.docs_path):
+        for staged in batch.to_pylist():
+            metadata = json.loads(staged["metadata"])
+            doc = Document(staged["doc_id"], staged["text"], staged["title"], metadata)
+            doc_rows.append({"doc_id": doc.doc_id, "content_hash": staged["content_hash"],
+                             "change_key": staged["change_key"]})
+            template = {"doc_id": doc.doc_id, "title": doc.title}
+            for name, kind in plan.metadata_types.items():
+                template[column_name(name)] = _coerce(metadata.get(name), kind)
+            yield doc, template
+
+
+def _chunk_batch(rows: list[dict], vectors: np.ndarray, schema: pa.Schema, model_key: str, run_id: int) -> pa.RecordBatch:
+    columns = {}
+    for field in schema:
+        if field.name == "vector":
+            flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+            columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+        elif field.name == "model_key":
+            columns["model_key"] = pa.array([model_key] * len(rows), pa.string())
+        elif field.name == "run_id":
+            columns["run_id"] = pa.array([run_id] * len(rows), pa.int64())
+        else:
+            columns[field.name] = pa.array([r.get(field.name) for r in rows], field.type)
+    return pa.RecordBatch.from_pydict(columns, schema=schema)
+
+
+def _coerce(value, kind: str):
+    """Fit a metadata value to its column's type (set by its first value); misfits in a numeric
+    column become null here, and stay whole in the source and the content hash."""
+    if value is None:
+        return None
+    if kind == "string":
+        return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    if kind == "list<string>":
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    try:
+        return {"bool": bool, "int64": int, "double": float}[kind](value)
+    except (TypeError, ValueError):
+        return None

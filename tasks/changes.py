@@ -1,0 +1,125 @@
+"""Diff a source against what the space already holds: new, changed, unchanged, deleted.
+
+The change key of a document is its content hash + the model key + the chunking key, so a new
+model, precision policy or chunk size marks every document it affects as changed.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from tasks.documents import Document, Rejected
+from tasks.sources import FieldMap, read_source
+
+STAGED_DOCS = pa.schema([
+    ("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string()), ("metadata", pa.string()),
+    ("content_hash", pa.string()), ("change_key", pa.string()),
+])
+
+
+@dataclass
+class ChangePlan:
+    """What a run must do. Small: documents to embed are staged on disk at `docs_path`."""
+
+    docs_path: str
+    counts: dict
+    deleted_doc_ids: list[str]
+    changed_doc_ids: list[str]
+    quarantined: list[dict]
+    metadata_types: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def replace_doc_ids(self) -> list[str]:
+        """Documents whose old chunks must go: changed (stale chunks) and deleted."""
+        return self.changed_doc_ids + self.deleted_doc_ids
+
+
+def change_key(content_hash: str, model_key: str, chunk_key: str) -> str:
+    return hashlib.sha256(f"{content_hash}|{model_key}|{chunk_key}".encode()).hexdigest()[:32]
+
+
+def plan_changes(
+    source: str,
+    fields: FieldMap,
+    known: dict[str, str],
+    model_key: str,
+    chunk_key: str,
+    staging_dir: Path,
+    keep_deleted: bool = False,
+) -> ChangePlan:
+    """Stream `source`, stage the documents that need embedding, and count everything."""
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    docs_path = staging_dir / "documents.arrow"
+    counts = dict.fromkeys(("docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_quarantined"), 0)
+    changed, quarantined, seen, types = [], [], set(), {}
+    pending: list[dict] = []
+    with pa.OSFile(str(docs_path), "wb") as sink, pa.ipc.new_stream(sink, STAGED_DOCS) as writer:
+        for item in read_source(source, fields):
+            counts["docs_read"] += 1
+            if isinstance(item, Rejected):
+                counts["docs_quarantined"] += 1
+                quarantined.append(_quarantine_row(item))
+                continue
+            seen.add(item.doc_id)
+            content = item.content_hash()
+            key = change_key(content, model_key, chunk_key)
+            previous = known.get(item.doc_id)
+            if previous == key:
+                counts["docs_unchanged"] += 1
+                continue
+            if previous is None:
+                counts["docs_new"] += 1
+            else:
+                counts["docs_changed"] += 1
+                changed.append(item.doc_id)
+            _note_types(types, item)
+            pending.append(_staged_row(item, content, key))
+            if len(pending) >= 1024:
+                writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=STAGED_DOCS))
+                pending = []
+        if pending:
+            writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=STAGED_DOCS))
+    deleted = [] if keep_deleted else sorted(set(known) - seen)
+    counts["docs_deleted"] = len(deleted)
+    return ChangePlan(str(docs_path), counts, deleted, changed, quarantined, types)
+
+
+def read_staged_documents(path: str):
+    """Batches of staged documents (pyarrow RecordBatch), in source order."""
+    with pa.OSFile(path, "rb") as source:
+        yield from pa.ipc.open_stream(source)
+
+
+def _staged_row(doc: Document, content: str, key: str) -> dict:
+    return {
+        "doc_id": doc.doc_id, "title": doc.title, "text": doc.text,
+        "metadata": json.dumps(doc.metadata, default=str, ensure_ascii=False),
+        "content_hash": content, "change_key": key,
+    }
+
+
+def _quarantine_row(item: Rejected) -> dict:
+    return {"source": item.source, "position": item.position, "reason": item.reason,
+            "raw": item.raw, "doc_id": item.doc_id}
+
+
+def _note_types(types: dict[str, str], doc: Document) -> None:
+    """Remember each metadata field's type from its first value (later values are coerced)."""
+    for name, value in doc.metadata.items():
+        if name not in types:
+            types[name] = _type_name(value)
+
+
+def _type_name(value) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "list<string>"
+    return "string"

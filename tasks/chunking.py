@@ -1,0 +1,75 @@
+"""Token-aware chunking with overlap and stable chunk ids.
+
+Chunks are cut on token boundaries of the embedding model's own tokenizer, so a chunk never gets
+truncated at embed time, and mapped back to character offsets so the stored text is the original.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+from storage.errors import BadInput
+from tasks.documents import Chunk, Document
+
+
+@dataclass(frozen=True)
+class ChunkParams:
+    max_tokens: int = 254  # MiniLM's 256 less [CLS] and [SEP]
+    overlap: int = 32
+
+    def __post_init__(self):
+        if self.max_tokens < 8 or not 0 <= self.overlap < self.max_tokens // 2:
+            raise BadInput(
+                f"chunking max_tokens={self.max_tokens}, overlap={self.overlap}: "
+                "need max_tokens ≥ 8 and 0 ≤ overlap < max_tokens/2"
+            )
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    @classmethod
+    def for_model(cls, model_max_tokens: int, overlap: int = 32) -> "ChunkParams":
+        """Chunks that fit the model once special tokens are added."""
+        return cls(max_tokens=model_max_tokens - 2, overlap=min(overlap, (model_max_tokens - 2) // 2 - 1))
+
+
+def chunk_id(doc_id: str, index: int, text: str, params_key: str) -> str:
+    """Stable: the same text of the same document under the same params keeps its id."""
+    blob = json.dumps([doc_id, index, text, params_key]).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def chunk_documents(
+    docs: Iterable[Document], tokenizer, params: ChunkParams, window: int = 512
+) -> Iterator[Chunk]:
+    """Split each document's text into overlapping token windows, in document order."""
+    pending: list[Document] = []
+    for doc in docs:
+        pending.append(doc)
+        if len(pending) >= window:
+            yield from _chunk_window(pending, tokenizer, params)
+            pending = []
+    if pending:
+        yield from _chunk_window(pending, tokenizer, params)
+
+
+def _chunk_window(docs: list[Document], tokenizer, params: ChunkParams) -> Iterator[Chunk]:
+    encoded = tokenizer(
+        [d.text for d in docs],
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,  # long documents are expected here: that is why we chunk
+    )
+    params_key = params.key()
+    step = params.max_tokens - params.overlap
+    for doc, offsets in zip(docs, encoded["offset_mapping"]):
+        spans = [(0, len(doc.text))] if len(offsets) <= params.max_tokens else [
+            (offsets[start][0], offsets[min(start + params.max_tokens, len(offsets)) - 1][1])
+            for start in range(0, max(len(offsets) - params.overlap, 1), step)
+        ]
+        for index, (begin, end) in enumerate(spans):
+            text = doc.text[begin:end].strip()
+            yield Chunk(chunk_id(doc.doc_id, index, text, params_key), doc.doc_id, index, text)

@@ -1,0 +1,232 @@
+"""The embedding engine: tokenize → token-budget batches → forward → pool → normalize.
+
+Why not `SentenceTransformer.encode`: it batches by row count, so one long text pads 31 short ones,
+and it runs fp32 on CPUs that have bf16 units. Here batches are filled to a token budget after
+sorting by length, each batch is padded only to its own longest row, the forward pass runs under the
+device's precision policy, and tokenizing the next window overlaps the current forward pass.
+"""
+
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+
+from storage.errors import BadInput
+from tasks.models import ModelSpec
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU has native bf16 matrix units (AVX-512 BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def choose_precision(device: str, requested: str | None = None) -> str:
+    """The precision policy: bf16 where the hardware has it, fp16 on older GPUs, else fp32.
+
+    `requested` (or `$EMBEDLINE_PRECISION`) overrides; "auto" means choose.
+    """
+    requested = requested or os.environ.get("EMBEDLINE_PRECISION") or "auto"
+    if requested != "auto":
+        if requested not in PRECISIONS:
+            raise BadInput(f"precision {requested!r}: use one of auto, {', '.join(PRECISIONS)}")
+        return requested
+    if device.startswith("cuda"):
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def choose_device(requested: str | None = None) -> str:
+    """`cuda` when a GPU is visible (honours CUDA_VISIBLE_DEVICES), else `cpu`."""
+    requested = requested or os.environ.get("EMBEDLINE_DEVICE") or "auto"
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Batch:
+    """One padded forward pass: rows are positions within the current window."""
+
+    rows: np.ndarray
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+
+
+def plan_batches(lengths: list[int], token_budget: int) -> list[np.ndarray]:
+    """Group row indices, longest first, so that rows × longest row ≤ token_budget per batch."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(lengths[order[start]], 1)
+        size = max(1, token_budget // longest)
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def pad_batch(token_ids: list[list[int]], rows: np.ndarray, pad_id: int) -> Batch:
+    width = max(len(token_ids[r]) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        seq = token_ids[r]
+        ids[i, : len(seq)] = seq
+        mask[i, : len(seq)] = 1
+    return Batch(rows=rows, input_ids=ids, attention_mask=mask)
+
+
+class Engine:
+    """A loaded model plus its precision policy. One per process (one per GPU)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str | None = None,
+        precision: str | None = None,
+        token_budget: int = 8192,
+        window: int = 2048,
+    ):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars in CLI output and flow logs
+
+        self.device = choose_device(device)
+        self.spec = spec.with_precision(choose_precision(self.device, precision or _spec_precision(spec)))
+        self.token_budget = token_budget
+        self.window = window
+        self.tokens_embedded = 0
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.path, local_files_only=True)
+        self.model = _load_model(AutoModel, spec.path, torch).to(self.device).eval()
+        self._torch = torch
+
+    # -- public -------------------------------------------------------------------------------
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors for `texts`, in order, as float32 (n, out_dim)."""
+        parts = list(self.embed_stream(texts))
+        return np.concatenate(parts) if parts else np.zeros((0, self.spec.out_dim), np.float32)
+
+    def embed_stream(self, texts: Iterable[str]) -> Iterator[np.ndarray]:
+        """Yield one float32 array per window of `self.window` texts, input order kept.
+
+        Memory is bounded by one window; the next window is tokenized on a helper thread while the
+        current one runs through the model.
+        """
+        windows = _windows(iter(texts), self.window)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            first = next(windows, None)
+            if first is not None:
+                pending = pool.submit(self.tokenize, first)
+            while pending is not None:
+                token_ids = pending.result()
+                upcoming = next(windows, None)
+                pending = pool.submit(self.tokenize, upcoming) if upcoming is not None else None
+                yield self._embed_tokens(token_ids)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text, truncated to the model's max tokens, unpadded."""
+        encoded = self.tokenizer(
+            [t if isinstance(t, str) else "" for t in texts],
+            truncation=True,
+            max_length=self.spec.max_tokens,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        return encoded["input_ids"]
+
+    # -- internals ----------------------------------------------------------------------------
+    def _embed_tokens(self, token_ids: list[list[int]]) -> np.ndarray:
+        torch = self._torch
+        out = np.empty((len(token_ids), self.spec.out_dim), dtype=np.float32)
+        pad_id = self.tokenizer.pad_token_id or 0
+        lengths = [len(t) for t in token_ids]
+        for rows in plan_batches(lengths, self.token_budget):
+            batch = pad_batch(token_ids, rows, pad_id)
+            out[batch.rows] = self._forward(batch)
+            self.tokens_embedded += int(batch.attention_mask.sum())
+        return out
+
+    def _forward(self, batch: Batch) -> np.ndarray:
+        torch = self._torch
+        ids = torch.from_numpy(batch.input_ids)
+        mask = torch.from_numpy(batch.attention_mask)
+        if self.device.startswith("cuda"):
+            ids = ids.pin_memory().to(self.device, non_blocking=True)
+            mask = mask.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode(), _autocast(torch, self.device, self.spec.precision):
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        vectors = pool_hidden(torch, hidden.float(), mask, self.spec.pooling)
+        if self.spec.truncate_dim:
+            vectors = vectors[:, : self.spec.truncate_dim]
+        if self.spec.normalize:
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.cpu().numpy()
+
+
+def pool_hidden(torch, hidden, mask, pooling: str):
+    """Mean over real tokens, the first ([CLS]) token, or the max over real tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "max":
+        return hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def _autocast(torch, device: str, precision: str):
+    if precision == "fp32":
+        return torch.autocast(device_type="cpu", enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
+
+
+def _load_model(auto_model, path: str, torch):
+    """SDPA attention where the architecture has it (BERT/MiniLM), the default otherwise (MPNet)."""
+    try:
+        return auto_model.from_pretrained(path, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32)
+    except (ValueError, ImportError):
+        return auto_model.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+
+
+def _spec_precision(spec: ModelSpec) -> str | None:
+    return None if spec.precision == "auto" else spec.precision
+
+
+def _windows(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def resolve_runtime(spec: ModelSpec, device: str | None = None, precision: str | None = None) -> tuple[ModelSpec, str]:
+    """The spec with its precision decided for this machine, and the device; loads nothing."""
+    chosen_device = choose_device(device)
+    return spec.with_precision(choose_precision(chosen_device, precision or _spec_precision(spec))), chosen_device
+
+
+_ENGINES: dict[tuple, Engine] = {}
+
+
+def get_engine(spec: ModelSpec, device: str | None = None) -> Engine:
+    """One loaded engine per (model, precision, device) per process: loading costs seconds."""
+    resolved, chosen_device = resolve_runtime(spec, device)
+    key = (resolved, chosen_device)
+    if key not in _ENGINES:
+        _ENGINES[key] = Engine(resolved, device=chosen_device, precision=resolved.precision)
+    return _ENGINES[key]

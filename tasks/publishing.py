@@ -1,0 +1,94 @@
+"""Publish a validated batch: one Lance commit + tag, then one catalog transaction."""
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from storage import catalog, embeddings
+from storage.workspace import Workspace
+from tasks.batch import EmbeddedBatch
+from tasks.changes import ChangePlan
+from validation.suite import ValidationReport
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    corpus: str
+    space: str
+    status: str
+    version: int | None
+    promoted: bool
+    docs_read: int
+    docs_new: int
+    docs_changed: int
+    docs_unchanged: int
+    docs_deleted: int
+    docs_quarantined: int
+    chunks_embedded: int
+    tokens_embedded: int
+    embed_seconds: float
+    seconds: float
+    failures: list[str]
+    quarantine_reasons: list[str]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+
+def publish_batch(ws: Workspace, space: str, run_id: int, plan: ChangePlan, batch: EmbeddedBatch) -> dict | None:
+    """Write the batch and drop stale chunks as one Lance version tagged `run-<id>`; None if nothing changed."""
+    if batch.chunk_count == 0 and not plan.replace_doc_ids:
+        return None
+    return embeddings.write_version(
+        ws, space, batch.schema(), batch.read_chunks(), plan.replace_doc_ids, tag=f"run-{run_id}"
+    )
+
+
+def record_run(
+    ws: Workspace,
+    corpus: str,
+    space: str,
+    run_id: int,
+    plan: ChangePlan,
+    batch: EmbeddedBatch,
+    report: ValidationReport,
+    version: dict | None,
+    seconds: float,
+    promote_to: str = "prod",
+) -> RunSummary:
+    """Record counts, documents, quarantine and the version; move `promote_to` if the gates passed."""
+    counts = {**plan.counts, "chunks_embedded": batch.chunk_count, "tokens_embedded": batch.tokens,
+              "embed_seconds": batch.seconds}
+    if version is not None:
+        version = {**version, "validation": "passed" if report.passed else "failed",
+                   "failures": "; ".join(report.failures) or None}
+    _save_quarantine(ws, run_id, plan.quarantined)
+    catalog.finish_run(
+        ws, run_id, counts=counts, seconds=seconds, documents_arrow=batch.read_documents(),
+        deleted_doc_ids=plan.deleted_doc_ids, quarantined=plan.quarantined, version=version,
+        promote_to=promote_to,
+    )
+    shutil.rmtree(Path(plan.docs_path).parent, ignore_errors=True)
+    return RunSummary(
+        run_id=run_id, corpus=corpus, space=space,
+        status="succeeded" if report.passed else "failed",
+        version=version["version"] if version else None,
+        promoted=bool(version) and report.passed,
+        **{k: plan.counts[k] for k in ("docs_read", "docs_new", "docs_changed", "docs_unchanged",
+                                       "docs_deleted", "docs_quarantined")},
+        chunks_embedded=batch.chunk_count, tokens_embedded=batch.tokens, embed_seconds=round(batch.seconds, 3),
+        seconds=round(seconds, 3), failures=report.failures,
+        quarantine_reasons=[q["reason"] for q in plan.quarantined[:20]],
+    )
+
+
+def _save_quarantine(ws: Workspace, run_id: int, rows: list[dict]) -> None:
+    """Keep every rejected record whole on disk; the catalog row holds a truncated copy."""
+    if not rows:
+        return
+    ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    with (ws.quarantine_dir / f"run-{run_id}.jsonl").open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")

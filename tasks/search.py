@@ -1,0 +1,42 @@
+"""Nearest chunks of a corpus for a text query, over the version its `prod` alias serves."""
+
+from storage import catalog, embeddings
+from storage.errors import BadInput, NotFound
+from storage.names import check_name
+from storage.workspace import Workspace
+from tasks.embedding import get_engine
+from tasks.models import resolve_model
+
+RESULT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "title", "text"]
+
+
+def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: str | None = None,
+                  alias: str = "prod") -> list[dict]:
+    """Top-`k` chunks by cosine similarity; each hit has doc_id, title, text and score."""
+    if k < 1:
+        raise BadInput(f"-k must be at least 1, got {k}")
+    target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
+    if target is None:
+        raise NotFound(f"corpus {corpus!r} has no {alias!r} version: run `embedline ingest SOURCE --corpus {corpus}` first")
+    engine = get_engine(resolve_model(ws, target["model"]))
+    vector = engine.embed([query])[0]
+    hits = embeddings.search(ws, target["space"], target["version"], vector, k, where, RESULT_COLUMNS)
+    return [
+        {**{c: hit.get(c) for c in RESULT_COLUMNS}, "score": round(1.0 - float(hit["_distance"]), 6)}
+        for hit in hits
+    ]
+
+
+def make_embedder(ws: Workspace):
+    """The embedding function handed to the SQL session: (model, texts) -> vectors.
+
+    Specs are read from the catalog now, before the session attaches it; models load on first use.
+    """
+    from tasks.models import ModelSpec
+
+    specs = {row["name"]: ModelSpec.from_json(row["spec"]) for row in catalog.list_models(ws)}
+
+    def embed(model: str, texts: list[str]):
+        return get_engine(specs[model]).embed(texts)
+
+    return embed

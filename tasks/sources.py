@@ -1,0 +1,169 @@
+"""Read a source into `Document`s, streaming; records that cannot be used become `Rejected`.
+
+Supported: JSONL (optionally .gz), CSV, Parquet, and a folder of .txt/.md/.html files.
+"""
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.errors import BadInput
+from tasks.documents import Document, Rejected
+
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    id_field: str = "id"
+    text_field: str = "text"
+    title_field: str = "title"
+    max_chars: int = 1_000_000  # longer documents are quarantined, not silently truncated
+
+
+def read_source(source: str, fields: FieldMap) -> Iterator[Document | Rejected]:
+    """Documents of `source` in order; bad records as `Rejected` (with position and reason)."""
+    path = Path(source)
+    if path.is_dir():
+        records = _read_folder(path)
+        fields = FieldMap(max_chars=fields.max_chars)  # folder records carry id/title/text themselves
+    elif not path.exists():
+        raise BadInput(f"source {source} does not exist")
+    else:
+        suffixes = "".join(path.suffixes[-2:]).lower()
+        if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")):
+            records = _read_jsonl(path)
+        elif suffixes.endswith((".csv", ".csv.gz")):
+            records = _read_csv(path)
+        elif suffixes.endswith(".parquet"):
+            records = _read_parquet(path)
+        else:
+            raise BadInput(f"{source}: unknown source type; use .jsonl[.gz], .csv, .parquet or a folder")
+    return to_documents(records, fields)
+
+
+def to_documents(records: Iterator[tuple[str, int, dict | Rejected]], fields: FieldMap) -> Iterator[Document | Rejected]:
+    """Map raw records to documents, rejecting missing ids, empty or huge texts, duplicate ids."""
+    seen: set[str] = set()
+    for source, position, record in records:
+        if isinstance(record, Rejected):
+            yield record
+            continue
+        doc_or_reason = _to_document(record, fields, source, position)
+        if isinstance(doc_or_reason, str):
+            yield Rejected(source, position, doc_or_reason, _raw(record), _maybe_id(record, fields))
+        elif doc_or_reason.doc_id in seen:
+            yield Rejected(source, position, f"duplicate id {doc_or_reason.doc_id!r} (first occurrence kept)",
+                           _raw(record), doc_or_reason.doc_id)
+        else:
+            seen.add(doc_or_reason.doc_id)
+            yield doc_or_reason
+
+
+def _to_document(record: dict, fields: FieldMap, source: str, position: int) -> Document | str:
+    doc_id = record.get(fields.id_field)
+    if doc_id is None or str(doc_id).strip() == "":
+        return f"missing id field {fields.id_field!r}"
+    text = record.get(fields.text_field)
+    if not isinstance(text, str) or not text.strip():
+        return f"empty or missing text field {fields.text_field!r}"
+    if len(text) > fields.max_chars:
+        return f"text has {len(text):,} characters, over the limit of {fields.max_chars:,}"
+    title = record.get(fields.title_field) or ""
+    skip = {fields.id_field, fields.text_field, fields.title_field}
+    metadata = {k: v for k, v in record.items() if k not in skip and v is not None}
+    return Document(str(doc_id), text, str(title), metadata, source, position)
+
+
+def _raw(record: dict) -> str:
+    return json.dumps(record, default=str, ensure_ascii=False)
+
+
+def _maybe_id(record: dict, fields: FieldMap) -> str | None:
+    value = record.get(fields.id_field)
+    return None if value is None else str(value)
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
+    src = str(path)
+    with _open_bytes(path) as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield src, number, Rejected(src, number, f"{src}:{number}: undecodable bytes ({exc.reason} at byte {exc.start})",
+                                            raw.decode("utf-8", "replace"))
+                continue
+            if not line.strip():
+                continue
+            line = line.rstrip("\r\n")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield src, number, Rejected(src, number, f"{src}:{number}: invalid JSON ({exc.msg} at column {exc.colno})", line)
+                continue
+            if not isinstance(record, dict):
+                yield src, number, Rejected(src, number, f"{src}:{number}: expected a JSON object, got {type(record).__name__}", line)
+                continue
+            yield src, number, record
+
+
+def _read_csv(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
+    src = str(path)
+    with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="") as fh:
+        reader = csv.DictReader(fh)
+        try:
+            for record in reader:
+                yield src, reader.line_num, {k: v for k, v in record.items() if k is not None}
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{src}: not UTF-8 near row {reader.line_num + 1} ({exc.reason}); re-encode the file") from exc
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
+    import pyarrow.parquet as pq
+
+    src, position = str(path), 0
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise BadInput(f"{src}: unreadable Parquet file ({exc})") from exc
+    for batch in parquet.iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            position += 1
+            yield src, position, record
+
+
+def _read_folder(root: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise BadInput(f"{root}: no {', '.join(TEXT_SUFFIXES)} files found")
+    for file in files:
+        rel = str(file.relative_to(root))
+        try:
+            body = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield str(file), 1, Rejected(str(file), 1, f"{file}: undecodable bytes ({exc.reason} at byte {exc.start})", doc_id=rel)
+            continue
+        except OSError as exc:
+            yield str(file), 1, Rejected(str(file), 1, f"{file}: unreadable ({exc.strerror})", doc_id=rel)
+            continue
+        title, text = _html_to_text(body) if file.suffix.lower() in (".html", ".htm") else (file.stem, body)
+        yield str(file), 1, {"id": rel, "title": title, "text": text, "path": rel}
+
+
+def _html_to_text(html: str) -> tuple[str, str]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript"]):
+        tag.decompose()
+    title = soup.title.get_text(strip=True) if soup.title else ""
+    return title, soup.get_text("\n", strip=True)

@@ -1,0 +1,1 @@
+"""Validation: the only package that imports great_expectations (lazily: it costs seconds)."""

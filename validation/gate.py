@@ -1,0 +1,9 @@
+"""The promotion gate: a flow asks `require(report)`; a failing report never moves an alias."""
+
+from storage.errors import ValidationFailed
+from validation.suite import ValidationReport
+
+
+def require(report: ValidationReport) -> None:
+    if not report.passed:
+        raise ValidationFailed(report.failures)
