@@ -1,0 +1,46 @@
+"""The SQL session: catalog tables, per-corpus and per-space views, embed(), the lance extension."""
+
+import pytest
+
+from storage import sql
+from storage.errors import ReadOnly
+from tasks.search import make_embedder
+from tests.conftest import ingest
+
+
+@pytest.fixture
+def session(workspace, debian_case):
+    ingest(workspace, debian_case)
+    return sql.connect(workspace, make_embedder(workspace))
+
+
+def test_every_contract_name_is_defined(session):
+    names = {r[0] for r in session.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert {"corpora", "models", "runs", "versions", "aliases", "documents", "adapters", "quarantine",
+            "debian", "debian__tiny"} <= names
+    columns = [r[0] for r in session.execute("DESCRIBE debian").fetchall()]
+    assert columns[:7] == ["chunk_id", "doc_id", "chunk_index", "text", "vector", "model", "version"]
+    assert {"title", "section", "tags"} <= set(columns)
+
+
+def test_embed_returns_the_models_native_array(session):
+    assert session.execute("SELECT typeof(embed('x')), typeof(embed('x', 'tiny')), typeof(embed_tiny('x'))").fetchone() == (
+        "FLOAT[32]", "FLOAT[32]", "FLOAT[32]")
+    with pytest.raises(Exception, match="not registered"):
+        session.execute("SELECT embed('x', 'nope')").fetchall()
+
+
+def test_read_only_session_refuses_writes(session):
+    with pytest.raises(ReadOnly):
+        sql.execute(session, "INSERT INTO runs (run_id) VALUES (99)")
+    with pytest.raises(Exception, match="read-only"):  # and DuckDB itself refuses, too
+        session.execute("DELETE FROM runs")
+
+
+def test_lance_extension_searches_a_space(session, workspace):
+    assert sql.lance_extension_path() is not None
+    uri = f"{workspace.lance_uri}/debian__tiny.lance"
+    rows = session.execute(
+        f"SELECT doc_id FROM lance_vector_search('{uri}', 'vector', embed('window manager'), k = 3)"
+    ).fetchall()
+    assert len(rows) == 3

@@ -1,0 +1,89 @@
+"""Every bad-input class becomes a `Rejected` with its position and reason; good records survive."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from storage.errors import BadInput
+from tasks.documents import Document, Rejected
+from tasks.sources import FieldMap, read_source
+
+
+def read(path, **fields):
+    return list(read_source(str(path), FieldMap(**fields)))
+
+
+def test_jsonl_bad_records_are_rejected_with_reasons(tmp_path):
+    path = tmp_path / "in.jsonl"
+    lines = [
+        json.dumps({"id": "a", "title": "A", "text": "fine", "section": "x"}),
+        "not json",
+        json.dumps([1, 2]),
+        json.dumps({"title": "no id", "text": "t"}),
+        json.dumps({"id": "b", "text": "   "}),
+        json.dumps({"id": "a", "text": "duplicate"}),
+        json.dumps({"id": "c", "text": "y" * 50}),
+    ]
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"id": "d", "text": "\xff\xfe"}\n')
+    items = read(path, max_chars=40)
+    docs = [i for i in items if isinstance(i, Document)]
+    rejected = {i.position: i.reason for i in items if isinstance(i, Rejected)}
+    assert [(d.doc_id, d.title, d.metadata) for d in docs] == [("a", "A", {"section": "x"})]
+    assert "invalid JSON" in rejected[2] and rejected[2].startswith(f"{path}:2:")
+    assert "expected a JSON object" in rejected[3]
+    assert "missing id" in rejected[4]
+    assert "empty or missing text" in rejected[5]
+    assert "duplicate id 'a'" in rejected[6]
+    assert "over the limit" in rejected[7]
+    assert "undecodable bytes" in rejected[8]
+    assert len(items) == 8  # read = documents + rejected: nothing is lost
+
+
+def test_gzip_jsonl_and_field_mapping(tmp_path):
+    path = tmp_path / "in.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps({"pkg": "p1", "synopsis": "S", "body": "text one", "v": 3}) + "\n")
+    (doc,) = read(path, id_field="pkg", text_field="body", title_field="synopsis")
+    assert (doc.doc_id, doc.title, doc.text, doc.metadata, doc.position) == ("p1", "S", "text one", {"v": 3}, 1)
+
+
+def test_csv_and_parquet(tmp_path):
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text('id,title,text\n1,One,"first, with comma"\n2,Two,\n')
+    items = read(csv_path)
+    assert isinstance(items[0], Document) and items[0].text == "first, with comma"
+    assert isinstance(items[1], Rejected) and "empty" in items[1].reason
+    parquet_path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ["x", "y"], "text": ["alpha", "beta"], "n": [1, 2]}), parquet_path)
+    assert [(d.doc_id, d.metadata) for d in read(parquet_path)] == [("x", {"n": 1}), ("y", {"n": 2})]
+
+
+def test_folder_of_text_markdown_and_html(tmp_path):
+    (tmp_path / "a.md").write_text("# Title\nSome markdown")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.html").write_text("<html><title>Page</title><script>x()</script><p>Hello <b>web</b></p></html>")
+    (tmp_path / "c.bin").write_bytes(b"\x00")
+    docs = read(tmp_path)
+    assert [(d.doc_id, d.title) for d in docs] == [("a.md", "a"), ("sub/b.html", "Page")]
+    assert "x()" not in docs[1].text and "Hello" in docs[1].text
+
+
+def test_unusable_sources_fail_with_one_line_errors(tmp_path):
+    with pytest.raises(BadInput, match="does not exist"):
+        read(tmp_path / "missing.jsonl")
+    (tmp_path / "x.docx").write_text("?")
+    with pytest.raises(BadInput, match="unknown source type"):
+        read(tmp_path / "x.docx")
+    (tmp_path / "broken.parquet").write_text("not parquet")
+    with pytest.raises(BadInput, match="unreadable Parquet"):
+        read(tmp_path / "broken.parquet")
+
+
+def test_content_hash_changes_with_any_stored_field():
+    base = Document("a", "text", "title", {"k": 1})
+    assert base.content_hash() == Document("a", "text", "title", {"k": 1}).content_hash()
+    assert base.content_hash() != Document("a", "text!", "title", {"k": 1}).content_hash()
+    assert base.content_hash() != Document("a", "text", "title", {"k": 2}).content_hash()
