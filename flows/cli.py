@@ -34,24 +34,33 @@ def _workspace(home: Optional[str]):
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Argument(help="JSONL[.gz], CSV, Parquet file, or a folder of .txt/.md/.html")],
     corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (lowercase identifier)")],
+    source: Annotated[Optional[str], typer.Argument(help="JSONL[.gz], CSV, Parquet file, or a folder of .txt/.md/.html")] = None,
+    query: Annotated[Optional[str], typer.Option("--query", help="Read the rows of a DuckDB query instead of SOURCE")] = None,
     model: Annotated[str, typer.Option("--model", help="Registered model name")] = "minilm",
     id_field: Annotated[str, typer.Option("--id-field")] = "id",
     text_field: Annotated[str, typer.Option("--text-field")] = "text",
     title_field: Annotated[str, typer.Option("--title-field")] = "title",
     keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="Keep chunks of documents gone from the source")] = False,
+    chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Tokens per chunk (default: the model's max less 2)")] = None,
+    overlap: Annotated[int, typer.Option("--overlap", help="Tokens shared by consecutive chunks")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
     home: Home = None,
 ):
     """Embed SOURCE into CORPUS as a new validated version.
 
     Example: embedline ingest examples/debian-2k.jsonl.gz --corpus debian
+    Example: embedline ingest --query "SELECT * FROM 'docs/*.parquet'" --corpus docs
     """
+    from storage.errors import BadInput
+    from tasks.sources import QUERY_PREFIX
+
+    if (source is None) == (query is None):
+        raise BadInput("give either SOURCE or --query, not both or neither")
     from flows.ingest import ingest_corpus
 
-    summary = ingest_corpus(source, corpus, model, id_field, text_field, title_field, keep_deleted,
-                            home=str(_workspace(home).home))
+    summary = ingest_corpus(source or QUERY_PREFIX + query, corpus, model, id_field, text_field, title_field,
+                            keep_deleted, overlap, chunk_tokens, home=str(_workspace(home).home))
     typer.echo(summary.to_json() if as_json else format_summary(summary))
 
 

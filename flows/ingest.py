@@ -47,6 +47,7 @@ def ingest_corpus(
     title_field: str = "title",
     keep_deleted: bool = False,
     overlap: int = 32,
+    chunk_tokens: int | None = None,
     home: str | None = None,
 ) -> publishing.RunSummary:
     started = time.perf_counter()
@@ -54,7 +55,7 @@ def ingest_corpus(
     check_name(corpus, "corpus name")
     fields = FieldMap(id_field, text_field, title_field)
     spec, device = resolve_runtime(resolve_model(ws, model))  # 1. the model's identity on this machine
-    params = ChunkParams.for_model(spec.max_tokens, overlap)
+    params = ChunkParams.for_model(spec.max_tokens, overlap, chunk_tokens)
     space = space_name(corpus, model)
     with space_lock(ws, space):  # 2. one writer per space
         run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),

@@ -167,6 +167,9 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
             "INSERT INTO corpora VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET source = excluded.source, fields = excluded.fields",
             [corpus, source, json.dumps(fields), now()],
         )
+        # The caller holds the space's lock, so a run still marked running there died mid-way.
+        con.execute("UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ? AND status = 'running'",
+                    [now(), space])
         run_id = con.execute("SELECT nextval('run_ids')").fetchone()[0]
         con.execute(
             "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key, chunk_key, device, precision)"

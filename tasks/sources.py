@@ -25,8 +25,16 @@ class FieldMap:
     max_chars: int = 1_000_000  # longer documents are quarantined, not silently truncated
 
 
+QUERY_PREFIX = "query:"
+
+
 def read_source(source: str, fields: FieldMap) -> Iterator[Document | Rejected]:
-    """Documents of `source` in order; bad records as `Rejected` (with position and reason)."""
+    """Documents of `source` in order; bad records as `Rejected` (with position and reason).
+
+    `source` is a path, or `query:<SQL>` for the rows of a DuckDB query.
+    """
+    if source.startswith(QUERY_PREFIX):
+        return to_documents(_read_query(source[len(QUERY_PREFIX):]), fields)
     path = Path(source)
     if path.is_dir():
         records = _read_folder(path)
@@ -139,6 +147,13 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
         for record in batch.to_pylist():
             position += 1
             yield src, position, record
+
+
+def _read_query(query: str) -> Iterator[tuple[str, int, dict | Rejected]]:
+    from storage.query_source import iter_query_rows
+
+    for position, record in enumerate(iter_query_rows(query), start=1):
+        yield "query", position, record
 
 
 def _read_folder(root: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
