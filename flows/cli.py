@@ -81,9 +81,10 @@ def format_summary(summary) -> str:
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL to run")],
+    query: Annotated[Optional[str], typer.Argument(help="SQL to run")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format")] = Format.table,
     write: Annotated[bool, typer.Option("--write", help="Allow statements that write")] = False,
+    schema: Annotated[bool, typer.Option("--schema", help="List every table, view and function the session offers")] = False,
     home: Home = None,
 ):
     """Query catalog tables and embeddings with DuckDB.
@@ -91,10 +92,15 @@ def sql(
     Example: embedline sql "SELECT doc_id, array_cosine_similarity(vector, embed('tiling window manager')) AS s FROM debian ORDER BY s DESC LIMIT 5"
     """
     from storage import sql as sql_session
+    from storage.errors import BadInput
     from tasks.search import make_embedder
 
     ws = _workspace(home)
     con = sql_session.connect(ws, make_embedder(ws), write=write)
+    if schema:
+        return _print_rows(["name", "kind", "what"], sql_session.describe(con), fmt.value)
+    if query is None:
+        raise BadInput("give a SQL query, or --schema")
     relation = sql_session.execute(con, query, write=write)
     if relation is not None:
         _print_rows(relation.columns, relation.fetchall(), fmt.value)
@@ -106,6 +112,7 @@ def search(
     query: Annotated[str, typer.Argument()],
     k: Annotated[int, typer.Option("-k", help="How many chunks")] = 10,
     where: Annotated[Optional[str], typer.Option("--where", help="SQL filter on metadata, e.g. \"section = 'games'\"")] = None,
+    hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse vector and full-text (BM25) rankings")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     home: Home = None,
 ):
@@ -115,7 +122,7 @@ def search(
     """
     from tasks.search import search_corpus
 
-    hits = search_corpus(_workspace(home), corpus, query, k, where)
+    hits = search_corpus(_workspace(home), corpus, query, k, where, hybrid=hybrid)
     columns = ["score", "doc_id", "title", "chunk_index", "text"]
     _print_rows(columns, [tuple(h[c] for c in columns) for h in hits], "json" if as_json else "table")
 
@@ -130,8 +137,50 @@ def versions(corpus: Annotated[str, typer.Argument()], as_json: Annotated[bool, 
     from storage import catalog
 
     rows = catalog.list_versions(_workspace(home), corpus)
-    columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "failures", "created_at"]
+    columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "index_recall",
+               "tokens_embedded", "seconds", "failures", "created_at"]
     _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], "json" if as_json else "table")
+
+
+@app.command()
+def promote(corpus: Annotated[str, typer.Argument()], version: Annotated[int, typer.Argument()],
+            space: Annotated[Optional[str], typer.Option("--space", help="Space of the version (default: prod's)")] = None,
+            force: Annotated[bool, typer.Option("--force", help="Promote even a version that failed validation")] = False,
+            home: Home = None):
+    """Point CORPUS's prod alias at VERSION, atomically.
+
+    Example: embedline promote debian 7
+    """
+    from storage import catalog
+
+    moved = catalog.promote(_workspace(home), corpus, version, space=space, allow_failed=force)
+    typer.echo(f"{corpus} prod → {moved['space']} version {moved['version']}")
+
+
+@app.command()
+def rollback(corpus: Annotated[str, typer.Argument()], home: Home = None):
+    """Move CORPUS's prod alias back to where it pointed before its latest move.
+
+    Example: embedline rollback debian
+    """
+    from storage import catalog
+
+    moved = catalog.rollback(_workspace(home), corpus)
+    typer.echo(f"{corpus} prod → {moved['space']} version {moved['version']} (was version {moved['from_version']})")
+
+
+@app.command()
+def maintain(corpus: Annotated[str, typer.Argument()],
+             retention_days: Annotated[float, typer.Option("--retention-days", help="Keep untagged versions this recent")] = 7,
+             home: Home = None):
+    """Compact CORPUS's spaces, fold new rows into indexes, clean old untagged versions.
+
+    Example: embedline maintain debian --retention-days 7
+    """
+    from flows.maintain import maintain_corpus
+
+    for line in maintain_corpus(corpus, retention_days, home=str(_workspace(home).home)):
+        typer.echo(line)
 
 
 @models_app.command("add")

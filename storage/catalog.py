@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 import duckdb
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from storage.errors import CatalogBusy, NotFound
+from storage.errors import BadInput, CatalogBusy, NotFound
 from storage.workspace import Workspace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS = {
     1: """
@@ -48,6 +48,13 @@ MIGRATIONS = {
     CREATE TABLE quarantine (
         run_id INTEGER, corpus VARCHAR, source VARCHAR, position BIGINT, doc_id VARCHAR,
         reason VARCHAR, raw VARCHAR, created_at TIMESTAMPTZ);
+    """,
+    2: """
+    CREATE TABLE alias_history (
+        corpus VARCHAR, alias VARCHAR, space VARCHAR, version INTEGER, model VARCHAR, moved_at TIMESTAMPTZ,
+        undone BOOLEAN DEFAULT false);
+    ALTER TABLE versions ADD COLUMN index_type VARCHAR;
+    ALTER TABLE versions ADD COLUMN index_recall DOUBLE;
     """,
 }
 
@@ -244,10 +251,10 @@ def finish_run(
             )
         if version is not None:
             con.execute(
-                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [space, version["version"], run["corpus"], run["model"], run_id, version["tag"],
                  run["model_key"], run["chunk_key"], version["row_count"], version["validation"],
-                 version["failures"], now()],
+                 version["failures"], now(), version.get("index_type"), version.get("index_recall")],
             )
             if promote_to and status == "succeeded":
                 _set_alias(con, run["corpus"], promote_to, space, version["version"], run["model"])
@@ -259,11 +266,50 @@ def _current_version(con, corpus: str, space: str) -> int | None:
 
 
 # -- aliases and versions ----------------------------------------------------------------------
-def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: str) -> None:
-    con.execute(
-        "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?, ?)",
-        [corpus, alias, space, version, model, now()],
-    )
+def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: str, log: bool = True) -> None:
+    """Point the alias and log the move (rollback walks the log back), in the caller's transaction."""
+    moved = now()
+    con.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?, ?)", [corpus, alias, space, version, model, moved])
+    if log:
+        con.execute("INSERT INTO alias_history VALUES (?, ?, ?, ?, ?, ?, false)",
+                    [corpus, alias, space, version, model, moved])
+
+
+def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space: str | None = None,
+            allow_failed: bool = False) -> dict:
+    """Move `alias` to `version` of the corpus (of `space`, or of the alias's current space)."""
+    with writing(ws) as con:
+        current = _rows(con, "SELECT * FROM aliases WHERE corpus = ? AND alias = ?", [corpus, alias])
+        space = space or (current[0]["space"] if current else None)
+        found = _rows(con, "SELECT * FROM versions WHERE corpus = ? AND version = ? AND (? IS NULL OR space = ?)",
+                      [corpus, version, space, space])
+        if not found:
+            raise NotFound(f"corpus {corpus!r} has no version {version}: see `embedline versions {corpus}`")
+        if len(found) > 1:
+            raise BadInput(f"version {version} exists in several spaces of {corpus!r}: pass --space")
+        target = found[0]
+        if target["validation"] != "passed" and not allow_failed:
+            raise BadInput(f"version {version} failed validation ({target['failures']}); pass --force to promote it anyway")
+        _set_alias(con, corpus, alias, target["space"], version, target["model"])
+        return {"corpus": corpus, "alias": alias, "space": target["space"], "version": version}
+
+
+def rollback(ws: Workspace, corpus: str, alias: str = "prod") -> dict:
+    """Undo the alias's latest move: each rollback steps one promotion further back."""
+    with writing(ws) as con:
+        history = _rows(
+            con,
+            "SELECT rowid AS id, space, version, model FROM alias_history"
+            " WHERE corpus = ? AND alias = ? AND NOT undone ORDER BY moved_at DESC, rowid DESC LIMIT 2",
+            [corpus, alias],
+        )
+        if len(history) < 2:
+            raise NotFound(f"{corpus!r} {alias!r} has no earlier version to roll back to")
+        latest, previous = history
+        con.execute("UPDATE alias_history SET undone = true WHERE rowid = ?", [latest["id"]])
+        _set_alias(con, corpus, alias, previous["space"], previous["version"], previous["model"], log=False)
+        return {"corpus": corpus, "alias": alias, "space": previous["space"], "version": previous["version"],
+                "from_version": latest["version"]}
 
 
 def get_alias(ws: Workspace, corpus: str, alias: str = "prod") -> dict | None:
@@ -282,8 +328,10 @@ def list_versions(ws: Workspace, corpus: str) -> list[dict]:
         return _rows(
             con,
             "SELECT v.space, v.version, v.tag, v.run_id, v.row_count, v.validation, v.failures, v.created_at,"
-            " coalesce(list(a.alias ORDER BY a.alias), []) AS aliases"
+            " v.index_type, v.index_recall, r.tokens_embedded, r.embed_seconds, r.seconds,"
+            " coalesce(list(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), []) AS aliases"
             " FROM versions v LEFT JOIN aliases a ON a.space = v.space AND a.version = v.version"
+            " LEFT JOIN runs r ON r.run_id = v.run_id"
             " WHERE v.corpus = ? GROUP BY ALL ORDER BY v.created_at, v.version",
             [corpus],
         )

@@ -9,7 +9,8 @@ from datetime import timedelta
 
 import pyarrow as pa
 
-from storage.errors import NotFound
+from storage.errors import BadInput, NotFound
+from storage.index import NPROBES, REFINE_FACTOR, refresh_indexes
 from storage.workspace import Workspace
 
 BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
@@ -73,9 +74,10 @@ def write_version(
     if replace_doc_ids:
         merge = merge.when_not_matched_by_source_delete(_in_filter("doc_id", replace_doc_ids))
     merge.execute(reader)
+    indexes = refresh_indexes(table)
     version = table.version
     table.tags.create(tag, version)
-    return {"version": version, "tag": tag, "row_count": table.count_rows()}
+    return {"version": version, "tag": tag, "row_count": table.count_rows(), **indexes}
 
 
 def _align_schema(table, schema: pa.Schema) -> pa.Schema:
@@ -115,13 +117,28 @@ def dataset_at(ws: Workspace, space: str, version: int | str | None = None):
 
 
 def search(ws: Workspace, space: str, version: int, vector, k: int, where: str | None = None,
-           columns: list[str] | None = None) -> list[dict]:
-    """Nearest chunks by cosine distance in `space` at `version`."""
+           columns: list[str] | None = None, text: str | None = None) -> list[dict]:
+    """Nearest chunks by cosine distance in `space` at `version`; with `text`, hybrid (vector + BM25, RRF).
+
+    Uses the version's ANN index when it has one (nprobes/refine tuned in `storage.index`), else exact.
+    Hits carry `score`: cosine similarity, or the fused relevance for hybrid queries.
+    """
     table = open_space(ws, space)
     table.checkout(version)
-    query = table.search(vector).distance_type("cosine").limit(k)
+    if text is None:
+        query = table.search(vector).distance_type("cosine").nprobes(NPROBES).refine_factor(REFINE_FACTOR)
+    else:
+        query = (table.search(query_type="hybrid").vector(vector).text(text)
+                 .distance_type("cosine").nprobes(NPROBES).refine_factor(REFINE_FACTOR))
+    query = query.limit(k)
     if where:
         query = query.where(where, prefilter=True)
     if columns:
-        query = query.select([*columns, "_distance"])
-    return query.to_list()
+        query = query.select([*columns, "_distance"] if text is None else columns)
+    try:
+        hits = query.to_list()
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise BadInput(f"search failed: {str(exc).splitlines()[0]}") from exc
+    for hit in hits:
+        hit["score"] = round(float(hit["_relevance_score"]) if text is not None else 1.0 - float(hit["_distance"]), 6)
+    return hits

@@ -31,18 +31,35 @@ READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
 
 def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with every name of the SQL contract defined."""
-    with catalog.reading(ws):  # creates and migrates the catalog if this workspace is new
-        pass
     con = duckdb.connect()
-    mode = "" if write else " (READ_ONLY)"
-    con.execute(f"ATTACH '{_quote(str(ws.catalog_path))}' AS catalog{mode}")
-    con.execute("USE catalog")
+    if write:
+        with catalog.reading(ws):  # creates and migrates the catalog if this workspace is new
+            pass
+        con.execute(f"ATTACH '{_quote(str(ws.catalog_path))}' AS catalog")
+        con.execute("USE catalog")
+    else:
+        _snapshot_catalog(con, ws)
     load_lance_extension(con)
     models = _models(con)
     _create_space_views(con, ws)
     if embedder is not None:
         _create_embed_functions(con, embedder, models, _default_model(con, models))
     return con
+
+
+def _snapshot_catalog(con, ws: Workspace) -> None:
+    """Copy the catalog's tables into the session: one consistent snapshot, and no file handle held,
+    so ingests (in this process or another) can write while the session is open."""
+    con.execute("ATTACH ':memory:' AS catalog")
+    with catalog.reading(ws) as source:
+        tables = [t for (t,) in source.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()]
+        snapshot = {t: source.execute(f'SELECT * FROM "{t}"').fetch_arrow_table() for t in tables}
+    for name, table in snapshot.items():
+        con.register("snapshot_source", table)
+        con.execute(f'CREATE TABLE catalog.main."{name}" AS SELECT * FROM snapshot_source')
+        con.unregister("snapshot_source")
+    con.execute("USE catalog")
 
 
 def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> duckdb.DuckDBPyRelation | None:
@@ -109,15 +126,37 @@ def _default_model(con, models: dict[str, int]) -> str | None:
 
 
 def _create_space_views(con, ws: Workspace) -> None:
-    """`<corpus>` over the prod alias; `<corpus>__<model>` over the latest version of each space."""
+    """`<corpus>` over the prod alias; `<corpus>__<model>` over each space's latest version; and
+    `<corpus>__<model>__v<N>` over every recorded version N (time travel)."""
     prod = con.execute("SELECT corpus, space, version, model FROM aliases WHERE alias = 'prod'").fetchall()
     for corpus, space, version, model in prod:
         _register_view(con, ws, corpus, space, version, model)
-    spaces = con.execute(
-        "SELECT space, max(version), any_value(model) FROM versions GROUP BY space"
-    ).fetchall()
-    for space, _, model in spaces:
+    spaces = con.execute("SELECT DISTINCT space, model FROM versions").fetchall()
+    for space, model in spaces:
         _register_view(con, ws, space, space, None, model)
+    for space, version, model in con.execute("SELECT space, version, model FROM versions ORDER BY space, version").fetchall():
+        _register_view(con, ws, f"{space}__v{version}", space, version, model)
+
+
+def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
+    """Every name the session offers: (name, kind, what it is)."""
+    names = [(t, "table", "catalog") for (t,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'catalog' ORDER BY table_name").fetchall()]
+    for (view,) in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND view_name NOT LIKE 'lance_%'"
+                               " ORDER BY view_name").fetchall():
+        if "__v" in view:
+            what = "space at a recorded version (time travel)"
+        elif "__" in view:
+            what = "space at its latest version"
+        else:
+            what = "corpus at its prod alias"
+        names.append((view, "view", what))
+    functions = con.execute(
+        "SELECT DISTINCT function_name, function_type FROM duckdb_functions() WHERE function_name = 'embed'"
+        " OR starts_with(function_name, 'embed_') OR starts_with(function_name, 'lance_') ORDER BY function_name"
+    ).fetchall()
+    names += [(name, kind, "embedding" if name.startswith("embed") else "lance extension") for name, kind in functions]
+    return names
 
 
 def _register_view(con, ws: Workspace, name: str, space: str, version: int | None, model: str) -> None:

@@ -11,8 +11,8 @@ RESULT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "title", "text"]
 
 
 def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: str | None = None,
-                  alias: str = "prod") -> list[dict]:
-    """Top-`k` chunks by cosine similarity; each hit has doc_id, title, text and score."""
+                  alias: str = "prod", hybrid: bool = False) -> list[dict]:
+    """Top-`k` chunks by cosine similarity (or hybrid with full text); each hit has doc_id, title, text, score."""
     if k < 1:
         raise BadInput(f"-k must be at least 1, got {k}")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
@@ -20,11 +20,9 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
         raise NotFound(f"corpus {corpus!r} has no {alias!r} version: run `embedline ingest SOURCE --corpus {corpus}` first")
     engine = get_engine(resolve_model(ws, target["model"]))
     vector = engine.embed([query])[0]
-    hits = embeddings.search(ws, target["space"], target["version"], vector, k, where, RESULT_COLUMNS)
-    return [
-        {**{c: hit.get(c) for c in RESULT_COLUMNS}, "score": round(1.0 - float(hit["_distance"]), 6)}
-        for hit in hits
-    ]
+    hits = embeddings.search(ws, target["space"], target["version"], vector, k, where, RESULT_COLUMNS,
+                             text=query if hybrid else None)
+    return [{**{c: hit.get(c) for c in RESULT_COLUMNS}, "score": hit["score"]} for hit in hits]
 
 
 def make_embedder(ws: Workspace):
