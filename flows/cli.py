@@ -170,6 +170,28 @@ def rollback(corpus: Annotated[str, typer.Argument()], home: Home = None):
 
 
 @app.command()
+def validate(corpus: Annotated[str, typer.Argument()],
+             version: Annotated[Optional[int], typer.Option("--version", help="Version to check (default: prod's)")] = None,
+             home: Home = None):
+    """Re-run the GX suites and quality gates on a stored version and record the verdict.
+
+    Example: embedline validate debian --version 3
+    """
+    from flows.validate import validate_version
+
+    space, checked, report = validate_version(corpus, version, home=str(_workspace(home).home))
+    typer.echo(f"{space} version {checked}: {'passed' if report.passed else 'FAILED'}")
+    for name, value in report.metrics.items():
+        typer.echo(f"  {name}: {value}")
+    for failure in report.failures:
+        typer.echo(f"  failed: {failure}")
+    if report.docs_url:
+        typer.echo(f"  data docs: {report.docs_url}")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def maintain(corpus: Annotated[str, typer.Argument()],
              retention_days: Annotated[float, typer.Option("--retention-days", help="Keep untagged versions this recent")] = 7,
              home: Home = None):

@@ -1,5 +1,7 @@
 """`embedline demo`: the main job on embedded defaults, end to end, in a few minutes on 2 CPU cores."""
 
+import gzip
+import json
 import time
 from pathlib import Path
 
@@ -18,16 +20,29 @@ QUERIES = [
 ]
 
 
+def demo_golden_queries(count: int = 50) -> list[dict]:
+    """Every 40th package of the slice: its one-line synopsis should retrieve its description."""
+    with gzip.open(DEMO_SOURCE, "rt") as fh:
+        records = [json.loads(line) for line in fh]
+    return [{"query": r["title"], "doc_id": r["id"]} for r in records[::40][:count] if r["title"]]
+
+
 def run_demo(ws: Workspace, echo=print) -> None:
     from flows.cli import format_summary
     from flows.ingest import ingest_corpus
     from flows.output import render
+    from tasks.evaluation import save_golden
     from tasks.search import make_embedder, search_corpus
 
     started = time.perf_counter()
-    echo(f"== ingest {DEMO_SOURCE.name} into corpus 'debian' (workspace {ws.home})")
+    save_golden(ws.ensure(), "debian", demo_golden_queries())
+    echo(f"== ingest {DEMO_SOURCE.name} into corpus 'debian' (workspace {ws.home}); "
+         f"golden queries: 50 synopses → their package")
     summary = ingest_corpus(str(DEMO_SOURCE), "debian", home=str(ws.home))
     echo(format_summary(summary))
+    quality = sql_session.connect(ws).execute(
+        "SELECT validation, index_type, row_count FROM versions WHERE version = ?", [summary.version]).fetchone()
+    echo(f"  validation {quality[0]} (GX Data Docs under {ws.reports_dir / 'gx'})")
     con = sql_session.connect(ws, make_embedder(ws))
     for title, query in QUERIES:
         echo(f"\n== {title}\n$ embedline sql \"{query}\"")

@@ -1,4 +1,8 @@
-"""ingest-corpus: read → diff → chunk + embed → validate → publish → record → promote."""
+"""ingest-corpus: read → diff → chunk + embed → publish → evaluate → validate → record → promote.
+
+The version is written before it is validated so that a failing one stays inspectable; only the
+alias move depends on the gates.
+"""
 
 import time
 
@@ -7,12 +11,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.progress import Progress
+from flows.reports import publish_validation_artifacts
 from storage import catalog
 from storage.locks import space_lock
 from storage.names import check_name, space_name
 from storage.workspace import Workspace
 from tasks import batch as batches
-from tasks import changes, publishing
+from tasks import changes, evaluation, publishing
 from tasks.chunking import ChunkParams
 from tasks.embedding import get_engine, resolve_runtime
 from tasks.models import DEFAULT_MODEL, resolve_model
@@ -23,6 +28,7 @@ from validation.suite import Expectations, validate_batch
 plan_changes = task(changes.plan_changes, name="plan-changes", cache_policy=NO_CACHE)
 publish = task(publishing.publish_batch, name="publish-version", cache_policy=NO_CACHE, retries=2)
 record = task(publishing.record_run, name="record-run", cache_policy=NO_CACHE, retries=2)
+evaluate = task(evaluation.evaluate_version, name="evaluate-version", cache_policy=NO_CACHE)
 validate = task(validate_batch, name="validate-batch", cache_policy=NO_CACHE)
 
 
@@ -65,14 +71,16 @@ def ingest_corpus(
             known = catalog.known_documents(ws, space)  # 3. what the space already holds
             plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted)  # 4. diff
             embedded = embed(plan, spec, device, params, run_id, staging)  # 5. chunk + embed
-            report = validate(embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 6. GX gates
-                              Expectations(spec.out_dim, spec.key(), spec.normalize))
-            version = publish(ws, space, run_id, plan, embedded)  # 7. one Lance version, tagged
-            summary = record(ws, corpus, space, run_id, plan, embedded, report, version,  # 8. catalog + alias
+            version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
+            metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall
+            report = validate(space, embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 8. GX gates
+                              Expectations(spec.out_dim, spec.key(), spec.normalize), metrics, ws.reports_dir / "gx")
+            summary = record(ws, corpus, space, run_id, plan, embedded, report, version,  # 9. catalog; alias if passed
                              time.perf_counter() - started)
         except BaseException as exc:
             catalog.fail_run(ws, run_id, f"{type(exc).__name__}: {exc}")
             raise
-    create_table_artifact([summary.__dict__], key=f"run-summary-{corpus}", description=f"ingest run {run_id}")
+    create_table_artifact([summary.__dict__], key=f"run-summary-{corpus.replace('_', '-')}", description=f"ingest run {run_id}")
+    publish_validation_artifacts(report, space, run_id)
     require(report)  # a failed gate fails the flow run (after it is recorded)
     return summary

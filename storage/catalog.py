@@ -323,6 +323,28 @@ def list_aliases(ws: Workspace) -> list[dict]:
         return _rows(con, "SELECT * FROM aliases ORDER BY corpus, alias")
 
 
+def latest_passed_version(ws: Workspace, space: str, before: int | None = None) -> int | None:
+    """The newest version of `space` that passed validation (older than `before`, if given)."""
+    with reading(ws) as con:
+        row = con.execute(
+            "SELECT max(version) FROM versions WHERE space = ? AND validation = 'passed' AND (? IS NULL OR version < ?)",
+            [space, before, before],
+        ).fetchone()
+    return row[0] if row else None
+
+
+def set_validation(ws: Workspace, space: str, version: int, passed: bool, failures: str | None) -> None:
+    with writing(ws) as con:
+        con.execute("UPDATE versions SET validation = ?, failures = ? WHERE space = ? AND version = ?",
+                    ["passed" if passed else "failed", failures, space, version])
+
+
+def get_version(ws: Workspace, space: str, version: int) -> dict | None:
+    with reading(ws) as con:
+        rows = _rows(con, "SELECT * FROM versions WHERE space = ? AND version = ?", [space, version])
+    return rows[0] if rows else None
+
+
 def list_versions(ws: Workspace, corpus: str) -> list[dict]:
     with reading(ws) as con:
         return _rows(

@@ -1,23 +1,37 @@
-"""The GX suite a space's batch must pass before it may be promoted."""
+"""The GX suites a space's batch must pass before it may be promoted.
 
+Three suites per space, each on a frame without vector columns (GX would pickle them):
+- `<space>.chunks`: one row per chunk (ids, dim, norm, finite, text length, model key);
+- `<space>.run_summary`: the run's counts, which must reconcile;
+- `<space>.quality`: one row of embedding metrics (RankMe, isotropy, near-duplicates, drift, golden recall).
+With a report folder, the context is a file context there and every run updates its Data Docs.
+"""
+
+import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 
 @dataclass(frozen=True)
 class Expectations:
-    """What a good batch looks like for one model."""
+    """What a good batch looks like for one model (thresholds overridable per call)."""
 
     dim: int
     model_key: str
     normalized: bool = True
     norm_tolerance: float = 1e-3
+    min_effective_rank: float = 2.0
+    max_near_duplicate_rate: float = 0.5
+    min_drift_cosine: float = 0.99  # the same chunk text must keep its vector
+    min_golden_recall: float = 0.5
 
 
 @dataclass
 class Outcome:
+    suite: str
     expectation: str
     column: str | None
     success: bool
@@ -27,6 +41,8 @@ class Outcome:
 @dataclass
 class ValidationReport:
     outcomes: list[Outcome] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    docs_url: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -34,16 +50,29 @@ class ValidationReport:
 
     @property
     def failures(self) -> list[str]:
-        return [f"{o.expectation}({o.column or 'table'}): {o.detail}" for o in self.outcomes if not o.success]
+        return [f"{o.column or o.suite}: {_short(o.expectation)} ({o.detail})" for o in self.outcomes if not o.success]
 
 
-def validate_frames(chunks: pd.DataFrame, summary: pd.DataFrame, expect: Expectations) -> ValidationReport:
-    """Run the chunk suite on per-row scalars and the reconcile suite on the run summary."""
+def _short(expectation: str) -> str:
+    """expect_column_values_to_be_between -> be_between"""
+    for prefix in ("expect_column_values_to_", "expect_column_pair_values_to_", "expect_table_", "expect_"):
+        if expectation.startswith(prefix):
+            return expectation[len(prefix):]
+    return expectation
+
+
+def validate_frames(name: str, chunks: pd.DataFrame, summary: pd.DataFrame, metrics: dict,
+                    expect: Expectations, report_dir: Path | None = None) -> ValidationReport:
+    """Run the three suites; with `report_dir`, persist them there and update the Data Docs."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations import expectations as ge
 
-    context = gx.get_context(mode="ephemeral")
+    if report_dir is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=str(report_dir))
     _quiet(context)
     chunk_suite = [
         ge.ExpectColumnValuesToNotBeNull(column="chunk_id"),
@@ -60,21 +89,46 @@ def validate_frames(chunks: pd.DataFrame, summary: pd.DataFrame, expect: Expecta
         ge.ExpectColumnPairValuesToBeEqual(column_A="docs_read", column_B="docs_accounted"),
         ge.ExpectColumnPairValuesToBeEqual(column_A="chunk_rows", column_B="chunks_reported"),
     ]
-    report = ValidationReport()
-    for name, frame, suite in (("chunks", chunks, chunk_suite), ("run_summary", summary, summary_suite)):
-        report.outcomes += _run(context, gx, name, frame, suite)
+    # A metric that does not apply (too few rows, no previous version, no golden set) is null,
+    # and GX's column-value expectations pass nulls.
+    quality_suite = [
+        ge.ExpectColumnValuesToBeBetween(column="effective_rank", min_value=expect.min_effective_rank),
+        ge.ExpectColumnValuesToBeBetween(column="near_duplicate_rate", max_value=expect.max_near_duplicate_rate),
+        ge.ExpectColumnValuesToBeBetween(column="drift_min_cosine", min_value=expect.min_drift_cosine),
+        ge.ExpectColumnValuesToBeBetween(column="golden_recall", min_value=expect.min_golden_recall),
+    ]
+    metrics_frame = pd.DataFrame([{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                   for k, v in metrics.items()}])
+    for column in ("effective_rank", "near_duplicate_rate", "drift_min_cosine", "golden_recall"):
+        metrics_frame[column] = pd.to_numeric(metrics_frame.get(column), errors="coerce").astype("float64")
+    report = ValidationReport(metrics=metrics)
+    for suite_name, frame, suite in (("chunks", chunks, chunk_suite), ("run_summary", summary, summary_suite),
+                                     ("quality", metrics_frame, quality_suite)):
+        report.outcomes += _run(context, gx, name, suite_name, frame, suite, persist=report_dir is not None)
+    if report_dir is not None:
+        report.docs_url = context.get_docs_sites_urls()[0]["site_url"]
     return report
 
 
-def _run(context, gx, name: str, frame: pd.DataFrame, expectations: list) -> list[Outcome]:
-    batch = context.data_sources.add_pandas(name).add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
-    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    result = definition.run(batch_parameters={"dataframe": frame})
-    return [_outcome(r) for r in result.results]
+def _run(context, gx, space: str, suite_name: str, frame: pd.DataFrame, expectations: list, persist: bool) -> list[Outcome]:
+    full_name = f"{space}.{suite_name}"
+    source = context.data_sources.add_or_update_pandas(space)
+    asset = next((a for a in source.assets if a.name == suite_name), None) or source.add_dataframe_asset(suite_name)
+    batch = next((b for b in asset.batch_definitions if b.name == "all"), None) or asset.add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=full_name, expectations=expectations))
+    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=full_name, data=batch, suite=suite))
+    if persist:
+        from great_expectations.checkpoint import UpdateDataDocsAction
+
+        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+            name=full_name, validation_definitions=[definition], actions=[UpdateDataDocsAction(name="data-docs")]))
+        result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
+    else:
+        result = definition.run(batch_parameters={"dataframe": frame})
+    return [_outcome(suite_name, r) for r in result.results]
 
 
-def _outcome(result) -> Outcome:
+def _outcome(suite_name: str, result) -> Outcome:
     config = result.expectation_config
     details = result.result or {}
     if "unexpected_count" in details:
@@ -84,22 +138,23 @@ def _outcome(result) -> Outcome:
         detail = f"observed {details.get('observed_value')}"
     if result.exception_info and result.exception_info.get("raised_exception"):
         detail = result.exception_info.get("exception_message", "raised")
-    return Outcome(config.type, config.kwargs.get("column") or config.kwargs.get("column_A"), bool(result.success), detail)
+    column = config.kwargs.get("column") or config.kwargs.get("column_A")
+    return Outcome(suite_name, config.type, column, bool(result.success), detail)
 
 
 def _quiet(context) -> None:
     """No per-metric progress bars in logs and CLI output."""
-    try:
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    except (ImportError, AttributeError):
-        pass
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
 
 
-def validate_batch(chunk_batches, counts: dict, chunks_reported: int, expect: Expectations) -> ValidationReport:
-    """Validate staged chunk rows (Arrow batches) and the run's counts."""
-    from validation.metrics import chunk_scalars, run_summary_frame
+def validate_batch(name: str, chunk_batches, counts: dict, chunks_reported: int, expect: Expectations,
+                   extra_metrics: dict | None = None, report_dir: Path | None = None) -> ValidationReport:
+    """Validate staged chunk rows (Arrow batches), the run's counts and the batch's quality metrics."""
+    from validation.metrics import chunk_scalars_and_vectors, run_summary_frame, vector_metrics
 
-    chunks = chunk_scalars(chunk_batches)
-    return validate_frames(chunks, run_summary_frame(counts, len(chunks), chunks_reported), expect)
+    chunks, vectors = chunk_scalars_and_vectors(chunk_batches)
+    metrics = {**vector_metrics(vectors), **(extra_metrics or {})}
+    return validate_frames(name, chunks, run_summary_frame(counts, len(chunks), chunks_reported), metrics,
+                           expect, report_dir)

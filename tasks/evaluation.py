@@ -1,0 +1,121 @@
+"""Evaluation of a written version against the past and against expectations users wrote down:
+drift of unchanged chunks against the previous promoted version, and golden-query recall@10."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from storage import catalog, embeddings
+from storage.workspace import Workspace
+from tasks.embedding import get_engine
+from tasks.models import ModelSpec
+from validation.metrics import drift
+
+
+def golden_path(ws: Workspace, corpus: str) -> Path:
+    """Where a corpus's golden queries live: JSONL of {"query": ..., "doc_id": ...}."""
+    return ws.home / "golden" / f"{corpus}.jsonl"
+
+
+def save_golden(ws: Workspace, corpus: str, pairs: list[dict]) -> Path:
+    path = golden_path(ws, corpus)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"query": p["query"], "doc_id": p["doc_id"]}) + "\n" for p in pairs))
+    return path
+
+
+def golden_recall(ws: Workspace, corpus: str, space: str, version: int, spec: ModelSpec, k: int = 10) -> float | None:
+    """Share of golden queries whose expected document is among the top-k chunks' documents."""
+    path = golden_path(ws, corpus)
+    if not path.exists():
+        return None
+    pairs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not pairs:
+        return None
+    vectors = get_engine(spec).embed([p["query"] for p in pairs])
+    found = 0
+    for pair, vector in zip(pairs, vectors):
+        hits = embeddings.search(ws, space, version, vector, k * 3, columns=["doc_id"])  # chunks → k documents
+        found += pair["doc_id"] in _top_docs(hits, k)
+    return round(found / len(pairs), 4)
+
+
+def _top_docs(hits: list[dict], k: int) -> list[str]:
+    """The first k distinct documents of a chunk ranking."""
+    docs: list[str] = []
+    for hit in hits:
+        if hit["doc_id"] not in docs:
+            docs.append(hit["doc_id"])
+    return docs[:k]
+
+
+def drift_against_previous(ws: Workspace, space: str, batches, exclude_version: int | None = None,
+                           limit: int = 2000) -> dict:
+    """Compare up to `limit` of the batch's chunks with the same chunk ids in the space's previous
+    passed version; the same chunk id means the same text and chunking, so cosine must stay ≈1."""
+    previous = catalog.latest_passed_version(ws, space, before=exclude_version)
+    new = {}
+    for batch in batches:
+        ids = batch.column("chunk_id").to_pylist()
+        matrix = _matrix(batch.column("vector"))
+        for chunk_id, row in zip(ids, matrix):
+            if len(new) >= limit:
+                break
+            new[chunk_id] = row
+    if previous is None or not new:
+        return drift(new, {})
+    dataset = embeddings.dataset_at(ws, space, previous)
+    old_rows = dataset.to_table(columns=["chunk_id", "vector"],
+                                filter=pa.compute.field("chunk_id").isin(list(new)))
+    old = dict(zip(old_rows.column("chunk_id").to_pylist(), _matrix(old_rows.column("vector"))))
+    return {**drift(new, old), "drift_against_version": previous}
+
+
+def _matrix(column) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+def evaluate_version(ws: Workspace, corpus: str, space: str, batch, version: dict | None, spec: ModelSpec) -> dict:
+    """Metrics that need the written version: drift of re-embedded chunks and golden recall@10."""
+    if version is None:
+        return {}
+    return {**drift_against_previous(ws, space, batch.read_chunks(), exclude_version=version["version"]),
+            "golden_recall": golden_recall(ws, corpus, space, version["version"], spec)}
+
+
+def revalidate_version(ws: Workspace, corpus: str, version: int | None = None):
+    """Re-run every gate on a stored version (prod's when `version` is None) and record the outcome.
+
+    Returns (space, version, report). The alias does not move either way; `promote`/`rollback` do that.
+    """
+    from storage.errors import NotFound
+    from tasks.models import resolve_model
+    from validation.suite import Expectations, validate_batch
+
+    alias = catalog.get_alias(ws, corpus)
+    if version is None:
+        if alias is None:
+            raise NotFound(f"corpus {corpus!r} has no prod version; pass --version")
+        space, version = alias["space"], alias["version"]
+    else:
+        matches = [v for v in catalog.list_versions(ws, corpus) if v["version"] == version]
+        if not matches:
+            raise NotFound(f"corpus {corpus!r} has no version {version}: see `embedline versions {corpus}`")
+        space = matches[0]["space"]
+    recorded = catalog.get_version(ws, space, version)
+    spec = resolve_model(ws, recorded["model"])
+    dataset = embeddings.dataset_at(ws, space, version)
+    docs = dataset.to_table(columns=["doc_id"]).column("doc_id").unique()
+    counts = {"docs_read": len(docs), "docs_unchanged": len(docs)}
+    metrics = {**drift_against_previous(ws, space, dataset.to_batches(), exclude_version=version),
+               "golden_recall": golden_recall(ws, corpus, space, version, spec)}
+    expect = Expectations(spec.out_dim, recorded["model_key"], spec.normalize)
+    report = validate_batch(space, dataset.to_batches(), counts, recorded["row_count"], expect, metrics,
+                            ws.reports_dir / "gx")
+    catalog.set_validation(ws, space, version, report.passed, "; ".join(report.failures) or None)
+    return space, version, report

@@ -1,0 +1,60 @@
+"""A failing gate records the version as failed, keeps it in Lance, and never moves the alias."""
+
+import json
+
+import pytest
+
+from storage import catalog, embeddings
+from storage.errors import ValidationFailed
+from tasks.evaluation import save_golden
+from tasks.models import add_model
+from tests.conftest import build_tiny_model, ingest, run_cli
+
+
+def test_a_model_swapped_without_refresh_trips_the_drift_gate(workspace, debian_case, tmp_path):
+    first = ingest(workspace, debian_case)
+    add_model(workspace, "tiny", str(build_tiny_model(tmp_path / "other-weights", seed=1)))  # same name, new weights
+
+    with pytest.raises(ValidationFailed, match="drift_min_cosine"):
+        ingest(workspace, debian_case)
+
+    alias = catalog.get_alias(workspace, "debian")
+    assert alias["version"] == first.version  # prod did not move
+    versions = catalog.list_versions(workspace, "debian")
+    failed = versions[-1]
+    assert failed["validation"] == "failed" and "drift_min_cosine" in failed["failures"]
+    assert embeddings.dataset_at(workspace, "debian__tiny", failed["version"]).count_rows() > 0  # kept for inspection
+    shown = run_cli("versions", "debian", home=workspace.home, check=True).stdout
+    assert "failed" in shown and "drift_min_cosine" in shown
+
+
+def test_golden_queries_gate_promotion(workspace, debian_case):
+    records = [json.loads(line) for line in debian_case.read_text().splitlines()]
+    short = [r for r in records if len(r["text"]) < 120][:10]
+    save_golden(workspace, "debian", [{"query": r["text"], "doc_id": r["id"]} for r in short])
+    good = ingest(workspace, debian_case)
+    assert good.promoted
+    (version,) = catalog.list_versions(workspace, "debian")
+    assert version["validation"] == "passed"
+
+    save_golden(workspace, "debian", [{"query": "anything", "doc_id": "no-such-package"}])
+    records[0]["text"] += " (edited)"
+    debian_case.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    with pytest.raises(ValidationFailed, match="golden_recall"):
+        ingest(workspace, debian_case)
+    assert catalog.get_alias(workspace, "debian")["version"] == good.version
+
+
+def test_validate_re_runs_the_gates_on_a_stored_version(workspace, debian_case):
+    from flows.validate import validate_version
+
+    summary = ingest(workspace, debian_case)
+    space, version, report = validate_version("debian", home=str(workspace.home))
+    assert (space, version, report.passed) == ("debian__tiny", summary.version, True)
+    assert report.metrics["drift_shared_chunks"] == 0 and report.metrics["effective_rank"] > 2
+    assert report.docs_url and (workspace.reports_dir / "gx").exists()
+    with catalog.writing(workspace) as con:  # the catalog now disagrees with the table
+        con.execute("UPDATE versions SET row_count = row_count + 1")
+    _, _, again = validate_version("debian", summary.version, home=str(workspace.home))
+    assert not again.passed and any("chunk_rows" in f for f in again.failures)
+    assert catalog.list_versions(workspace, "debian")[0]["validation"] == "failed"
