@@ -41,8 +41,10 @@ def run_demo(ws: Workspace, echo=print) -> None:
     summary = ingest_corpus(str(DEMO_SOURCE), "debian", home=str(ws.home))
     echo(format_summary(summary))
     quality = sql_session.connect(ws).execute(
-        "SELECT validation, index_type, row_count FROM versions WHERE version = ?", [summary.version]).fetchone()
-    echo(f"  validation {quality[0]} (GX Data Docs under {ws.reports_dir / 'gx'})")
+        "SELECT validation, metrics->>'golden_recall', round((metrics->>'effective_rank')::DOUBLE, 1)"
+        " FROM versions WHERE version = ?", [summary.version]).fetchone()
+    echo(f"  validation {quality[0]}: golden recall@10 {quality[1]}, effective rank {quality[2]} "
+         f"(GX Data Docs under {ws.reports_dir / 'gx'})")
     con = sql_session.connect(ws, make_embedder(ws))
     for title, query in QUERIES:
         echo(f"\n== {title}\n$ embedline sql \"{query}\"")

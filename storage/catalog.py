@@ -15,7 +15,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 from storage.errors import BadInput, CatalogBusy, NotFound
 from storage.workspace import Workspace
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS = {
     1: """
@@ -56,12 +56,20 @@ MIGRATIONS = {
     ALTER TABLE versions ADD COLUMN index_type VARCHAR;
     ALTER TABLE versions ADD COLUMN index_recall DOUBLE;
     """,
+    3: """
+    ALTER TABLE versions ADD COLUMN metrics JSON;
+    """,
 }
 
 RUN_COUNTS = (
     "docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_deleted", "docs_quarantined",
     "chunks_embedded", "chunks_deleted", "tokens_embedded", "embed_seconds",
 )
+
+
+def _nan_to_none(metrics: dict) -> dict:
+    """JSON has no NaN: a metric that does not apply is stored as null."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
 
 
 def now() -> datetime:
@@ -251,10 +259,11 @@ def finish_run(
             )
         if version is not None:
             con.execute(
-                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [space, version["version"], run["corpus"], run["model"], run_id, version["tag"],
                  run["model_key"], run["chunk_key"], version["row_count"], version["validation"],
-                 version["failures"], now(), version.get("index_type"), version.get("index_recall")],
+                 version["failures"], now(), version.get("index_type"), version.get("index_recall"),
+                 json.dumps(_nan_to_none(version.get("metrics") or {}), default=_json_number)],
             )
             if promote_to and status == "succeeded":
                 _set_alias(con, run["corpus"], promote_to, space, version["version"], run["model"])
@@ -333,10 +342,16 @@ def latest_passed_version(ws: Workspace, space: str, before: int | None = None) 
     return row[0] if row else None
 
 
-def set_validation(ws: Workspace, space: str, version: int, passed: bool, failures: str | None) -> None:
+def set_validation(ws: Workspace, space: str, version: int, passed: bool, failures: str | None,
+                   metrics: dict | None = None) -> None:
     with writing(ws) as con:
-        con.execute("UPDATE versions SET validation = ?, failures = ? WHERE space = ? AND version = ?",
-                    ["passed" if passed else "failed", failures, space, version])
+        con.execute("UPDATE versions SET validation = ?, failures = ?, metrics = ? WHERE space = ? AND version = ?",
+                    ["passed" if passed else "failed", failures, json.dumps(_nan_to_none(metrics or {}), default=_json_number),
+                     space, version])
+
+
+def _json_number(value):
+    return float(value)
 
 
 def get_version(ws: Workspace, space: str, version: int) -> dict | None:

@@ -117,5 +117,5 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None):
     expect = Expectations(spec.out_dim, recorded["model_key"], spec.normalize)
     report = validate_batch(space, dataset.to_batches(), counts, recorded["row_count"], expect, metrics,
                             ws.reports_dir / "gx")
-    catalog.set_validation(ws, space, version, report.passed, "; ".join(report.failures) or None)
+    catalog.set_validation(ws, space, version, report.passed, "; ".join(report.failures) or None, report.metrics)
     return space, version, report

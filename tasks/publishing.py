@@ -63,7 +63,7 @@ def record_run(
               "embed_seconds": batch.seconds}
     if version is not None:
         version = {**version, "validation": "passed" if report.passed else "failed",
-                   "failures": "; ".join(report.failures) or None}
+                   "failures": "; ".join(report.failures) or None, "metrics": report.metrics}
     _save_quarantine(ws, run_id, plan.quarantined)
     catalog.finish_run(
         ws, run_id, counts=counts, seconds=seconds, documents_arrow=batch.read_documents(),

@@ -1,0 +1,99 @@
+"""Search latency and recall: exact top-10 through DuckDB vs ANN top-10 through Lance's IVF_PQ index.
+
+    python bench/search.py --home WORKSPACE --corpus NAME [--queries 200]
+    python bench/search.py --docs 64000            # ingests the shared Debian corpus first (long on CPU)
+
+Queries are package synopses (titles) embedded with the corpus's prod model. Prints p50/p95 latency
+of each path, recall@10 of ANN against the exact ranking, and the ratio of the two p50s.
+Goals (issue 6): exact ≤150 ms; ANN p50 ≤5 ms at recall@10 ≥0.95.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from storage import catalog, embeddings, sql  # noqa: E402
+from storage.index import NPROBES, REFINE_FACTOR, refresh_indexes  # noqa: E402
+from storage.workspace import Workspace  # noqa: E402
+from tasks.search import make_embedder  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", help="workspace holding an ingested corpus")
+    parser.add_argument("--corpus", default="debian")
+    parser.add_argument("--docs", type=int, default=64000, help="with no --home: documents to ingest first")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "search.json"))
+    args = parser.parse_args()
+
+    if args.home:
+        ws = Workspace.from_env(args.home)
+    else:
+        from bench.incremental import write_slice
+        from flows.ingest import ingest_corpus
+
+        ws = Workspace.from_env(tempfile.mkdtemp(prefix="embedline-search-"))
+        source = ws.home / "corpus.jsonl"
+        ws.ensure()
+        write_slice(source, args.docs)
+        ingest_corpus(str(source), args.corpus, home=str(ws.home))
+    alias = catalog.get_alias(ws, args.corpus)
+    table = embeddings.open_space(ws, alias["space"])
+    if "vector_idx" not in {i.name for i in table.list_indices()}:
+        refresh_indexes(table, min_rows=0)  # the bench wants the ANN path even below the threshold
+    rows = table.count_rows()
+
+    con = sql.connect(ws)
+    titles = [t for (t,) in con.execute(
+        f'SELECT DISTINCT title FROM "{args.corpus}" WHERE title <> \'\' ORDER BY hash(title) LIMIT ?', [args.queries]
+    ).fetchall()]
+    vectors = make_embedder(ws)(alias["model"], titles)
+    dim = vectors.shape[1]
+    exact_query = (f'SELECT chunk_id FROM "{args.corpus}" '
+                   f"ORDER BY array_cosine_similarity(vector, ?::FLOAT[{dim}]) DESC LIMIT 10")
+    ann_ms, exact_ms, recalls = [], [], []
+    con.execute(exact_query, [vectors[0].tolist()]).fetchall()  # warm-up: first scan maps the files
+    table.search(vectors[0]).distance_type("cosine").limit(10).to_list()
+    for vector in vectors:
+        started = time.perf_counter()
+        exact = {r[0] for r in con.execute(exact_query, [vector.tolist()]).fetchall()}
+        exact_ms.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        hits = (table.search(vector).distance_type("cosine").nprobes(NPROBES).refine_factor(REFINE_FACTOR)
+                .limit(10).select(["chunk_id"]).to_list())
+        ann_ms.append(time.perf_counter() - started)
+        recalls.append(len(exact & {h["chunk_id"] for h in hits}) / 10)
+
+    result = {
+        "rows": rows, "dim": dim, "queries": len(vectors), "nprobes": NPROBES, "refine_factor": REFINE_FACTOR,
+        "exact_duckdb_p50_ms": round(percentile(exact_ms, 50), 2), "exact_duckdb_p95_ms": round(percentile(exact_ms, 95), 2),
+        "ann_lance_p50_ms": round(percentile(ann_ms, 50), 2), "ann_lance_p95_ms": round(percentile(ann_ms, 95), 2),
+        "ann_recall_at_10": round(statistics.mean(recalls), 4),
+    }
+    result["exact_over_ann_p50"] = round(result["exact_duckdb_p50_ms"] / result["ann_lance_p50_ms"], 1)
+    print(f"{rows} chunks × {dim}-d · {len(vectors)} synopsis queries · IVF_PQ nprobes {NPROBES} refine {REFINE_FACTOR}")
+    print(f"exact top-10, DuckDB array_cosine_similarity: p50 {result['exact_duckdb_p50_ms']:.1f} ms, "
+          f"p95 {result['exact_duckdb_p95_ms']:.1f} ms")
+    print(f"ANN top-10, Lance IVF_PQ:                     p50 {result['ann_lance_p50_ms']:.1f} ms, "
+          f"p95 {result['ann_lance_p95_ms']:.1f} ms, recall@10 {result['ann_recall_at_10']:.3f}")
+    print(f"exact / ANN at p50: {result['exact_over_ann_p50']}×")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
