@@ -10,7 +10,7 @@ from datetime import timedelta
 import pyarrow as pa
 
 from storage.errors import BadInput, NotFound
-from storage.index import NPROBES, REFINE_FACTOR, refresh_indexes
+from storage.index import refresh_indexes, tuned
 from storage.workspace import Workspace
 
 BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
@@ -126,10 +126,9 @@ def search(ws: Workspace, space: str, version: int, vector, k: int, where: str |
     table = open_space(ws, space)
     table.checkout(version)
     if text is None:
-        query = table.search(vector).distance_type("cosine").nprobes(NPROBES).refine_factor(REFINE_FACTOR)
+        query = tuned(table.search(vector).distance_type("cosine"))
     else:
-        query = (table.search(query_type="hybrid").vector(vector).text(text)
-                 .distance_type("cosine").nprobes(NPROBES).refine_factor(REFINE_FACTOR))
+        query = tuned(table.search(query_type="hybrid").vector(vector).text(text).distance_type("cosine"))
     query = query.limit(k)
     if where:
         query = query.where(where, prefilter=True)

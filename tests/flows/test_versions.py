@@ -102,7 +102,7 @@ def test_ann_index_is_built_past_the_threshold_with_measured_recall(indexed):
     ws, summary = indexed
     (version,) = catalog.list_versions(ws, "debian")
     assert summary.chunks_embedded > 1000
-    assert version["index_type"] == "IVF_PQ"
+    assert version["index_type"] == "IVF_HNSW_SQ"
     assert version["index_recall"] >= 0.95
     table = embeddings.open_space(ws, "debian__tiny")
     assert {i.name for i in table.list_indices()} >= {"vector_idx", "text_idx", "doc_id_idx"}
