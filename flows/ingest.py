@@ -21,7 +21,7 @@ from tasks import changes, evaluation, publishing
 from tasks.chunking import ChunkParams
 from tasks.embedding import get_engine, resolve_runtime
 from tasks.models import DEFAULT_MODEL, resolve_model
-from tasks.sources import FieldMap
+from tasks.sources import FieldMap, canonical_source
 from validation.gate import require
 from validation.suite import Expectations, validate_batch
 
@@ -54,12 +54,14 @@ def ingest_corpus(
     keep_deleted: bool = False,
     overlap: int = 32,
     chunk_tokens: int | None = None,
+    promote: bool = True,
     home: str | None = None,
 ) -> publishing.RunSummary:
     started = time.perf_counter()
     ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
     fields = FieldMap(id_field, text_field, title_field)
+    source = canonical_source(source)
     spec, device = resolve_runtime(resolve_model(ws, model))  # 1. the model's identity on this machine
     params = ChunkParams.for_model(spec.max_tokens, overlap, chunk_tokens)
     space = space_name(corpus, model)
@@ -76,7 +78,7 @@ def ingest_corpus(
             report = validate(space, embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 8. GX gates
                               Expectations(spec.out_dim, spec.key(), spec.normalize), metrics, ws.reports_dir / "gx")
             summary = record(ws, corpus, space, run_id, plan, embedded, report, version,  # 9. catalog; alias if passed
-                             time.perf_counter() - started)
+                             time.perf_counter() - started, "prod" if promote else None)
         except BaseException as exc:
             catalog.fail_run(ws, run_id, f"{type(exc).__name__}: {exc}")
             raise

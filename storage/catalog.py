@@ -15,7 +15,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 from storage.errors import BadInput, CatalogBusy, NotFound
 from storage.workspace import Workspace
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS = {
     1: """
@@ -58,6 +58,10 @@ MIGRATIONS = {
     """,
     3: """
     ALTER TABLE versions ADD COLUMN metrics JSON;
+    """,
+    4: """
+    ALTER TABLE adapters ADD COLUMN recalls JSON;
+    ALTER TABLE adapters ADD COLUMN sample_size INTEGER;
     """,
 }
 
@@ -358,6 +362,37 @@ def get_version(ws: Workspace, space: str, version: int) -> dict | None:
     with reading(ws) as con:
         rows = _rows(con, "SELECT * FROM versions WHERE space = ? AND version = ?", [space, version])
     return rows[0] if rows else None
+
+
+def record_adapter(ws: Workspace, corpus: str, from_model: str, to_model: str, kind: str, retention: float,
+                   path: str, recalls: dict, sample_size: int) -> None:
+    with writing(ws) as con:
+        con.execute("INSERT INTO adapters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [corpus, from_model, to_model, kind, retention, path, now(),
+                     json.dumps(_nan_to_none(recalls), default=_json_number), sample_size])
+
+
+def get_adapter(ws: Workspace, corpus: str, from_model: str, to_model: str) -> dict | None:
+    """The newest adapter mapping `from_model` queries into `to_model`'s space for the corpus."""
+    with reading(ws) as con:
+        rows = _rows(con, "SELECT * FROM adapters WHERE corpus = ? AND from_model = ? AND to_model = ?"
+                          " ORDER BY created_at DESC LIMIT 1", [corpus, from_model, to_model])
+    return rows[0] if rows else None
+
+
+def get_corpus(ws: Workspace, corpus: str) -> dict | None:
+    with reading(ws) as con:
+        rows = _rows(con, "SELECT * FROM corpora WHERE name = ?", [corpus])
+    return rows[0] if rows else None
+
+
+def space_progress(ws: Workspace, space: str) -> dict:
+    """Documents the space holds, and its newest run."""
+    with reading(ws) as con:
+        docs = con.execute("SELECT count(*) FROM documents WHERE space = ?", [space]).fetchone()[0]
+        runs = _rows(con, "SELECT run_id, status, started_at, finished_at, version FROM runs WHERE space = ?"
+                          " ORDER BY run_id DESC LIMIT 1", [space])
+    return {"documents": docs, "last_run": runs[0] if runs else None}
 
 
 def list_versions(ws: Workspace, corpus: str) -> list[dict]:

@@ -25,11 +25,13 @@ from storage.errors import BadInput, ReadOnly
 from storage.workspace import Workspace
 
 Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, d) float32
+QueryEmbedder = Callable[[str, str, str | None], np.ndarray]  # (corpus, text, model) -> prod-space vector
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
 
 
-def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False,
+            query_embedder: QueryEmbedder | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with every name of the SQL contract defined."""
     con = duckdb.connect()
     if write:
@@ -44,6 +46,8 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
     _create_space_views(con, ws)
     if embedder is not None:
         _create_embed_functions(con, embedder, models, _default_model(con, models))
+    if query_embedder is not None:
+        _create_query_vector_functions(con, query_embedder, models)
     return con
 
 
@@ -184,6 +188,35 @@ def _create_embed_functions(con, embedder: Embedder, models: dict[str, int], def
         f" (t, m) AS CASE m {cases} ELSE error('embed(text, model): model ' || m || ' is not registered'"
         f" || ' or has another dimension than {default}; call embed_<model>(text) instead') END"
     )
+
+
+def _create_query_vector_functions(con, query_embedder: QueryEmbedder, models: dict[str, int]) -> None:
+    """`query_vector_<corpus>(text, model)` per corpus, and `query_vector(corpus, text [, model])`
+    over the corpora whose prod space has the same dimension as the first one's."""
+    prod = con.execute("SELECT corpus, model FROM aliases WHERE alias = 'prod' ORDER BY corpus").fetchall()
+    dims = {corpus: models[model] for corpus, model in prod if model in models}
+    for corpus, dim in dims.items():
+        con.create_function(f"query_vector_{corpus}", _query_udf(query_embedder, corpus, dim), [VARCHAR, VARCHAR],
+                            duckdb.array_type(FLOAT, dim), type="arrow", null_handling="special")
+    if not dims:
+        return
+    first_dim = next(iter(dims.values()))
+    same_dim = [c for c, d in dims.items() if d == first_dim]
+    missing = ("ELSE error('query_vector: corpus ' || c || ' has no prod version here, or another dimension;"
+               " call query_vector_<corpus>(text, model) instead') END")
+    two = " ".join(f"WHEN '{c}' THEN query_vector_{c}(t, NULL::VARCHAR)" for c in same_dim)
+    three = " ".join(f"WHEN '{c}' THEN query_vector_{c}(t, m)" for c in same_dim)
+    con.execute(f"CREATE OR REPLACE TEMP MACRO query_vector(c, t) AS CASE c {two} {missing},"
+                f" (c, t, m) AS CASE c {three} {missing}")
+
+
+def _query_udf(query_embedder: QueryEmbedder, corpus: str, dim: int):
+    def udf(texts: pa.Array, models: pa.Array) -> pa.Array:
+        rows = [query_embedder(corpus, t, m) if t is not None else np.zeros(dim, np.float32)
+                for t, m in zip(texts.to_pylist(), models.to_pylist())]
+        return pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(rows, np.float32).reshape(-1)), dim)
+
+    return udf
 
 
 def _arrow_udf(embedder: Embedder, model: str, dim: int):

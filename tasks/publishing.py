@@ -56,7 +56,7 @@ def record_run(
     report: ValidationReport,
     version: dict | None,
     seconds: float,
-    promote_to: str = "prod",
+    promote_to: str | None = "prod",
 ) -> RunSummary:
     """Record counts, documents, quarantine and the version; move `promote_to` if the gates passed."""
     counts = {**plan.counts, "chunks_embedded": batch.chunk_count, "tokens_embedded": batch.tokens,
@@ -75,7 +75,7 @@ def record_run(
         run_id=run_id, corpus=corpus, space=space,
         status="succeeded" if report.passed else "failed",
         version=version["version"] if version else None,
-        promoted=bool(version) and report.passed,
+        promoted=bool(version) and report.passed and promote_to is not None,
         **{k: plan.counts[k] for k in ("docs_read", "docs_new", "docs_changed", "docs_unchanged",
                                        "docs_deleted", "docs_quarantined")},
         chunks_embedded=batch.chunk_count, tokens_embedded=batch.tokens, embed_seconds=round(batch.seconds, 3),

@@ -11,15 +11,19 @@ RESULT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "title", "text"]
 
 
 def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: str | None = None,
-                  alias: str = "prod", hybrid: bool = False) -> list[dict]:
+                  alias: str = "prod", hybrid: bool = False, model: str | None = None) -> list[dict]:
     """Top-`k` chunks by cosine similarity (or hybrid with full text); each hit has doc_id, title, text, score."""
     if k < 1:
         raise BadInput(f"-k must be at least 1, got {k}")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
     if target is None:
         raise NotFound(f"corpus {corpus!r} has no {alias!r} version: run `embedline ingest SOURCE --corpus {corpus}` first")
-    engine = get_engine(resolve_model(ws, target["model"]))
-    vector = engine.embed([query])[0]
+    if model is not None and alias == "prod":
+        from tasks.refresh import query_vector
+
+        vector = query_vector(ws, corpus, query, model)
+    else:
+        vector = get_engine(resolve_model(ws, target["model"])).embed([query])[0]
     hits = embeddings.search(ws, target["space"], target["version"], vector, k, where, RESULT_COLUMNS,
                              text=query if hybrid else None)
     return [{**{c: hit.get(c) for c in RESULT_COLUMNS}, "score": hit["score"]} for hit in hits]
@@ -36,5 +40,15 @@ def make_embedder(ws: Workspace):
 
     def embed(model: str, texts: list[str]):
         return get_engine(specs[model]).embed(texts)
+
+    return embed
+
+
+def make_query_embedder(ws: Workspace):
+    """For SQL's query_vector(): a query vector in the corpus's prod space (adapted if need be)."""
+    from tasks.refresh import query_vector
+
+    def embed(corpus: str, text: str, model: str | None):
+        return query_vector(ws, corpus, text, model)
 
     return embed

@@ -54,6 +54,11 @@ def read_source(source: str, fields: FieldMap) -> Iterator[Document | Rejected]:
     return to_documents(records, fields)
 
 
+def canonical_source(source: str) -> str:
+    """The form recorded in the catalog: an absolute path (so a backfill can re-read it), or the query."""
+    return source if source.startswith(QUERY_PREFIX) else str(Path(source).expanduser().resolve())
+
+
 def to_documents(records: Iterator[tuple[str, int, dict | Rejected]], fields: FieldMap) -> Iterator[Document | Rejected]:
     """Map raw records to documents, rejecting missing ids, empty or huge texts, duplicate ids."""
     seen: set[str] = set()

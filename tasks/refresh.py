@@ -1,0 +1,133 @@
+"""Backward-compatible model change: fit adapters between the prod model and a new one, serve
+new-model queries over the old index through them, and swap once the new space is proven."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from storage import catalog, embeddings
+from storage.errors import BadInput, NotFound
+from storage.names import check_name, space_name
+from storage.workspace import Workspace
+from tasks.adapters import Adapter, choose_adapter
+from tasks.embedding import get_engine
+from tasks.models import resolve_model
+
+
+@dataclass
+class RefreshFit:
+    corpus: str
+    old_model: str
+    new_model: str
+    kind: str
+    retention: float
+    recalls: dict
+    sample_size: int
+
+
+def adapter_path(ws: Workspace, corpus: str, from_model: str, to_model: str):
+    return ws.home / "adapters" / f"{corpus}__{from_model}__to__{to_model}.npz"
+
+
+def sample_documents(ws: Workspace, space: str, version: int, limit: int, seed: int = 0) -> list[dict]:
+    """Up to `limit` documents of a version: each document's first chunk and its title."""
+    table = embeddings.dataset_at(ws, space, version).to_table(
+        columns=["doc_id", "title", "text"], filter="chunk_index = 0")
+    rows = table.to_pylist()
+    if len(rows) > limit:
+        picks = np.random.default_rng(seed).choice(len(rows), limit, replace=False)
+        rows = [rows[i] for i in sorted(picks)]
+    return rows
+
+
+def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int = 5000,
+                         holdout: float = 0.2) -> RefreshFit:
+    """Embed a sample with both models, fit new→old and old→new adapters, keep the best by retention.
+
+    Retention is measured on held-out documents: their titles (or opening words) embedded by the new
+    model must retrieve them from the old index through the adapter, compared with the new index.
+    """
+    check_name(corpus, "corpus name")
+    prod = catalog.get_alias(ws, corpus)
+    if prod is None:
+        raise NotFound(f"corpus {corpus!r} has no prod version to refresh: ingest it first")
+    if prod["model"] == new_model:
+        raise BadInput(f"corpus {corpus!r} already serves model {new_model!r}")
+    old_engine = get_engine(resolve_model(ws, prod["model"]))
+    new_engine = get_engine(resolve_model(ws, new_model))
+    docs = sample_documents(ws, prod["space"], prod["version"], sample)
+    if len(docs) < 20:
+        raise BadInput(f"corpus {corpus!r} has {len(docs)} documents; an adapter needs at least 20")
+    texts = [d["text"] for d in docs]
+    queries = [d["title"] or " ".join(d["text"].split()[:12]) for d in docs]
+    old_docs, new_docs = old_engine.embed(texts), new_engine.embed(texts)
+    held = np.arange(len(docs)) >= int(len(docs) * (1 - holdout))
+    new_queries = new_engine.embed([q for q, h in zip(queries, held) if h])
+    relevant = np.flatnonzero(held)
+    forward = choose_adapter(new_docs[~held], old_docs[~held], new_queries, old_docs, new_docs, relevant)
+    forward.adapter.save(adapter_path(ws, corpus, new_model, prod["model"]))
+    catalog.record_adapter(ws, corpus, new_model, prod["model"], forward.adapter.kind, forward.retention,
+                           str(adapter_path(ws, corpus, new_model, prod["model"])), forward.recalls, len(docs))
+    old_queries = old_engine.embed([q for q, h in zip(queries, held) if h])
+    backward = choose_adapter(old_docs[~held], new_docs[~held], old_queries, new_docs, old_docs, relevant)
+    backward.adapter.save(adapter_path(ws, corpus, prod["model"], new_model))
+    catalog.record_adapter(ws, corpus, prod["model"], new_model, backward.adapter.kind, backward.retention,
+                           str(adapter_path(ws, corpus, prod["model"], new_model)), backward.recalls, len(docs))
+    return RefreshFit(corpus, prod["model"], new_model, forward.adapter.kind, forward.retention,
+                      forward.recalls, len(docs))
+
+
+def query_vector(ws: Workspace, corpus: str, text: str, model: str | None = None) -> np.ndarray:
+    """A query vector in the space the corpus's prod alias serves; through an adapter when `model`
+    is not the prod model (zero-downtime upgrades, and old clients after a swap)."""
+    prod = catalog.get_alias(ws, corpus)
+    if prod is None:
+        raise NotFound(f"corpus {corpus!r} has no prod version: run `embedline ingest SOURCE --corpus {corpus}` first")
+    model = model or prod["model"]
+    vector = get_engine(resolve_model(ws, model)).embed([text])
+    if model == prod["model"]:
+        return vector[0]
+    row = catalog.get_adapter(ws, corpus, model, prod["model"])
+    if row is None:
+        raise NotFound(f"no adapter maps {model!r} into {corpus!r}'s prod model {prod['model']!r}: "
+                       f"run `embedline refresh {corpus} --model {model}` first")
+    return Adapter.load(row["path"])(vector)[0]
+
+
+def swap_if_proven(ws: Workspace, corpus: str, new_model: str, version: int | None) -> dict | None:
+    """Point prod at the new space's version if it passed its gates; None (and no move) otherwise."""
+    space = space_name(corpus, new_model)
+    if version is None:
+        version = catalog.latest_passed_version(ws, space)
+    if version is None:
+        return None
+    recorded = catalog.get_version(ws, space, version)
+    if recorded is None or recorded["validation"] != "passed":
+        return None
+    return catalog.promote(ws, corpus, version, space=space)
+
+
+def refresh_status(ws: Workspace, corpus: str) -> list[dict]:
+    """Per registered target model: adapter retention, backfill progress, whether prod serves it."""
+    prod = catalog.get_alias(ws, corpus)
+    if prod is None:
+        raise NotFound(f"corpus {corpus!r} has no prod version")
+    with catalog.reading(ws) as con:
+        targets = [r[0] for r in con.execute(
+            "SELECT DISTINCT from_model FROM adapters WHERE corpus = ? AND from_model <> ?", [corpus, prod["model"]]
+        ).fetchall()]
+        prod_docs = con.execute("SELECT count(*) FROM documents WHERE space = ?", [prod["space"]]).fetchone()[0]
+    rows = []
+    for model in sorted(targets):
+        adapter = catalog.get_adapter(ws, corpus, model, prod["model"])
+        progress = catalog.space_progress(ws, space_name(corpus, model))
+        rows.append({
+            "model": model, "serving_via": "adapter" if adapter else "native",
+            "adapter": adapter["kind"] if adapter else None,
+            "retention": adapter["retention"] if adapter else None,
+            "backfill_docs": progress["documents"], "corpus_docs": prod_docs,
+            "backfill_pct": round(100 * progress["documents"] / prod_docs, 1) if prod_docs else None,
+            "backfill_run": progress["last_run"]["status"] if progress["last_run"] else None,
+            "prod": prod["space"],
+        })
+    return rows

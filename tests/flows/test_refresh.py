@@ -1,0 +1,82 @@
+"""The whole model-change path on tiny models: adapters, adapted search, backfill (killed and
+resumed), gated swap, old→new adapter, status, rollback."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from storage import catalog
+from tasks.models import add_model
+from tasks.refresh import fit_refresh_adapters, query_vector, refresh_status
+from storage import sql
+from tasks.search import make_embedder, make_query_embedder, search_corpus
+from tests.conftest import ingest
+
+
+@pytest.fixture
+def two_models(workspace, tiny_model_dir, debian_case):
+    """`tiny` (32-d) serves the corpus; `small` is the same encoder truncated to 16 dims (a new model)."""
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case)
+    return workspace
+
+
+def test_adapter_serves_new_model_queries_over_the_old_index_at_once(two_models, debian_case):
+    ws = two_models
+    fitted = fit_refresh_adapters(ws, "debian", "small", sample=120)
+    assert (fitted.old_model, fitted.new_model, fitted.sample_size) == ("tiny", "small", 120)
+    assert fitted.recalls["raw_mismatch"] == 0.0  # 16-d queries cannot search a 32-d index at all
+    assert fitted.recalls[fitted.kind] > 0 and fitted.retention >= 0.5
+    vector = query_vector(ws, "debian", "window manager", "small")
+    assert vector.shape == (32,) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-5)
+    hits = search_corpus(ws, "debian", "window manager", k=5, model="small")
+    assert len(hits) == 5
+    (status,) = refresh_status(ws, "debian")
+    assert (status["model"], status["serving_via"], status["backfill_docs"]) == ("small", "adapter", 0)
+    con = sql.connect(ws, make_embedder(ws), query_embedder=make_query_embedder(ws))
+    native, adapted = con.execute(
+        "SELECT typeof(query_vector('debian', 'window manager')), typeof(query_vector('debian', 'window manager', 'small'))"
+    ).fetchone()
+    assert native == adapted == "FLOAT[32]"
+    top = con.execute("SELECT array_cosine_similarity(vector, query_vector('debian', 'window manager', 'small')) AS s"
+                      " FROM debian ORDER BY s DESC LIMIT 5").fetchall()
+    assert [s for (s,) in top] == pytest.approx([h["score"] for h in hits], abs=1e-4)  # SQL and search agree
+
+
+@pytest.mark.slow
+def test_backfill_killed_then_resumed_swaps_after_its_gates_and_rolls_back(two_models, debian_case):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.refresh import backfill_corpus
+
+    ws = two_models
+    old = catalog.get_alias(ws, "debian")
+    fit_refresh_adapters(ws, "debian", "small", sample=120)
+    env = {**os.environ, "EMBEDLINE_HOME": str(ws.home), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    exe = Path(sys.executable).with_name("embedline")
+    proc = subprocess.Popen([str(exe), "backfill", "debian", "--model", "small"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not any(ws.staging_dir.glob("run-*/chunks.arrow")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"  # a dead backfill never swaps
+
+    swapped = backfill_corpus("debian", "small", home=str(ws.home))
+
+    assert swapped["space"] == "debian__small"
+    prod = catalog.get_alias(ws, "debian")
+    assert (prod["space"], prod["model"]) == ("debian__small", "small")
+    assert query_vector(ws, "debian", "window manager").shape == (16,)
+    assert query_vector(ws, "debian", "window manager", "tiny").shape == (16,)  # old clients, via old→new
+    (status,) = refresh_status(ws, "debian")
+    assert status["model"] == "tiny" and status["prod"] == "debian__small"
+    catalog.rollback(ws, "debian")
+    assert catalog.get_alias(ws, "debian")["version"] == old["version"]
