@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench bench-all setup clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ test: setup
 
 bench: setup
 	$(PY) bench/embed_throughput.py
+
+bench-all: bench
+	$(PY) bench/incremental.py
+	$(PY) bench/validation_cost.py
+	$(PY) bench/model_change.py
+	$(PY) bench/search.py --docs 64000
 
 clean:
 	rm -rf .embedline bench/out

@@ -55,7 +55,7 @@ def fit_procrustes(x: np.ndarray, y: np.ndarray) -> Adapter:
     return Adapter("procrustes", weight, np.zeros(y.shape[1], np.float32), fit_seconds=time.perf_counter() - started)
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> Adapter:
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 0.1) -> Adapter:
     """Affine least squares with an L2 penalty on W: [x 1] @ [W; b] ≈ y."""
     started = time.perf_counter()
     xa = np.hstack([x, np.ones((len(x), 1))]).astype(np.float64)
