@@ -26,19 +26,18 @@ def index_min_rows() -> int:
 def refresh_indexes(table, min_rows: int | None = None) -> dict:
     """Create missing indexes or fold new rows into existing ones; returns what the version has."""
     min_rows = index_min_rows() if min_rows is None else min_rows
-    names = {idx.name: idx for idx in table.list_indices()}
-    fresh = {"doc_id_idx", "text_idx"} - set(names)
-    if "doc_id_idx" in fresh:
+    existing = {idx.name for idx in table.list_indices()}
+    first_write = "doc_id_idx" not in existing
+    if first_write:
         table.create_scalar_index("doc_id", index_type="BTREE")
-    if "text_idx" in fresh:
+    if "text_idx" not in existing:
         table.create_fts_index("text")
-    has_vector = "vector_idx" in names
-    rows = table.count_rows()
-    if not has_vector and rows >= min_rows:
+    has_vector = "vector_idx" in existing
+    if not has_vector and table.count_rows() >= min_rows:
         build_vector_index(table)
         has_vector = True
-    elif len(fresh) < 2:
-        table.optimize(cleanup_older_than=forever())  # fold new rows in, prune nothing
+    elif not first_write:
+        table.optimize(cleanup_older_than=forever())  # fold new rows into the indexes, prune nothing
     if not has_vector:
         return {"index_type": None, "index_recall": None}
     return {"index_type": "IVF_HNSW_SQ", "index_recall": measure_recall(table)}
