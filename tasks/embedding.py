@@ -156,7 +156,6 @@ class Engine:
 
     # -- internals ----------------------------------------------------------------------------
     def _embed_tokens(self, token_ids: list[list[int]]) -> np.ndarray:
-        torch = self._torch
         out = np.empty((len(token_ids), self.spec.out_dim), dtype=np.float32)
         pad_id = self.tokenizer.pad_token_id or 0
         lengths = [len(t) for t in token_ids]
