@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench bench-all setup clean
+.PHONY: demo test bench bench-all setup clean serve stop
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/embedline demo
 
-test: setup
+# Debian's chromium, which the Prefect UI test drives headless (installed once; needs root and apt).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+test: setup $(CHROMIUM)
 	$(PY) -m pytest -q
 
 bench: setup
@@ -36,6 +41,14 @@ bench-all: bench
 	$(PY) bench/validation_cost.py
 	$(PY) bench/model_change.py
 	$(PY) bench/search.py --docs 64000
+	$(PY) bench/scale_out.py
+
+# A Prefect server with its UI on 127.0.0.1:4200, the cpu/gpu pools, every deployment, workers.
+serve: setup
+	VENV=$(VENV) deploy/local/serve.sh
+
+stop:
+	deploy/local/stop.sh
 
 clean:
 	rm -rf .embedline bench/out

@@ -42,6 +42,7 @@ def ingest(
     text_field: Annotated[str, typer.Option("--text-field")] = "text",
     title_field: Annotated[str, typer.Option("--title-field")] = "title",
     keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="Keep chunks of documents gone from the source")] = False,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Split runs embedding more documents than this into shards run in parallel on the gpu pool (default $EMBEDLINE_SHARD_SIZE or 50000; 0 never)")] = None,
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Tokens per chunk (default: the model's max less 2)")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Tokens shared by consecutive chunks")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
@@ -60,7 +61,7 @@ def ingest(
     from flows.ingest import ingest_corpus
 
     summary = ingest_corpus(source or QUERY_PREFIX + query, corpus, model, id_field, text_field, title_field,
-                            keep_deleted, overlap, chunk_tokens, home=str(_workspace(home).home))
+                            keep_deleted, overlap, chunk_tokens, shard_size=shard_size, home=str(_workspace(home).home))
     typer.echo(summary.to_json() if as_json else format_summary(summary))
 
 
@@ -310,6 +311,22 @@ def demo(home: Home = None):
     from flows.demo import run_demo
 
     run_demo(_workspace(home), echo=typer.echo)
+
+
+@app.command()
+def deployments(check: Annotated[bool, typer.Option("--check", help="Only tell whether prefect.yaml is up to date")] = False):
+    """Render prefect.yaml from deploy/corpora.yaml (ingest, refresh, backfill, maintain per corpus).
+
+    Example: embedline deployments && prefect deploy --all
+    """
+    from flows import deployments as rendering
+
+    if check:
+        stale = rendering.PREFECT_YAML.read_text() != rendering.rendered_text()
+        typer.echo(f"{rendering.PREFECT_YAML} is {'stale: run `embedline deployments`' if stale else 'up to date'}")
+        raise typer.Exit(1 if stale else 0)
+    changed = rendering.write()
+    typer.echo(f"{rendering.PREFECT_YAML} {'rewritten' if changed else 'already up to date'}")
 
 
 def _print_rows(columns, rows, fmt: str) -> None:

@@ -10,16 +10,15 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.progress import Progress
-from flows.reports import publish_validation_artifacts
+from flows.embed import embed_plan
+from flows.reports import publish_validation_artifacts, publish_version_artifacts
 from storage import catalog
 from storage.locks import space_lock
 from storage.names import check_name, space_name
 from storage.workspace import Workspace
-from tasks import batch as batches
 from tasks import changes, evaluation, publishing
 from tasks.chunking import ChunkParams
-from tasks.embedding import get_engine, resolve_runtime
+from tasks.embedding import resolve_runtime
 from tasks.models import DEFAULT_MODEL, resolve_model
 from tasks.sources import FieldMap, canonical_source
 from validation.gate import require
@@ -30,17 +29,6 @@ publish = task(publishing.publish_batch, name="publish-version", cache_policy=NO
 record = task(publishing.record_run, name="record-run", cache_policy=NO_CACHE, retries=2)
 evaluate = task(evaluation.evaluate_version, name="evaluate-version", cache_policy=NO_CACHE)
 validate = task(validate_batch, name="validate-batch", cache_policy=NO_CACHE)
-
-
-@task(name="embed-documents", cache_policy=NO_CACHE, tags=["gpu"])
-def embed(plan, spec, device, params, run_id, staging_dir):
-    engine = get_engine(spec, device)
-    to_embed = plan.counts["docs_new"] + plan.counts["docs_changed"]
-    progress = Progress(to_embed, key=f"embed-run-{run_id}", description=f"embedding run {run_id}")
-    try:
-        return batches.embed_documents(plan, engine, params, run_id, staging_dir, on_progress=progress)
-    finally:
-        progress.close()
 
 
 @flow(name="ingest-corpus", log_prints=True)
@@ -55,14 +43,19 @@ def ingest_corpus(
     overlap: int = 32,
     chunk_tokens: int | None = None,
     promote: bool = True,
+    shard_size: int | None = None,
+    precision: str | None = None,
     home: str | None = None,
 ) -> publishing.RunSummary:
+    """`shard_size`: documents to embed above which the work is split into shards run in parallel
+    (default `$EMBEDLINE_SHARD_SIZE` or 50,000; 0 never splits). `precision`: fp32|bf16|fp16, else the
+    device's policy (`$EMBEDLINE_PRECISION`); every shard embeds under the run's precision."""
     started = time.perf_counter()
     ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
     fields = FieldMap(id_field, text_field, title_field)
     source = canonical_source(source)
-    spec, device = resolve_runtime(resolve_model(ws, model))  # 1. the model's identity on this machine
+    spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)  # 1. the model's identity on this machine
     params = ChunkParams.for_model(spec.max_tokens, overlap, chunk_tokens)
     space = space_name(corpus, model)
     with space_lock(ws, space):  # 2. one writer per space
@@ -72,7 +65,7 @@ def ingest_corpus(
         try:
             known = catalog.known_documents(ws, space)  # 3. what the space already holds
             plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted)  # 4. diff
-            embedded = embed(plan, spec, device, params, run_id, staging)  # 5. chunk + embed
+            embedded = embed_plan(ws, plan, model, spec, device, params, run_id, staging, shard_size)  # 5. chunk + embed
             version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
             metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall
             report = validate(space, embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 8. GX gates
@@ -84,5 +77,6 @@ def ingest_corpus(
             raise
     create_table_artifact([summary.__dict__], key=f"run-summary-{corpus.replace('_', '-')}", description=f"ingest run {run_id}")
     publish_validation_artifacts(report, space, run_id)
+    publish_version_artifacts(ws, space, run_id, summary.version, plan.changed_doc_ids)
     require(report)  # a failed gate fails the flow run (after it is recorded)
     return summary

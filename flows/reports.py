@@ -1,8 +1,18 @@
-"""Validation results as Prefect artifacts: a table of outcomes, a markdown of metrics, a Data Docs link."""
+"""What a run shows in the Prefect UI: validation outcomes and metrics, a Data Docs link, a link to
+the Lance version, and two plots (PCA map, drift histogram) saved as PNG and inlined in markdown."""
 
+import base64
 import math
 
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+
+from storage import catalog
+from storage.workspace import Workspace
+from tasks import plots
 
 
 def publish_validation_artifacts(report, space: str, run_id: int) -> None:
@@ -19,6 +29,35 @@ def publish_validation_artifacts(report, space: str, run_id: int) -> None:
     )
     if report.docs_url:
         create_link_artifact(report.docs_url, link_text="GX Data Docs", key=f"data-docs-{space.replace('_', '-')}")
+
+
+def publish_version_artifacts(ws: Workspace, space: str, run_id: int, version: int | None,
+                              changed_doc_ids: list[str], color_by: str | None = None) -> list[str]:
+    """Link the Lance version and plot it; returns the PNG files written under <home>/reports/plots."""
+    if version is None:
+        return []
+    key = space.replace("_", "-")
+    uri = f"{ws.lance_uri.rstrip('/')}/{space}.lance"
+    create_link_artifact(uri if "://" in uri else f"file://{uri}", key=f"lance-{key}",
+                         link_text=f"Lance {space} version {version} (tag run-{run_id})",
+                         description=f"lance.dataset({uri!r}, version='run-{run_id}')")
+    previous = catalog.latest_passed_version(ws, space, before=version)
+    pictures = {"pca": plots.pca_map(ws, space, version, color_by)[0],
+                "drift": plots.drift_histogram(ws, space, version, previous, changed_doc_ids)}
+    folder = ws.reports_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    written, sections = [], []
+    for name, png in pictures.items():
+        if png is None:
+            sections.append(f"#### {name}\n\nNo previous version shares documents with this one: nothing drifted.")
+            continue
+        path = folder / f"{space}-run-{run_id}-{name}.png"
+        path.write_bytes(png)
+        written.append(str(path))
+        sections.append(f"#### {name} ({path})\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
+    create_markdown_artifact("\n\n".join(sections), key=f"plots-{key}",
+                             description=f"PCA map and drift histogram of {space} version {version}")
+    return written
 
 
 def _fmt(value) -> str:

@@ -7,6 +7,7 @@ Rows are keyed by `chunk_id` (declared to Lance as the primary key), so every wr
 from collections.abc import Iterable
 from datetime import timedelta
 
+import numpy as np
 import pyarrow as pa
 
 from storage.errors import BadInput, NotFound
@@ -31,10 +32,18 @@ def chunk_schema(dim: int, metadata: pa.Schema | None = None) -> pa.Schema:
     return pa.schema(fields + list(metadata or []))
 
 
+def vector_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A `vector` column as an (n, dim) float32 matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, column.type.list_size)
+
+
 def connect(ws: Workspace):
     import lancedb
 
-    return lancedb.connect(ws.lance_uri, read_consistency_interval=timedelta(0))
+    return lancedb.connect(ws.lance_uri, read_consistency_interval=timedelta(0),
+                           storage_options=ws.lance_storage_options)
 
 
 def open_space(ws: Workspace, space: str):
@@ -111,7 +120,7 @@ def dataset_at(ws: Workspace, space: str, version: int | str | None = None):
 
     uri = f"{ws.lance_uri.rstrip('/')}/{space}.lance"
     try:
-        return lance.dataset(uri, version=version)
+        return lance.dataset(uri, version=version, storage_options=ws.lance_storage_options)
     except (FileNotFoundError, ValueError) as exc:
         raise NotFound(f"space {space!r} has no version {version!r} in {ws.lance_uri}") from exc
 

@@ -1,5 +1,6 @@
 """Where a workspace keeps its files: one `EMBEDLINE_HOME` folder (default `./.embedline`)."""
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,13 @@ class Workspace:
     @property
     def lance_uri(self) -> str:
         return os.environ.get("EMBEDLINE_LANCE_URI") or str(self.home / "lance")
+
+    @property
+    def lance_storage_options(self) -> dict[str, str] | None:
+        """Object-store settings for an `s3://`-style lance_uri (`$EMBEDLINE_LANCE_STORAGE_OPTIONS`, JSON),
+        e.g. {"aws_endpoint": "http://minio:9000", "aws_region": "us-east-1", "allow_http": "true"}."""
+        raw = os.environ.get("EMBEDLINE_LANCE_STORAGE_OPTIONS")
+        return {k: str(v) for k, v in json.loads(raw).items()} if raw else None
 
     @property
     def catalog_path(self) -> Path:

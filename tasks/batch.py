@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from storage.embeddings import BASE_FIELDS, chunk_schema
+from storage.errors import EmbedlineError
 from tasks.changes import ChangePlan, read_staged_documents
 from tasks.chunking import ChunkParams, chunk_documents
 from tasks.documents import Document
@@ -25,26 +26,42 @@ ARROW_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "double": pa.float64(),
 
 @dataclass
 class EmbeddedBatch:
-    """Staged output of one run: chunk rows with vectors, and per-document chunk counts."""
+    """Staged output of one run (or of its shards): chunk rows with vectors, per-document chunk counts."""
 
-    chunks_path: str
-    documents_path: str
+    chunks_paths: list[str]
+    documents_paths: list[str]
     chunk_count: int
     tokens: int
     seconds: float
     dim: int
     metadata_types: dict
+    model_key: str = ""
 
     def schema(self) -> pa.Schema:
         return chunk_schema(self.dim, metadata_schema(self.metadata_types))
 
     def read_chunks(self) -> Iterator[pa.RecordBatch]:
-        with pa.OSFile(self.chunks_path, "rb") as source:
-            yield from pa.ipc.open_stream(source)
+        for path in self.chunks_paths:
+            with pa.OSFile(path, "rb") as source:
+                yield from pa.ipc.open_stream(source)
 
     def read_documents(self) -> pa.Table:
-        with pa.OSFile(self.documents_path, "rb") as source:
-            return pa.ipc.open_stream(source).read_all()
+        tables = []
+        for path in self.documents_paths:
+            with pa.OSFile(path, "rb") as source:
+                tables.append(pa.ipc.open_stream(source).read_all())
+        return pa.concat_tables(tables)
+
+    @classmethod
+    def combine(cls, parts: list["EmbeddedBatch"]) -> "EmbeddedBatch":
+        """One batch from shards embedded apart; refuses shards made under different model keys."""
+        keys = {p.model_key for p in parts}
+        if len(keys) != 1:
+            raise EmbedlineError(f"shards were embedded under different model keys {sorted(keys)}: give every "
+                                 "worker of the pool the same precision (EMBEDLINE_PRECISION) and model files")
+        return cls([c for p in parts for c in p.chunks_paths], [d for p in parts for d in p.documents_paths],
+                   sum(p.chunk_count for p in parts), sum(p.tokens for p in parts), max(p.seconds for p in parts),
+                   parts[0].dim, parts[0].metadata_types, parts[0].model_key)
 
 
 def metadata_schema(types: dict[str, str]) -> pa.Schema:
@@ -108,8 +125,8 @@ def embed_documents(
         for row in doc_rows:
             row["chunk_count"] = chunk_counts.get(row["doc_id"], 0)
         writer.write_table(pa.Table.from_pylist(doc_rows, schema=doc_schema))
-    return EmbeddedBatch(str(chunks_path), str(docs_path), total, engine.tokens_embedded - tokens_before,
-                         time.perf_counter() - started, engine.spec.out_dim, plan.metadata_types)
+    return EmbeddedBatch([str(chunks_path)], [str(docs_path)], total, engine.tokens_embedded - tokens_before,
+                         time.perf_counter() - started, engine.spec.out_dim, plan.metadata_types, engine.spec.key())
 
 
 def _documents(plan: ChangePlan, doc_rows: list[dict]) -> Iterator[tuple[Document, dict]]:

@@ -87,6 +87,38 @@ def plan_changes(
     return ChangePlan(str(docs_path), counts, deleted, changed, quarantined, types)
 
 
+def split_plan(plan: ChangePlan, shards: int) -> list[ChangePlan]:
+    """Split the staged documents into `shards` files of about equal text length (each document goes
+    whole to the lightest shard so far); deletions and counts stay with the parent plan."""
+    folder = Path(plan.docs_path).parent
+    sizes, counts = [0] * shards, [0] * shards
+    pending: list[list[dict]] = [[] for _ in range(shards)]
+    paths = [folder / f"shard-{i}" / "documents.arrow" for i in range(shards)]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    sinks = [pa.OSFile(str(path), "wb") for path in paths]
+    writers = [pa.ipc.new_stream(sink, STAGED_DOCS) for sink in sinks]
+    try:
+        for batch in read_staged_documents(plan.docs_path):
+            for row in batch.to_pylist():
+                lightest = sizes.index(min(sizes))
+                sizes[lightest] += len(row["text"]) + 1
+                counts[lightest] += 1
+                pending[lightest].append(row)
+                if len(pending[lightest]) >= 1024:
+                    writers[lightest].write_batch(pa.RecordBatch.from_pylist(pending[lightest], schema=STAGED_DOCS))
+                    pending[lightest] = []
+        for writer, rows in zip(writers, pending):
+            if rows:
+                writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=STAGED_DOCS))
+    finally:
+        for writer, sink in zip(writers, sinks):
+            writer.close()
+            sink.close()
+    return [ChangePlan(str(path), {"docs_new": n, "docs_changed": 0}, [], [], [], plan.metadata_types)
+            for path, n in zip(paths, counts)]
+
+
 def read_staged_documents(path: str):
     """Batches of staged documents (pyarrow RecordBatch), in source order."""
     with pa.OSFile(path, "rb") as source:

@@ -4,7 +4,6 @@ drift of unchanged chunks against the previous promoted version, and golden-quer
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from storage import catalog, embeddings
@@ -59,7 +58,7 @@ def drift_against_previous(ws: Workspace, space: str, batches, exclude_version: 
     new = {}
     for batch in batches:
         ids = batch.column("chunk_id").to_pylist()
-        matrix = _matrix(batch.column("vector"))
+        matrix = embeddings.vector_matrix(batch.column("vector"))
         for chunk_id, row in zip(ids, matrix):
             if len(new) >= limit:
                 break
@@ -69,15 +68,8 @@ def drift_against_previous(ws: Workspace, space: str, batches, exclude_version: 
     dataset = embeddings.dataset_at(ws, space, previous)
     old_rows = dataset.to_table(columns=["chunk_id", "vector"],
                                 filter=pa.compute.field("chunk_id").isin(list(new)))
-    old = dict(zip(old_rows.column("chunk_id").to_pylist(), _matrix(old_rows.column("vector"))))
+    old = dict(zip(old_rows.column("chunk_id").to_pylist(), embeddings.vector_matrix(old_rows.column("vector"))))
     return {**drift(new, old), "drift_against_version": previous}
-
-
-def _matrix(column) -> np.ndarray:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    dim = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
 
 
 def evaluate_version(ws: Workspace, corpus: str, space: str, batch, version: dict | None, spec: ModelSpec) -> dict:

@@ -1,0 +1,80 @@
+"""The deployment files: prefect.yaml is rendered from deploy/corpora.yaml, and the compose,
+Dockerfile and Kubernetes templates ask for what the GPU path needs."""
+
+import importlib
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows import deployments
+from storage.errors import BadInput, BadName
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_prefect_yaml_is_rendered_from_the_corpus_config():
+    assert (ROOT / "prefect.yaml").read_text() == deployments.rendered_text()
+
+
+def test_each_corpus_gets_its_own_schedule_and_the_pools_split_cpu_and_gpu_work(tmp_path):
+    config = {"corpora": {"docs": {"source": "docs/*.md", "schedule": "*/15 * * * *", "precision": "bf16"},
+                          "tickets": {"source": "query:SELECT * FROM t", "model": "mpnet", "schedule": "0 * * * *",
+                                      "fields": {"id": "key", "text": "body"}}}}
+    by_name = {d["name"]: d for d in deployments.render(config)["deployments"]}
+    assert by_name["ingest-docs"]["schedules"] == [{"cron": "*/15 * * * *", "timezone": "UTC"}]
+    assert by_name["ingest-tickets"]["schedules"][0]["cron"] == "0 * * * *"
+    assert by_name["ingest-tickets"]["parameters"] == {"source": "query:SELECT * FROM t", "corpus": "tickets",
+                                                      "model": "mpnet", "id_field": "key", "text_field": "body"}
+    assert by_name["ingest-docs"]["parameters"]["precision"] == "bf16"
+    assert by_name["maintain-docs"]["schedules"][0]["cron"] == "17 3 * * *"
+    assert by_name["embed-shard"]["work_pool"]["name"] == "gpu"
+    assert {d["work_pool"]["name"] for n, d in by_name.items() if n != "embed-shard"} == {"cpu"}
+    with pytest.raises(BadInput, match="source"):
+        deployments.render({"corpora": {"docs": {"schedule": "* * * * *"}}})
+    with pytest.raises(BadName):
+        deployments.render({"corpora": {"bad name": {"source": "x"}}})
+
+
+def test_compose_has_postgres_a_cpu_worker_and_a_gpu_worker_with_a_device_request():
+    compose = yaml.safe_load((ROOT / "deploy/compose/compose.yaml").read_text())
+    services = compose["services"]
+    assert "postgresql" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    assert "--pool" in services["worker-cpu"]["command"] and "cpu" in services["worker-cpu"]["command"]
+    (device,) = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert services["worker-gpu"]["build"]["dockerfile"] == "deploy/docker/worker.Dockerfile"
+    dockerfile = (ROOT / "deploy/docker/worker.Dockerfile").read_text()
+    assert "download.pytorch.org/whl/cu" in dockerfile and 'ENTRYPOINT ["prefect", "worker", "start"]' in dockerfile
+
+
+def test_kubernetes_template_limits_gpus_per_job():
+    template = json.loads((ROOT / "deploy/k8s/gpu-base-job-template.json").read_text())
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
+    assert template["variables"]["properties"]["gpus"]["default"] == 1
+
+
+def test_every_deployment_names_a_flow_and_valid_parameters():
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    names = {d["name"] for d in config["deployments"]}
+    assert {"ingest-debian", "refresh-debian", "backfill-debian", "maintain-debian"} <= names
+    for deployment in config["deployments"]:
+        module_path, flow_name = deployment["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(module_path.removesuffix(".py").replace("/", ".")), flow_name)
+        accepted = set(inspect.signature(flow.fn).parameters)
+        given = set(deployment.get("parameters", {}))
+        for trigger in deployment.get("triggers", []):
+            given |= set(trigger.get("parameters", {}))
+        assert given <= accepted, (deployment["name"], given - accepted)
+
+
+def test_refresh_runs_on_the_model_registered_event():
+    from flows.events import MODEL_REGISTERED
+
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    refresh = next(d for d in config["deployments"] if d["name"] == "refresh-debian")
+    (trigger,) = refresh["triggers"]
+    assert trigger["expect"] == [MODEL_REGISTERED] and "model" in trigger["parameters"]

@@ -1,0 +1,122 @@
+"""`make serve` for real: a Prefect server with its UI, the cpu/gpu pools, every deployment of
+prefect.yaml, one cpu and two gpu workers. An ingest deployment run is split into shards that the two
+gpu workers embed; headless Chromium then finds the run and its artifacts in the UI."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from storage import catalog
+from storage.workspace import Workspace
+from tasks.models import add_model
+from tests.conftest import DEBIAN_CASE, ingest
+from tests.flows.test_shards import table_content
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "tests" / "output"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("served")
+    ws = Workspace.from_env(root / "home").ensure()
+    add_model(ws, "tiny", str(tiny_model_dir))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(EMBEDLINE_SERVE_DIR=str(root / "serve"), EMBEDLINE_HOME=str(ws.home), PREFECT_PORT=str(port),
+               GPU_WORKERS="2", PREFECT_WORKER_QUERY_SECONDS="2", VENV=sys.prefix)
+    started = subprocess.run([str(ROOT / "deploy/local/serve.sh")], env=env, capture_output=True, text=True, timeout=300)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield {"ws": ws, "api": api, "ui": f"http://127.0.0.1:{port}", "env": {**env, "PREFECT_API_URL": api},
+               "serve_dir": root / "serve"}
+    finally:
+        subprocess.run([str(ROOT / "deploy/local/stop.sh")], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def sharded_run(served):
+    """The ingest deployment, run the way the UI's "Run" button runs it, over 2 shards."""
+    params = {"source": str(DEBIAN_CASE), "model": "tiny", "shard_size": 60}
+    args = [str(Path(sys.prefix) / "bin" / "prefect"), "deployment", "run", "ingest-corpus/ingest-debian", "--watch",
+            "--watch-timeout", "300"] + [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+    result = subprocess.run(args, env=served["env"], capture_output=True, text=True, timeout=360)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return flow_runs(served["api"], "ingest-corpus")[0]
+
+
+def flow_runs(api: str, flow: str) -> list[dict]:
+    body = {"flows": {"name": {"any_": [flow]}}, "sort": "START_TIME_DESC"}
+    return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=30).raise_for_status().json()
+
+
+def test_every_deployment_of_prefect_yaml_is_served_with_pools_and_the_gpu_limit(served):
+    api = served["api"]
+    expected = {d["name"]: d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).raise_for_status().json()
+    assert {d["name"]: d["work_pool_name"] for d in deployments} == expected
+    assert any(d["name"] == "ingest-debian" and d["schedules"] for d in deployments)
+    limits = httpx.post(f"{api}/concurrency_limits/filter", json={}, timeout=30).raise_for_status().json()
+    assert [(c["tag"], c["concurrency_limit"]) for c in limits] == [("gpu", 2)]
+
+
+def test_served_ingest_splits_into_shards_on_two_gpu_workers(served, sharded_run, tmp_path, tiny_model_dir):
+    assert sharded_run["state_type"] == "COMPLETED"
+    shards = flow_runs(served["api"], "embed-shard")
+    assert len(shards) == 2 and {s["state_type"] for s in shards} == {"COMPLETED"}
+    assert {s["parent_task_run_id"] is not None for s in shards} == {True}  # linked under the ingest run
+    taken = [(served["serve_dir"] / f"worker-gpu-{i}.log").read_text().count("submitting flow run") for i in (0, 1)]
+    assert taken == [1, 1], taken  # each gpu worker embedded one shard
+
+    ws = served["ws"]
+    single_ws = Workspace.from_env(tmp_path / "single").ensure()
+    add_model(single_ws, "tiny", str(tiny_model_dir))
+    single = ingest(single_ws, DEBIAN_CASE, shard_size=0)
+    a, b = table_content(ws, "debian__tiny"), table_content(single_ws, "debian__tiny")
+    assert a["keys"] == b["keys"] and len(a["keys"]) == single.chunks_embedded
+    assert abs(a["vectors"] - b["vectors"]).max() < 1e-5
+    assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"
+
+
+def test_the_ui_shows_the_run_and_its_artifacts(served, sharded_run):
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{served['ui']}/runs/flow-run/{sharded_run['id']}")
+        page.get_by_text(sharded_run["name"]).first.wait_for(timeout=60_000)
+        page.wait_for_load_state("networkidle")
+        page.get_by_text("Artifacts", exact=True).first.click()
+        for key in ("run-summary-debian", "validation-debian--tiny", "plots-debian--tiny", "lance-debian--tiny"):
+            page.get_by_text(key, exact=True).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(OUTPUT / "ui-flow-run-artifacts.png"), full_page=True)
+
+        page.get_by_text("plots-debian--tiny", exact=True).first.click()
+        image = page.locator("img[alt='pca']").first
+        image.wait_for(timeout=30_000)
+        assert image.evaluate("img => img.complete && img.naturalWidth") > 100  # the PNG renders in the UI
+        page.screenshot(path=str(OUTPUT / "ui-plots-artifact.png"), full_page=True)
+        browser.close()
+    assert (OUTPUT / "ui-flow-run-artifacts.png").stat().st_size > 10_000
