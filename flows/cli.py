@@ -20,6 +20,11 @@ app.add_typer(models_app, name="models")
 Home = Annotated[Optional[str], typer.Option("--home", envvar="EMBEDLINE_HOME", help="Workspace folder (default ./.embedline).")]
 
 
+BatchDocs = Annotated[int, typer.Option("--batch-docs", help="Backfill: documents embedded and committed per run")]
+Order = Annotated[str, typer.Option("--order", help="Backfill order: source, recent (most recently changed first), "
+                                    "residual (largest predicted adapter residual first)")]
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"
@@ -211,8 +216,9 @@ def maintain(corpus: Annotated[str, typer.Argument()],
 def refresh(corpus: Annotated[str, typer.Argument()],
             model: Annotated[Optional[str], typer.Option("--model", help="The new model (registered)")] = None,
             wait: Annotated[bool, typer.Option("--wait", help="Return after the backfill and swap, not once the adapter serves")] = False,
-            sample: Annotated[int, typer.Option("--sample", help="Documents embedded by both models to fit the adapter")] = 5000,
+            sample: Annotated[int, typer.Option("--sample", help="Documents sampled to fit the adapter (the new model embeds them)")] = 5000,
             status: Annotated[bool, typer.Option("--status", help="Show where a refresh stands")] = False,
+            batch_docs: BatchDocs = 5000, order: Order = "source",
             as_json: Annotated[bool, typer.Option("--json")] = False,
             home: Home = None):
     """Move CORPUS to a new model with no downtime: adapter first, backfill behind, swap when proven.
@@ -233,7 +239,7 @@ def refresh(corpus: Annotated[str, typer.Argument()],
         raise BadInput("give --model NEW (or --status)")
     from flows.refresh import refresh_model
 
-    fitted, swapped = refresh_model(corpus, model, sample, wait, home=str(ws.home))
+    fitted, swapped = refresh_model(corpus, model, sample, wait, batch_docs, order, home=str(ws.home))
     typer.echo(f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
                f"on {fitted.sample_size} sampled documents; `embedline search {corpus} ... --model {model}` is served now")
     if wait:
@@ -244,14 +250,16 @@ def refresh(corpus: Annotated[str, typer.Argument()],
 
 
 @app.command()
-def backfill(corpus: Annotated[str, typer.Argument()], model: Annotated[str, typer.Option("--model")], home: Home = None):
+def backfill(corpus: Annotated[str, typer.Argument()], model: Annotated[str, typer.Option("--model")],
+             batch_docs: BatchDocs = 5000, order: Order = "source", home: Home = None):
     """Embed CORPUS with MODEL into its own space, then swap prod to it if it passes its gates.
 
-    Example: embedline backfill debian --model mpnet
+    Resumable: each batch of documents is committed; after a crash, run it again.
+    Example: embedline backfill debian --model mpnet --order residual
     """
     from flows.refresh import backfill_corpus
 
-    swapped = backfill_corpus(corpus, model, home=str(_workspace(home).home))
+    swapped = backfill_corpus(corpus, model, batch_docs, order, home=str(_workspace(home).home))
     typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}" if swapped
                else "backfill did not pass its gates: prod unchanged")
 

@@ -16,7 +16,7 @@ from storage import catalog
 from storage.locks import space_lock
 from storage.names import check_name, space_name
 from storage.workspace import Workspace
-from tasks import changes, evaluation, publishing
+from tasks import changes, evaluation, publishing, refresh
 from tasks.chunking import ChunkParams
 from tasks.embedding import resolve_runtime
 from tasks.models import DEFAULT_MODEL, resolve_model
@@ -45,11 +45,15 @@ def ingest_corpus(
     promote: bool = True,
     shard_size: int | None = None,
     precision: str | None = None,
+    max_embed: int | None = None,
+    order: str = "source",
     home: str | None = None,
 ) -> publishing.RunSummary:
     """`shard_size`: documents to embed above which the work is split into shards run in parallel
     (default `$EMBEDLINE_SHARD_SIZE` or 50,000; 0 never splits). `precision`: fp32|bf16|fp16, else the
-    device's policy (`$EMBEDLINE_PRECISION`); every shard embeds under the run's precision."""
+    device's policy (`$EMBEDLINE_PRECISION`); every shard embeds under the run's precision.
+    `max_embed`: embed at most this many documents, `order` deciding which (source, recent, residual);
+    the rest are counted as deferred, for the next run (backfill batches)."""
     started = time.perf_counter()
     ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
@@ -65,6 +69,8 @@ def ingest_corpus(
         try:
             known = catalog.known_documents(ws, space)  # 3. what the space already holds
             plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted)  # 4. diff
+            if max_embed:
+                plan = changes.defer_beyond(plan, max_embed, refresh.embed_priority(ws, corpus, model, order))
             embedded = embed_plan(ws, plan, model, spec, device, params, run_id, staging, shard_size)  # 5. chunk + embed
             version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
             metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall

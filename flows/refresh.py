@@ -1,8 +1,9 @@
 """refresh-model and backfill-corpus: change a corpus's model without search going dark.
 
-1. fit adapters on a sample embedded by both models (new-model queries are served at once, over the
-   old index, through the new→old adapter); 2. backfill the corpus into the new space (the ingest
-   flow, not promoted); 3. swap prod to it only if its version passed the same gates.
+1. fit adapters on a sample embedded by the new model and paired with the old vectors it already has
+   (new-model queries are served at once, over the old index, through the new→old adapter);
+2. backfill the corpus into the new space: the ingest flow, not promoted, in committed batches;
+3. swap prod to it only if the whole version passes the same gates.
 """
 
 import json
@@ -14,44 +15,74 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.ingest import ingest_corpus
+from flows.progress import Progress
 from storage import catalog
 from storage.errors import NotFound
+from storage.names import space_name
 from storage.workspace import Workspace
-from tasks import refresh
+from tasks import evaluation, refresh
 
 fit_adapters = task(refresh.fit_refresh_adapters, name="fit-adapters", cache_policy=NO_CACHE)
 swap = task(refresh.swap_if_proven, name="swap-if-proven", cache_policy=NO_CACHE)
+revalidate = task(evaluation.revalidate_version, name="revalidate-version", cache_policy=NO_CACHE)
 
 
 @flow(name="backfill-corpus", log_prints=True)
-def backfill_corpus(corpus: str, model: str, home: str | None = None) -> dict | None:
+def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str = "source",
+                    home: str | None = None) -> dict | None:
+    """Embed the corpus into the new space `batch_docs` documents per committed run, in `order`
+    (source, recent, residual), so a crash loses one batch at most and a re-run resumes; swap prod
+    once nothing is left and the whole version passes the gates."""
     ws = Workspace.from_env(home)
     recorded = catalog.get_corpus(ws, corpus)
     if recorded is None:
         raise NotFound(f"corpus {corpus!r} is not in the catalog")
     fields = json.loads(recorded["fields"])
-    summary = ingest_corpus(recorded["source"], corpus, model, fields["id_field"], fields["text_field"],
-                            fields["title_field"], promote=False, home=str(ws.home))
-    return swap(ws, corpus, model, summary.version)
+    space, total = space_name(corpus, model), catalog.space_progress(ws, catalog.get_alias(ws, corpus)["space"])["documents"]
+    progress = Progress(total, key=f"backfill-{corpus}-{model}".replace("_", "-"), description=f"backfill {corpus} → {model}")
+    batches = 0
+    try:
+        while True:
+            summary = ingest_corpus(recorded["source"], corpus, model, fields["id_field"], fields["text_field"],
+                                    fields["title_field"], promote=False, max_embed=batch_docs, order=order,
+                                    home=str(ws.home))
+            batches += 1
+            progress(catalog.space_progress(ws, space)["documents"], 0)
+            print(f"backfill batch {batches}: {summary.docs_new + summary.docs_changed} embedded, "
+                  f"{summary.docs_deferred} left")
+            if summary.docs_deferred == 0:
+                break
+    finally:
+        progress.close()
+    version = summary.version or catalog.latest_passed_version(ws, space)
+    if version is not None:  # each batch passed on its own rows (some maybe in an earlier process): now all
+        _, version, report = revalidate(ws, corpus, version, space)
+        if not report.passed:
+            print(f"backfilled version {version} failed its gates: prod stays ({'; '.join(report.failures)})")
+            return None
+    return swap(ws, corpus, model, version)
 
 
 @flow(name="refresh-model", log_prints=True)
-def refresh_model(corpus: str, model: str, sample: int = 5000, wait: bool = False, home: str | None = None):
+def refresh_model(corpus: str, model: str, sample: int = 5000, wait: bool = False, batch_docs: int = 5000,
+                  order: str = "source", home: str | None = None):
     ws = Workspace.from_env(home)
     fitted = fit_adapters(ws, corpus, model, sample)  # from here on, `--model NEW` queries are served
     if not wait:
-        start_background_backfill(ws, corpus, model)
+        start_background_backfill(ws, corpus, model, batch_docs, order)
         return fitted, None
-    return fitted, backfill_corpus(corpus, model, home=str(ws.home))
+    return fitted, backfill_corpus(corpus, model, batch_docs, order, home=str(ws.home))
 
 
-def start_background_backfill(ws: Workspace, corpus: str, model: str) -> Path:
+def start_background_backfill(ws: Workspace, corpus: str, model: str, batch_docs: int = 5000,
+                              order: str = "source") -> Path:
     """Run `embedline backfill` detached from this process; its log goes under <home>/logs."""
     logs = ws.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"backfill-{corpus}-{model}.log"
     exe = Path(sys.executable).with_name("embedline")
     with log.open("ab") as out:
-        subprocess.Popen([str(exe), "backfill", corpus, "--model", model, "--home", str(ws.home)],
+        subprocess.Popen([str(exe), "backfill", corpus, "--model", model, "--batch-docs", str(batch_docs),
+                          "--order", order, "--home", str(ws.home)],
                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     return log

@@ -15,7 +15,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 from storage.errors import BadInput, CatalogBusy, NotFound
 from storage.workspace import Workspace
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS = {
     1: """
@@ -63,11 +63,14 @@ MIGRATIONS = {
     ALTER TABLE adapters ADD COLUMN recalls JSON;
     ALTER TABLE adapters ADD COLUMN sample_size INTEGER;
     """,
+    5: """
+    ALTER TABLE runs ADD COLUMN docs_deferred BIGINT DEFAULT 0;
+    """,
 }
 
 RUN_COUNTS = (
     "docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_deleted", "docs_quarantined",
-    "chunks_embedded", "chunks_deleted", "tokens_embedded", "embed_seconds",
+    "docs_deferred", "chunks_embedded", "chunks_deleted", "tokens_embedded", "embed_seconds",
 )
 
 

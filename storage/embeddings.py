@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from storage.errors import BadInput, NotFound
-from storage.index import refresh_indexes, tuned
+from storage.index import nearest, refresh_indexes, tuned
 from storage.workspace import Workspace
 
 BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
@@ -132,21 +132,33 @@ def search(ws: Workspace, space: str, version: int, vector, k: int, where: str |
     Uses the version's ANN index when it has one (nprobes/refine tuned in `storage.index`), else exact.
     Hits carry `score`: cosine similarity, or the fused relevance for hybrid queries.
     """
+    if text is None:
+        return nearest_chunks(dataset_at(ws, space, version), vector, k, where, columns)
     table = open_space(ws, space)
     table.checkout(version)
-    if text is None:
-        query = tuned(table.search(vector).distance_type("cosine"))
-    else:
-        query = tuned(table.search(query_type="hybrid").vector(vector).text(text).distance_type("cosine"))
-    query = query.limit(k)
+    query = tuned(table.search(query_type="hybrid").vector(vector).text(text).distance_type("cosine")).limit(k)
     if where:
         query = query.where(where, prefilter=True)
     if columns:
-        query = query.select([*columns, "_distance"] if text is None else columns)
+        query = query.select(columns)
     try:
         hits = query.to_list()
     except (ValueError, RuntimeError, OSError) as exc:
         raise BadInput(f"search failed: {str(exc).splitlines()[0]}") from exc
     for hit in hits:
-        hit["score"] = round(float(hit["_relevance_score"]) if text is not None else 1.0 - float(hit["_distance"]), 6)
+        hit["score"] = round(float(hit["_relevance_score"]), 6)
+    return hits
+
+
+def nearest_chunks(dataset, vector, k: int, where: str | None = None, columns: list[str] | None = None) -> list[dict]:
+    """Top-k chunks of an open Lance dataset by cosine distance, `where` applied before the search."""
+    try:
+        table = dataset.to_table(nearest=nearest(vector, k), filter=where, prefilter=bool(where),
+                                 columns=[*columns, "_distance"] if columns else None,
+                                 disable_scoring_autoprojection=True)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise BadInput(f"search failed: {str(exc).splitlines()[0]}") from exc
+    hits = table.to_pylist()
+    for hit in hits:
+        hit["score"] = round(1.0 - float(hit["_distance"]), 6)
     return hits

@@ -87,6 +87,27 @@ def plan_changes(
     return ChangePlan(str(docs_path), counts, deleted, changed, quarantined, types)
 
 
+def defer_beyond(plan: ChangePlan, limit: int, priority: dict[str, float] | None = None) -> ChangePlan:
+    """Keep `limit` of the staged documents — highest `priority` first (absent: lowest), else source
+    order — and count the rest as deferred: a later run finds them still to embed. Their old chunks
+    stay until then; deletions are not deferred."""
+    ids = [doc_id for batch in read_staged_documents(plan.docs_path) for doc_id in batch.column("doc_id").to_pylist()]
+    if len(ids) <= limit:
+        return plan
+    ranked = sorted(range(len(ids)), key=lambda i: -priority.get(ids[i], float("-inf"))) if priority else range(len(ids))
+    keep = {ids[i] for i in list(ranked)[:limit]}
+    path = Path(plan.docs_path).with_name("documents.selected.arrow")
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, STAGED_DOCS) as writer:
+        for batch in read_staged_documents(plan.docs_path):
+            mask = pa.array([doc_id in keep for doc_id in batch.column("doc_id").to_pylist()])
+            writer.write_batch(batch.filter(mask))
+    changed = set(plan.changed_doc_ids)
+    kept_changed = [d for d in plan.changed_doc_ids if d in keep]
+    counts = {**plan.counts, "docs_changed": len(kept_changed),
+              "docs_new": sum(1 for d in keep if d not in changed), "docs_deferred": len(ids) - len(keep)}
+    return ChangePlan(str(path), counts, plan.deleted_doc_ids, kept_changed, plan.quarantined, plan.metadata_types)
+
+
 def split_plan(plan: ChangePlan, shards: int) -> list[ChangePlan]:
     """Split the staged documents into `shards` files of about equal text length (each document goes
     whole to the lightest shard so far); deletions and counts stay with the parent plan."""

@@ -80,7 +80,7 @@ def evaluate_version(ws: Workspace, corpus: str, space: str, batch, version: dic
             "golden_recall": golden_recall(ws, corpus, space, version["version"], spec)}
 
 
-def revalidate_version(ws: Workspace, corpus: str, version: int | None = None):
+def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, space: str | None = None):
     """Re-run every gate on a stored version (prod's when `version` is None) and record the outcome.
 
     Returns (space, version, report). The alias does not move either way; `promote`/`rollback` do that.
@@ -95,7 +95,8 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None):
             raise NotFound(f"corpus {corpus!r} has no prod version; pass --version")
         space, version = alias["space"], alias["version"]
     else:
-        matches = [v for v in catalog.list_versions(ws, corpus) if v["version"] == version]
+        matches = [v for v in catalog.list_versions(ws, corpus)
+                   if v["version"] == version and space in (None, v["space"])]
         if not matches:
             raise NotFound(f"corpus {corpus!r} has no version {version}: see `embedline versions {corpus}`")
         space = matches[0]["space"]

@@ -26,6 +26,7 @@ class RunSummary:
     docs_unchanged: int
     docs_deleted: int
     docs_quarantined: int
+    docs_deferred: int  # left for a later run by a cap on documents embedded per run (backfill batches)
     chunks_embedded: int
     tokens_embedded: int
     embed_seconds: float
@@ -78,6 +79,7 @@ def record_run(
         promoted=bool(version) and report.passed and promote_to is not None,
         **{k: plan.counts[k] for k in ("docs_read", "docs_new", "docs_changed", "docs_unchanged",
                                        "docs_deleted", "docs_quarantined")},
+        docs_deferred=plan.counts.get("docs_deferred", 0),
         chunks_embedded=batch.chunk_count, tokens_embedded=batch.tokens, embed_seconds=round(batch.seconds, 3),
         seconds=round(seconds, 3), failures=report.failures,
         quarantine_reasons=[q["reason"] for q in plan.quarantined[:20]],

@@ -48,7 +48,8 @@ def chunk_scalars_and_vectors(batches, keep: int = 2000) -> tuple[pd.DataFrame, 
 def run_summary_frame(counts: dict, chunk_rows: int, chunks_reported: int) -> pd.DataFrame:
     """One row: what was read against what was accounted for, documents and chunks."""
     accounted = (counts.get("docs_new", 0) + counts.get("docs_changed", 0)
-                 + counts.get("docs_unchanged", 0) + counts.get("docs_quarantined", 0))
+                 + counts.get("docs_unchanged", 0) + counts.get("docs_quarantined", 0)
+                 + counts.get("docs_deferred", 0))
     return pd.DataFrame({
         "docs_read": [counts.get("docs_read", 0)], "docs_accounted": [accounted],
         "chunk_rows": [chunk_rows], "chunks_reported": [chunks_reported],

@@ -4,6 +4,7 @@
 # `make stop` (deploy/local/stop.sh) stops everything this started. Settings (environment):
 #   PREFECT_PORT (4200)  EMBEDLINE_SERVE_DIR (.embedline/serve: pids, logs, Prefect's SQLite)
 #   GPU_WORKERS (one per GPU that nvidia-smi lists, else 1)  CPU_WORKERS (1)  EMBEDLINE_HOME (.embedline)
+#   WORKER_THREADS (no GPUs: torch threads per gpu-pool worker; default cores / GPU_WORKERS)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${VENV:-.venv}/bin
@@ -51,7 +52,7 @@ done
 # split the CPU cores between them instead.
 CORES=$(nproc)
 for i in $(seq 0 $(( GPU_WORKERS - 1 ))); do
-  THREADS=$(( CORES / GPU_WORKERS > 0 ? CORES / GPU_WORKERS : 1 ))
+  THREADS=${WORKER_THREADS:-$(( CORES / GPU_WORKERS > 0 ? CORES / GPU_WORKERS : 1 ))}
   if [ "$GPUS" -gt 0 ]; then export CUDA_VISIBLE_DEVICES=$i; else export OMP_NUM_THREADS=$THREADS; fi
   start "worker-gpu-$i" "$BIN/prefect" worker start --pool gpu --name "gpu-$i" --limit 1
 done

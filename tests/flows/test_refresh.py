@@ -54,22 +54,34 @@ def test_backfill_killed_then_resumed_swaps_after_its_gates_and_rolls_back(two_m
     from prefect.settings import PREFECT_API_URL
 
     from flows.refresh import backfill_corpus
+    from tasks.refresh import embed_priority
 
     ws = two_models
     old = catalog.get_alias(ws, "debian")
     fit_refresh_adapters(ws, "debian", "small", sample=120)
     env = {**os.environ, "EMBEDLINE_HOME": str(ws.home), "PREFECT_API_URL": PREFECT_API_URL.value()}
     exe = Path(sys.executable).with_name("embedline")
-    proc = subprocess.Popen([str(exe), "backfill", "debian", "--model", "small"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not any(ws.staging_dir.glob("run-*/chunks.arrow")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    proc = subprocess.Popen([str(exe), "backfill", "debian", "--model", "small", "--batch-docs", "40",
+                             "--order", "residual"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:  # kill it once its first batch is committed
+        if catalog.space_progress(ws, "debian__small")["documents"] >= 40:
+            break
+        time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"  # a dead backfill never swaps
+    with catalog.reading(ws) as con:
+        first_batch = {d for (d,) in con.execute("SELECT doc_id FROM documents WHERE space = 'debian__small'").fetchall()}
+    assert len(first_batch) == 40
+    priority = embed_priority(ws, "debian", "small", "residual")
+    assert first_batch == set(sorted(priority, key=priority.get, reverse=True)[:40])  # worst-served first
 
-    swapped = backfill_corpus("debian", "small", home=str(ws.home))
+    swapped = backfill_corpus("debian", "small", batch_docs=40, order="residual", home=str(ws.home))
+    with catalog.reading(ws) as con:
+        embedded = con.execute("SELECT sum(docs_new + docs_changed), count(*) FROM runs"
+                               " WHERE space = 'debian__small' AND status = 'succeeded'").fetchone()
+    assert embedded == (120, 3)  # the resumed backfill embedded only what the first batch had not
 
     assert swapped["space"] == "debian__small"
     prod = catalog.get_alias(ws, "debian")
