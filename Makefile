@@ -30,8 +30,11 @@ CHROMIUM ?= /usr/bin/chromium
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
+# Two processes, whole files each (module fixtures such as the served Prefect stay in one process).
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: setup $(CHROMIUM)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/embed_throughput.py
