@@ -13,7 +13,6 @@ from tasks.adapters import Adapter, choose_adapter
 from tasks.embedding import get_engine
 from tasks.models import resolve_model
 
-
 QUERY_WEIGHT = 4  # each (query, query) pair counts this many times in the adapter fit
 
 

@@ -2,7 +2,6 @@
 prefect.yaml, one cpu and two gpu workers. An ingest deployment run is split into shards that the two
 gpu workers embed; headless Chromium then finds the run and its artifacts in the UI."""
 
-import json
 import os
 import shutil
 import socket
