@@ -217,6 +217,7 @@ def refresh(corpus: Annotated[str, typer.Argument()],
             model: Annotated[Optional[str], typer.Option("--model", help="The new model (registered)")] = None,
             wait: Annotated[bool, typer.Option("--wait", help="Return after the backfill and swap, not once the adapter serves")] = False,
             sample: Annotated[int, typer.Option("--sample", help="Documents sampled to fit the adapter (the new model embeds them)")] = 5000,
+            query_sample: Annotated[int, typer.Option("--query-sample", help="Titles of further documents both models embed as query-like fit pairs")] = 2000,
             status: Annotated[bool, typer.Option("--status", help="Show where a refresh stands")] = False,
             batch_docs: BatchDocs = 5000, order: Order = "source",
             as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -239,9 +240,9 @@ def refresh(corpus: Annotated[str, typer.Argument()],
         raise BadInput("give --model NEW (or --status)")
     from flows.refresh import refresh_model
 
-    fitted, swapped = refresh_model(corpus, model, sample, wait, batch_docs, order, home=str(ws.home))
+    fitted, swapped = refresh_model(corpus, model, sample, wait, batch_docs, order, query_sample, home=str(ws.home))
     typer.echo(f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
-               f"on {fitted.sample_size} sampled documents; `embedline search {corpus} ... --model {model}` is served now")
+               f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles); `embedline search {corpus} ... --model {model}` is served now")
     if wait:
         typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}" if swapped
                    else "backfill did not pass its gates: prod unchanged")

@@ -65,9 +65,9 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str 
 
 @flow(name="refresh-model", log_prints=True)
 def refresh_model(corpus: str, model: str, sample: int = 5000, wait: bool = False, batch_docs: int = 5000,
-                  order: str = "source", home: str | None = None):
+                  order: str = "source", query_sample: int = 2000, home: str | None = None):
     ws = Workspace.from_env(home)
-    fitted = fit_adapters(ws, corpus, model, sample)  # from here on, `--model NEW` queries are served
+    fitted = fit_adapters(ws, corpus, model, sample, query_sample)  # from here on, `--model NEW` queries are served
     if not wait:
         start_background_backfill(ws, corpus, model, batch_docs, order)
         return fitted, None

@@ -2,7 +2,7 @@
 
 During a model upgrade, queries embedded by the new model are mapped into the old model's space
 (new→old) so the old index keeps serving them; after the swap, an old→new adapter serves clients
-still sending old-model vectors. Three families, chosen by held-out retention:
+still sending old-model vectors. Three families, chosen by cross-validated retention:
 - orthogonal Procrustes (a rotation; a dimension change is handled as a semi-orthogonal map),
 - ridge affine (W, b by closed form),
 - a small residual MLP in torch on top of the ridge map, trained with a cosine loss.
@@ -66,8 +66,13 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 0.1) -> Adapter:
                    fit_seconds=time.perf_counter() - started)
 
 
-def fit_residual_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 256, epochs: int = 200, seed: int = 0) -> Adapter:
-    """Ridge map plus a one-hidden-layer residual MLP, trained full-batch with a cosine loss."""
+def fit_residual_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 256, epochs: int = 60, lr: float = 3e-3,
+                     seed: int = 0) -> Adapter:
+    """Ridge map plus a one-hidden-layer residual MLP, trained full-batch with a cosine loss.
+
+    60 epochs at lr 3e-3 reach the held-out retention of 200 at 1e-3 within 0.5 point at a third of the
+    time (MiniLM→MPNet, 1,000 Debian documents + 1,000 titles); it is fitted once per fold.
+    """
     import torch
 
     started = time.perf_counter()
@@ -78,7 +83,7 @@ def fit_residual_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 256, epochs: in
     net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, y.shape[1]))
     torch.nn.init.zeros_(net[2].weight)
     torch.nn.init.zeros_(net[2].bias)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     for _ in range(epochs):
         optimizer.zero_grad()
         loss = 1 - torch.nn.functional.cosine_similarity(linear + net(xt), yt).mean()
@@ -100,28 +105,62 @@ def recall_at_k(queries: np.ndarray, index: np.ndarray, relevant: np.ndarray, k:
 
 
 @dataclass
+class Pairs:
+    """The same texts embedded in a source and a target space.
+
+    Row i of `docs_*` and of `queries_*` are sample document i and its query (a title or its opening
+    words); `extra_*` are query-like texts of documents outside the sample, which only ever enter fits.
+    """
+    docs_x: np.ndarray
+    docs_y: np.ndarray
+    queries_x: np.ndarray
+    queries_y: np.ndarray
+    extra_x: np.ndarray
+    extra_y: np.ndarray
+
+    def reversed(self) -> "Pairs":
+        return Pairs(self.docs_y, self.docs_x, self.queries_y, self.queries_x, self.extra_y, self.extra_x)
+
+    def fit_rows(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows to fit on: the kept documents, their queries and every extra text."""
+        return (np.vstack([self.docs_x[keep], self.queries_x[keep], self.extra_x]),
+                np.vstack([self.docs_y[keep], self.queries_y[keep], self.extra_y]))
+
+
+@dataclass
 class AdapterChoice:
     adapter: Adapter
-    retention: float  # Recall@k(adapted new query → old index) / Recall@k(new query → new index)
+    retention: float  # Recall@k(adapted source query → target index) / Recall@k(source query → source index)
     recalls: dict  # every candidate's figures, for the note and the catalog
 
 
-def choose_adapter(fit_x: np.ndarray, fit_y: np.ndarray, query_x: np.ndarray, index_y: np.ndarray,
-                   index_x: np.ndarray, relevant: np.ndarray, k: int = 10) -> AdapterChoice:
-    """Fit every family on (fit_x → fit_y) and keep the best by held-out retention.
+def choose_adapter(pairs: Pairs, folds: int = 5, k: int = 10) -> AdapterChoice:
+    """Score every family by cross-validated retention, then refit the best on all pairs.
 
-    `query_x`: held-out queries in the source space; `index_y` / `index_x`: the same documents in the
-    target / source space; `relevant[i]`: the row of query i's document.
+    In each of `folds` folds, a fifth of the sample documents is held out: their queries, mapped by an
+    adapter fitted on the rest, must retrieve them among all sample documents in the target space,
+    against the ceiling of the same queries in the source space (a full re-embed). Every document is a
+    held-out query once, so the figure rests on the whole sample, not one fifth of it.
     """
-    full = recall_at_k(query_x, index_x, relevant, k)  # the ceiling: a full re-embed with the new model
-    raw = recall_at_k(query_x[:, : index_y.shape[1]], index_y, relevant, k) if query_x.shape[1] == index_y.shape[1] else 0.0
-    recalls = {"full_reembed": full, "raw_mismatch": raw}
-    best = None
-    for name, fit in FITTERS.items():
-        adapter = fit(fit_x, fit_y)
-        recalls[name] = recall_at_k(adapter(query_x), index_y, relevant, k)
-        recalls[f"{name}_fit_seconds"] = round(adapter.fit_seconds, 3)
-        if best is None or recalls[name] > recalls[best.kind]:
-            best = adapter
-    retention = recalls[best.kind] / full if full > 0 else 0.0
-    return AdapterChoice(best, round(retention, 4), recalls)
+    n = len(pairs.docs_x)
+    same_dim = pairs.queries_x.shape[1] == pairs.docs_y.shape[1]
+    hits = {"full_reembed": 0.0, "raw_mismatch": 0.0, **{name: 0.0 for name in FITTERS}}
+    seconds = {name: 0.0 for name in FITTERS}
+    for fold in range(folds):
+        held = np.arange(n) % folds == fold
+        relevant, queries = np.flatnonzero(held), pairs.queries_x[held]
+        weight = held.sum()
+        hits["full_reembed"] += weight * recall_at_k(queries, pairs.docs_x, relevant, k)
+        if same_dim:
+            hits["raw_mismatch"] += weight * recall_at_k(queries, pairs.docs_y, relevant, k)
+        fit_x, fit_y = pairs.fit_rows(~held)
+        for name, fit in FITTERS.items():
+            adapter = fit(fit_x, fit_y)
+            hits[name] += weight * recall_at_k(adapter(queries), pairs.docs_y, relevant, k)
+            seconds[name] += adapter.fit_seconds
+    recalls = {name: round(total / n, 4) for name, total in hits.items()}
+    recalls.update({f"{name}_fit_seconds": round(total / folds, 3) for name, total in seconds.items()})
+    best = max(FITTERS, key=lambda name: recalls[name])
+    adapter = FITTERS[best](*pairs.fit_rows(np.ones(n, bool)))
+    full = recalls["full_reembed"]
+    return AdapterChoice(adapter, round(recalls[best] / full, 4) if full > 0 else 0.0, recalls)

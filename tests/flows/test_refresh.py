@@ -29,8 +29,9 @@ def two_models(workspace, tiny_model_dir, debian_case):
 
 def test_adapter_serves_new_model_queries_over_the_old_index_at_once(two_models, debian_case):
     ws = two_models
-    fitted = fit_refresh_adapters(ws, "debian", "small", sample=120)
-    assert (fitted.old_model, fitted.new_model, fitted.sample_size) == ("tiny", "small", 120)
+    fitted = fit_refresh_adapters(ws, "debian", "small", sample=80)
+    assert (fitted.old_model, fitted.new_model, fitted.sample_size, fitted.query_texts) == ("tiny", "small", 80, 40)
+    assert fitted.backward["kind"] in ("procrustes", "ridge", "residual_mlp") and 0 < fitted.backward["retention"]
     assert fitted.recalls["raw_mismatch"] == 0.0  # 16-d queries cannot search a 32-d index at all
     assert fitted.recalls[fitted.kind] > 0 and fitted.retention >= 0.5
     vector = query_vector(ws, "debian", "window manager", "small")
