@@ -20,11 +20,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tasks.embedding import Engine, choose_device, choose_precision  # noqa: E402
-from tasks.models import default_model_path, read_model_dir  # noqa: E402
+from embedline.tasks.embedding import Engine, choose_device, choose_precision  # noqa: E402
+from embedline.tasks.models import default_model_path, read_model_dir  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "corpora" / "debian-packages.jsonl.gz"
-BUNDLED = ROOT / "examples" / "debian-2k.jsonl.gz"
+BUNDLED = ROOT / "embedline" / "data" / "debian-2k.jsonl.gz"
 
 
 def load_texts(n: int) -> list[str]:

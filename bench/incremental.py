@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SHARED = ROOT.parent / "shared" / "corpora" / "debian-packages.jsonl.gz"
-BUNDLED = ROOT / "examples" / "debian-2k.jsonl.gz"
+BUNDLED = ROOT / "embedline" / "data" / "debian-2k.jsonl.gz"
 
 
 def write_slice(target: Path, n: int) -> list[dict]:
@@ -44,7 +44,7 @@ def main() -> None:
 
     from prefect import flow
 
-    from flows.ingest import ingest_corpus
+    from embedline.flows.ingest import ingest_corpus
 
     @flow
     def warm_up() -> None:

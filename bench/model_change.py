@@ -36,11 +36,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench.incremental import write_slice
-    from flows.ingest import ingest_corpus
-    from flows.refresh import backfill_corpus
-    from storage.workspace import Workspace
-    from tasks.models import install_model
-    from tasks.refresh import fit_refresh_adapters
+    from embedline.flows.ingest import ingest_corpus
+    from embedline.flows.refresh import backfill_corpus
+    from embedline.workspace import Workspace
+    from embedline.tasks.models import install_model
+    from embedline.tasks.refresh import fit_refresh_adapters
 
     ws = Workspace.from_env(tempfile.mkdtemp(prefix="embedline-model-change-")).ensure()
     source = ws.home / "corpus.jsonl"

@@ -82,8 +82,8 @@ def main() -> None:
     parser.add_argument("--threads-per-worker", type=int, default=None)
     args = parser.parse_args()
 
-    from storage import embeddings
-    from storage.workspace import Workspace
+    from embedline.storage import embeddings
+    from embedline.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

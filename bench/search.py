@@ -25,10 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from storage import catalog, embeddings, sql  # noqa: E402
-from storage.index import EF, REFINE_FACTOR, build_vector_index  # noqa: E402
-from storage.workspace import Workspace  # noqa: E402
-from tasks.search import make_embedder  # noqa: E402
+from embedline.storage import catalog, embeddings, sql  # noqa: E402
+from embedline.storage.index import EF, REFINE_FACTOR, build_vector_index  # noqa: E402
+from embedline.workspace import Workspace  # noqa: E402
+from embedline.tasks.search import make_embedder  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -60,7 +60,7 @@ def main() -> None:
         ws = Workspace.from_env(args.home)
     else:
         from bench.incremental import write_slice
-        from flows.ingest import ingest_corpus
+        from embedline.flows.ingest import ingest_corpus
 
         ws = Workspace.from_env(tempfile.mkdtemp(prefix="embedline-search-"))
         source = ws.home / "corpus.jsonl"

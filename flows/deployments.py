@@ -5,18 +5,19 @@ Parent flows (read, diff, validate, commit) run on the `cpu` pool; their embeddi
 of `embed-shard` on the `gpu` pool (one worker per GPU, its tasks tagged `gpu`, limited per GPU).
 """
 
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
-from flows.embed import SHARD_DEPLOYMENT
-from flows.events import MODEL_REGISTERED
-from storage.errors import BadInput
-from storage.names import check_name
+from embedline.flows.embed import SHARD_DEPLOYMENT
+from embedline.flows.events import MODEL_REGISTERED
+from embedline.errors import BadInput, NotFound
+from embedline.names import check_name
+from embedline.validation.suite import check_gates
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "deploy" / "corpora.yaml"
-PREFECT_YAML = ROOT / "prefect.yaml"
+CONFIG = Path("deploy/corpora.yaml")  # relative to the working directory, like prefect.yaml itself
+PREFECT_YAML = Path("prefect.yaml")
 HEADER = """\
 # Rendered from deploy/corpora.yaml by `embedline deployments`: edit that file, not this one.
 # `make serve` starts a Prefect server, creates the `cpu` and `gpu` work pools and the `gpu` tag
@@ -38,9 +39,11 @@ def render(config: dict) -> dict:
                          **{f"{k}_field": v for k, v in (settings.get("fields") or {}).items()}}
         if settings.get("precision"):
             ingest_params["precision"] = settings["precision"]
-        deployments.append(_deployment(f"ingest-{corpus}", "flows/ingest.py:ingest_corpus", "cpu", ingest_params,
+        if settings.get("gates"):
+            ingest_params["gates"] = check_gates(settings["gates"])
+        deployments.append(_deployment(f"ingest-{corpus}", "embedline.flows.ingest:ingest_corpus", "cpu", ingest_params,
                                        settings.get("schedule"), timezone))
-        refresh = _deployment(f"refresh-{corpus}", "flows/refresh.py:refresh_model", "cpu",
+        refresh = _deployment(f"refresh-{corpus}", "embedline.flows.refresh:refresh_model", "cpu",
                               {"corpus": corpus, "wait": True})
         refresh["triggers"] = [{
             "type": "event", "enabled": True,
@@ -49,11 +52,11 @@ def render(config: dict) -> dict:
             "parameters": {"model": "{{ event.resource['embedline.model'] }}"},
         }]
         deployments.append(refresh)
-        deployments.append(_deployment(f"backfill-{corpus}", "flows/refresh.py:backfill_corpus", "cpu",
+        deployments.append(_deployment(f"backfill-{corpus}", "embedline.flows.refresh:backfill_corpus", "cpu",
                                        {"corpus": corpus}))
-        deployments.append(_deployment(f"maintain-{corpus}", "flows/maintain.py:maintain_corpus", "cpu",
+        deployments.append(_deployment(f"maintain-{corpus}", "embedline.flows.maintain:maintain_corpus", "cpu",
                                        {"corpus": corpus}, settings.get("maintain", "17 3 * * *"), timezone))
-    deployments.append(_deployment(SHARD_DEPLOYMENT.split("/")[1], "flows/embed.py:embed_shard", "gpu", {}))
+    deployments.append(_deployment(SHARD_DEPLOYMENT.split("/")[1], "embedline.flows.embed:embed_shard", "gpu", {}))
     return {"name": "embedline", "prefect-version": _prefect_version(), "deployments": deployments}
 
 
@@ -72,8 +75,21 @@ def _prefect_version() -> str:
 
 
 def rendered_text(config_path: Path = CONFIG) -> str:
+    if not config_path.is_file():
+        raise NotFound(f"no {config_path} here: run `embedline deployments --init` for a starter, or pass --config")
     config = yaml.safe_load(config_path.read_text())
     return HEADER + yaml.safe_dump(render(config), sort_keys=False, width=110)
+
+
+def write_starter(config_path: Path = CONFIG) -> bool:
+    """Write the packaged starter config (one corpus: the bundled Debian slice) unless one exists."""
+    if config_path.exists():
+        return False
+    demo = files("embedline") / "data" / "debian-2k.jsonl.gz"
+    text = (files("embedline") / "templates" / "corpora.yaml").read_text().replace("{demo_source}", str(demo))
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(text)
+    return True
 
 
 def write(config_path: Path = CONFIG, target: Path = PREFECT_YAML) -> bool:

@@ -7,7 +7,6 @@ Each shard writes its own staged rows; the parent validates and commits them as 
 
 import json
 import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,22 +14,24 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 
-from flows.progress import Progress
-from storage.errors import EmbedlineError
-from storage.workspace import Workspace
-from tasks import batch as batches
-from tasks.batch import EmbeddedBatch
-from tasks.changes import ChangePlan, split_plan
-from tasks.chunking import ChunkParams
-from tasks.embedding import get_engine, resolve_runtime
-from tasks.models import ModelSpec, resolve_model
+from embedline.flows.progress import Progress
+from embedline.errors import EmbedlineError
+from embedline.workspace import Workspace
+from embedline.tasks import batch as batches
+from embedline.tasks.batch import EmbeddedBatch
+from embedline.tasks.changes import ChangePlan, split_plan
+from embedline.tasks.chunking import ChunkParams
+from embedline.tasks.embedding import get_engine, resolve_runtime
+from embedline.tasks.models import ModelSpec, resolve_model
 
 SHARD_DEPLOYMENT = "embed-shard/embed-shard"
 
 
 def default_shard_size() -> int:
     """Documents to embed above which a run is split into shards (`$EMBEDLINE_SHARD_SIZE`; 0: never)."""
-    return int(os.environ.get("EMBEDLINE_SHARD_SIZE", "50000"))
+    from embedline.settings import load
+
+    return load().shard_size
 
 
 @task(name="embed-documents", cache_policy=NO_CACHE, tags=["gpu"])

@@ -10,19 +10,20 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.embed import embed_plan
-from flows.reports import publish_validation_artifacts, publish_version_artifacts
-from storage import catalog
-from storage.locks import space_lock
-from storage.names import check_name, space_name
-from storage.workspace import Workspace
-from tasks import changes, evaluation, publishing, refresh
-from tasks.chunking import ChunkParams
-from tasks.embedding import resolve_runtime
-from tasks.models import DEFAULT_MODEL, resolve_model
-from tasks.sources import FieldMap, canonical_source
-from validation.gate import require
-from validation.suite import Expectations, validate_batch
+from embedline.flows.embed import embed_plan
+from embedline.flows.reports import publish_validation_artifacts, publish_version_artifacts
+from embedline.storage import catalog
+from embedline.storage.locks import space_lock
+from embedline.names import check_name, space_name
+from embedline.workspace import Workspace
+from embedline.tasks import changes, evaluation, publishing, refresh
+from embedline.tasks.chunking import ChunkParams
+from embedline.tasks.embedding import resolve_runtime
+from embedline.tasks.gates import corpus_gates
+from embedline.tasks.models import DEFAULT_MODEL, resolve_model
+from embedline.tasks.sources import FieldMap, canonical_source
+from embedline.validation.gate import require
+from embedline.validation.suite import Expectations, validate_batch
 
 plan_changes = task(changes.plan_changes, name="plan-changes", cache_policy=NO_CACHE)
 publish = task(publishing.publish_batch, name="publish-version", cache_policy=NO_CACHE, retries=2)
@@ -35,7 +36,7 @@ validate = task(validate_batch, name="validate-batch", cache_policy=NO_CACHE)
 def ingest_corpus(
     source: str,
     corpus: str,
-    model: str = DEFAULT_MODEL,
+    model: str | None = None,
     id_field: str = "id",
     text_field: str = "text",
     title_field: str = "title",
@@ -47,20 +48,25 @@ def ingest_corpus(
     precision: str | None = None,
     max_embed: int | None = None,
     order: str = "source",
+    gates: dict | None = None,
     home: str | None = None,
 ) -> publishing.RunSummary:
-    """`shard_size`: documents to embed above which the work is split into shards run in parallel
+    """`model`: the registered model to embed with; None means the one prod serves (the default model
+    for a new corpus), so a scheduled run never undoes a model swap. `shard_size`: documents to embed above which the work is split into shards run in parallel
     (default `$EMBEDLINE_SHARD_SIZE` or 50,000; 0 never splits). `precision`: fp32|bf16|fp16, else the
     device's policy (`$EMBEDLINE_PRECISION`); every shard embeds under the run's precision.
     `max_embed`: embed at most this many documents, `order` deciding which (source, recent, residual);
-    the rest are counted as deferred, for the next run (backfill batches)."""
+    the rest are counted as deferred, for the next run (backfill batches). `gates`: validation thresholds
+    for this corpus, kept for later runs (see `embedline.validation.suite.GATES`)."""
     started = time.perf_counter()
     ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
     fields = FieldMap(id_field, text_field, title_field)
     source = canonical_source(source)
+    model = model or catalog.serving_model(ws, corpus) or DEFAULT_MODEL
     spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)  # 1. the model's identity on this machine
     params = ChunkParams.for_model(spec.max_tokens, overlap, chunk_tokens)
+    expect = Expectations(spec.out_dim, spec.key(), spec.normalize, **corpus_gates(ws, corpus, gates))
     space = space_name(corpus, model)
     with space_lock(ws, space):  # 2. one writer per space
         run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),
@@ -75,7 +81,7 @@ def ingest_corpus(
             version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
             metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall
             report = validate(space, embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 8. GX gates
-                              Expectations(spec.out_dim, spec.key(), spec.normalize), metrics, ws.reports_dir / "gx")
+                              expect, metrics, ws.reports_dir / "gx")
             summary = record(ws, corpus, space, run_id, plan, embedded, report, version,  # 9. catalog; alias if passed
                              time.perf_counter() - started, "prod" if promote else None)
         except BaseException as exc:

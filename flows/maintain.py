@@ -5,9 +5,9 @@ from datetime import timedelta
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from storage import catalog, maintenance
-from storage.names import check_name
-from storage.workspace import Workspace
+from embedline.storage import catalog, maintenance
+from embedline.names import check_name
+from embedline.workspace import Workspace
 
 maintain_space = task(maintenance.maintain_space, name="maintain-space", cache_policy=NO_CACHE, retries=2)
 

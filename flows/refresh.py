@@ -14,13 +14,13 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.ingest import ingest_corpus
-from flows.progress import Progress
-from storage import catalog
-from storage.errors import NotFound
-from storage.names import space_name
-from storage.workspace import Workspace
-from tasks import evaluation, refresh
+from embedline.flows.ingest import ingest_corpus
+from embedline.flows.progress import Progress
+from embedline.storage import catalog
+from embedline.errors import NotFound
+from embedline.names import space_name
+from embedline.workspace import Workspace
+from embedline.tasks import evaluation, refresh
 
 fit_adapters = task(refresh.fit_refresh_adapters, name="fit-adapters", cache_policy=NO_CACHE)
 swap = task(refresh.swap_if_proven, name="swap-if-proven", cache_policy=NO_CACHE)

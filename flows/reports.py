@@ -10,9 +10,9 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from storage import catalog
-from storage.workspace import Workspace
-from tasks import plots
+from embedline.storage import catalog
+from embedline.workspace import Workspace
+from embedline.tasks import plots
 
 
 def publish_validation_artifacts(report, space: str, run_id: int) -> None:

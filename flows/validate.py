@@ -2,10 +2,10 @@
 
 from prefect import flow
 
-from flows.reports import publish_validation_artifacts
-from storage.names import check_name
-from storage.workspace import Workspace
-from tasks.evaluation import revalidate_version
+from embedline.flows.reports import publish_validation_artifacts
+from embedline.names import check_name
+from embedline.workspace import Workspace
+from embedline.tasks.evaluation import revalidate_version
 
 
 @flow(name="validate-version", log_prints=True)

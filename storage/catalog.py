@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 import duckdb
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from storage.errors import BadInput, CatalogBusy, NotFound
-from storage.workspace import Workspace
+from embedline.errors import BadInput, CatalogBusy, NotFound
+from embedline.workspace import Workspace
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS = {
     1: """
@@ -65,6 +65,9 @@ MIGRATIONS = {
     """,
     5: """
     ALTER TABLE runs ADD COLUMN docs_deferred BIGINT DEFAULT 0;
+    """,
+    6: """
+    ALTER TABLE corpora ADD COLUMN gates JSON;
     """,
 }
 
@@ -186,7 +189,7 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
     """Register the corpus if new and open a run; returns its id."""
     with writing(ws) as con:
         con.execute(
-            "INSERT INTO corpora VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET source = excluded.source, fields = excluded.fields",
+            "INSERT INTO corpora (name, source, fields, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET source = excluded.source, fields = excluded.fields",
             [corpus, source, json.dumps(fields), now()],
         )
         # The caller holds the space's lock, so a run still marked running there died mid-way.
@@ -334,6 +337,12 @@ def get_alias(ws: Workspace, corpus: str, alias: str = "prod") -> dict | None:
     return rows[0] if rows else None
 
 
+def serving_model(ws: Workspace, corpus: str) -> str | None:
+    """The model of the space `corpus`'s prod alias points at; None before its first promotion."""
+    alias = get_alias(ws, corpus)
+    return alias["model"] if alias else None
+
+
 def list_aliases(ws: Workspace) -> list[dict]:
     with reading(ws) as con:
         return _rows(con, "SELECT * FROM aliases ORDER BY corpus, alias")
@@ -381,6 +390,19 @@ def get_adapter(ws: Workspace, corpus: str, from_model: str, to_model: str) -> d
         rows = _rows(con, "SELECT * FROM adapters WHERE corpus = ? AND from_model = ? AND to_model = ?"
                           " ORDER BY created_at DESC LIMIT 1", [corpus, from_model, to_model])
     return rows[0] if rows else None
+
+
+def get_gates(ws: Workspace, corpus: str) -> dict:
+    """The validation thresholds set for `corpus` (only those set; the rest keep their defaults)."""
+    with reading(ws) as con:
+        row = con.execute("SELECT gates FROM corpora WHERE name = ?", [corpus]).fetchone()
+    return json.loads(row[0]) if row and row[0] else {}
+
+
+def set_gates(ws: Workspace, corpus: str, gates: dict) -> None:
+    with writing(ws) as con:
+        con.execute("INSERT INTO corpora (name, created_at, gates) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET gates = excluded.gates", [corpus, now(), json.dumps(gates)])
 
 
 def get_corpus(ws: Workspace, corpus: str) -> dict | None:

@@ -10,9 +10,9 @@ from datetime import timedelta
 import numpy as np
 import pyarrow as pa
 
-from storage.errors import BadInput, NotFound
-from storage.index import nearest, refresh_indexes, tuned
-from storage.workspace import Workspace
+from embedline.errors import BadInput, NotFound
+from embedline.storage.index import nearest, refresh_indexes, tuned
+from embedline.workspace import Workspace
 
 BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
 

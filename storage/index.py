@@ -6,7 +6,6 @@ exact search, so the fast path's quality is a recorded number, not an assumption
 """
 
 import math
-import os
 
 import numpy as np
 
@@ -20,11 +19,12 @@ import numpy as np
 NPROBES = 20  # partitions searched per query (one partition per million rows)
 EF = 100  # HNSW candidate list size
 REFINE_FACTOR = 4  # candidates re-ranked with exact vectors, as a multiple of k
-DEFAULT_MIN_ROWS = 20_000
 
 
 def index_min_rows() -> int:
-    return int(os.environ.get("EMBEDLINE_INDEX_MIN_ROWS", DEFAULT_MIN_ROWS))
+    from embedline.settings import load
+
+    return load().index_min_rows
 
 
 def refresh_indexes(table, min_rows: int | None = None) -> dict:

@@ -4,12 +4,8 @@ from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
-from storage.errors import EmbedlineError
-from storage.workspace import Workspace
-
-
-class SpaceBusy(EmbedlineError):
-    exit_code = 4
+from embedline.errors import SpaceBusy
+from embedline.workspace import Workspace
 
 
 @contextmanager
@@ -22,7 +18,7 @@ def space_lock(ws: Workspace, space: str, wait_seconds: float = 0):
         lock.acquire(timeout=wait_seconds)
     except Timeout as exc:
         raise SpaceBusy(
-            f"another run is writing space {space!r}; wait for it to finish (or pass --wait) and retry"
+            f"another run is writing space {space!r}; wait for it to finish and run this again"
         ) from exc
     try:
         yield

@@ -7,9 +7,9 @@ untagged versions never removes a version a user can name. See STACK-NOTES for t
 
 from datetime import timedelta
 
-from storage.embeddings import open_space
-from storage.index import forever
-from storage.workspace import Workspace
+from embedline.storage.embeddings import open_space
+from embedline.storage.index import forever
+from embedline.workspace import Workspace
 
 
 def maintain_space(ws: Workspace, space: str, retention: timedelta) -> dict:

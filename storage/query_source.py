@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import duckdb
 
-from storage.errors import BadInput
+from embedline.errors import BadInput
 
 
 def iter_query_rows(query: str, batch_size: int = 4096) -> Iterator[dict]:

@@ -11,7 +11,6 @@
 """
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 from duckdb.sqltypes import FLOAT, VARCHAR
 
-from storage import catalog, embeddings
-from storage.errors import BadInput, ReadOnly
-from storage.workspace import Workspace
+from embedline.storage import catalog, embeddings
+from embedline.errors import BadInput, ReadOnly
+from embedline.workspace import Workspace
 
 Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, d) float32
 QueryEmbedder = Callable[[str, str, str | None], np.ndarray]  # (corpus, text, model) -> prod-space vector
@@ -45,7 +44,7 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
     models = _models(con)
     _create_space_views(con, ws)
     if embedder is not None:
-        _create_embed_functions(con, embedder, models, _default_model(con, models))
+        _create_embed_functions(con, embedder, models, _default_model(con, ws, models))
     if query_embedder is not None:
         _create_query_vector_functions(con, query_embedder, models)
     return con
@@ -114,9 +113,9 @@ def _models(con) -> dict[str, int]:
     return dims
 
 
-def _default_model(con, models: dict[str, int]) -> str | None:
+def _default_model(con, ws: Workspace, models: dict[str, int]) -> str | None:
     """`$EMBEDLINE_MODEL`, else the model most `prod` aliases serve, else `minilm`, else any."""
-    chosen = os.environ.get("EMBEDLINE_MODEL")
+    chosen = ws.settings.model
     if chosen in models:
         return chosen
     row = con.execute(

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from storage.embeddings import BASE_FIELDS, chunk_schema
-from storage.errors import EmbedlineError
-from tasks.changes import ChangePlan, read_staged_documents
-from tasks.chunking import ChunkParams, chunk_documents
-from tasks.documents import Document
-from tasks.embedding import Engine
+from embedline.storage.embeddings import BASE_FIELDS, chunk_schema
+from embedline.errors import EmbedlineError
+from embedline.tasks.changes import ChangePlan, read_staged_documents
+from embedline.tasks.chunking import ChunkParams, chunk_documents
+from embedline.tasks.documents import Document
+from embedline.tasks.embedding import Engine
 
 ARROW_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "double": pa.float64(),
                "list<string>": pa.list_(pa.string()), "string": pa.string()}

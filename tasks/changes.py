@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tasks.documents import Document, Rejected
-from tasks.sources import FieldMap, read_source
+from embedline.tasks.documents import Document, Rejected
+from embedline.tasks.sources import FieldMap, read_source
 
 STAGED_DOCS = pa.schema([
     ("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string()), ("metadata", pa.string()),

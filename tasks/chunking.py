@@ -9,8 +9,8 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from storage.errors import BadInput
-from tasks.documents import Chunk, Document
+from embedline.errors import BadInput
+from embedline.tasks.documents import Chunk, Document
 
 
 @dataclass(frozen=True)

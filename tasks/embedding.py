@@ -6,7 +6,6 @@ sorting by length, each batch is padded only to its own longest row, the forward
 device's precision policy, and tokenizing the next window overlaps the current forward pass.
 """
 
-import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,8 +13,9 @@ from itertools import islice
 
 import numpy as np
 
-from storage.errors import BadInput
-from tasks.models import ModelSpec
+from embedline.errors import BadInput
+from embedline.settings import load
+from embedline.tasks.models import ModelSpec
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Tokens per forward pass. On CPU small batches stay in cache (2,048 ran ~1.7x faster than 8,192 on
@@ -38,7 +38,7 @@ def choose_precision(device: str, requested: str | None = None) -> str:
 
     `requested` (or `$EMBEDLINE_PRECISION`) overrides; "auto" means choose.
     """
-    requested = requested or os.environ.get("EMBEDLINE_PRECISION") or "auto"
+    requested = requested or load().precision
     if requested != "auto":
         if requested not in PRECISIONS:
             raise BadInput(f"precision {requested!r}: use one of auto, {', '.join(PRECISIONS)}")
@@ -52,7 +52,7 @@ def choose_precision(device: str, requested: str | None = None) -> str:
 
 def choose_device(requested: str | None = None) -> str:
     """`cuda` when a GPU is visible (honours CUDA_VISIBLE_DEVICES), else `cpu`."""
-    requested = requested or os.environ.get("EMBEDLINE_DEVICE") or "auto"
+    requested = requested or load().device
     if requested != "auto":
         return requested
     import torch

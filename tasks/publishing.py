@@ -5,11 +5,11 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from storage import catalog, embeddings
-from storage.workspace import Workspace
-from tasks.batch import EmbeddedBatch
-from tasks.changes import ChangePlan
-from validation.suite import ValidationReport
+from embedline.storage import catalog, embeddings
+from embedline.workspace import Workspace
+from embedline.tasks.batch import EmbeddedBatch
+from embedline.tasks.changes import ChangePlan
+from embedline.validation.suite import ValidationReport
 
 
 @dataclass

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from storage import catalog, embeddings
-from storage.errors import BadInput, NotFound
-from storage.names import check_name, space_name
-from storage.workspace import Workspace
-from tasks.adapters import Adapter, AdapterChoice, Pairs, choose_adapter
-from tasks.embedding import get_engine
-from tasks.models import resolve_model
+from embedline.storage import catalog, embeddings
+from embedline.errors import BadInput, NotFound
+from embedline.names import check_name, space_name
+from embedline.workspace import Workspace
+from embedline.tasks.adapters import Adapter, AdapterChoice, Pairs, choose_adapter
+from embedline.tasks.embedding import get_engine
+from embedline.tasks.models import resolve_model
 
 
 @dataclass
@@ -145,7 +145,7 @@ def query_vector(ws: Workspace, corpus: str, text: str, model: str | None = None
     is not the prod model (zero-downtime upgrades, and old clients after a swap)."""
     prod = catalog.get_alias(ws, corpus)
     if prod is None:
-        raise NotFound(f"corpus {corpus!r} has no prod version: run `embedline ingest SOURCE --corpus {corpus}` first")
+        raise NotFound(f"corpus {corpus!r} has no prod version: run `embedline ingest {corpus} SOURCE` first")
     model = model or prod["model"]
     vector = get_engine(resolve_model(ws, model)).embed([text])
     if model == prod["model"]:

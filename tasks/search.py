@@ -1,11 +1,11 @@
 """Nearest chunks of a corpus for a text query, over the version its `prod` alias serves."""
 
-from storage import catalog, embeddings
-from storage.errors import BadInput, NotFound
-from storage.names import check_name
-from storage.workspace import Workspace
-from tasks.embedding import get_engine
-from tasks.models import resolve_model
+from embedline.storage import catalog, embeddings
+from embedline.errors import BadInput, NotFound
+from embedline.names import check_name
+from embedline.workspace import Workspace
+from embedline.tasks.embedding import get_engine
+from embedline.tasks.models import resolve_model
 
 RESULT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "title", "text"]
 
@@ -17,9 +17,9 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
         raise BadInput(f"-k must be at least 1, got {k}")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
     if target is None:
-        raise NotFound(f"corpus {corpus!r} has no {alias!r} version: run `embedline ingest SOURCE --corpus {corpus}` first")
+        raise NotFound(f"corpus {corpus!r} has no {alias!r} version: run `embedline ingest {corpus} SOURCE` first")
     if model is not None and alias == "prod":
-        from tasks.refresh import query_vector
+        from embedline.tasks.refresh import query_vector
 
         vector = query_vector(ws, corpus, query, model)
     else:
@@ -34,7 +34,7 @@ def make_embedder(ws: Workspace):
 
     Specs are read from the catalog now, before the session attaches it; models load on first use.
     """
-    from tasks.models import ModelSpec
+    from embedline.tasks.models import ModelSpec
 
     specs = {row["name"]: ModelSpec.from_json(row["spec"]) for row in catalog.list_models(ws)}
 
@@ -46,7 +46,7 @@ def make_embedder(ws: Workspace):
 
 def make_query_embedder(ws: Workspace):
     """For SQL's query_vector(): a query vector in the corpus's prod space (adapted if need be)."""
-    from tasks.refresh import query_vector
+    from embedline.tasks.refresh import query_vector
 
     def embed(corpus: str, text: str, model: str | None):
         return query_vector(ws, corpus, text, model)

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.errors import BadInput
-from tasks.documents import Document, Rejected
+from embedline.errors import BadInput
+from embedline.tasks.documents import Document, Rejected
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
 
@@ -155,7 +155,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
 
 
 def _read_query(query: str) -> Iterator[tuple[str, int, dict | Rejected]]:
-    from storage.query_source import iter_query_rows
+    from embedline.storage.query_source import iter_query_rows
 
     for position, record in enumerate(iter_query_rows(query), start=1):
         yield "query", position, record

@@ -31,7 +31,7 @@ def build_tiny_model(target: Path, seed: int = 0, hidden: int = 32) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tasks.models import default_model_path
+    from embedline.tasks.models import default_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
     torch.manual_seed(seed)
@@ -59,8 +59,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def workspace(tmp_path, tiny_model_dir, monkeypatch):
     """A fresh workspace with the tiny model registered as `tiny` (and the default model for SQL)."""
-    from storage.workspace import Workspace
-    from tasks.models import add_model
+    from embedline.workspace import Workspace
+    from embedline.tasks.models import add_model
 
     ws = Workspace.from_env(tmp_path / "home").ensure()
     add_model(ws, "tiny", str(tiny_model_dir))
@@ -89,6 +89,6 @@ def run_cli(*args: str, home: Path, check: bool = False) -> subprocess.Completed
 
 def ingest(ws, source, corpus: str = "debian", model: str = "tiny", **kwargs):
     """Run the real ingest flow (through the session's Prefect harness)."""
-    from flows.ingest import ingest_corpus
+    from embedline.flows.ingest import ingest_corpus
 
     return ingest_corpus(str(source), corpus, model, home=str(ws.home), **kwargs)

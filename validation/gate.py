@@ -1,7 +1,7 @@
 """The promotion gate: a flow asks `require(report)`; a failing report never moves an alias."""
 
-from storage.errors import ValidationFailed
-from validation.suite import ValidationReport
+from embedline.errors import ValidationFailed
+from embedline.validation.suite import ValidationReport
 
 
 def require(report: ValidationReport) -> None:

@@ -29,6 +29,30 @@ class Expectations:
     min_golden_recall: float = 0.5
 
 
+# The thresholds a corpus may set (deploy/corpora.yaml `gates:`, `Embedline.gates`, `ingest(gates=...)`).
+GATES = ("norm_tolerance", "min_effective_rank", "max_near_duplicate_rate", "min_drift_cosine", "min_golden_recall")
+
+
+def default_gates() -> dict[str, float]:
+    defaults = Expectations(dim=0, model_key="")
+    return {name: getattr(defaults, name) for name in GATES}
+
+
+def check_gates(gates: dict | None) -> dict[str, float]:
+    """`gates` as floats, or `BadInput` naming the unknown or non-numeric threshold."""
+    from embedline.errors import BadInput
+
+    checked = {}
+    for name, value in (gates or {}).items():
+        if name not in GATES:
+            raise BadInput(f"unknown validation gate {name!r}: use one of {', '.join(GATES)}")
+        try:
+            checked[name] = float(value)
+        except (TypeError, ValueError):
+            raise BadInput(f"validation gate {name}={value!r}: give a number") from None
+    return checked
+
+
 @dataclass
 class Outcome:
     suite: str
@@ -152,7 +176,7 @@ def _quiet(context) -> None:
 def validate_batch(name: str, chunk_batches, counts: dict, chunks_reported: int, expect: Expectations,
                    extra_metrics: dict | None = None, report_dir: Path | None = None) -> ValidationReport:
     """Validate staged chunk rows (Arrow batches), the run's counts and the batch's quality metrics."""
-    from validation.metrics import chunk_scalars_and_vectors, run_summary_frame, vector_metrics
+    from embedline.validation.metrics import chunk_scalars_and_vectors, run_summary_frame, vector_metrics
 
     chunks, vectors = chunk_scalars_and_vectors(chunk_batches)
     metrics = {**vector_metrics(vectors), **(extra_metrics or {})}

@@ -4,14 +4,16 @@ import json
 
 import pytest
 
-from tests.conftest import ingest, run_cli
+from tests.conftest import CASES, ingest, run_cli
+
+CASES_HOME = CASES / "no-such-home"  # commands that never open a workspace
 
 
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory, tiny_model_dir):
     """One ingested workspace shared by the read-only CLI tests of this module."""
-    from storage.workspace import Workspace
-    from tasks.models import add_model
+    from embedline.workspace import Workspace
+    from embedline.tasks.models import add_model
     from tests.conftest import DEBIAN_CASE
 
     ws = Workspace.from_env(tmp_path_factory.mktemp("cli") / "home").ensure()
@@ -22,7 +24,7 @@ def ingested(tmp_path_factory, tiny_model_dir):
 
 def test_sql_refuses_a_write_without_the_write_flag(ingested):
     result = run_cli("sql", "DELETE FROM runs", home=ingested.home)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [
         "error: DELETE is a write and this session is read-only: pass --write to allow it"
     ]
@@ -59,15 +61,15 @@ def test_search_json_lists_doc_ids_titles_and_scores(ingested):
 @pytest.mark.parametrize("bad", ["../etc", "Debian", "drop table x", "a__b", "runs"])
 def test_bad_corpus_names_get_a_one_line_error(workspace, bad):
     result = run_cli("search", bad, "anything", home=workspace.home)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert len(result.stderr.strip().splitlines()) == 1 and "corpus name" in result.stderr
 
 
 def test_unknown_corpus_and_bad_sql_say_what_to_do(workspace):
     missing = run_cli("search", "nothing_here", "text", home=workspace.home)
-    assert missing.returncode == 3 and "embedline ingest" in missing.stderr
+    assert missing.returncode == 4 and "embedline ingest nothing_here SOURCE" in missing.stderr
     bad_sql = run_cli("sql", "SELEC 1", home=workspace.home)
-    assert bad_sql.returncode == 2 and bad_sql.stderr.startswith("error: SQL does not parse")
+    assert bad_sql.returncode == 3 and bad_sql.stderr.startswith("error: SQL does not parse")
 
 
 def test_versions_and_models_list(ingested):
@@ -75,3 +77,85 @@ def test_versions_and_models_list(ingested):
     assert [(v["validation"], v["aliases"]) for v in versions] == [("passed", ["prod"])]
     models = json.loads(run_cli("models", "list", "--json", home=ingested.home, check=True).stdout)
     assert [(m["name"], m["dim"], m["pooling"]) for m in models] == [("tiny", 32, "mean")]
+
+
+def _commands() -> list[list[str]]:
+    from embedline.flows.cli import app, models_app
+
+    top = [[c.name or c.callback.__name__] for c in app.registered_commands]
+    return top + [["models", c.name] for c in models_app.registered_commands]
+
+
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+def test_every_command_has_help_with_an_example(command):
+    from typer.testing import CliRunner
+
+    from embedline.flows.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example: embedline" in result.output or "Example: EMBEDLINE_" in result.output
+
+
+def test_help_lists_the_exit_codes_and_version_prints():
+    from embedline import __version__
+
+    help_text = run_cli("--help", home=CASES_HOME).stdout
+    assert "Exit codes:" in help_text and "  2  usage error" in help_text and "  3  bad input" in help_text
+    assert run_cli("--version", home=CASES_HOME, check=True).stdout.strip() == f"embedline {__version__}"
+
+
+def test_usage_errors_exit_2_and_bad_input_exits_3(workspace, debian_case):
+    nothing = run_cli("ingest", home=workspace.home)
+    assert nothing.returncode == 2 and nothing.stderr.startswith("error: give the corpus")
+    twice = run_cli("ingest", "debian", str(debian_case), "--corpus", "debian", home=workspace.home)
+    assert twice.returncode == 2 and "corpus once" in twice.stderr
+    unknown_option = run_cli("versions", "debian", "--nope", home=workspace.home)
+    assert unknown_option.returncode == 2
+    missing_file = run_cli("ingest", "debian", str(debian_case) + ".missing", home=workspace.home)
+    assert missing_file.returncode == 3 and "does not exist" in missing_file.stderr
+
+
+def test_settings_errors_name_the_variable(workspace, monkeypatch):
+    monkeypatch.setenv("EMBEDLINE_PRECISION", "fp8")
+    result = run_cli("versions", "debian", home=workspace.home)
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        "error: EMBEDLINE_PRECISION='fp8': Input should be 'auto', 'fp32', 'bf16' or 'fp16'"]
+    monkeypatch.setenv("EMBEDLINE_PRECISION", "fp32")
+    monkeypatch.setenv("EMBEDLINE_SHARD_SIZE", "many")
+    assert "EMBEDLINE_SHARD_SIZE='many'" in run_cli("config", home=workspace.home).stderr
+
+
+def test_config_prints_resolved_settings_with_secrets_masked(workspace, monkeypatch):
+    monkeypatch.setenv("EMBEDLINE_LANCE_STORAGE_OPTIONS",
+                       json.dumps({"aws_region": "eu-west-1", "aws_secret_access_key": "hunter2"}))
+    monkeypatch.setenv("EMBEDLINE_PRECISION", "fp32")
+    rows = {r["variable"]: r["value"] for r in json.loads(run_cli("config", "--json", home=workspace.home,
+                                                                  check=True).stdout)}
+    assert rows["EMBEDLINE_PRECISION"] == "fp32" and rows["EMBEDLINE_HOME"] == str(workspace.home)
+    assert "hunter2" not in json.dumps(rows) and json.loads(rows["EMBEDLINE_LANCE_STORAGE_OPTIONS"]) == {
+        "aws_region": "eu-west-1", "aws_secret_access_key": "***"}
+
+
+def test_corpus_is_positional_and_the_old_spellings_still_work(workspace, debian_case):
+    first = json.loads(run_cli("ingest", "debian", str(debian_case), "--model", "tiny", "--format", "json",
+                               home=workspace.home, check=True).stdout)
+    again = json.loads(run_cli("ingest", str(debian_case), "--corpus", "debian", "--json",
+                               home=workspace.home, check=True).stdout)
+    assert first[0]["docs_new"] == 120 and again[0]["docs_unchanged"] == 120  # the same corpus, the same model
+    as_csv = run_cli("versions", "debian", "--format", "csv", home=workspace.home, check=True).stdout.splitlines()
+    assert as_csv[0].startswith("space,version,tag") and len(as_csv) == 2
+    status = run_cli("refresh", "status", "debian", "--json", home=workspace.home, check=True)
+    assert json.loads(status.stdout) == []  # no refresh started
+    assert run_cli("refresh", "--status", "debian", "--json", home=workspace.home, check=True).stdout == status.stdout
+
+
+def test_gates_are_set_per_corpus_and_apply_to_its_runs(workspace, debian_case):
+    shown = json.loads(run_cli("gates", "debian", "--set", "min_effective_rank=1000", "--json",
+                               home=workspace.home, check=True).stdout)
+    assert {g["gate"]: g["threshold"] for g in shown}["min_effective_rank"] == 1000
+    failed = run_cli("ingest", "debian", str(debian_case), "--model", "tiny", home=workspace.home)
+    assert failed.returncode == 1 and "effective_rank" in failed.stderr  # a 32-d model cannot reach rank 1000
+    bad = run_cli("gates", "debian", "--set", "min_magic=1", home=workspace.home)
+    assert bad.returncode == 3 and "unknown validation gate 'min_magic'" in bad.stderr

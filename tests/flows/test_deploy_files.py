@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows import deployments
-from storage.errors import BadInput, BadName
+from embedline.flows import deployments
+from embedline.errors import BadInput, BadName
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prefect_yaml_is_rendered_from_the_corpus_config():
-    assert (ROOT / "prefect.yaml").read_text() == deployments.rendered_text()
+    assert (ROOT / "prefect.yaml").read_text() == deployments.rendered_text(ROOT / "deploy/corpora.yaml")
 
 
 def test_each_corpus_gets_its_own_schedule_and_the_pools_split_cpu_and_gpu_work(tmp_path):
@@ -72,7 +72,7 @@ def test_every_deployment_names_a_flow_and_valid_parameters():
 
 
 def test_refresh_runs_on_the_model_registered_event():
-    from flows.events import MODEL_REGISTERED
+    from embedline.flows.events import MODEL_REGISTERED
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     refresh = next(d for d in config["deployments"] if d["name"] == "refresh-debian")

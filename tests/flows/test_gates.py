@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from storage import catalog, embeddings
-from storage.errors import ValidationFailed
-from tasks.evaluation import save_golden
-from tasks.models import add_model
+from embedline.storage import catalog, embeddings
+from embedline.errors import ValidationFailed
+from embedline.tasks.evaluation import save_golden
+from embedline.tasks.models import add_model
 from tests.conftest import build_tiny_model, ingest, run_cli
 
 
@@ -46,7 +46,7 @@ def test_golden_queries_gate_promotion(workspace, debian_case):
 
 
 def test_validate_re_runs_the_gates_on_a_stored_version(workspace, debian_case):
-    from flows.validate import validate_version
+    from embedline.flows.validate import validate_version
 
     summary = ingest(workspace, debian_case)
     space, version, report = validate_version("debian", home=str(workspace.home))

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from storage import catalog, sql
-from storage.locks import SpaceBusy, space_lock
-from storage.workspace import Workspace
-from tasks.models import add_model
+from embedline.storage import catalog, sql
+from embedline.storage.locks import SpaceBusy, space_lock
+from embedline.workspace import Workspace
+from embedline.tasks.models import add_model
 from tests.conftest import DEBIAN_CASE, ingest
 
 

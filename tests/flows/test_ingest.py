@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from storage import catalog, sql
-from tasks.search import make_embedder, search_corpus
+from embedline.storage import catalog, sql
+from embedline.tasks.search import make_embedder, search_corpus
 from tests.conftest import ingest
 
 

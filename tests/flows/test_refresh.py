@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage import catalog
-from tasks.models import add_model
-from tasks.refresh import fit_refresh_adapters, query_vector, refresh_status
-from storage import sql
-from tasks.search import make_embedder, make_query_embedder, search_corpus
+from embedline.storage import catalog
+from embedline.tasks.models import add_model
+from embedline.tasks.refresh import fit_refresh_adapters, query_vector, refresh_status
+from embedline.storage import sql
+from embedline.tasks.search import make_embedder, make_query_embedder, search_corpus
 from tests.conftest import ingest
 
 
@@ -54,8 +54,8 @@ def test_adapter_serves_new_model_queries_over_the_old_index_at_once(two_models,
 def test_backfill_killed_then_resumed_swaps_after_its_gates_and_rolls_back(two_models, debian_case):
     from prefect.settings import PREFECT_API_URL
 
-    from flows.refresh import backfill_corpus
-    from tasks.refresh import embed_priority
+    from embedline.flows.refresh import backfill_corpus
+    from embedline.tasks.refresh import embed_priority
 
     ws = two_models
     old = catalog.get_alias(ws, "debian")

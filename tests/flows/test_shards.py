@@ -3,9 +3,9 @@ as a run that embeds everything in one place."""
 
 import numpy as np
 
-from storage import catalog, embeddings
-from storage.workspace import Workspace
-from tasks.models import add_model
+from embedline.storage import catalog, embeddings
+from embedline.workspace import Workspace
+from embedline.tasks.models import add_model
 from tests.conftest import ingest
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from storage import catalog, embeddings, sql
-from storage.errors import BadInput, NotFound
-from storage.maintenance import maintain_space
-from tasks.search import make_embedder, search_corpus
+from embedline.storage import catalog, embeddings, sql
+from embedline.errors import BadInput, NotFound
+from embedline.storage.maintenance import maintain_space
+from embedline.tasks.search import make_embedder, search_corpus
 from tests.conftest import ingest, run_cli
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "debian-2k.jsonl.gz"
+EXAMPLES = Path(__file__).resolve().parents[2] / "embedline" / "data" / "debian-2k.jsonl.gz"
 
 
 def rewrite(path: Path, doc_index: int, text: str) -> str:
@@ -61,7 +61,7 @@ def test_cli_promote_rollback_and_refusing_a_failed_version(workspace, debian_ca
     with pytest.raises(BadInput, match="failed validation"):
         catalog.promote(workspace, "debian", v2)
     refused = run_cli("promote", "debian", str(v2), home=workspace.home)
-    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert refused.returncode == 3 and "--force" in refused.stderr
     run_cli("promote", "debian", str(v2), "--force", home=workspace.home, check=True)
     assert prod_version(workspace) == v2
 

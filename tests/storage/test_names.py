@@ -1,7 +1,7 @@
 import pytest
 
-from storage.errors import BadName
-from storage.names import check_name, space_name
+from embedline.errors import BadName
+from embedline.names import check_name, space_name
 
 
 @pytest.mark.parametrize("good", ["debian", "docs_v2", "a", "x1"])

@@ -6,8 +6,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from storage import catalog, embeddings, sql
-from tasks.search import make_embedder, search_corpus
+from embedline.storage import catalog, embeddings, sql
+from embedline.workspace import Workspace
+from embedline.tasks.search import make_embedder, search_corpus
 from tests.conftest import ingest
 
 
@@ -22,7 +23,7 @@ def s3_workspace(workspace, monkeypatch):
     monkeypatch.setenv("EMBEDLINE_LANCE_URI", "s3://embeddings/lance")
     monkeypatch.setenv("EMBEDLINE_LANCE_STORAGE_OPTIONS", json.dumps(
         {"aws_endpoint": endpoint, "aws_region": "us-east-1", "allow_http": "true", **keys}))
-    yield workspace, endpoint, keys
+    yield Workspace.from_env(workspace.home), endpoint, keys  # settings are read when a workspace opens
     server.stop()
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from storage import sql
-from storage.errors import ReadOnly
-from tasks.search import make_embedder
+from embedline.storage import sql
+from embedline.errors import ReadOnly
+from embedline.tasks.search import make_embedder
 from tests.conftest import ingest
 
 

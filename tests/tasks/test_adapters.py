@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks.adapters import Adapter, Pairs, choose_adapter, fit_procrustes, fit_ridge, recall_at_k
+from embedline.tasks.adapters import Adapter, Pairs, choose_adapter, fit_procrustes, fit_ridge, recall_at_k
 
 
 def unit(x):

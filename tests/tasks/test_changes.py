@@ -1,7 +1,7 @@
 """Capped runs: `defer_beyond` keeps the documents that come first and counts the rest as deferred."""
 
-from tasks.changes import defer_beyond, plan_changes, read_staged_documents
-from tasks.sources import FieldMap
+from embedline.tasks.changes import defer_beyond, plan_changes, read_staged_documents
+from embedline.tasks.sources import FieldMap
 from tests.conftest import DEBIAN_CASE
 
 

@@ -3,10 +3,10 @@
 import pytest
 from transformers import AutoTokenizer
 
-from storage.errors import BadInput
-from tasks.chunking import ChunkParams, chunk_documents
-from tasks.documents import Document
-from tasks.models import default_model_path
+from embedline.errors import BadInput
+from embedline.tasks.chunking import ChunkParams, chunk_documents
+from embedline.tasks.documents import Document
+from embedline.tasks.models import default_model_path
 
 
 @pytest.fixture(scope="module")

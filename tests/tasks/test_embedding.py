@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from tasks.embedding import Engine, choose_precision, plan_batches
-from tasks.models import read_model_dir
+from embedline.tasks.embedding import Engine, choose_precision, plan_batches
+from embedline.tasks.models import read_model_dir
 
 TEXTS = [
     "tiling window manager",

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage.errors import BadInput
-from tasks.documents import Document, Rejected
-from tasks.sources import FieldMap, read_source
+from embedline.errors import BadInput
+from embedline.tasks.documents import Document, Rejected
+from embedline.tasks.sources import FieldMap, read_source
 
 
 def read(path, **fields):

@@ -4,10 +4,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from storage.embeddings import chunk_schema
-from storage.errors import ValidationFailed
-from validation.gate import require
-from validation.suite import Expectations, validate_batch
+from embedline.storage.embeddings import chunk_schema
+from embedline.errors import ValidationFailed
+from embedline.validation.gate import require
+from embedline.validation.suite import Expectations, validate_batch
 
 DIM = 8
 COUNTS = {"docs_read": 64, "docs_new": 64, "docs_changed": 0, "docs_unchanged": 0, "docs_quarantined": 0}
@@ -95,7 +95,7 @@ def test_reports_persist_as_data_docs(tmp_path):
 
 
 def test_metrics_have_the_documented_ends_of_their_scales():
-    from validation.metrics import effective_rank, isotropy, near_duplicate_rate
+    from embedline.validation.metrics import effective_rank, isotropy, near_duplicate_rate
 
     rng = np.random.default_rng(1)
     spread = rng.standard_normal((2000, 16))

@@ -2,7 +2,7 @@
 
 import re
 
-from storage.errors import BadName
+from embedline.errors import BadName
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # Names the SQL session already uses: a corpus with one of them would shadow it.

@@ -1,31 +1,33 @@
 """Where a workspace keeps its files: one `EMBEDLINE_HOME` folder (default `./.embedline`)."""
 
-import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from embedline.settings import Settings, load
 
 
 @dataclass(frozen=True)
 class Workspace:
     home: Path
+    settings: Settings = field(default_factory=load, compare=False, repr=False)
 
     @classmethod
-    def from_env(cls, home: str | os.PathLike | None = None) -> "Workspace":
+    def from_env(cls, home: str | os.PathLike | None = None, settings: Settings | None = None) -> "Workspace":
         """The workspace named by `home`, else `$EMBEDLINE_HOME`, else `./.embedline`."""
-        chosen = home or os.environ.get("EMBEDLINE_HOME") or ".embedline"
-        return cls(Path(chosen).expanduser().resolve())
+        settings = settings or load(home=home)
+        chosen = Path(home) if home else settings.home
+        return cls(chosen.expanduser().resolve(), settings)
 
     @property
     def lance_uri(self) -> str:
-        return os.environ.get("EMBEDLINE_LANCE_URI") or str(self.home / "lance")
+        return self.settings.lance_uri or str(self.home / "lance")
 
     @property
     def lance_storage_options(self) -> dict[str, str] | None:
         """Object-store settings for an `s3://`-style lance_uri (`$EMBEDLINE_LANCE_STORAGE_OPTIONS`, JSON),
         e.g. {"aws_endpoint": "http://minio:9000", "aws_region": "us-east-1", "allow_http": "true"}."""
-        raw = os.environ.get("EMBEDLINE_LANCE_STORAGE_OPTIONS")
-        return {k: str(v) for k, v in json.loads(raw).items()} if raw else None
+        return self.settings.lance_storage_options
 
     @property
     def catalog_path(self) -> Path:
@@ -46,6 +48,10 @@ class Workspace:
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def golden_dir(self) -> Path:
+        return self.home / "golden"
 
     def ensure(self) -> "Workspace":
         for path in (self.home, self.reports_dir, self.staging_dir, self.quarantine_dir, self.models_dir):

@@ -1,0 +1,43 @@
+"""embedline: embedding ETL for text corpora, as a library.
+
+    import embedline
+    db = embedline.connect()                       # the workspace (./.embedline or $EMBEDLINE_HOME)
+    run = db.ingest("docs.jsonl", corpus="docs")   # read, chunk, embed, validate, version: a RunSummary
+    hits = db.search("docs", "how do I reset my password", k=5)
+    rows = db.sql("SELECT doc_id, title FROM docs LIMIT 5").fetchall()
+
+`connect()` returns an `Embedline` (see `help(embedline.Embedline)`): ingest, search, sql, versions,
+promote, rollback, refresh, backfill, validate, maintain, models, gates. Errors are subclasses of
+`EmbedlineError` whose message says what to do next. Settings come from `EMBEDLINE_*` variables or
+keyword arguments to `connect` (see `embedline.settings.Settings`).
+
+Subpackages: `embedline.flows` (Prefect flows and the CLI), `embedline.tasks` (units of work as plain
+functions), `embedline.storage` (LanceDB, DuckDB), `embedline.validation` (great-expectations gates).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from embedline.api import Embedline, connect
+from embedline.errors import (
+    BadInput,
+    BadName,
+    BadSetting,
+    EmbedlineError,
+    NotFound,
+    ReadOnly,
+    SpaceBusy,
+    TransientError,
+    UsageError,
+    ValidationFailed,
+)
+from embedline.settings import Settings
+
+try:
+    __version__ = version("embedline")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BadInput", "BadName", "BadSetting", "Embedline", "EmbedlineError", "NotFound", "ReadOnly", "Settings",
+    "SpaceBusy", "TransientError", "UsageError", "ValidationFailed", "connect", "__version__",
+]

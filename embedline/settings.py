@@ -1,0 +1,111 @@
+"""Every `EMBEDLINE_*` setting in one typed place, read at run time and checked at once.
+
+A bad value fails with one line naming the variable (`EMBEDLINE_PRECISION='fp8': ...`), before any
+work starts. `embedline config` prints the resolved values with secrets masked.
+"""
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from embedline.errors import BadSetting
+
+PREFIX = "EMBEDLINE_"
+# Keys whose values are secrets wherever they appear (storage options, URLs, key=value pairs).
+SECRET_WORDS = ("password", "secret", "token", "key", "credential")
+
+
+class Settings(BaseSettings):
+    """What a process may be told through the environment (or keyword arguments to `load`)."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", validate_default=True)
+
+    home: Path = Field(Path(".embedline"), description="Workspace folder")
+    lance_uri: str | None = Field(None, description="LanceDB location (default <home>/lance); may be s3://...")
+    lance_storage_options: dict[str, str] | None = Field(
+        None, description='Object-store options for lance_uri, JSON: {"aws_endpoint": ..., "aws_region": ...}')
+    model: str | None = Field(None, description="Default model of SQL's embed(text)")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Embedding precision")
+    shard_size: int = Field(50_000, ge=0, description="Documents to embed above which a run is split (0: never)")
+    index_min_rows: int = Field(20_000, ge=1, description="Rows from which a space gets a vector index")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("lance_storage_options", mode="before")
+    @classmethod
+    def _options(cls, value):
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else None
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        from embedline.names import check_name
+
+        return None if value in (None, "") else check_name(value, "model name")
+
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    def shown(self) -> list[tuple[str, str, str]]:
+        """(variable, value with secrets masked, what it is) for every setting."""
+        rows = []
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                value = json.dumps(mask_mapping(value))
+            rows.append((PREFIX + name.upper(), "" if value is None else str(value), info.description or ""))
+        return rows
+
+
+def mask_mapping(values: dict) -> dict:
+    """The same mapping with the values of secret-looking keys replaced by ***."""
+    return {k: ("***" if any(word in k.lower() for word in SECRET_WORDS) else v) for k, v in values.items()}
+
+
+# Values the Python API was given (`embedline.connect(device="cpu")`), for the calls it makes:
+# flows and tasks in the same context read them through `load()` like the environment.
+_GIVEN: ContextVar[dict] = ContextVar("embedline_settings", default={})
+
+
+@contextmanager
+def overriding(values: dict) -> Iterator[None]:
+    """Within the block, `load()` sees `values` over the environment."""
+    token = _GIVEN.set({**_GIVEN.get(), **{k: v for k, v in values.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)
+
+
+def load(**overrides) -> Settings:
+    """The settings from the environment, then `overriding` values, then `overrides` (None ignored);
+    a bad value raises `BadSetting` naming the variable."""
+    given = {**_GIVEN.get(), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        raw = given.get(field, error.get("input"))
+        raise BadSetting(f"{PREFIX}{field.upper()}={raw!r}: {error['msg'].removeprefix('Value error, ')}") from None
+    except SettingsError as exc:
+        match = re.search(r'field "(\w+)"', str(exc))
+        field = match.group(1).upper() if match else "?"
+        raise BadSetting(f"{PREFIX}{field}: {exc.__cause__ or exc} (expected JSON)") from None
