@@ -15,12 +15,15 @@ RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_IN
 
 WORKDIR /opt/embedline
 COPY pyproject.toml README.md prefect.yaml ./
+COPY embedline embedline
 COPY flows flows
 COPY tasks tasks
 COPY storage storage
 COPY validation validation
 COPY deploy deploy
-COPY examples examples
+# Installs one package, `embedline` (flows, tasks, storage, validation are its subpackages); the
+# deployments' entrypoints are module paths (embedline.flows.ingest:ingest_corpus), so workers need
+# no source tree.
 RUN pip install --no-cache-dir .
 
 VOLUME /data

@@ -1,0 +1,73 @@
+"""The Python API (`embedline.connect`) over one workspace: the same flows as the CLI, in process."""
+
+import inspect
+import json
+import pydoc
+
+import pytest
+
+import embedline
+from tests.conftest import DEBIAN_CASE
+
+
+def test_every_public_name_has_a_docstring_and_help_is_a_reference():
+    for name in embedline.__all__:
+        if name != "__version__":
+            assert inspect.getdoc(getattr(embedline, name)), name
+    methods = [m for m, _ in inspect.getmembers(embedline.Embedline) if not m.startswith("_")]
+    assert {"ingest", "search", "sql", "versions", "promote", "rollback", "refresh", "validate", "maintain"} <= set(methods)
+    for method in methods:
+        assert inspect.getdoc(getattr(embedline.Embedline, method)), method
+    text = pydoc.render_doc(embedline, renderer=pydoc.plaintext)
+    assert "embedline.connect()" in text and "db.search(" in text
+
+
+def test_connect_takes_settings_and_refuses_bad_ones(tmp_path):
+    db = embedline.connect(tmp_path / "home", precision="fp32", shard_size=10)
+    assert (db.settings.precision, db.settings.shard_size, db.home) == ("fp32", 10, str(tmp_path / "home"))
+    with pytest.raises(embedline.BadSetting, match=r"^EMBEDLINE_DEVICE='gpu0': use auto, cpu, cuda or cuda:N$"):
+        embedline.connect(tmp_path, device="gpu0")
+
+
+def test_ingest_search_sql_versions_promote_rollback_validate_maintain(workspace, debian_case):
+    db = embedline.connect(workspace.home)
+    first = db.ingest(debian_case, corpus="debian", model="tiny")
+    assert (first.status, first.docs_new, first.promoted) == ("succeeded", 120, True)
+
+    record = json.loads(DEBIAN_CASE.read_text().splitlines()[3])
+    hits = db.search("debian", record["title"], k=5)
+    assert len(hits) == 5 and {"doc_id", "chunk_id", "title", "text", "score"} <= set(hits[0])
+    assert db.search("debian", record["title"], k=5, where=f"section = '{record['section']}'")[0]["doc_id"]
+
+    assert db.sql("SELECT count(DISTINCT doc_id) FROM debian").fetchone()[0] == 120
+    with pytest.raises(embedline.ReadOnly):
+        db.sql("DELETE FROM runs")
+    assert db.sql("SELECT count(*) FROM runs").fetchone()[0] == 1
+
+    lines = debian_case.read_text().splitlines()
+    changed = json.loads(lines[0])
+    changed["text"] += " A new sentence."
+    debian_case.write_text("\n".join([json.dumps(changed), *lines[1:]]) + "\n")
+    second = db.ingest(debian_case, corpus="debian")  # no model: the one prod serves
+    assert (second.space, second.docs_changed, second.docs_unchanged) == ("debian__tiny", 1, 119)
+
+    assert [v["version"] for v in db.versions("debian")] == [first.version, second.version]
+    assert db.rollback("debian")["version"] == first.version
+    assert db.promote("debian", second.version)["version"] == second.version
+
+    space, version, report = db.validate("debian")
+    assert (space, version, report.passed) == ("debian__tiny", second.version, True)
+    assert db.gates("debian", min_golden_recall=0.9)["min_golden_recall"] == 0.9
+    assert db.gates("debian")["min_golden_recall"] == 0.9  # kept for later runs
+    assert db.maintain("debian")[0].startswith("debian__tiny: versions")
+    assert [m["name"] for m in db.models()] == ["tiny"]
+
+
+def test_api_errors_are_typed(workspace):
+    db = embedline.connect(workspace.home)
+    with pytest.raises(embedline.NotFound, match="embedline ingest nothing SOURCE"):
+        db.search("nothing", "text")
+    with pytest.raises(embedline.UsageError):
+        db.ingest(corpus="docs")
+    with pytest.raises(embedline.BadName):
+        db.versions("Not A Name")
