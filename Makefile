@@ -11,7 +11,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench bench-all setup clean serve stop
+.PHONY: demo test soak bench bench-all setup clean serve stop
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,12 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 
 test: setup $(CHROMIUM)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The integrity state machine (tests/flows/test_integrity_properties.py) for as long as asked.
+SOAK_MINUTES ?= 20
+soak: setup
+	EMBEDLINE_SOAK_SECONDS=$$(( $(SOAK_MINUTES) * 60 )) $(PY) -m pytest -q -s -p no:cacheprovider \
+		tests/flows/test_integrity_properties.py -k test_soak
 
 bench: setup
 	$(PY) bench/embed_throughput.py

@@ -20,10 +20,17 @@ DEBIAN_CASE = CASES / "debian-120.jsonl"
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness():
+    """The session's Prefect server; its API URL, for subprocesses that should use it too."""
+    from prefect.settings import get_current_settings
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=60):
-        yield
+        yield get_current_settings().api.url
+
+
+@pytest.fixture
+def prefect_api_url(prefect_harness) -> str:
+    return prefect_harness
 
 
 def build_tiny_model(target: Path, seed: int = 0, hidden: int = 32) -> Path:

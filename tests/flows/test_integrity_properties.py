@@ -1,0 +1,305 @@
+"""Integrity under random operation sequences: what serves is exactly what passed, and nothing is lost.
+
+A hypothesis state machine drives one corpus through what operators do every day — edits, deletions,
+additions, malformed lines, empty-text records, duplicates, metadata type changes, gates that fail,
+rollbacks, promotions, maintenance and ingests killed with SIGKILL at a random moment — and after every
+step checks the invariants against a small model of what prod should serve:
+
+- I1 prod serves only rows written by runs that passed their gates;
+- I2 prod serves exactly the documents the model expects (every source document unless a clean run
+     deleted it), each with the text of its last passing ingest;
+- I3 every run's counts reconcile (read = new + changed + unchanged + quarantined + deferred);
+- I4 the catalog equals the table: the documents and chunk counts it records for the space are those
+     of the space's clean head.
+
+CI runs a bounded number of steps; `make soak SOAK_MINUTES=20` runs machines back to back for as long as
+asked and prints the steps done and invariants checked.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+
+from embedline.errors import BadInput, NotFound, ValidationFailed
+from embedline.storage import catalog, embeddings
+from embedline.tasks.gates import corpus_gates
+from embedline.tasks.models import add_model
+from embedline.workspace import Workspace
+from tests.conftest import DEBIAN_CASE, build_tiny_model, ingest
+
+POOL = [json.loads(line) for line in DEBIAN_CASE.read_text().splitlines()]
+CORPUS, MODEL, SPACE = "debian", "tiny", "debian__tiny"
+STATS = {"steps": 0, "invariants": 0, "ingests": 0, "failed_gates": 0, "refused": 0, "kills": 0}
+
+
+def _clean(record: dict) -> dict:
+    return {k: record[k] for k in ("id", "title", "text", "section")}
+
+
+class Integrity(RuleBasedStateMachine):
+    """One workspace, one corpus, the tiny model; `self.expected` is what prod must serve."""
+
+    model_dir: Path = None  # set by the test before the machine runs
+    base: Path = None
+    api_url: str = ""  # the session's Prefect server, so a killed subprocess does not start its own
+
+    def __init__(self):
+        super().__init__()
+        self.root = Path(self.base) / f"m{time.monotonic_ns()}"
+        self.ws = Workspace.from_env(self.root / "home").ensure()
+        add_model(self.ws, MODEL, str(self.model_dir))
+        self.source = self.root / "source.jsonl"
+        self.records = [_clean(r) for r in POOL[:10]]
+        self.reserve = [_clean(r) for r in POOL[10:60]]
+        self.defects: list[str] = []  # malformed or rejected lines, present until fixed
+        self.head: dict[str, str] = {}  # doc_id → text of the space's clean head (what the next run diffs against)
+        self.history: list[dict[str, str]] = []  # what prod served after each move (rollback walks it back)
+        self.held = False
+        self.force_failure = False
+
+    # -- the model's view of a source ---------------------------------------------------------------
+    def write_source(self) -> None:
+        lines = [json.dumps(r) for r in self.records] + self.defects
+        self.source.write_text("".join(line + "\n" for line in lines))
+
+    def after_pass(self, quarantined: set[str]) -> dict[str, str]:
+        """What the space holds after a run over the current source passes its gates, given the ids
+        the run quarantined (a metadata value of a conflicting type is quarantined too)."""
+        rejected_lines = {json.loads(d)["id"] for d in self.defects if not d.startswith("{not json")}
+        assert rejected_lines <= quarantined, rejected_lines - quarantined  # every bad record is quarantined
+        after = {r["id"]: r["text"] for r in self.records if r["id"] not in quarantined}
+        for doc_id in quarantined & set(self.head):
+            after[doc_id] = self.head[doc_id]  # a rejected record of a known document keeps its chunks
+        if any(d.startswith("{not json") for d in self.defects):  # an unreadable id: the run deletes nothing
+            for doc_id, text in self.head.items():
+                after.setdefault(doc_id, text)
+        return after
+
+    @property
+    def prod(self) -> dict[str, str]:
+        return self.history[-1] if self.history else {}
+
+    # -- rules ---------------------------------------------------------------------------------------
+    @initialize()
+    def first_ingest(self):
+        self.write_source()
+        self._ingest()
+
+    @precondition(lambda self: self.records)
+    @rule(data=st.data())
+    def edit(self, data):
+        index = data.draw(st.integers(0, len(self.records) - 1))
+        self.records[index] = {**self.records[index], "text": self.records[index]["text"] + f" Edit {time.time_ns()}."}
+
+    @precondition(lambda self: len(self.records) > 4)
+    @rule(data=st.data())
+    def delete(self, data):
+        self.records.pop(data.draw(st.integers(0, len(self.records) - 1)))
+
+    @precondition(lambda self: self.reserve)
+    @rule(count=st.integers(1, 3))
+    def add(self, count):
+        for _ in range(min(count, len(self.reserve))):
+            self.records.append(self.reserve.pop(0))
+
+    @rule()
+    def malformed_line(self):
+        self.defects.append('{not json, "id": "x"')
+
+    @precondition(lambda self: len(self.records) > 4)
+    @rule(data=st.data())
+    def empty_text_for_a_known_document(self, data):
+        doc = self.records.pop(data.draw(st.integers(0, len(self.records) - 1)))
+        self.defects.append(json.dumps({**doc, "text": "   "}))
+
+    @precondition(lambda self: self.records)
+    @rule(data=st.data())
+    def metadata_type_change(self, data):
+        index = data.draw(st.integers(0, len(self.records) - 1))
+        value = data.draw(st.sampled_from([7, "unknown", None, ["a", "b"], 2.5]))
+        record = {k: v for k, v in self.records[index].items() if k != "section"}
+        record["priority" if index % 2 else "section"] = value
+        self.records[index] = dict(reversed(list(record.items())))  # field order must not matter
+
+    @rule()
+    def fix_defects(self):
+        self.defects = []
+
+    @rule()
+    def force_gate_failure(self):
+        self.force_failure = True
+
+    @rule()
+    def run_ingest(self):
+        self.write_source()
+        self._ingest()
+
+    @rule()
+    def rollback(self):
+        if len(self.history) < 2:
+            with pytest.raises(NotFound):
+                catalog.rollback(self.ws, CORPUS)
+            return
+        catalog.rollback(self.ws, CORPUS)
+        self.history.pop()
+        self.held = True
+
+    @rule()
+    def promote_head(self):
+        version = catalog.latest_passed_version(self.ws, SPACE)
+        if version is None:
+            return
+        catalog.promote(self.ws, CORPUS, version, space=SPACE)
+        self.history.append(dict(self.head))
+        self.held = False
+
+    @rule()
+    def maintain(self):
+        from embedline.flows.maintain import maintain_corpus
+
+        if self.history:
+            maintain_corpus(CORPUS, home=str(self.ws.home))
+
+    @rule(delay=st.floats(0.5, 10.0))
+    def kill_an_ingest(self, delay):
+        self.write_source()
+        exe = Path(sys.executable).with_name("embedline")
+        env = {**os.environ, "EMBEDLINE_HOME": str(self.ws.home), "PREFECT_API_URL": self.api_url}
+        before = self._last_run_id()
+        process = subprocess.Popen([str(exe), "ingest", CORPUS, str(self.source), "--model", MODEL],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            process.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            STATS["kills"] += 1
+        run = self._last_run()
+        if run and run["run_id"] != before and run["status"] == "succeeded":  # it finished before the kill
+            self._passed(run["run_id"])
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _ingest(self):
+        STATS["ingests"] += 1
+        corpus_gates(self.ws, CORPUS, {"min_effective_rank": 1000 if self.force_failure else 2.0})
+        try:
+            summary = ingest(self.ws, self.source, CORPUS, MODEL)
+        except ValidationFailed:
+            STATS["failed_gates"] += 1
+            assert self.force_failure or self._last_run()["status"] == "failed"
+        except BadInput as exc:  # the deletion guard, or an empty source
+            STATS["refused"] += 1
+            assert "delete" in str(exc) or "empty" in str(exc), exc
+        else:
+            assert not self.force_failure, "a run passed a gate it cannot pass"
+            self._passed(summary.run_id)
+            assert summary.promoted == (summary.version is not None and not self.held)
+        finally:
+            self.force_failure = False
+
+    def _passed(self, run_id: int):
+        with catalog.reading(self.ws) as con:
+            quarantined = {d for (d,) in con.execute("SELECT doc_id FROM quarantine WHERE run_id = ?",
+                                                       [run_id]).fetchall() if d is not None}
+            wrote = con.execute("SELECT count(*) FROM versions WHERE run_id = ?", [run_id]).fetchone()[0] > 0
+        self.head = self.after_pass(quarantined)
+        if wrote and not self.held:  # a run that changed nothing makes no version and moves no alias
+            self.history.append(dict(self.head))
+
+    def _last_run(self) -> dict | None:
+        with catalog.reading(self.ws) as con:
+            row = con.execute("SELECT run_id, status, version FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+        return {"run_id": row[0], "status": row[1], "version": row[2]} if row else None
+
+    def _last_run_id(self) -> int | None:
+        run = self._last_run()
+        return run["run_id"] if run else None
+
+    # -- invariants ----------------------------------------------------------------------------------
+    @invariant()
+    def count_step(self):
+        STATS["steps"] += 1
+
+    @invariant()
+    def prod_serves_only_passed_rows_and_exactly_the_expected_documents(self):
+        alias = catalog.get_alias(self.ws, CORPUS)
+        if alias is None:
+            assert not self.history
+            return
+        rows = embeddings.dataset_at(self.ws, alias["space"], alias["version"]).to_table(
+            columns=["doc_id", "chunk_index", "text", "run_id"]).to_pylist()
+        with catalog.reading(self.ws) as con:
+            passed = {r for (r,) in con.execute("SELECT run_id FROM runs WHERE status = 'succeeded'").fetchall()}
+        assert {r["run_id"] for r in rows} <= passed  # I1
+        first_chunks = {r["doc_id"]: r["text"] for r in rows if r["chunk_index"] == 0}
+        assert set(first_chunks) == set(self.prod)  # I2
+        for doc_id, text in first_chunks.items():
+            assert self.prod[doc_id].strip().startswith(text), doc_id
+        STATS["invariants"] += 2
+
+    @invariant()
+    def counts_reconcile(self):
+        with catalog.reading(self.ws) as con:
+            bad = con.execute(
+                "SELECT run_id FROM runs WHERE status IN ('succeeded', 'failed') AND docs_read <> docs_new"
+                " + docs_changed + docs_unchanged + docs_quarantined + coalesce(docs_deferred, 0)").fetchall()
+        assert bad == []  # I3
+        STATS["invariants"] += 1
+
+    @invariant()
+    def catalog_equals_the_clean_head(self):
+        version = catalog.clean_head(self.ws, SPACE)
+        with catalog.reading(self.ws) as con:
+            recorded = dict(con.execute("SELECT doc_id, chunk_count FROM documents WHERE space = ?", [SPACE]).fetchall())
+        if version is None:
+            assert recorded == {} and self.head == {}
+            return
+        table = embeddings.dataset_at(self.ws, SPACE, version).to_table(columns=["doc_id"]).column("doc_id")
+        counts: dict[str, int] = {}
+        for doc_id in table.to_pylist():
+            counts[doc_id] = counts.get(doc_id, 0) + 1
+        assert recorded == counts  # I4
+        assert set(recorded) == set(self.head)
+        STATS["invariants"] += 1
+
+
+def run_machine(tmp_path: Path, model_dir: Path, examples: int, steps: int, derandomize: bool) -> None:
+    Integrity.model_dir, Integrity.base = model_dir, tmp_path
+    run_state_machine_as_test(Integrity, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None, derandomize=derandomize, database=None,
+        suppress_health_check=list(HealthCheck), print_blob=True))
+
+
+@pytest.mark.slow
+def test_random_operation_sequences_keep_every_invariant(tmp_path, tiny_model_dir, prefect_api_url):
+    Integrity.api_url = prefect_api_url
+    before = dict(STATS)
+    run_machine(tmp_path, tiny_model_dir, examples=3, steps=12, derandomize=True)
+    steps = STATS["steps"] - before["steps"]
+    assert steps > 0 and STATS["invariants"] - before["invariants"] == 4 * steps
+
+
+SOAK_SECONDS = float(os.environ.get("EMBEDLINE_SOAK_SECONDS", "0"))
+
+
+@pytest.mark.skipif(SOAK_SECONDS <= 0, reason="a soak runs only when asked: make soak SOAK_MINUTES=N")
+def test_soak(tmp_path, tiny_model_dir, prefect_api_url):
+    """`make soak SOAK_MINUTES=N`: machines back to back until the time is up; prints the figures."""
+    Integrity.api_url = prefect_api_url
+    started, rounds = time.monotonic(), 0
+    while time.monotonic() - started < SOAK_SECONDS:
+        run_machine(tmp_path / f"round-{rounds}", tiny_model_dir, examples=1, steps=40, derandomize=False)
+        rounds += 1
+        print(f"soak: {time.monotonic() - started:.0f} s, {rounds} machines, {STATS}", flush=True)
+    print(f"soak done: {rounds} machines, {STATS['steps']} steps, {STATS['invariants']} invariants checked, "
+          f"{STATS['ingests']} ingests ({STATS['failed_gates']} failed a gate, {STATS['refused']} refused), "
+          f"{STATS['kills']} killed with SIGKILL", flush=True)
+    assert STATS["steps"] > 0
