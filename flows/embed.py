@@ -76,13 +76,13 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
     shard_size = default_shard_size() if shard_size is None else shard_size
     to_embed = plan.counts["docs_new"] + plan.counts["docs_changed"]
     shards = max(1, math.ceil(to_embed / shard_size)) if shard_size > 0 else 1
-    on_pool = False
+    on_pool, reason = False, None  # reason: why a deployed gpu pool is not used now
     if to_embed > 0 and deployment_exists(shard_deployment):
         reason = unavailable_reason(shard_deployment)
         on_pool = reason is None
+    if shards == 1 and not on_pool:
         if reason:
             print(f"{reason}: embedding {to_embed} documents in this process instead")
-    if shards == 1 and not on_pool:
         return embed(plan, spec, device, params, run_id, staging_dir)
     runs = [{"docs_path": part.docs_path, "docs": part.counts["docs_new"], "metadata_types": plan.metadata_types,
              "model": model, "precision": precision, "model_key": spec.key(), "max_tokens": params.max_tokens,
@@ -93,9 +93,10 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
         wait_for_shards(start_shards(shard_deployment, runs), load().shard_timeout)
         batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs])
     else:
-        print(f"embedding {shards} shards here, in turn")
+        print(f"{reason or f'no {shard_deployment} deployment on this Prefect API'}: "
+              f"embedding {shards} shards here, in turn")
         batch = EmbeddedBatch.combine([EmbeddedBatch(**embed_shard(**parameters)) for parameters in runs])
-    if batch.precision != spec.precision:
+    if batch.precision and batch.precision != spec.precision:
         catalog.set_run_precision(ws, run_id, batch.precision)
     return batch
 

@@ -97,25 +97,21 @@ def read_prompts(root: Path) -> tuple[str, str]:
 
 def read_max_tokens(root: Path, config: dict) -> int:
     """`max_seq_length` (sentence-transformers ≤5), else the tokenizer's `model_max_length` (6.x saves
-    it there), else the position embeddings, at most 512."""
+    it there; never past the position embeddings), else the position embeddings, at most 512."""
     st_config = _json(root / "sentence_bert_config.json")
     if st_config.get("max_seq_length"):
         return int(st_config["max_seq_length"])
+    positions = int(config.get("max_position_embeddings", 512))
     tokenizer_max = _json(root / "tokenizer_config.json").get("model_max_length")
     if isinstance(tokenizer_max, int) and 0 < tokenizer_max < 1_000_000:
-        return tokenizer_max
-    return int(min(config.get("max_position_embeddings", 512), 512))
+        return min(tokenizer_max, positions)
+    return min(positions, 512)
 
 
 def stack_files(root: Path) -> list[Path]:
     """Every module folder's config and weight files (for the fingerprint)."""
-    modules = _json(root / "modules.json") if (root / "modules.json").is_file() else []
-    files = []
-    for module in modules if isinstance(modules, list) else []:
-        folder = root / module.get("path", "")
-        if module.get("path"):
-            files += sorted(f for f in folder.glob("*") if f.is_file())
-    return files
+    modules = _json(root / "modules.json") or []
+    return [f for m in modules if m.get("path") for f in sorted((root / m["path"]).glob("*")) if f.is_file()]
 
 
 def dense_weights(folder: Path) -> Path | None:
@@ -169,5 +165,5 @@ def _refuse(root: Path, module: dict, why: str):
                    "Pooling → Dense → Normalize stacks only")
 
 
-def _json(path: Path) -> dict:
+def _json(path: Path) -> dict | list:
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -79,11 +79,14 @@ def shard_runs(deployment_id) -> dict[str, str]:
     return {run.name: run.state.type.value for run in runs}
 
 
-def test_without_an_online_worker_the_shards_run_here_at_once(workspace, debian_case, shard_pool):
-    assert unavailable_reason(SHARD_DEPLOYMENT) == f"no worker of work pool {shard_pool.pool!r} is online"
+def test_without_an_online_worker_the_shards_run_here_at_once_and_the_log_says_so(
+        workspace, debian_case, shard_pool, caplog):
+    reason = f"no worker of work pool {shard_pool.pool!r} is online"
+    assert unavailable_reason(SHARD_DEPLOYMENT) == reason
     summary = ingest(workspace, debian_case, shard_size=50)
     assert summary.status == "succeeded" and summary.docs_new == 120
     assert shard_runs(shard_pool.deployment_id) == {}  # nothing was left waiting on the pool
+    assert f"{reason}: embedding 3 shards here, in turn" in caplog.text
 
 
 def test_a_worker_counts_as_online_only_while_its_heartbeats_are_recent():
