@@ -1,8 +1,11 @@
-"""The embedding step of a run. Where the Prefect API has an `embed-shard` deployment (`make serve`),
-the work goes to the `gpu` pool's workers as flow runs of it — split into shards run in parallel when
-it is over the shard size. Without one (CLI, ephemeral Prefect) it runs in this process.
+"""The embedding step of a run. Where the Prefect API has an `embed-shard` deployment (`make serve`)
+and a worker of its `gpu` pool is online, the work goes to that pool as flow runs of it — split into
+shards run in parallel when it is over the shard size — watched with a deadline (see `shards`).
+Otherwise (CLI, ephemeral Prefect, no worker online) it runs in this process.
 
-Each shard writes its own staged rows; the parent validates and commits them as one version.
+Each shard writes its own staged rows; the parent validates and commits them as one version. Shards
+embed under the run's precision when it asked for one, else under their own machine's policy:
+precision is not part of the model key, so a mixed pool is one model, and the run records what ran.
 """
 
 import json
@@ -12,9 +15,11 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.deployments import run_deployment
 
 from embedline.flows.progress import Progress
+from embedline.flows.shards import deployment_exists, start_shards, unavailable_reason, wait_for_shards
+from embedline.settings import load
+from embedline.storage import catalog
 from embedline.errors import EmbedlineError
 from embedline.workspace import Workspace
 from embedline.tasks import batch as batches
@@ -29,8 +34,6 @@ SHARD_DEPLOYMENT = "embed-shard/embed-shard"
 
 def default_shard_size() -> int:
     """Documents to embed above which a run is split into shards (`$EMBEDLINE_SHARD_SIZE`; 0: never)."""
-    from embedline.settings import load
-
     return load().shard_size
 
 
@@ -48,9 +51,10 @@ def embed(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, r
 
 
 @flow(name="embed-shard", log_prints=True)
-def embed_shard(docs_path: str, docs: int, metadata_types: dict, model: str, precision: str, model_key: str,
+def embed_shard(docs_path: str, docs: int, metadata_types: dict, model: str, precision: str | None, model_key: str,
                 max_tokens: int, overlap: int, run_id: int, shard: int, home: str) -> dict:
-    """Embed one shard of a run's staged documents; the result is also left next to them as JSON."""
+    """Embed one shard of a run's staged documents; the result is also left next to them as JSON.
+    `precision`: the run's request, or None for this worker's own policy (`$EMBEDLINE_PRECISION`, auto)."""
     ws = Workspace.from_env(home)
     spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)
     if spec.key() != model_key:
@@ -63,45 +67,40 @@ def embed_shard(docs_path: str, docs: int, metadata_types: dict, model: str, pre
     return asdict(result)
 
 
-@task(name="run-shard", cache_policy=NO_CACHE)
-def run_shard(deployment: str, parameters: dict) -> EmbeddedBatch:
-    """One shard as a flow run of `deployment` on whichever worker takes it; waits for it to finish."""
-    run = run_deployment(deployment, parameters=parameters, timeout=None, poll_interval=1)
-    if run.state is None or not run.state.is_completed():
-        raise EmbedlineError(f"shard {parameters['shard']} (flow run {run.name}) ended "
-                             f"{run.state.name if run.state else 'without a state'}: see it in the Prefect UI")
-    return EmbeddedBatch(**json.loads((Path(parameters["docs_path"]).parent / "embedded.json").read_text()))
-
-
-def deployment_exists(name: str) -> bool:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_deployment_by_name(name)
-            return True
-        except ObjectNotFound:
-            return False
-
-
 def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, device: str, params: ChunkParams,
                run_id: int, staging_dir: Path, shard_size: int | None = None,
-               shard_deployment: str = SHARD_DEPLOYMENT) -> EmbeddedBatch:
-    """Embed what the plan staged: on the gpu pool when it has workers, in shards over `shard_size`."""
+               shard_deployment: str = SHARD_DEPLOYMENT, precision: str | None = None) -> EmbeddedBatch:
+    """Embed what the plan staged: on the gpu pool when a worker of it is online, in shards over
+    `shard_size`; else here. `precision`: what the run asked for, forced on every shard (None: each
+    machine's own policy). The run's recorded precision becomes the ones its shards used."""
     shard_size = default_shard_size() if shard_size is None else shard_size
     to_embed = plan.counts["docs_new"] + plan.counts["docs_changed"]
     shards = max(1, math.ceil(to_embed / shard_size)) if shard_size > 0 else 1
-    on_pool = to_embed > 0 and deployment_exists(shard_deployment)
+    on_pool, reason = False, None  # reason: why a deployed gpu pool is not used now
+    if to_embed > 0 and deployment_exists(shard_deployment):
+        reason = unavailable_reason(shard_deployment)
+        on_pool = reason is None
     if shards == 1 and not on_pool:
+        if reason:
+            print(f"{reason}: embedding {to_embed} documents in this process instead")
         return embed(plan, spec, device, params, run_id, staging_dir)
     runs = [{"docs_path": part.docs_path, "docs": part.counts["docs_new"], "metadata_types": plan.metadata_types,
-             "model": model, "precision": spec.precision, "model_key": spec.key(), "max_tokens": params.max_tokens,
+             "model": model, "precision": precision, "model_key": spec.key(), "max_tokens": params.max_tokens,
              "overlap": params.overlap, "run_id": run_id, "shard": i, "home": str(ws.home)}
             for i, part in enumerate(split_plan(plan, shards))]
     if on_pool:
         print(f"embedding {to_embed} documents in {shards} shard(s) on deployment {shard_deployment}")
-        futures = [run_shard.submit(shard_deployment, parameters) for parameters in runs]
-        return EmbeddedBatch.combine([future.result() for future in futures])
-    print(f"no {shard_deployment} deployment on this Prefect API: embedding {shards} shards here, in turn")
-    return EmbeddedBatch.combine([EmbeddedBatch(**embed_shard(**parameters)) for parameters in runs])
+        wait_for_shards(start_shards(shard_deployment, runs), load().shard_timeout)
+        batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs])
+    else:
+        print(f"{reason or f'no {shard_deployment} deployment on this Prefect API'}: "
+              f"embedding {shards} shards here, in turn")
+        batch = EmbeddedBatch.combine([EmbeddedBatch(**embed_shard(**parameters)) for parameters in runs])
+    if batch.precision and batch.precision != spec.precision:
+        catalog.set_run_precision(ws, run_id, batch.precision)
+    return batch
+
+
+def read_shard_result(parameters: dict) -> EmbeddedBatch:
+    """What a finished shard left next to its documents."""
+    return EmbeddedBatch(**json.loads((Path(parameters["docs_path"]).parent / "embedded.json").read_text()))

@@ -54,7 +54,8 @@ def ingest_corpus(
     """`model`: the registered model to embed with; None means the one prod serves (the default model
     for a new corpus), so a scheduled run never undoes a model swap. `shard_size`: documents to embed above which the work is split into shards run in parallel
     (default `$EMBEDLINE_SHARD_SIZE` or 50,000; 0 never splits). `precision`: fp32|bf16|fp16, else the
-    device's policy (`$EMBEDLINE_PRECISION`); every shard embeds under the run's precision.
+    device's policy (`$EMBEDLINE_PRECISION`); given, every shard embeds under it, else under its worker's policy
+    (precision is recorded on the run, not part of the model key: switching it re-embeds nothing).
     `max_embed`: embed at most this many documents, `order` deciding which (source, recent, residual);
     the rest are counted as deferred, for the next run (backfill batches). `gates`: validation thresholds
     for this corpus, kept for later runs (see `embedline.validation.suite.GATES`)."""
@@ -77,7 +78,8 @@ def ingest_corpus(
             plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted)  # 4. diff
             if max_embed:
                 plan = changes.defer_beyond(plan, max_embed, refresh.embed_priority(ws, corpus, model, order))
-            embedded = embed_plan(ws, plan, model, spec, device, params, run_id, staging, shard_size)  # 5. chunk + embed
+            embedded = embed_plan(ws, plan, model, spec, device, params, run_id, staging, shard_size,  # 5. chunk + embed
+                                  precision=precision)
             version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
             metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall
             report = validate(space, embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 8. GX gates

@@ -212,6 +212,12 @@ def fail_run(ws: Workspace, run_id: int, error: str) -> None:
         )
 
 
+def set_run_precision(ws: Workspace, run_id: int, precision: str) -> None:
+    """What a run's shards actually ran under (e.g. "bf16+fp32" from a mixed pool): provenance."""
+    with writing(ws) as con:
+        con.execute("UPDATE runs SET precision = ? WHERE run_id = ?", [precision, run_id])
+
+
 def get_run(ws: Workspace, run_id: int) -> dict:
     with reading(ws) as con:
         rows = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])

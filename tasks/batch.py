@@ -7,7 +7,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,12 @@ class EmbeddedBatch:
     dim: int
     metadata_types: dict
     model_key: str = ""
+    precisions: list[str] = field(default_factory=list)  # what each part ran under (provenance, not key)
+
+    @property
+    def precision(self) -> str:
+        """The precisions its parts used, joined: "bf16", or "bf16+fp32" from a mixed pool."""
+        return "+".join(self.precisions)
 
     def schema(self) -> pa.Schema:
         return chunk_schema(self.dim, metadata_schema(self.metadata_types))
@@ -54,14 +60,16 @@ class EmbeddedBatch:
 
     @classmethod
     def combine(cls, parts: list["EmbeddedBatch"]) -> "EmbeddedBatch":
-        """One batch from shards embedded apart; refuses shards made under different model keys."""
+        """One batch from shards embedded apart; refuses shards made under different model keys.
+        Shards may differ in precision (each worker's own policy): the batch lists each one used."""
         keys = {p.model_key for p in parts}
         if len(keys) != 1:
             raise EmbedlineError(f"shards were embedded under different model keys {sorted(keys)}: give every "
-                                 "worker of the pool the same precision (EMBEDLINE_PRECISION) and model files")
+                                 "worker of the pool the same model files")
         return cls([c for p in parts for c in p.chunks_paths], [d for p in parts for d in p.documents_paths],
                    sum(p.chunk_count for p in parts), sum(p.tokens for p in parts), max(p.seconds for p in parts),
-                   parts[0].dim, parts[0].metadata_types, parts[0].model_key)
+                   parts[0].dim, parts[0].metadata_types, parts[0].model_key,
+                   sorted({precision for p in parts for precision in p.precisions}))
 
 
 def metadata_schema(types: dict[str, str]) -> pa.Schema:
@@ -114,7 +122,7 @@ def embed_documents(
             yield chunk.text
 
     with pa.OSFile(str(chunks_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for vectors in engine.embed_stream(rows()):
+        for vectors in engine.embed_stream(rows(), kind="document"):
             window = [in_flight.popleft() for _ in range(len(vectors))]
             writer.write_batch(_chunk_batch(window, vectors, schema, engine.spec.key(), run_id))
             total += len(window)
@@ -126,7 +134,8 @@ def embed_documents(
             row["chunk_count"] = chunk_counts.get(row["doc_id"], 0)
         writer.write_table(pa.Table.from_pylist(doc_rows, schema=doc_schema))
     return EmbeddedBatch([str(chunks_path)], [str(docs_path)], total, engine.tokens_embedded - tokens_before,
-                         time.perf_counter() - started, engine.spec.out_dim, plan.metadata_types, engine.spec.key())
+                         time.perf_counter() - started, engine.spec.out_dim, plan.metadata_types, engine.spec.key(),
+                         [engine.spec.precision])
 
 
 def _documents(plan: ChangePlan, doc_rows: list[dict]) -> Iterator[tuple[Document, dict]]:

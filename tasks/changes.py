@@ -1,7 +1,8 @@
 """Diff a source against what the space already holds: new, changed, unchanged, deleted.
 
 The change key of a document is its content hash + the model key + the chunking key, so a new
-model, precision policy or chunk size marks every document it affects as changed.
+model (weights, pooling, Dense layers, prompts) or chunk size marks every document it affects as
+changed; a precision change does not (precision is provenance, see `tasks/models.py`).
 """
 
 import hashlib

@@ -1,9 +1,11 @@
-"""The embedding engine: tokenize → token-budget batches → forward → pool → normalize.
+"""The embedding engine: tokenize → token-budget batches → forward → pool → Dense → normalize.
 
 Why not `SentenceTransformer.encode`: it batches by row count, so one long text pads 31 short ones,
 and it runs fp32 on CPUs that have bf16 units. Here batches are filled to a token budget after
 sorting by length, each batch is padded only to its own longest row, the forward pass runs under the
-device's precision policy, and tokenizing the next window overlaps the current forward pass.
+device's precision policy, and tokenizing the next window overlaps the current forward pass. The head
+after the forward pass (pooling mode, Dense layers, Normalize) and the query / document prompts are the
+model's own, read from its sentence-transformers files (see `model_stack` and `head`).
 """
 
 from collections.abc import Iterable, Iterator
@@ -15,6 +17,7 @@ import numpy as np
 
 from embedline.errors import BadInput
 from embedline.settings import load
+from embedline.tasks.head import load_dense, pool
 from embedline.tasks.models import ModelSpec
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -116,36 +119,41 @@ class Engine:
         self.tokens_embedded = 0
         self.tokenizer = AutoTokenizer.from_pretrained(spec.path, local_files_only=True)
         self.model = _load_model(AutoModel, spec.path, torch).to(self.device).eval()
+        self.dense = [load_dense(torch, spec.path, folder, self.device) for folder in spec.dense]
         self._torch = torch
+        self._prompt_tokens: dict[str, int] = {}
 
     # -- public -------------------------------------------------------------------------------
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """Vectors for `texts`, in order, as float32 (n, out_dim)."""
-        parts = list(self.embed_stream(texts))
+    def embed(self, texts: list[str], kind: str = "document") -> np.ndarray:
+        """Vectors for `texts`, in order, as float32 (n, out_dim). `kind` ("document" or "query")
+        picks the model's prompt: chunks are documents, search texts are queries."""
+        parts = list(self.embed_stream(texts, kind))
         return np.concatenate(parts) if parts else np.zeros((0, self.spec.out_dim), np.float32)
 
-    def embed_stream(self, texts: Iterable[str]) -> Iterator[np.ndarray]:
+    def embed_stream(self, texts: Iterable[str], kind: str = "document") -> Iterator[np.ndarray]:
         """Yield one float32 array per window of `self.window` texts, input order kept.
 
         Memory is bounded by one window; the next window is tokenized on a helper thread while the
         current one runs through the model.
         """
+        skip = self.prompt_tokens(kind)
         windows = _windows(iter(texts), self.window)
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=1) as executor:
             pending = None
             first = next(windows, None)
             if first is not None:
-                pending = pool.submit(self.tokenize, first)
+                pending = executor.submit(self.tokenize, first, kind)
             while pending is not None:
                 token_ids = pending.result()
                 upcoming = next(windows, None)
-                pending = pool.submit(self.tokenize, upcoming) if upcoming is not None else None
-                yield self._embed_tokens(token_ids)
+                pending = executor.submit(self.tokenize, upcoming, kind) if upcoming is not None else None
+                yield self._embed_tokens(token_ids, skip)
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids per text, truncated to the model's max tokens, unpadded."""
+    def tokenize(self, texts: list[str], kind: str = "document") -> list[list[int]]:
+        """Token ids per text (after the model's prompt for `kind`), truncated to its max tokens, unpadded."""
+        prompt = self.spec.prompt(kind)
         encoded = self.tokenizer(
-            [t if isinstance(t, str) else "" for t in texts],
+            [prompt + (t if isinstance(t, str) else "") for t in texts],
             truncation=True,
             max_length=self.spec.max_tokens,
             padding=False,
@@ -154,42 +162,46 @@ class Engine:
         )
         return encoded["input_ids"]
 
+    def prompt_tokens(self, kind: str) -> int:
+        """Leading tokens that pooling leaves out: the prompt's ([CLS] included, a trailing [SEP] not),
+        when the model's Pooling says `include_prompt: false`; else 0 (sentence-transformers' count)."""
+        prompt = self.spec.prompt(kind)
+        if self.spec.include_prompt or not prompt:
+            return 0
+        if kind not in self._prompt_tokens:
+            ids = self.tokenizer(prompt, truncation=True, max_length=self.spec.max_tokens)["input_ids"]
+            self._prompt_tokens[kind] = len(ids) - (ids[-1] in self.tokenizer.all_special_ids)
+        return self._prompt_tokens[kind]
+
     # -- internals ----------------------------------------------------------------------------
-    def _embed_tokens(self, token_ids: list[list[int]]) -> np.ndarray:
+    def _embed_tokens(self, token_ids: list[list[int]], skip: int = 0) -> np.ndarray:
         out = np.empty((len(token_ids), self.spec.out_dim), dtype=np.float32)
         pad_id = self.tokenizer.pad_token_id or 0
         lengths = [len(t) for t in token_ids]
         for rows in plan_batches(lengths, self.token_budget):
             batch = pad_batch(token_ids, rows, pad_id)
-            out[batch.rows] = self._forward(batch)
+            out[batch.rows] = self._forward(batch, skip)
             self.tokens_embedded += int(batch.attention_mask.sum())
         return out
 
-    def _forward(self, batch: Batch) -> np.ndarray:
+    def _forward(self, batch: Batch, skip: int = 0) -> np.ndarray:
         torch = self._torch
         ids = torch.from_numpy(batch.input_ids)
         mask = torch.from_numpy(batch.attention_mask)
         if self.device.startswith("cuda"):
             ids = ids.pin_memory().to(self.device, non_blocking=True)
             mask = mask.pin_memory().to(self.device, non_blocking=True)
-        with torch.inference_mode(), _autocast(torch, self.device, self.spec.precision):
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        vectors = pool_hidden(torch, hidden.float(), mask, self.spec.pooling)
-        if self.spec.truncate_dim:
-            vectors = vectors[:, : self.spec.truncate_dim]
-        if self.spec.normalize:
-            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        with torch.inference_mode():
+            with _autocast(torch, self.device, self.spec.precision):
+                hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            vectors = pool(torch, hidden.float(), mask, self.spec.pooling, skip)
+            for dense in self.dense:  # fp32, outside autocast, as the model's own Dense layers run
+                vectors = dense(vectors)
+            if self.spec.truncate_dim:
+                vectors = vectors[:, : self.spec.truncate_dim]
+            if self.spec.normalize:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
         return vectors.cpu().numpy()
-
-
-def pool_hidden(torch, hidden, mask, pooling: str):
-    """Mean over real tokens, the first ([CLS]) token, or the max over real tokens."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    if pooling == "max":
-        return hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
 def _autocast(torch, device: str, precision: str):

@@ -33,7 +33,7 @@ def golden_recall(ws: Workspace, corpus: str, space: str, version: int, spec: Mo
     pairs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not pairs:
         return None
-    vectors = get_engine(spec).embed([p["query"] for p in pairs])
+    vectors = get_engine(spec).embed([p["query"] for p in pairs], kind="query")
     found = 0
     for pair, vector in zip(pairs, vectors):
         hits = embeddings.search(ws, space, version, vector, k * 3, columns=["doc_id"])  # chunks → k documents

@@ -1,7 +1,9 @@
 """A model's identity: read from its sentence-transformers files, keyed by content, never by name.
 
-`ModelSpec.key()` goes on every run and version, so a changed model, pooling or precision re-embeds
-exactly what it affects.
+`ModelSpec.key()` goes on every run and version, so a changed model, pooling stack or prompt
+re-embeds exactly what it affects. Precision is provenance, not identity: bf16 and fp32 vectors of
+one model agree to cosine ≥0.9999 (the drift gate watches that), so a run records the precision it
+used and a mixed pool of bf16 and fp32 machines never re-embeds a corpus for it.
 """
 
 import hashlib
@@ -10,8 +12,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from embedline.errors import BadInput
+from embedline.tasks.model_stack import read_max_tokens, read_prompts, read_stack, stack_files
 
-POOLINGS = ("mean", "cls", "max")
+# Files that decide the vectors besides the weights: hashed whole into the fingerprint.
+IDENTITY_FILES = ("config.json", "modules.json", "tokenizer.json", "tokenizer_config.json",
+                  "sentence_bert_config.json", "config_sentence_transformers.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 @dataclass(frozen=True)
@@ -19,23 +25,33 @@ class ModelSpec:
     name: str
     path: str
     fingerprint: str
-    dim: int
-    pooling: str = "mean"
+    dim: int  # what the module stack outputs (after pooling and Dense layers)
+    pooling: str = "mean"  # a sentence-transformers mode, or several joined by "+"
     normalize: bool = True
     max_tokens: int = 256
-    precision: str = "auto"  # resolved by the engine to fp32 / bf16 / fp16 before a run records it
+    precision: str = "auto"  # provenance, not identity: resolved per machine, recorded per run, not keyed
     truncate_dim: int | None = None
+    include_prompt: bool = True  # whether pooling counts the prompt's tokens
+    dense: tuple[str, ...] = ()  # Dense module folders (relative to `path`), applied in order after pooling
+    query_prompt: str = ""
+    document_prompt: str = ""
 
     @property
     def out_dim(self) -> int:
         return self.truncate_dim or self.dim
 
     def key(self) -> str:
-        """Everything that changes the vectors, hashed; the path and name do not."""
+        """Everything that changes the vectors, hashed; the path, the name and the precision do not."""
         parts = asdict(self)
-        del parts["name"], parts["path"]
+        del parts["name"], parts["path"], parts["precision"]
         blob = json.dumps(parts, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def prompt(self, kind: str) -> str:
+        """The text put before each input of `kind` ("query" or "document")."""
+        if kind not in ("query", "document"):
+            raise BadInput(f"embedding kind {kind!r}: use query or document")
+        return self.query_prompt if kind == "query" else self.document_prompt
 
     def with_precision(self, precision: str) -> "ModelSpec":
         return replace(self, precision=precision)
@@ -45,89 +61,70 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        fields["dense"] = tuple(fields.get("dense", ()))  # frozen specs are dict keys: no lists
+        return cls(**fields)
 
 
 def read_model_dir(name: str, path: str | Path, truncate_dim: int | None = None) -> ModelSpec:
-    """Build a spec from a local Hugging Face / sentence-transformers model folder."""
+    """Build a spec from a local Hugging Face / sentence-transformers model folder; a module stack
+    the engine cannot run exactly is refused here, at `models add`, naming the module."""
     root = Path(path).expanduser().resolve()
     config_file = root / "config.json"
     if not config_file.is_file():
         raise BadInput(f"{root} is not a model folder (no config.json): pass a local model directory")
     config = json.loads(config_file.read_text())
-    dim = int(config.get("hidden_size") or config.get("d_model") or 0)
-    if dim <= 0:
+    hidden = int(config.get("hidden_size") or config.get("d_model") or 0)
+    if hidden <= 0:
         raise BadInput(f"{config_file}: no hidden_size; is this a text encoder?")
-    pooling, normalize = _read_pooling(root)
-    max_tokens = _read_max_tokens(root, config)
-    if truncate_dim is not None and not 0 < truncate_dim <= dim:
-        raise BadInput(f"truncate_dim {truncate_dim} must be between 1 and the model's dim {dim}")
+    stack = read_stack(root, hidden)
+    query_prompt, document_prompt = read_prompts(root)
+    if truncate_dim is not None and not 0 < truncate_dim <= stack.dim:
+        raise BadInput(f"truncate_dim {truncate_dim} must be between 1 and the model's dim {stack.dim}")
     return ModelSpec(
         name=name,
         path=str(root),
         fingerprint=fingerprint_model_dir(root),
-        dim=dim,
-        pooling=pooling,
-        normalize=normalize,
-        max_tokens=max_tokens,
+        dim=stack.dim,
+        pooling=stack.pooling,
+        normalize=stack.normalize,
+        max_tokens=read_max_tokens(root, config),
         truncate_dim=truncate_dim,
+        include_prompt=stack.include_prompt,
+        dense=stack.dense,
+        query_prompt=query_prompt,
+        document_prompt=document_prompt,
     )
 
 
-def _read_pooling(root: Path) -> tuple[str, bool]:
-    """Pooling mode and normalization from `modules.json` + `1_Pooling/config.json` (mean if absent)."""
-    modules_file = root / "modules.json"
-    if not modules_file.is_file():
-        return "mean", True
-    modules = json.loads(modules_file.read_text())
-    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
-    pooling = "mean"
-    for module in modules:
-        if module.get("type", "").endswith("Pooling"):
-            cfg_file = root / module.get("path", "1_Pooling") / "config.json"
-            if cfg_file.is_file():
-                cfg = json.loads(cfg_file.read_text())
-                if cfg.get("pooling_mode_cls_token"):
-                    pooling = "cls"
-                elif cfg.get("pooling_mode_max_tokens"):
-                    pooling = "max"
-                elif cfg.get("pooling_mode_mean_tokens", True):
-                    pooling = "mean"
-    return pooling, normalize
-
-
-def _read_max_tokens(root: Path, config: dict) -> int:
-    st_config = root / "sentence_bert_config.json"
-    if st_config.is_file():
-        value = json.loads(st_config.read_text()).get("max_seq_length")
-        if value:
-            return int(value)
-    return int(min(config.get("max_position_embeddings", 512), 512))
-
-
 def fingerprint_model_dir(root: Path, samples: int = 64, block: int = 4096) -> str:
-    """sha256 of the config, tokenizer and pooling files, each weight file's header (names, shapes,
-    dtypes) and `samples` evenly spaced blocks of its bytes.
+    """sha256 of the config, tokenizer and prompt files, every module folder's files (Pooling,
+    Dense, Normalize), each weight file's header (names, shapes, dtypes) and `samples` evenly
+    spaced blocks of its bytes.
 
     The samples make retrained weights of the same shape a different model (a header alone would
     not), while reading ~256 KB even of a 400 MB file.
     """
     digest = hashlib.sha256()
-    for name in ("config.json", "modules.json", "1_Pooling/config.json", "tokenizer.json"):
-        file = root / name
-        if file.is_file():
-            digest.update(name.encode() + b"\0" + file.read_bytes())
-    for weights in sorted(root.glob("*.safetensors")) + sorted(root.glob("*.bin")):
-        size = weights.stat().st_size
-        digest.update(weights.name.encode() + str(size).encode())
-        with weights.open("rb") as fh:
-            head = fh.read(8)
-            if weights.suffix == ".safetensors" and len(head) == 8:
-                digest.update(fh.read(min(int.from_bytes(head, "little"), 50_000_000)))
-            for i in range(samples):
-                fh.seek(size * i // samples)
-                digest.update(fh.read(block))
+    files = [root / name for name in IDENTITY_FILES] + stack_files(root)
+    for file in (f for f in files if f.is_file() and f.suffix not in WEIGHT_SUFFIXES):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes())
+    weights = sorted(root.glob("*.safetensors")) + sorted(root.glob("*.bin"))
+    for file in weights + [f for f in stack_files(root) if f.suffix in WEIGHT_SUFFIXES]:
+        _digest_weights(digest, root, file, samples, block)
     return digest.hexdigest()[:16]
+
+
+def _digest_weights(digest, root: Path, weights: Path, samples: int, block: int) -> None:
+    size = weights.stat().st_size
+    digest.update(weights.relative_to(root).as_posix().encode() + str(size).encode())
+    with weights.open("rb") as fh:
+        head = fh.read(8)
+        if weights.suffix == ".safetensors" and len(head) == 8:
+            digest.update(fh.read(min(int.from_bytes(head, "little"), 50_000_000)))
+        for i in range(samples):
+            fh.seek(size * i // samples)
+            digest.update(fh.read(block))
 
 
 def default_model_path() -> str:

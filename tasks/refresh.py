@@ -147,7 +147,7 @@ def query_vector(ws: Workspace, corpus: str, text: str, model: str | None = None
     if prod is None:
         raise NotFound(f"corpus {corpus!r} has no prod version: run `embedline ingest {corpus} SOURCE` first")
     model = model or prod["model"]
-    vector = get_engine(resolve_model(ws, model)).embed([text])
+    vector = get_engine(resolve_model(ws, model)).embed([text], kind="query")
     if model == prod["model"]:
         return vector[0]
     row = catalog.get_adapter(ws, corpus, model, prod["model"])

@@ -23,7 +23,7 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
 
         vector = query_vector(ws, corpus, query, model)
     else:
-        vector = get_engine(resolve_model(ws, target["model"])).embed([query])[0]
+        vector = get_engine(resolve_model(ws, target["model"])).embed([query], kind="query")[0]
     hits = embeddings.search(ws, target["space"], target["version"], vector, k, where, RESULT_COLUMNS,
                              text=query if hybrid else None)
     return [{**{c: hit.get(c) for c in RESULT_COLUMNS}, "score": hit["score"]} for hit in hits]
@@ -39,7 +39,7 @@ def make_embedder(ws: Workspace):
     specs = {row["name"]: ModelSpec.from_json(row["spec"]) for row in catalog.list_models(ws)}
 
     def embed(model: str, texts: list[str]):
-        return get_engine(specs[model]).embed(texts)
+        return get_engine(specs[model]).embed(texts, kind="query")
 
     return embed
 

@@ -1,9 +1,23 @@
 """Scale-out: a run over the shard size is embedded in shards and committed once, with the same rows
-as a run that embeds everything in one place."""
+as a run that embeds everything in one place; on the gpu pool only while a worker is online, never
+waiting past its deadline, and one failed shard cancels the others."""
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from uuid import uuid4
 
 import numpy as np
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import Worker, WorkerStatus
 
+from embedline.errors import EmbedlineError
+from embedline.flows.embed import SHARD_DEPLOYMENT
+from embedline.flows.shards import is_online, start_shards, unavailable_reason, wait_for_shards
 from embedline.storage import catalog, embeddings
+from embedline.storage.locks import space_lock
+from embedline.tasks.batch import EmbeddedBatch
 from embedline.workspace import Workspace
 from embedline.tasks.models import add_model
 from tests.conftest import ingest
@@ -32,3 +46,103 @@ def test_sharded_run_commits_the_same_table_as_one_unsharded_run(workspace, debi
     assert tags == [f"run-{sharded.run_id}"]  # one version for the whole sharded run
     documents = catalog.known_documents(workspace, "debian__tiny")
     assert len(documents) == sharded.docs_new
+
+
+# -- the gpu pool: workers online or not, deadlines, cancellation ---------------------------------------
+@pytest.fixture
+def shard_pool():
+    """An `embed-shard` deployment on a work pool of its own, as `make serve` makes it, but with no worker
+    process behind it: a test decides which workers look online (heartbeats), and nothing runs shards."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    pool = f"gpu-test-{uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        flow_id = client.create_flow_from_name("embed-shard")
+        deployment_id = client.create_deployment(flow_id, "embed-shard", work_pool_name=pool,
+                                                 entrypoint="embedline.flows.embed:embed_shard")
+    try:
+        yield SimpleNamespace(pool=pool, deployment_id=deployment_id)
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
+            client.delete_work_pool(pool)
+
+
+def shard_runs(deployment_id) -> dict[str, str]:
+    """Flow run name → state type of every run of the deployment."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        runs = client.read_flow_runs(deployment_filter=only)
+    return {run.name: run.state.type.value for run in runs}
+
+
+def test_without_an_online_worker_the_shards_run_here_at_once_and_the_log_says_so(
+        workspace, debian_case, shard_pool, caplog):
+    reason = f"no worker of work pool {shard_pool.pool!r} is online"
+    assert unavailable_reason(SHARD_DEPLOYMENT) == reason
+    summary = ingest(workspace, debian_case, shard_size=50)
+    assert summary.status == "succeeded" and summary.docs_new == 120
+    assert shard_runs(shard_pool.deployment_id) == {}  # nothing was left waiting on the pool
+    assert f"{reason}: embedding 3 shards here, in turn" in caplog.text
+
+
+def test_a_worker_counts_as_online_only_while_its_heartbeats_are_recent():
+    now = datetime.now(timezone.utc)
+    worker = Worker(name="gpu-0", work_pool_id=uuid4(), status=WorkerStatus.ONLINE,
+                    heartbeat_interval_seconds=30, last_heartbeat_time=now - timedelta(seconds=20))
+    assert is_online(worker, now)
+    assert not is_online(worker.model_copy(update={"last_heartbeat_time": now - timedelta(seconds=200)}), now)
+    assert not is_online(worker.model_copy(update={"status": WorkerStatus.OFFLINE}), now)
+
+
+def test_shards_nobody_runs_are_cancelled_at_the_deadline_and_the_lock_is_released(
+        workspace, debian_case, shard_pool, monkeypatch):
+    with get_client(sync_client=True) as client:  # a worker that looks alive but never takes a run
+        client.send_worker_heartbeat(shard_pool.pool, "gpu-0", heartbeat_interval_seconds=30)
+    monkeypatch.setenv("EMBEDLINE_SHARD_TIMEOUT", "2")
+
+    with pytest.raises(EmbedlineError, match="did not finish within 2 s and were cancelled"):
+        ingest(workspace, debian_case, shard_size=50)
+
+    runs = shard_runs(shard_pool.deployment_id)
+    assert len(runs) == 3 and set(runs.values()) == {"CANCELLED"}
+    with space_lock(workspace, "debian__tiny"):  # free again: a held lock raises SpaceBusy at once
+        pass
+    (run,) = [r for r in catalog_runs(workspace)]
+    assert run["status"] == "failed" and "did not finish within 2 s" in run["error"]
+
+
+def test_a_failed_shard_cancels_its_unfinished_siblings(shard_pool):
+    from prefect.states import Completed, Failed, Running
+
+    runs = start_shards(SHARD_DEPLOYMENT, [{"run_id": 99, "shard": i} for i in range(4)])
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(runs[0].id, Running(), force=True)
+        client.set_flow_run_state(runs[0].id, Completed(), force=True)
+        client.set_flow_run_state(runs[1].id, Failed(), force=True)
+        client.set_flow_run_state(runs[2].id, Running(), force=True)
+
+    with pytest.raises(EmbedlineError, match=r"shard 1 \(flow run run-99-shard-1\) ended Failed: its sibling"):
+        wait_for_shards(runs, timeout=60, poll=0.1)
+    assert shard_runs(shard_pool.deployment_id) == {
+        "run-99-shard-0": "COMPLETED", "run-99-shard-1": "FAILED",
+        "run-99-shard-2": "CANCELLING",  # a worker would stop its process now
+        "run-99-shard-3": "CANCELLED"}  # never picked up: nothing to stop
+
+
+def test_shards_of_a_mixed_pool_combine_and_report_each_precision(tmp_path):
+    def part(precision: str) -> EmbeddedBatch:
+        return EmbeddedBatch([str(tmp_path / precision)], [], 10, 100, 1.0, 32, {}, "key", [precision])
+
+    combined = EmbeddedBatch.combine([part("fp32"), part("bf16"), part("bf16")])
+    assert (combined.precision, combined.chunk_count, combined.model_key) == ("bf16+fp32", 30, "key")
+    with pytest.raises(EmbedlineError, match="different model keys"):
+        EmbeddedBatch.combine([part("fp32"), replace(part("fp32"), model_key="other")])
+
+
+def catalog_runs(ws) -> list[dict]:
+    with catalog.reading(ws) as con:
+        return catalog._rows(con, "SELECT status, error, precision FROM runs ORDER BY run_id")

@@ -81,10 +81,12 @@ def test_a_row_longer_than_the_budget_gets_a_batch_of_its_own():
     assert [b.tolist() for b in plan_batches([500, 3, 4], 100)] == [[0], [2, 1]]
 
 
-def test_precision_policy_is_part_of_the_model_key(spec):
-    assert spec.with_precision("bf16").key() != spec.with_precision("fp32").key()
-    engine = Engine(spec, device="cpu", precision="fp32")
-    assert engine.spec.precision == "fp32" and engine.spec.key() == spec.with_precision("fp32").key()
+def test_precision_is_provenance_not_part_of_the_model_key(spec):
+    """bf16 and fp32 vectors agree (the drift gate watches it): a mixed pool must not re-embed for it."""
+    assert spec.with_precision("bf16").key() == spec.with_precision("fp32").key() == spec.key()
+    engine = Engine(spec, device="cpu", precision="bf16")
+    assert engine.spec.precision == "bf16" and engine.spec.key() == spec.key()
+    assert spec.with_precision("bf16").to_json() != spec.to_json()  # still carried, to be recorded
 
 
 def test_precision_override_and_auto_choice(monkeypatch):

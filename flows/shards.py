@@ -1,0 +1,110 @@
+"""Shards on the gpu pool, with a deadline: a run never waits forever (holding its space's lock) for
+workers that are not there, and one failed shard stops its siblings instead of leaving them running.
+
+Before dispatching, the pool must have a worker that is online now (status ONLINE and a heartbeat
+within three of its intervals); the runs are then created at once and watched together, and when
+one fails or the deadline (`$EMBEDLINE_SHARD_TIMEOUT`) passes, every unfinished one is cancelled.
+"""
+
+import time
+from datetime import datetime, timezone
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun, WorkerStatus
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelling
+
+from embedline.errors import EmbedlineError
+
+HEARTBEATS_MISSED = 3  # a worker silent for this many heartbeat intervals is gone
+DEFAULT_HEARTBEAT_SECONDS = 30  # Prefect workers' default interval
+
+
+def deployment_exists(name: str) -> bool:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+            return True
+        except ObjectNotFound:
+            return False
+
+
+def unavailable_reason(deployment: str) -> str | None:
+    """None when `deployment`'s work pool has a worker online now; else why not, as a sentence."""
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_deployment_by_name(deployment).work_pool_name
+        except ObjectNotFound:
+            return f"no {deployment} deployment on this Prefect API"
+        if not pool:
+            return f"deployment {deployment} has no work pool"
+        try:
+            workers = client.read_workers_for_work_pool(pool)
+        except ObjectNotFound:
+            return f"work pool {pool!r} of deployment {deployment} does not exist"
+    if not any(is_online(worker) for worker in workers):
+        return f"no worker of work pool {pool!r} is online"
+    return None
+
+
+def is_online(worker, now: datetime | None = None) -> bool:
+    """ONLINE with a recent heartbeat: the server marks a dead worker offline only some time later."""
+    if worker.status != WorkerStatus.ONLINE or worker.last_heartbeat_time is None:
+        return False
+    now = now or datetime.now(timezone.utc)
+    interval = worker.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
+    return (now - worker.last_heartbeat_time).total_seconds() <= HEARTBEATS_MISSED * interval
+
+
+def start_shards(deployment: str, runs: list[dict]) -> dict[int, FlowRun]:
+    """One flow run of `deployment` per shard's parameters, created now (linked under the calling flow)."""
+    return {p["shard"]: run_deployment(deployment, parameters=p, timeout=0,
+                                       flow_run_name=f"run-{p['run_id']}-shard-{p['shard']}")
+            for p in runs}
+
+
+def wait_for_shards(flow_runs: dict[int, FlowRun], timeout: float, poll: float = 1.0) -> None:
+    """Return when every shard's flow run completed. When one ends otherwise, or `timeout` seconds
+    pass first, or the wait itself is interrupted, cancel the unfinished ones and raise."""
+    deadline = time.monotonic() + timeout
+    shard_of = {run.id: shard for shard, run in flow_runs.items()}
+    try:
+        with get_client(sync_client=True) as client:
+            while True:
+                current = _read_runs(client, list(shard_of))
+                for run in current:
+                    if run.state and run.state.is_final() and not run.state.is_completed():
+                        raise EmbedlineError(
+                            f"shard {shard_of[run.id]} (flow run {run.name}) ended {run.state.name}: its sibling "
+                            "shards were cancelled; see its logs in the Prefect UI, then run the ingest again")
+                unfinished = [run for run in current if not (run.state and run.state.is_completed())]
+                if not unfinished:
+                    return
+                if time.monotonic() >= deadline:
+                    names = ", ".join(f"shard {shard_of[r.id]} ({r.name}, {_state_name(r)})" for r in unfinished)
+                    raise EmbedlineError(f"{names} did not finish within {timeout:g} s and were cancelled: check "
+                                         "the gpu pool's workers, or raise EMBEDLINE_SHARD_TIMEOUT")
+                time.sleep(poll)
+    except BaseException:
+        cancel_unfinished(list(shard_of))
+        raise
+
+
+def cancel_unfinished(flow_run_ids: list[UUID]) -> None:
+    """Ask for every unfinished run's cancellation: a worker stops a running one; one nobody picked up
+    yet goes straight to Cancelled (the server's rule for runs without infrastructure)."""
+    with get_client(sync_client=True) as client:
+        for run in _read_runs(client, flow_run_ids):
+            if run.state is None or not run.state.is_final():
+                client.set_flow_run_state(run.id, Cancelling(message="a sibling failed or the run timed out"))
+
+
+def _state_name(run: FlowRun) -> str:
+    return run.state.name if run.state else "no state"
+
+
+def _read_runs(client, flow_run_ids: list[UUID]) -> list[FlowRun]:
+    return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
