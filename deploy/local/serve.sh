@@ -58,6 +58,16 @@ for i in $(seq 0 $(( GPU_WORKERS - 1 ))); do
 done
 unset CUDA_VISIBLE_DEVICES OMP_NUM_THREADS
 
+# Runs dispatch shards only to a pool with online workers (else they embed in the parent): return once
+# every gpu worker has sent its first heartbeat.
+for _ in $(seq 120); do
+  online=$(curl -fs -X POST -H 'Content-Type: application/json' -d '{}' \
+    "$PREFECT_API_URL/work_pools/gpu/workers/filter" | grep -o '"status":"ONLINE"' | wc -l || true)
+  [ "$online" -ge "$GPU_WORKERS" ] && break
+  sleep 1
+done
+[ "$online" -ge "$GPU_WORKERS" ] || echo "warning: only $online of $GPU_WORKERS gpu workers online after 120 s"
+
 echo "Prefect UI: http://$HOST:$PORT   (API $PREFECT_API_URL)"
 echo "workers: $CPU_WORKERS on pool cpu, $GPU_WORKERS on pool gpu; logs and pids in $RUN"
 echo "run one now: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run ingest-corpus/ingest-debian"
