@@ -55,8 +55,8 @@ class Embedline:
                keep_deleted: bool = False, chunk_tokens: int | None = None, overlap: int = 32,
                shard_size: int | None = None, precision: str | None = None, gates: dict | None = None,
                max_delete_share: float = 0.5):
-        """Embed `source` (JSONL[.gz], CSV, Parquet, a folder of .txt/.md/.html) or the rows of a DuckDB
-        `query` into `corpus` as a new validated version; returns the run's `RunSummary`.
+        """Embed `source` (JSONL[.gz], CSV, Parquet, a folder of .txt/.md/.html, a glob like `docs/*.md`) or
+        the rows of a DuckDB `query` into `corpus` as a new validated version; returns the run's `RunSummary`.
 
         Only what changed is embedded. The version is promoted to `prod` when it passes its gates;
         otherwise `ValidationFailed` is raised after the run is recorded. `gates` sets this corpus's

@@ -71,7 +71,7 @@ def ingest(
     first: Annotated[Optional[str], typer.Argument(metavar="CORPUS", show_default=False,
                                                    help="Corpus name (or SOURCE when --corpus is given)")] = None,
     source: Annotated[Optional[str], typer.Argument(show_default=False,
-                                                    help="JSONL[.gz], CSV, Parquet file, or a folder of .txt/.md/.html")] = None,
+                                                    help="JSONL[.gz], CSV, Parquet file, a folder of .txt/.md/.html, or a glob (\"docs/**/*.md\")")] = None,
     corpus: Annotated[Optional[str], typer.Option("--corpus", help="Corpus name, instead of the first argument")] = None,
     query: Annotated[Optional[str], typer.Option("--query", help="Read the rows of a DuckDB query instead of SOURCE")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Registered model (default: the one prod serves, "
@@ -80,7 +80,7 @@ def ingest(
     text_field: Annotated[str, typer.Option("--text-field")] = "text",
     title_field: Annotated[str, typer.Option("--title-field")] = "title",
     keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="Keep chunks of documents gone from the source")] = False,
-    max_delete_share: Annotated[float, typer.Option("--max-delete-share", min=0.0, max=1.0,
+    max_delete_share: Annotated[float, typer.Option("--max-delete-share", min=0.0, max=1.0, metavar="SHARE",
                                                     help="Refuse a run that would delete more than this share of "
                                                     "the corpus's documents (1 allows deleting all)")] = 0.5,
     shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Split runs embedding more documents than this into shards run in parallel on the gpu pool (default $EMBEDLINE_SHARD_SIZE or 50000; 0 never)")] = None,

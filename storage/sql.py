@@ -171,7 +171,8 @@ def _register_view(con, ws: Workspace, name: str, space: str, version: int | Non
     con.execute(
         f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT chunk_id, doc_id, chunk_index, text, vector,'
         f" '{_quote(model)}' AS model, {int(shown_version)} AS version,"
-        f' * EXCLUDE (chunk_id, doc_id, chunk_index, text, vector, model_key{excluded}){renamed} FROM "{source}"'
+        f" * EXCLUDE (chunk_id, doc_id, chunk_index, text, vector, model_key{excluded}){renamed}"
+        f' FROM "{source}"'
     )
 
 

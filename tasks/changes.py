@@ -106,7 +106,8 @@ def plan_changes(
     return ChangePlan(str(docs_path), counts, deleted, changed, quarantined, types)
 
 
-def _deletions(absent: set[str], quarantined: list[dict], known: dict[str, str], accepted: set[str]) -> list[str]:
+def _deletions(absent: set[str], quarantined: list[dict], known: dict[str, str],
+               accepted: set[str]) -> list[str]:
     """The documents to delete, and why a quarantined record deletes nothing, said on its row: a known
     document keeps serving its previous version; an unreadable id keeps every absent document."""
     unreadable = [row for row in quarantined if row["doc_id"] is None]
@@ -115,8 +116,8 @@ def _deletions(absent: set[str], quarantined: list[dict], known: dict[str, str],
             row["reason"] += "; the document's previous version keeps serving"
     if unreadable and absent:
         for row in unreadable:
-            row["reason"] += (f"; deletions skipped this run: {len(absent)} documents absent from the source are "
-                              "kept, since a record's id could not be read")
+            row["reason"] += (f"; deletions skipped this run: {len(absent)} documents absent from the source "
+                              "are kept, since a record's id could not be read")
         return []
     return sorted(absent)
 
@@ -237,7 +238,8 @@ def _staged_row(doc: Document, content: str, key: str) -> dict:
 
 def _raw_document(doc: Document, fields: FieldMap) -> str:
     """The record a document came from, rebuilt for the quarantine (its metadata did not fit)."""
-    record = {fields.id_field: doc.doc_id, fields.title_field: doc.title, fields.text_field: doc.text, **doc.metadata}
+    record = {fields.id_field: doc.doc_id, fields.title_field: doc.title, fields.text_field: doc.text,
+              **doc.metadata}
     return json.dumps(record, default=str, ensure_ascii=False)
 
 

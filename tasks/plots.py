@@ -15,7 +15,8 @@ MAX_POINTS = 4000
 MAX_COLORS = 12
 
 
-def pca_map(ws: Workspace, space: str, version: int, color_by: str | None = None) -> tuple[bytes | None, str | None]:
+def pca_map(ws: Workspace, space: str, version: int,
+            color_by: str | None = None) -> tuple[bytes | None, str | None]:
     """PNG of the version's vectors projected on their first two principal components; returns the
     picture (None for a version of fewer than two chunks, e.g. one that deleted every document) and
     the column that colored it (the first low-cardinality string column when not given)."""

@@ -191,7 +191,8 @@ def _read_csv(path: Path, max_chars: int) -> Iterator[tuple[str, int, dict | Rej
             raise BadInput(f"{src}: not UTF-8 near row {reader.line_num + 1} ({exc.reason}); re-encode the file") from exc
         except csv.Error as exc:
             if "field limit" not in str(exc):
-                raise BadInput(f"{src}: malformed CSV near row {reader.line_num + 1} ({exc}); fix the file") from exc
+                raise BadInput(f"{src}: malformed CSV near row {reader.line_num + 1} ({exc}); fix the file") \
+                    from exc
             raise BadInput(f"{src}: a field near row {reader.line_num + 1} is over {csv.field_size_limit():,} "
                            "characters; check the file's quoting, or raise max_chars") from exc
 
@@ -224,7 +225,8 @@ def _folder_files(root: Path) -> list[Path]:
     return files
 
 
-def _read_text_files(files: list[Path], root: Path, fields: FieldMap) -> Iterator[tuple[str, int, dict | Rejected]]:
+def _read_text_files(files: list[Path], root: Path,
+                     fields: FieldMap) -> Iterator[tuple[str, int, dict | Rejected]]:
     """One record per file: its path under `root` is its id (and `path` metadata), HTML gives its title."""
     for file in files:
         rel = file.relative_to(root).as_posix()
@@ -237,7 +239,8 @@ def _read_text_files(files: list[Path], root: Path, fields: FieldMap) -> Iterato
             yield str(file), 1, Rejected(str(file), 1, f"{file}: unreadable ({exc.strerror})", doc_id=rel)
             continue
         title, text = _html_to_text(body) if file.suffix.lower() in (".html", ".htm") else (file.stem, body)
-        yield str(file), 1, {fields.id_field: rel, fields.title_field: title, fields.text_field: text, "path": rel}
+        record = {fields.id_field: rel, fields.title_field: title, fields.text_field: text, "path": rel}
+        yield str(file), 1, record
 
 
 def _html_to_text(html: str) -> tuple[str, str]:

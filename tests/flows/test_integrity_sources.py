@@ -8,7 +8,7 @@ import pytest
 
 from embedline.errors import BadInput
 from embedline.storage import catalog, sql
-from tests.conftest import DEBIAN_CASE, ingest
+from tests.conftest import DEBIAN_CASE, ingest, run_cli
 
 SLICE = 12  # documents of the Debian case these tests start from: small keeps the flow quick
 
@@ -94,6 +94,15 @@ def test_an_empty_source_is_refused_naming_the_option_and_allowed_with_it(worksp
     assert chunks_by_doc(workspace) == before
     summary = ingest(workspace, source, max_delete_share=1.0)
     assert summary.docs_deleted == SLICE and chunks_by_doc(workspace, "debian__tiny") == {}
+
+
+def test_the_cli_refuses_an_empty_source_with_exit_3_and_allows_it_with_the_option(workspace, tmp_path, served):
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    refused = run_cli("ingest", "debian", empty, "--model", "tiny", home=workspace.home)
+    assert refused.returncode == 3 and "--max-delete-share 1" in refused.stderr
+    allowed = run_cli("ingest", "debian", empty, "--model", "tiny", "--max-delete-share", "1", "--json",
+                      home=workspace.home, check=True)
+    assert json.loads(allowed.stdout)[0]["docs_deleted"] == SLICE
 
 
 def test_a_run_deleting_more_than_half_of_the_corpus_is_refused(workspace, tmp_path, served):
