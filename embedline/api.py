@@ -53,13 +53,15 @@ class Embedline:
     def ingest(self, source: str | PathLike | None = None, corpus: str | None = None, *, query: str | None = None,
                model: str | None = None, id_field: str = "id", text_field: str = "text", title_field: str = "title",
                keep_deleted: bool = False, chunk_tokens: int | None = None, overlap: int = 32,
-               shard_size: int | None = None, precision: str | None = None, gates: dict | None = None):
-        """Embed `source` (JSONL[.gz], CSV, Parquet, a folder of .txt/.md/.html) or the rows of a DuckDB
-        `query` into `corpus` as a new validated version; returns the run's `RunSummary`.
+               shard_size: int | None = None, precision: str | None = None, gates: dict | None = None,
+               max_delete_share: float = 0.5):
+        """Embed `source` (JSONL[.gz], CSV, Parquet, a folder of .txt/.md/.html, a glob like `docs/*.md`) or
+        the rows of a DuckDB `query` into `corpus` as a new validated version; returns the run's `RunSummary`.
 
         Only what changed is embedded. The version is promoted to `prod` when it passes its gates;
         otherwise `ValidationFailed` is raised after the run is recorded. `gates` sets this corpus's
-        validation thresholds (kept for later runs), e.g. `{"min_golden_recall": 0.8}`.
+        validation thresholds (kept for later runs), e.g. `{"min_golden_recall": 0.8}`. A run that would
+        delete more than `max_delete_share` of the corpus's documents raises `BadInput` (1.0 allows all).
         """
         from embedline.flows.ingest import ingest_corpus
         from embedline.tasks.sources import QUERY_PREFIX
@@ -71,7 +73,8 @@ class Embedline:
         with self._context():
             return ingest_corpus(str(source) if query is None else QUERY_PREFIX + query, corpus, model,
                                  id_field, text_field, title_field, keep_deleted, overlap, chunk_tokens,
-                                 shard_size=shard_size, precision=precision, gates=gates, home=self.home)
+                                 shard_size=shard_size, precision=precision, gates=gates,
+                                 max_delete_share=max_delete_share, home=self.home)
 
     # -- read --------------------------------------------------------------------------------------
     def search(self, corpus: str, query: str, k: int = 10, where: str | None = None, model: str | None = None,

@@ -71,7 +71,7 @@ def ingest(
     first: Annotated[Optional[str], typer.Argument(metavar="CORPUS", show_default=False,
                                                    help="Corpus name (or SOURCE when --corpus is given)")] = None,
     source: Annotated[Optional[str], typer.Argument(show_default=False,
-                                                    help="JSONL[.gz], CSV, Parquet file, or a folder of .txt/.md/.html")] = None,
+                                                    help="JSONL[.gz], CSV, Parquet file, a folder of .txt/.md/.html, or a glob (\"docs/**/*.md\")")] = None,
     corpus: Annotated[Optional[str], typer.Option("--corpus", help="Corpus name, instead of the first argument")] = None,
     query: Annotated[Optional[str], typer.Option("--query", help="Read the rows of a DuckDB query instead of SOURCE")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Registered model (default: the one prod serves, "
@@ -80,6 +80,9 @@ def ingest(
     text_field: Annotated[str, typer.Option("--text-field")] = "text",
     title_field: Annotated[str, typer.Option("--title-field")] = "title",
     keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="Keep chunks of documents gone from the source")] = False,
+    max_delete_share: Annotated[float, typer.Option("--max-delete-share", min=0.0, max=1.0, metavar="SHARE",
+                                                    help="Refuse a run that would delete more than this share of "
+                                                    "the corpus's documents (1 allows deleting all)")] = 0.5,
     shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Split runs embedding more documents than this into shards run in parallel on the gpu pool (default $EMBEDLINE_SHARD_SIZE or 50000; 0 never)")] = None,
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Tokens per chunk (default: the model's max less 2)")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Tokens shared by consecutive chunks")] = 32,
@@ -105,7 +108,8 @@ def ingest(
         raise UsageError("give the corpus: `embedline ingest CORPUS SOURCE` (or --query SQL instead of SOURCE)")
     summary = _db(home).ingest(source, corpus, query=query, model=model, id_field=id_field, text_field=text_field,
                                title_field=title_field, keep_deleted=keep_deleted, chunk_tokens=chunk_tokens,
-                               overlap=overlap, shard_size=shard_size, precision=precision, gates=_pairs(gate))
+                               overlap=overlap, shard_size=shard_size, precision=precision, gates=_pairs(gate),
+                               max_delete_share=max_delete_share)
     out = _format(fmt, as_json)
     if out == "table":
         typer.echo(format_summary(summary))

@@ -49,6 +49,7 @@ def ingest_corpus(
     max_embed: int | None = None,
     order: str = "source",
     gates: dict | None = None,
+    max_delete_share: float = 0.5,
     home: str | None = None,
 ) -> publishing.RunSummary:
     """`model`: the registered model to embed with; None means the one prod serves (the default model
@@ -58,7 +59,8 @@ def ingest_corpus(
     (precision is recorded on the run, not part of the model key: switching it re-embeds nothing).
     `max_embed`: embed at most this many documents, `order` deciding which (source, recent, residual);
     the rest are counted as deferred, for the next run (backfill batches). `gates`: validation thresholds
-    for this corpus, kept for later runs (see `embedline.validation.suite.GATES`)."""
+    for this corpus, kept for later runs (see `embedline.validation.suite.GATES`). `max_delete_share`: a run
+    that would delete more than this share of the space's documents is refused (1.0 allows all)."""
     started = time.perf_counter()
     ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
@@ -75,7 +77,8 @@ def ingest_corpus(
         staging = ws.staging_dir / f"run-{run_id}"
         try:
             known = catalog.known_documents(ws, space)  # 3. what the space already holds
-            plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted)  # 4. diff
+            plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted,  # 4. diff
+                                max_delete_share, publishing.known_metadata_types(ws, corpus, space))
             if max_embed:
                 plan = changes.defer_beyond(plan, max_embed, refresh.embed_priority(ws, corpus, model, order))
             embedded = embed_plan(ws, plan, model, spec, device, params, run_id, staging, shard_size,  # 5. chunk + embed

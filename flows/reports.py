@@ -49,7 +49,9 @@ def publish_version_artifacts(ws: Workspace, space: str, run_id: int, version: i
     written, sections = [], []
     for name, png in pictures.items():
         if png is None:
-            sections.append(f"#### {name}\n\nNo previous version shares documents with this one: nothing drifted.")
+            why = "The version has too few chunks to plot." if name == "pca" else \
+                "No previous version shares documents with this one: nothing drifted."
+            sections.append(f"#### {name}\n\n{why}")
             continue
         path = folder / f"{space}-run-{run_id}-{name}.png"
         path.write_bytes(png)

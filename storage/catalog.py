@@ -15,7 +15,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 from embedline.errors import BadInput, CatalogBusy, NotFound
 from embedline.workspace import Workspace
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 MIGRATIONS = {
     1: """
@@ -68,6 +68,11 @@ MIGRATIONS = {
     """,
     6: """
     ALTER TABLE corpora ADD COLUMN gates JSON;
+    """,
+    7: """
+    CREATE TABLE metadata_columns (
+        corpus VARCHAR, name VARCHAR, type VARCHAR, run_id INTEGER, added_at TIMESTAMPTZ,
+        PRIMARY KEY (corpus, name));
     """,
 }
 
@@ -245,6 +250,7 @@ def finish_run(
     quarantined: list[dict],
     version: dict | None,  # space, version, tag, row_count, validation, failures, corpus, model, ...
     promote_to: str | None,
+    metadata_types: dict[str, str] | None = None,
 ) -> None:
     """Record everything a run produced in one transaction: it all lands, or none of it does."""
     with writing(ws) as con:
@@ -273,7 +279,8 @@ def finish_run(
                 [run_id, run["corpus"], row["source"], row["position"], row.get("doc_id"),
                  row["reason"], row.get("raw", "")[:10_000], now()],
             )
-        if version is not None:
+        if version is not None:  # the version's rows hold these columns now: later runs keep their types
+            _add_metadata_columns(con, run["corpus"], run_id, metadata_types or {})
             con.execute(
                 "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [space, version["version"], run["corpus"], run["model"], run_id, version["tag"],
@@ -283,6 +290,21 @@ def finish_run(
             )
             if promote_to and status == "succeeded":
                 _set_alias(con, run["corpus"], promote_to, space, version["version"], run["model"])
+
+
+def _add_metadata_columns(con, corpus: str, run_id: int, types: dict[str, str]) -> None:
+    for name, kind in types.items():
+        con.execute("INSERT INTO metadata_columns VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [corpus, name, kind, run_id, now()])
+
+
+def metadata_types(ws: Workspace, corpus: str) -> dict[str, str]:
+    """column → type (int64, double, bool, string, list<string>) of the corpus's metadata columns, in
+    the order they first came; a type is fixed by the first run that wrote the column."""
+    with reading(ws) as con:
+        rows = con.execute("SELECT name, type FROM metadata_columns WHERE corpus = ? ORDER BY run_id, rowid",
+                           [corpus]).fetchall()
+    return dict(rows)
 
 
 def _current_version(con, corpus: str, space: str) -> int | None:

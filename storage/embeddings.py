@@ -78,7 +78,7 @@ def write_version(
     else:
         table = db.open_table(space)
         schema = _align_schema(table, schema)
-    reader = pa.RecordBatchReader.from_batches(schema, (b.cast(schema) if b.schema != schema else b for b in batches))
+    reader = pa.RecordBatchReader.from_batches(schema, (_fit(b, schema) for b in batches))
     merge = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
     if replace_doc_ids:
         merge = merge.when_not_matched_by_source_delete(_in_filter("doc_id", replace_doc_ids))
@@ -90,23 +90,49 @@ def write_version(
 
 
 def _align_schema(table, schema: pa.Schema) -> pa.Schema:
-    """Add metadata columns new to this run as nullable strings; keep the table's existing types."""
-    existing = table.schema
-    missing = [f for f in schema if f.name not in existing.names]
+    """Add metadata columns new to this run (null in the rows already there); keep the table's types."""
+    missing = [pa.field(f.name, f.type) for f in schema if f.name not in table.schema.names]
     if missing:
-        table.add_columns({f.name: f"CAST(NULL AS {_sql_type(f.type)})" for f in missing})
-        existing = table.schema
-    return existing
+        table.add_columns(missing)
+    return table.schema
 
 
-def _sql_type(arrow_type: pa.DataType) -> str:
+def _fit(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` laid out as the table: columns matched by name whatever their order, null where the run
+    has no such column (a metadata field its documents lack)."""
+    if batch.schema == schema:
+        return batch
+    names = batch.schema.names
+    columns = [batch.column(f.name).cast(f.type) if f.name in names else pa.nulls(batch.num_rows, f.type)
+               for f in schema]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def metadata_types(ws: Workspace, space: str) -> dict[str, str]:
+    """column → type name of the space's metadata columns as the table holds them (for spaces written
+    before the catalog kept metadata types); {} for a space not written yet."""
+    if not space_exists(ws, space):
+        return {}
+    kinds = {}
+    for f in open_space(ws, space).schema:
+        kind = _kind(f.type)
+        if f.name not in BASE_FIELDS and kind is not None:
+            kinds[f.name] = kind
+    return kinds
+
+
+def _kind(arrow_type: pa.DataType) -> str | None:
+    if pa.types.is_boolean(arrow_type):
+        return "bool"
     if pa.types.is_integer(arrow_type):
-        return "bigint"
+        return "int64"
     if pa.types.is_floating(arrow_type):
         return "double"
-    if pa.types.is_boolean(arrow_type):
-        return "boolean"
-    return "string"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "string"
+    if pa.types.is_list(arrow_type) and pa.types.is_string(arrow_type.value_type):
+        return "list<string>"
+    return None
 
 
 def _in_filter(column: str, values: list[str]) -> str:

@@ -167,11 +167,26 @@ def _register_view(con, ws: Workspace, name: str, space: str, version: int | Non
     source = f"lance_{name}"
     con.register(source, dataset)
     shown_version = dataset.version
+    excluded, renamed = _legacy_view_columns(dataset.schema.names)
     con.execute(
         f'CREATE OR REPLACE TEMP VIEW "{name}" AS SELECT chunk_id, doc_id, chunk_index, text, vector,'
         f" '{_quote(model)}' AS model, {int(shown_version)} AS version,"
-        f' * EXCLUDE (chunk_id, doc_id, chunk_index, text, vector, model_key) FROM "{source}"'
+        f" * EXCLUDE (chunk_id, doc_id, chunk_index, text, vector, model_key{excluded}){renamed}"
+        f' FROM "{source}"'
     )
+
+
+def _legacy_view_columns(names: list[str]) -> tuple[str, str]:
+    """A metadata column named `model` or `version` (written before such fields got a `meta_` prefix)
+    shows as `meta_<name>`, merged with the prefixed column of later runs: never a silent `version_1`."""
+    excluded, renamed = "", ""
+    for column in ("model", "version"):
+        if column in names:
+            prefixed = f"meta_{column}"
+            merged = f'coalesce("{prefixed}", "{column}")' if prefixed in names else f'"{column}"'
+            excluded += f', "{column}"' + (f', "{prefixed}"' if prefixed in names else "")
+            renamed += f', {merged} AS "{prefixed}"'
+    return excluded, renamed
 
 
 def _create_embed_functions(con, embedder: Embedder, models: dict[str, int], default: str | None) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from embedline.storage.embeddings import BASE_FIELDS, chunk_schema
+from embedline.storage.embeddings import chunk_schema
 from embedline.errors import EmbedlineError
-from embedline.tasks.changes import ChangePlan, read_staged_documents
+from embedline.tasks.changes import ChangePlan, coerce_value, column_name, read_staged_documents
 from embedline.tasks.chunking import ChunkParams, chunk_documents
 from embedline.tasks.documents import Document
 from embedline.tasks.embedding import Engine
@@ -73,13 +73,8 @@ class EmbeddedBatch:
 
 
 def metadata_schema(types: dict[str, str]) -> pa.Schema:
-    return pa.schema([(column_name(name), ARROW_TYPES[kind]) for name, kind in types.items()])
-
-
-def column_name(field: str) -> str:
-    """Metadata fields keep their names unless they collide with a chunk column."""
-    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in field.lower()) or "field"
-    return f"meta_{safe}" if safe in BASE_FIELDS or safe[0].isdigit() else safe
+    """The metadata columns (column name → type name, as a plan keeps them) as Arrow fields."""
+    return pa.schema([(column, ARROW_TYPES[kind]) for column, kind in types.items()])
 
 
 def embed_documents(
@@ -144,11 +139,12 @@ def _documents(plan: ChangePlan, doc_rows: list[dict]) -> Iterator[tuple[Documen
         for staged in batch.to_pylist():
             metadata = json.loads(staged["metadata"])
             doc = Document(staged["doc_id"], staged["text"], staged["title"], metadata)
+            by_column = {column_name(name): value for name, value in metadata.items()}
             doc_rows.append({"doc_id": doc.doc_id, "content_hash": staged["content_hash"],
                              "change_key": staged["change_key"]})
             template = {"doc_id": doc.doc_id, "title": doc.title}
-            for name, kind in plan.metadata_types.items():
-                template[column_name(name)] = _coerce(metadata.get(name), kind)
+            for column, kind in plan.metadata_types.items():
+                template[column] = coerce_value(by_column.get(column), kind)  # the plan checked that it fits
             yield doc, template
 
 
@@ -165,18 +161,3 @@ def _chunk_batch(rows: list[dict], vectors: np.ndarray, schema: pa.Schema, model
         else:
             columns[field.name] = pa.array([r.get(field.name) for r in rows], field.type)
     return pa.RecordBatch.from_pydict(columns, schema=schema)
-
-
-def _coerce(value, kind: str):
-    """Fit a metadata value to its column's type (set by its first value); misfits in a numeric
-    column become null here, and stay whole in the source and the content hash."""
-    if value is None:
-        return None
-    if kind == "string":
-        return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    if kind == "list<string>":
-        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    try:
-        return {"bool": bool, "int64": int, "double": float}[kind](value)
-    except (TypeError, ValueError):
-        return None

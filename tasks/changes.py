@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from embedline.errors import BadInput
+from embedline.storage.embeddings import BASE_FIELDS
 from embedline.tasks.documents import Document, Rejected
 from embedline.tasks.sources import FieldMap, read_source
+
+# Names a metadata field cannot take: the chunk columns, and `model` / `version`, which the SQL views add.
+RESERVED_NAMES = frozenset(BASE_FIELDS) | {"model", "version"}
 
 STAGED_DOCS = pa.schema([
     ("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string()), ("metadata", pa.string()),
@@ -50,42 +55,89 @@ def plan_changes(
     chunk_key: str,
     staging_dir: Path,
     keep_deleted: bool = False,
+    max_delete_share: float = 0.5,
+    metadata_types: dict[str, str] | None = None,
 ) -> ChangePlan:
-    """Stream `source`, stage the documents that need embedding, and count everything."""
+    """Stream `source`, stage the documents that need embedding, and count everything.
+
+    A bad source never deletes good data: a rejected record of a known document keeps its old chunks
+    serving, a record whose id cannot be read stops every deletion of the run, and deleting more than
+    `max_delete_share` of the known documents is refused. `metadata_types` (column → type, as the
+    catalog keeps them for the corpus) are kept; a value that does not fit losslessly quarantines its
+    record, and columns new to the corpus get the narrowest type that holds all their values.
+    """
+    _check_share(max_delete_share)
     staging_dir.mkdir(parents=True, exist_ok=True)
     docs_path = staging_dir / "documents.arrow"
     counts = dict.fromkeys(("docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_quarantined"), 0)
-    changed, quarantined, seen, types = [], [], set(), {}
-    pending: list[dict] = []
-    with pa.OSFile(str(docs_path), "wb") as sink, pa.ipc.new_stream(sink, STAGED_DOCS) as writer:
+    changed, quarantined, seen, accepted = [], [], set(), set()
+    types, recorded = dict(metadata_types or {}), set(metadata_types or {})
+    with _StagedWriter(docs_path) as staged:
         for item in read_source(source, fields):
             counts["docs_read"] += 1
-            if isinstance(item, Rejected):
-                counts["docs_quarantined"] += 1
-                quarantined.append(_quarantine_row(item))
-                continue
-            seen.add(item.doc_id)
-            content = item.content_hash()
-            key = change_key(content, model_key, chunk_key)
-            previous = known.get(item.doc_id)
-            if previous == key:
-                counts["docs_unchanged"] += 1
-                continue
-            if previous is None:
-                counts["docs_new"] += 1
-            else:
-                counts["docs_changed"] += 1
-                changed.append(item.doc_id)
-            _note_types(types, item)
-            pending.append(_staged_row(item, content, key))
-            if len(pending) >= 1024:
-                writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=STAGED_DOCS))
-                pending = []
-        if pending:
-            writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=STAGED_DOCS))
-    deleted = [] if keep_deleted else sorted(set(known) - seen)
+            if isinstance(item, Document):
+                seen.add(item.doc_id)
+                content = item.content_hash()
+                key = change_key(content, model_key, chunk_key)
+                previous = known.get(item.doc_id)
+                if previous == key:
+                    counts["docs_unchanged"] += 1
+                    accepted.add(item.doc_id)
+                    continue
+                misfit = fit_metadata(item.metadata, types, recorded)
+                if misfit is None:
+                    counts["docs_new" if previous is None else "docs_changed"] += 1
+                    changed += [] if previous is None else [item.doc_id]
+                    accepted.add(item.doc_id)
+                    staged.add(_staged_row(item, content, key))
+                    continue
+                item = Rejected(item.source, item.position, misfit, _raw_document(item, fields), item.doc_id)
+            counts["docs_quarantined"] += 1
+            quarantined.append(_quarantine_row(item))
+            if item.doc_id is not None:
+                seen.add(item.doc_id)
+    absent = set() if keep_deleted else set(known) - seen
+    deleted = _deletions(absent, quarantined, known, accepted)
+    try:
+        _check_deletions(source, counts["docs_read"], len(deleted), len(known), max_delete_share)
+    except BadInput:
+        docs_path.unlink(missing_ok=True)
+        raise
     counts["docs_deleted"] = len(deleted)
     return ChangePlan(str(docs_path), counts, deleted, changed, quarantined, types)
+
+
+def _deletions(absent: set[str], quarantined: list[dict], known: dict[str, str],
+               accepted: set[str]) -> list[str]:
+    """The documents to delete, and why a quarantined record deletes nothing, said on its row: a known
+    document keeps serving its previous version; an unreadable id keeps every absent document."""
+    unreadable = [row for row in quarantined if row["doc_id"] is None]
+    for row in quarantined:
+        if row["doc_id"] in known and row["doc_id"] not in accepted:
+            row["reason"] += "; the document's previous version keeps serving"
+    if unreadable and absent:
+        for row in unreadable:
+            row["reason"] += (f"; deletions skipped this run: {len(absent)} documents absent from the source "
+                              "are kept, since a record's id could not be read")
+        return []
+    return sorted(absent)
+
+
+def _check_share(share: float) -> None:
+    if not 0 <= share <= 1:
+        raise BadInput(f"max_delete_share {share} must be between 0 and 1 (1 allows deleting every document)")
+
+
+def _check_deletions(source: str, read: int, deleting: int, total: int, max_share: float) -> None:
+    """Refuse a source with no records for a new corpus, and deletions over `max_share` of the known
+    documents: an empty file or a query with no rows would otherwise publish an empty version."""
+    if read == 0 and total == 0:
+        raise BadInput(f"source {source} has no records: nothing to ingest; check the path or query")
+    if total and deleting > max_share * total:
+        raise BadInput(
+            f"this run would delete {deleting} of {total} documents ({deleting / total:.0%}), over the "
+            f"{max_share:.0%} allowed: check the source {source}; if the deletions are meant, re-run with "
+            f"--max-delete-share 1 (Python: max_delete_share=1.0), or keep them with --keep-deleted")
 
 
 def defer_beyond(plan: ChangePlan, limit: int, priority: dict[str, float] | None = None) -> ChangePlan:
@@ -141,6 +193,36 @@ def split_plan(plan: ChangePlan, shards: int) -> list[ChangePlan]:
             for path, n in zip(paths, counts)]
 
 
+class _StagedWriter:
+    """Documents to embed, appended to an Arrow stream file in batches of 1,024."""
+
+    def __init__(self, path: Path):
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, STAGED_DOCS)
+        self._pending: list[dict] = []
+
+    def add(self, row: dict) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= 1024:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_batch(pa.RecordBatch.from_pylist(self._pending, schema=STAGED_DOCS))
+            self._pending = []
+
+    def __enter__(self) -> "_StagedWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self._flush()
+        finally:
+            self._writer.close()
+            self._sink.close()
+
+
 def read_staged_documents(path: str):
     """Batches of staged documents (pyarrow RecordBatch), in source order."""
     with pa.OSFile(path, "rb") as source:
@@ -155,23 +237,103 @@ def _staged_row(doc: Document, content: str, key: str) -> dict:
     }
 
 
+def _raw_document(doc: Document, fields: FieldMap) -> str:
+    """The record a document came from, rebuilt for the quarantine (its metadata did not fit)."""
+    record = {fields.id_field: doc.doc_id, fields.title_field: doc.title, fields.text_field: doc.text,
+              **doc.metadata}
+    return json.dumps(record, default=str, ensure_ascii=False)
+
+
 def _quarantine_row(item: Rejected) -> dict:
     return {"source": item.source, "position": item.position, "reason": item.reason,
             "raw": item.raw, "doc_id": item.doc_id}
 
 
-def _note_types(types: dict[str, str], doc: Document) -> None:
-    """Remember each metadata field's type from its first value (later values are coerced)."""
-    for name, value in doc.metadata.items():
-        if name not in types:
-            types[name] = _type_name(value)
+def column_name(field: str) -> str:
+    """Metadata fields keep their names unless they collide with a chunk or view column (or start with
+    a digit): those get a `meta_` prefix, so a field `version` is the column `meta_version`."""
+    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in field.lower()) or "field"
+    return f"meta_{safe}" if safe in RESERVED_NAMES or safe[0].isdigit() else safe
+
+
+def fit_metadata(metadata: dict, types: dict[str, str], recorded: set[str]) -> str | None:
+    """Check a document's metadata against the corpus's column types; None when it fits.
+
+    A recorded column takes a value only where `coerce_value` keeps it whole; otherwise the reason
+    names the field. Only a fitting document widens the types of columns new to the corpus, so a
+    quarantined record leaves no trace in the schema.
+    """
+    for name, value in metadata.items():
+        column = column_name(name)
+        if column in recorded:
+            try:
+                coerce_value(value, types[column])
+            except ValueError:
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                return f"metadata {name!r}={shown} is not {types[column]}"
+    for name, value in metadata.items():
+        column = column_name(name)
+        if column not in recorded:
+            types[column] = _widen(types.get(column), _type_name(value))
+    return None
+
+
+def coerce_value(value, kind: str):
+    """`value` as a column of `kind` holds it, or ValueError where that would change it: ints widen to
+    double, anything becomes its JSON text in a string column, "12" is 12 in an int64 column, but 1.5
+    and "unknown" are not."""
+    if value is None:
+        return None
+    if kind == "string":
+        return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    if kind == "list<string>":
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            return [v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False) for v in value]
+        raise ValueError(f"{value!r} is not a list of strings")
+    return _SCALARS[kind](value)
+
+
+def _to_int(value) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit() and str(int(value)) == value.strip():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**63:
+        raise ValueError(f"{value!r} is not an int64")
+    return value
+
+
+def _to_float(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)  # a str that is no number raises ValueError
+
+
+def _to_bool(value) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a bool")
+    return value
+
+
+_SCALARS = {"int64": _to_int, "double": _to_float, "bool": _to_bool}
+
+
+def _widen(current: str | None, seen: str) -> str:
+    """The narrowest type holding values of both types: int64 and double make double, any other mix string."""
+    if current is None or current == seen:
+        return seen
+    return "double" if {current, seen} == {"int64", "double"} else "string"
 
 
 def _type_name(value) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int64"
+        return "int64" if -2**63 <= value < 2**63 else "string"
     if isinstance(value, float):
         return "double"
     if isinstance(value, list) and all(isinstance(v, str) for v in value):

@@ -15,13 +15,17 @@ MAX_POINTS = 4000
 MAX_COLORS = 12
 
 
-def pca_map(ws: Workspace, space: str, version: int, color_by: str | None = None) -> tuple[bytes, str | None]:
+def pca_map(ws: Workspace, space: str, version: int,
+            color_by: str | None = None) -> tuple[bytes | None, str | None]:
     """PNG of the version's vectors projected on their first two principal components; returns the
-    picture and the column that colored it (the first low-cardinality string column when not given)."""
+    picture (None for a version of fewer than two chunks, e.g. one that deleted every document) and
+    the column that colored it (the first low-cardinality string column when not given)."""
     dataset = embeddings.dataset_at(ws, space, version)
     color_by = color_by or _categorical_column(dataset)
     columns = ["vector"] + ([color_by] if color_by else [])
     table = _sample(dataset, columns, MAX_POINTS)
+    if table.num_rows < 2:
+        return None, color_by
     vectors = embeddings.vector_matrix(table.column("vector"))
     centered = vectors - vectors.mean(axis=0)
     _, _, components = np.linalg.svd(centered, full_matrices=False)

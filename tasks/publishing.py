@@ -38,6 +38,16 @@ class RunSummary:
         return json.dumps(asdict(self), default=str)
 
 
+def known_metadata_types(ws: Workspace, corpus: str, space: str) -> dict[str, str]:
+    """column → type of the corpus's metadata as the catalog keeps it, plus any column the space's
+    table holds that the catalog does not know (a space written before it kept them, or a run that died
+    between its Lance commit and its catalog record): a run never writes a column with another type."""
+    types = catalog.metadata_types(ws, corpus)
+    for column, kind in embeddings.metadata_types(ws, space).items():
+        types.setdefault(column, kind)
+    return types
+
+
 def publish_batch(ws: Workspace, space: str, run_id: int, plan: ChangePlan, batch: EmbeddedBatch) -> dict | None:
     """Write the batch and drop stale chunks as one Lance version tagged `run-<id>`; None if nothing changed."""
     if batch.chunk_count == 0 and not plan.replace_doc_ids:
@@ -69,7 +79,7 @@ def record_run(
     catalog.finish_run(
         ws, run_id, counts=counts, seconds=seconds, documents_arrow=batch.read_documents(),
         deleted_doc_ids=plan.deleted_doc_ids, quarantined=plan.quarantined, version=version,
-        promote_to=promote_to,
+        promote_to=promote_to, metadata_types=plan.metadata_types,
     )
     shutil.rmtree(Path(plan.docs_path).parent, ignore_errors=True)
     return RunSummary(

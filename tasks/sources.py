@@ -1,9 +1,11 @@
 """Read a source into `Document`s, streaming; records that cannot be used become `Rejected`.
 
-Supported: JSONL (optionally .gz), CSV, Parquet, and a folder of .txt/.md/.html files.
+Supported: JSONL (optionally .gz), CSV, Parquet, a folder of .txt/.md/.html files, and a glob pattern
+matching files of those types.
 """
 
 import csv
+import glob
 import gzip
 import io
 import json
@@ -31,27 +33,73 @@ QUERY_PREFIX = "query:"
 def read_source(source: str, fields: FieldMap) -> Iterator[Document | Rejected]:
     """Documents of `source` in order; bad records as `Rejected` (with position and reason).
 
-    `source` is a path, or `query:<SQL>` for the rows of a DuckDB query.
+    `source` is a file, a folder of text files, a glob pattern (`docs/*.md`, `dumps/**/*.jsonl`: the
+    matching files of supported types, in sorted order), or `query:<SQL>` for the rows of a DuckDB query.
     """
     if source.startswith(QUERY_PREFIX):
         return to_documents(_read_query(source[len(QUERY_PREFIX):]), fields)
     path = Path(source)
     if path.is_dir():
-        records = _read_folder(path)
-        fields = FieldMap(max_chars=fields.max_chars)  # folder records carry id/title/text themselves
-    elif not path.exists():
-        raise BadInput(f"source {source} does not exist")
+        records = _read_text_files(_folder_files(path), path, fields)
+    elif path.exists():
+        records = _read_file(path, path.parent, fields)
+    elif _is_pattern(source):
+        records = _read_files(_glob_files(source), _pattern_root(source), fields)
     else:
-        suffixes = "".join(path.suffixes[-2:]).lower()
-        if suffixes.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")):
-            records = _read_jsonl(path)
-        elif suffixes.endswith((".csv", ".csv.gz")):
-            records = _read_csv(path)
-        elif suffixes.endswith(".parquet"):
-            records = _read_parquet(path)
-        else:
-            raise BadInput(f"{source}: unknown source type; use .jsonl[.gz], .csv, .parquet or a folder")
+        raise BadInput(f"source {source} does not exist")
     return to_documents(records, fields)
+
+
+def _file_kind(path: Path) -> str | None:
+    """jsonl, csv, parquet or text by the file's suffix; None for other files."""
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")):
+        return "jsonl"
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "text" if name.endswith(TEXT_SUFFIXES) else None
+
+
+def _read_file(path: Path, root: Path, fields: FieldMap) -> Iterator[tuple[str, int, dict | Rejected]]:
+    kind = _file_kind(path)
+    if kind == "jsonl":
+        return _read_jsonl(path)
+    if kind == "csv":
+        return _read_csv(path, fields.max_chars)
+    if kind == "parquet":
+        return _read_parquet(path)
+    if kind == "text":
+        return _read_text_files([path], root, fields)
+    raise BadInput(f"{path}: unknown source type; use .jsonl[.gz], .csv, .parquet, a folder or a glob pattern")
+
+
+def _is_pattern(source: str) -> bool:
+    return any(c in source for c in "*?[")
+
+
+def _glob_files(pattern: str) -> list[Path]:
+    """Files of supported types matching `pattern` (`**` spans folders), sorted; none is bad input."""
+    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+    files = [p for p in matches if p.is_file() and _file_kind(p) is not None]
+    if not files:
+        raise BadInput(f"{pattern} matches no .jsonl[.gz], .csv, .parquet, {', '.join(TEXT_SUFFIXES)} file: "
+                       "check the pattern")
+    return files
+
+
+def _pattern_root(pattern: str) -> Path:
+    """The folder a pattern starts from (its parts before the first wildcard): text files' ids are
+    their paths under it, as for a folder source."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if _is_pattern(part)), len(parts))
+    return Path(*parts[:fixed]) if fixed else Path(".")
+
+
+def _read_files(files: list[Path], root: Path, fields: FieldMap) -> Iterator[tuple[str, int, dict | Rejected]]:
+    for file in files:
+        yield from _read_file(file, root, fields)
 
 
 def canonical_source(source: str) -> str:
@@ -129,8 +177,11 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
             yield src, number, record
 
 
-def _read_csv(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
+def _read_csv(path: Path, max_chars: int) -> Iterator[tuple[str, int, dict | Rejected]]:
+    """Rows of a CSV file. The csv module refuses fields over 128 KB by default: the limit is raised to
+    twice `max_chars`, so a text up to `max_chars` is read and a longer one quarantined, not a crash."""
     src = str(path)
+    csv.field_size_limit(max(csv.field_size_limit(), 2 * max_chars))  # process-wide: only ever raised
     with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="") as fh:
         reader = csv.DictReader(fh)
         try:
@@ -138,6 +189,12 @@ def _read_csv(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
                 yield src, reader.line_num, {k: v for k, v in record.items() if k is not None}
         except UnicodeDecodeError as exc:
             raise BadInput(f"{src}: not UTF-8 near row {reader.line_num + 1} ({exc.reason}); re-encode the file") from exc
+        except csv.Error as exc:
+            if "field limit" not in str(exc):
+                raise BadInput(f"{src}: malformed CSV near row {reader.line_num + 1} ({exc}); fix the file") \
+                    from exc
+            raise BadInput(f"{src}: a field near row {reader.line_num + 1} is over {csv.field_size_limit():,} "
+                           "characters; check the file's quoting, or raise max_chars") from exc
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
@@ -161,12 +218,18 @@ def _read_query(query: str) -> Iterator[tuple[str, int, dict | Rejected]]:
         yield "query", position, record
 
 
-def _read_folder(root: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
+def _folder_files(root: Path) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
     if not files:
         raise BadInput(f"{root}: no {', '.join(TEXT_SUFFIXES)} files found")
+    return files
+
+
+def _read_text_files(files: list[Path], root: Path,
+                     fields: FieldMap) -> Iterator[tuple[str, int, dict | Rejected]]:
+    """One record per file: its path under `root` is its id (and `path` metadata), HTML gives its title."""
     for file in files:
-        rel = str(file.relative_to(root))
+        rel = file.relative_to(root).as_posix()
         try:
             body = file.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -176,7 +239,8 @@ def _read_folder(root: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
             yield str(file), 1, Rejected(str(file), 1, f"{file}: unreadable ({exc.strerror})", doc_id=rel)
             continue
         title, text = _html_to_text(body) if file.suffix.lower() in (".html", ".htm") else (file.stem, body)
-        yield str(file), 1, {"id": rel, "title": title, "text": text, "path": rel}
+        record = {fields.id_field: rel, fields.title_field: title, fields.text_field: text, "path": rel}
+        yield str(file), 1, record
 
 
 def _html_to_text(html: str) -> tuple[str, str]:

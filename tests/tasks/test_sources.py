@@ -87,3 +87,40 @@ def test_content_hash_changes_with_any_stored_field():
     assert base.content_hash() == Document("a", "text", "title", {"k": 1}).content_hash()
     assert base.content_hash() != Document("a", "text!", "title", {"k": 1}).content_hash()
     assert base.content_hash() != Document("a", "text", "title", {"k": 2}).content_hash()
+
+
+def test_csv_field_longer_than_the_csv_module_default_is_read(tmp_path):
+    path = tmp_path / "big.csv"
+    body = "word " * 40_000  # 200 KB, over csv's default 128 KB field limit
+    path.write_text(f'id,title,text\nbig,Big,"{body}"\nsmall,Small,tiny\n')
+    docs = read(path)
+    assert [(d.doc_id, len(d.text)) for d in docs] == [("big", len(body)), ("small", 4)]
+
+
+def test_csv_field_far_over_max_chars_is_a_one_line_error(tmp_path):
+    path = tmp_path / "huge.csv"
+    path.write_text(f'id,text\nhuge,"{"y" * 2_100_000}"\n')  # over twice max_chars: not even quarantined
+    with pytest.raises(BadInput, match=r"huge.csv: a field near row \d+ is over .* characters"):
+        read(path)
+
+
+def test_glob_source_reads_matching_files_in_sorted_order(tmp_path):
+    docs_dir = tmp_path / "docs"
+    (docs_dir / "sub").mkdir(parents=True)
+    (docs_dir / "b.md").write_text("# B\nsecond")
+    (docs_dir / "a.md").write_text("# A\nfirst")
+    (docs_dir / "sub" / "c.md").write_text("third")
+    (docs_dir / "notes.txt").write_text("not matched")
+    assert [(d.doc_id, d.text) for d in read(f"{docs_dir}/*.md")] == [("a.md", "# A\nfirst"), ("b.md", "# B\nsecond")]
+    assert [d.doc_id for d in read(f"{docs_dir}/**/*.md")] == ["a.md", "b.md", "sub/c.md"]
+    (tmp_path / "part-2.jsonl").write_text(json.dumps({"id": "y", "text": "two"}) + "\n")
+    (tmp_path / "part-1.jsonl").write_text(json.dumps({"id": "x", "text": "one"}) + "\n")
+    assert [d.doc_id for d in read(f"{tmp_path}/part-*.jsonl")] == ["x", "y"]
+
+
+def test_glob_source_without_a_matching_file_is_bad_input(tmp_path):
+    (tmp_path / "x.docx").write_text("?")
+    with pytest.raises(BadInput, match=r"matches no .*\.md"):
+        read(f"{tmp_path}/*.md")
+    with pytest.raises(BadInput, match="matches no"):
+        read(f"{tmp_path}/*.docx")
