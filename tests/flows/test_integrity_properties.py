@@ -256,7 +256,7 @@ class Integrity(RuleBasedStateMachine):
 
     @invariant()
     def catalog_equals_the_clean_head(self):
-        version = catalog.clean_head(self.ws, SPACE)
+        version = catalog.clean_version(self.ws, SPACE)
         with catalog.reading(self.ws) as con:
             recorded = dict(con.execute("SELECT doc_id, chunk_count FROM documents WHERE space = ?", [SPACE]).fetchall())
         if version is None:
