@@ -138,6 +138,7 @@ def format_summary(summary) -> str:
     ]
     lines += [f"  quarantined: {reason}" for reason in summary.quarantine_reasons]
     lines += [f"  failed: {failure}" for failure in summary.failures]
+    lines += [f"  note: {note}" for note in summary.notes]
     return "\n".join(lines)
 
 
@@ -301,6 +302,8 @@ def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus
     if model is None:
         raise UsageError("give --model NEW (or `embedline refresh status CORPUS`)")
     fitted, swapped = db.refresh(corpus, model, sample, query_sample, wait, batch_docs, order)
+    if fitted is None:
+        return typer.echo(f"{corpus} already serves {model}: nothing to refresh")
     typer.echo(f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
                f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles); "
                f"`embedline search {corpus} ... --model {model}` is served now")
