@@ -193,8 +193,8 @@ def versions(corpus: Corpus, fmt: Fmt = Format.table, as_json: Json = False, hom
     \b
     Example: embedline versions debian --format json
     """
-    columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "index_recall",
-               "tokens_embedded", "seconds", "failures", "created_at"]
+    columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "held",
+               "index_recall", "tokens_embedded", "seconds", "failures", "created_at"]
     _print_dicts(columns, _db(home).versions(corpus), _format(fmt, as_json))
 
 

@@ -104,7 +104,8 @@ def ingest_corpus(
             publishing.clear_staging(ws)
     create_table_artifact([summary.__dict__], key=f"run-summary-{corpus.replace('_', '-')}", description=f"ingest run {run_id}")
     publish_validation_artifacts(report, space, run_id)
-    plot(ws, space, run_id, summary.version, plan.changed_doc_ids, return_state=True)  # a failed plot never fails a run
+    # a failed plot shows as a failed task run; it never fails a run that is recorded
+    plot(ws, space, run_id, summary.version, plan.changed_doc_ids, return_state=True)
     for note in summary.notes:  # 11. why prod did not move, and what an operator can do
         print(note)
     require(report)  # a failed gate fails the flow run (after it is recorded)

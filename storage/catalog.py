@@ -77,8 +77,9 @@ MIGRATIONS = {
     CREATE TABLE space_heads (space VARCHAR PRIMARY KEY, clean_version INTEGER, updated_at TIMESTAMPTZ);
     INSERT INTO space_heads
         SELECT space, max(version) FILTER (WHERE validation = 'passed'), now() FROM versions GROUP BY space;
+    UPDATE documents SET change_key = 'failed-run' WHERE run_id IN (SELECT run_id FROM runs WHERE status = 'failed');
     ALTER TABLE aliases ADD COLUMN held BOOLEAN DEFAULT false;
-    """,
+    """,  # documents recorded by failed runs (before 8, they were) are embedded and validated again
 }
 
 RUN_COUNTS = (
@@ -304,13 +305,12 @@ def finish_run(
 def _record_documents(con, space: str, run_id: int, documents_arrow, deleted_doc_ids: list[str]) -> None:
     if documents_arrow is not None and documents_arrow.num_rows:
         con.register("incoming_documents", documents_arrow)
-        con.execute(
-            "INSERT OR REPLACE INTO documents SELECT ?, doc_id, content_hash, change_key, chunk_count, ?, ? FROM incoming_documents",
-            [space, run_id, now()],
-        )
+        con.execute("INSERT OR REPLACE INTO documents SELECT ?, doc_id, content_hash, change_key, chunk_count,"
+                    " ?, ? FROM incoming_documents", [space, run_id, now()])
         con.unregister("incoming_documents")
     if deleted_doc_ids:
-        con.execute("DELETE FROM documents WHERE space = ? AND list_contains(?, doc_id)", [space, deleted_doc_ids])
+        con.execute("DELETE FROM documents WHERE space = ? AND list_contains(?, doc_id)",
+                    [space, deleted_doc_ids])
 
 
 def _may_move(alias: dict | None, space: str) -> bool:
@@ -501,8 +501,8 @@ def list_versions(ws: Workspace, corpus: str) -> list[dict]:
             con,
             "SELECT v.space, v.version, v.tag, v.run_id, v.row_count, v.validation, v.failures, v.created_at,"
             " v.index_type, v.index_recall, r.tokens_embedded, r.embed_seconds, r.seconds,"
-            " coalesce(list(a.alias || CASE WHEN a.held THEN ' (held)' ELSE '' END ORDER BY a.alias)"
-            " FILTER (WHERE a.alias IS NOT NULL), []) AS aliases"
+            " coalesce(list(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), []) AS aliases,"
+            " coalesce(bool_or(a.held), false) AS held"
             " FROM versions v LEFT JOIN aliases a ON a.space = v.space AND a.version = v.version"
             " LEFT JOIN runs r ON r.run_id = v.run_id"
             " WHERE v.corpus = ? GROUP BY ALL ORDER BY v.created_at, v.version",

@@ -94,9 +94,10 @@ def serving_notes(corpus: str, space: str, model: str, version: int | None, pass
     prod, shown = outcome["prod"], version if version is not None else "VERSION"
     where = f"at {prod['space']} version {prod['version']}" if prod else "without a version"
     if not passed:
-        return [f"prod stays {where}: this run's documents are not taken as current, and the next run embeds "
-                f"and checks them again. Fix them, relax the gate (`embedline gates {corpus} --set NAME=VALUE`), "
-                f"or serve version {shown} as it is (`embedline promote {corpus} {shown} --space {space} --force`)"]
+        return [f"prod stays {where}: this run's documents are not taken as current, and the next run "
+                f"embeds and checks them again. Fix them, relax the gate (`embedline gates {corpus} --set "
+                f"NAME=VALUE`), or serve version {shown} as it is "
+                f"(`embedline promote {corpus} {shown} --space {space} --force`)"]
     if outcome["promoted"] or promote_to is None or prod is None:
         return []
     if prod["held"]:

@@ -161,7 +161,8 @@ class QueryRoutes:
         is not the prod model (zero-downtime upgrades, and old clients after a swap)."""
         served = self.prod_models.get(corpus)
         if served is None:
-            raise NotFound(f"corpus {corpus!r} has no prod version: run `embedline ingest {corpus} SOURCE` first")
+            raise NotFound(f"corpus {corpus!r} has no prod version: "
+                           f"run `embedline ingest {corpus} SOURCE` first")
         model = model or served
         if model not in self.specs:
             raise NotFound(f"model {model!r} is not registered: run `embedline models add {model} PATH` first")
@@ -212,9 +213,9 @@ def require_coverage(ws: Workspace, prod: dict, model: str, version: int) -> Non
     if missing:
         raise SwapRefused(
             f"{space} version {version} lacks {len(missing)} of the {len(served)} documents prod serves "
-            f"(e.g. {', '.join(missing[:3])}): ingest their sources with `--model {model}`, or let an ingest "
-            f"of {prod['space']} drop those gone from its source; `embedline promote {prod['corpus']} {version} "
-            f"--space {space}` swaps anyway")
+            f"(e.g. {', '.join(missing[:3])}): ingest their sources with `--model {model}`, or let an "
+            f"ingest of {prod['space']} drop those gone from its source; "
+            f"`embedline promote {prod['corpus']} {version} --space {space}` swaps anyway")
 
 
 def refresh_status(ws: Workspace, corpus: str) -> list[dict]:

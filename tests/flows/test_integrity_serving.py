@@ -105,6 +105,8 @@ def test_a_rollback_holds_prod_until_promote_releases_it(workspace, debian_case)
     held = ingest(workspace, debian_case)
     assert held.status == "succeeded" and not held.promoted
     assert catalog.get_alias(workspace, "debian")["version"] == v1
+    assert [(v["aliases"], v["held"]) for v in catalog.list_versions(workspace, "debian")
+            if v["version"] == v1] == [(["prod"], True)]
     assert any("prod is held (rolled back)" in n and f"`embedline promote debian {held.version}`" in n
                for n in held.notes)
 
