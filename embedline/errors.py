@@ -66,6 +66,10 @@ class SpaceBusy(EmbedlineError):
     exit_code = 5
 
 
+class SwapRefused(EmbedlineError):
+    """A model swap the integrity rules forbid: prod is held, or the new space lacks prod's documents."""
+
+
 class ValidationFailed(EmbedlineError):
     """A batch failed its gates; it is recorded but never promoted."""
 

@@ -142,6 +142,7 @@ def format_summary(summary) -> str:
     ]
     lines += [f"  quarantined: {reason}" for reason in summary.quarantine_reasons]
     lines += [f"  failed: {failure}" for failure in summary.failures]
+    lines += [f"  note: {note}" for note in summary.notes]
     return "\n".join(lines)
 
 
@@ -196,8 +197,8 @@ def versions(corpus: Corpus, fmt: Fmt = Format.table, as_json: Json = False, hom
     \b
     Example: embedline versions debian --format json
     """
-    columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "index_recall",
-               "tokens_embedded", "seconds", "failures", "created_at"]
+    columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "held",
+               "index_recall", "tokens_embedded", "seconds", "failures", "created_at"]
     _print_dicts(columns, _db(home).versions(corpus), _format(fmt, as_json))
 
 
@@ -305,6 +306,8 @@ def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus
     if model is None:
         raise UsageError("give --model NEW (or `embedline refresh status CORPUS`)")
     fitted, swapped = db.refresh(corpus, model, sample, query_sample, wait, batch_docs, order)
+    if fitted is None:
+        return typer.echo(f"{corpus} already serves {model}: nothing to refresh")
     typer.echo(f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
                f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles); "
                f"`embedline search {corpus} ... --model {model}` is served now")

@@ -1,5 +1,9 @@
-"""prefect.yaml, rendered from deploy/corpora.yaml: one ingest (cron), refresh (on the
-model-registered event), backfill and maintain (nightly) deployment per corpus, and the shard flow.
+"""prefect.yaml, rendered from deploy/corpora.yaml: one ingest (cron), refresh, backfill and maintain
+(nightly) deployment per corpus, and the shard flow.
+
+Operators win: a corpus's `model` only starts a new corpus (`initial_model`), so a scheduled ingest
+writes whichever space prod serves and never undoes a swap; a refresh runs on a model-registered event
+only for a corpus that opts in (`refresh: {on_model: NAME}`), and only for that exact model.
 
 Parent flows (read, diff, validate, commit) run on the `cpu` pool; their embedding runs as flow runs
 of `embed-shard` on the `gpu` pool (one worker per GPU, its tasks tagged `gpu`, limited per GPU).
@@ -35,7 +39,8 @@ def render(config: dict) -> dict:
         if "source" not in settings:
             raise BadInput(f"{CONFIG}: corpus {corpus!r} needs a `source`")
         timezone = settings.get("timezone", "UTC")
-        ingest_params = {"source": settings["source"], "corpus": corpus, "model": settings.get("model", "minilm"),
+        ingest_params = {"source": settings["source"], "corpus": corpus,
+                         "initial_model": check_name(settings.get("model", "minilm"), "model name"),
                          **{f"{k}_field": v for k, v in (settings.get("fields") or {}).items()}}
         if settings.get("precision"):
             ingest_params["precision"] = settings["precision"]
@@ -45,12 +50,9 @@ def render(config: dict) -> dict:
                                        settings.get("schedule"), timezone))
         refresh = _deployment(f"refresh-{corpus}", "embedline.flows.refresh:refresh_model", "cpu",
                               {"corpus": corpus, "wait": True})
-        refresh["triggers"] = [{
-            "type": "event", "enabled": True,
-            "match": {"prefect.resource.id": "embedline.model.*"},
-            "expect": [MODEL_REGISTERED],
-            "parameters": {"model": "{{ event.resource['embedline.model'] }}"},
-        }]
+        on_model = _refresh_model(corpus, settings.get("refresh"))
+        if on_model:
+            refresh["triggers"] = [_model_trigger(on_model)]
         deployments.append(refresh)
         deployments.append(_deployment(f"backfill-{corpus}", "embedline.flows.refresh:backfill_corpus", "cpu",
                                        {"corpus": corpus}))
@@ -58,6 +60,21 @@ def render(config: dict) -> dict:
                                        {"corpus": corpus}, settings.get("maintain", "17 3 * * *"), timezone))
     deployments.append(_deployment(SHARD_DEPLOYMENT.split("/")[1], "embedline.flows.embed:embed_shard", "gpu", {}))
     return {"name": "embedline", "prefect-version": _prefect_version(), "deployments": deployments}
+
+
+def _refresh_model(corpus: str, refresh: dict | None) -> str | None:
+    """The model whose registration refreshes `corpus` (`refresh: {on_model: NAME}`); None: manual only."""
+    if refresh is None:
+        return None
+    if not isinstance(refresh, dict) or set(refresh) != {"on_model"}:
+        raise BadInput(f"{CONFIG}: corpus {corpus!r}: write `refresh: {{on_model: MODEL}}`")
+    return check_name(refresh["on_model"], "model name")
+
+
+def _model_trigger(model: str) -> dict:
+    """Run on `embedline.model.registered` for exactly this model (no wildcard: one corpus, one model)."""
+    return {"type": "event", "enabled": True, "match": {"prefect.resource.id": f"embedline.model.{model}"},
+            "expect": [MODEL_REGISTERED], "parameters": {"model": model}}
 
 
 def _deployment(name: str, entrypoint: str, pool: str, parameters: dict, cron: str | None = None,

@@ -1,7 +1,8 @@
 """ingest-corpus: read → diff → chunk + embed → publish → evaluate → validate → record → promote.
 
-The version is written before it is validated so that a failing one stays inspectable; only the
-alias move depends on the gates.
+The version is written before it is validated so that a failing one stays inspectable (its tag stays);
+the space's head then goes back to its clean head, so only rows that passed are ever built on, and the
+alias moves only within its own space, only when not held, and only if the gates passed.
 """
 
 import time
@@ -12,7 +13,8 @@ from prefect.cache_policies import NO_CACHE
 
 from embedline.flows.embed import embed_plan
 from embedline.flows.reports import publish_validation_artifacts, publish_version_artifacts
-from embedline.storage import catalog
+from embedline.flows.retries import retry_transient
+from embedline.storage import catalog, maintenance
 from embedline.storage.locks import space_lock
 from embedline.names import check_name, space_name
 from embedline.workspace import Workspace
@@ -26,10 +28,14 @@ from embedline.validation.gate import require
 from embedline.validation.suite import Expectations, validate_batch
 
 plan_changes = task(changes.plan_changes, name="plan-changes", cache_policy=NO_CACHE)
-publish = task(publishing.publish_batch, name="publish-version", cache_policy=NO_CACHE, retries=2)
-record = task(publishing.record_run, name="record-run", cache_policy=NO_CACHE, retries=2)
+clean_head = task(maintenance.restore_clean_head, name="restore-clean-head", cache_policy=NO_CACHE)
+publish = task(publishing.publish_batch, name="publish-version", cache_policy=NO_CACHE, retries=2,
+               retry_condition_fn=retry_transient)
+record = task(publishing.record_run, name="record-run", cache_policy=NO_CACHE, retries=2,
+              retry_condition_fn=retry_transient)
 evaluate = task(evaluation.evaluate_version, name="evaluate-version", cache_policy=NO_CACHE)
 validate = task(validate_batch, name="validate-batch", cache_policy=NO_CACHE)
+plot = task(publish_version_artifacts, name="publish-plots", cache_policy=NO_CACHE)
 
 
 @flow(name="ingest-corpus", log_prints=True)
@@ -50,23 +56,28 @@ def ingest_corpus(
     order: str = "source",
     gates: dict | None = None,
     max_delete_share: float = 0.5,
+    initial_model: str | None = None,
     home: str | None = None,
 ) -> publishing.RunSummary:
-    """`model`: the registered model to embed with; None means the one prod serves (the default model
-    for a new corpus), so a scheduled run never undoes a model swap. `shard_size`: documents to embed above which the work is split into shards run in parallel
-    (default `$EMBEDLINE_SHARD_SIZE` or 50,000; 0 never splits). `precision`: fp32|bf16|fp16, else the
-    device's policy (`$EMBEDLINE_PRECISION`); given, every shard embeds under it, else under its worker's policy
-    (precision is recorded on the run, not part of the model key: switching it re-embeds nothing).
-    `max_embed`: embed at most this many documents, `order` deciding which (source, recent, residual);
-    the rest are counted as deferred, for the next run (backfill batches). `gates`: validation thresholds
-    for this corpus, kept for later runs (see `embedline.validation.suite.GATES`). `max_delete_share`: a run
-    that would delete more than this share of the space's documents is refused (1.0 allows all)."""
+    """`model`: the registered model to embed with; None means the one prod serves (for a new corpus:
+    `initial_model`, else the default model), so a scheduled run never undoes a model swap. A run with
+    another model writes that model's space and never moves prod (only `refresh` swaps), and no run
+    moves a prod that a rollback holds. `shard_size`: documents to embed above which the work is split
+    into shards run in parallel (default `$EMBEDLINE_SHARD_SIZE` or 50,000; 0 never splits).
+    `precision`: fp32|bf16|fp16, else the device's policy (`$EMBEDLINE_PRECISION`); given, every shard
+    embeds under it, else under its worker's policy (precision is recorded on the run, not part of the
+    model key: switching it re-embeds nothing). `max_embed`: embed at most this many documents, `order`
+    deciding which (source, recent, residual); the rest are counted as deferred, for the next run
+    (backfill batches). `gates`: validation thresholds for this corpus, kept for later runs (see
+    `embedline.validation.suite.GATES`). `max_delete_share`: a run that would delete more than this share
+    of the space's documents is refused (1.0 allows all). `initial_model`: the model a new corpus starts
+    with (deploy/corpora.yaml's `model`); ignored once prod serves one."""
     started = time.perf_counter()
     ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
     fields = FieldMap(id_field, text_field, title_field)
     source = canonical_source(source)
-    model = model or catalog.serving_model(ws, corpus) or DEFAULT_MODEL
+    model = model or catalog.serving_model(ws, corpus) or initial_model or DEFAULT_MODEL
     spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)  # 1. the model's identity on this machine
     params = ChunkParams.for_model(spec.max_tokens, overlap, chunk_tokens)
     expect = Expectations(spec.out_dim, spec.key(), spec.normalize, **corpus_gates(ws, corpus, gates))
@@ -76,7 +87,8 @@ def ingest_corpus(
                                    params.key(), device, spec.precision)
         staging = ws.staging_dir / f"run-{run_id}"
         try:
-            known = catalog.known_documents(ws, space)  # 3. what the space already holds
+            clean_head(ws, space)  # 3. build on passed rows only: undo a failed or killed run's commit
+            known = catalog.known_documents(ws, space)  # what the clean head holds
             plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted,  # 4. diff
                                 max_delete_share, publishing.known_metadata_types(ws, corpus, space))
             if max_embed:
@@ -89,11 +101,17 @@ def ingest_corpus(
                               expect, metrics, ws.reports_dir / "gx")
             summary = record(ws, corpus, space, run_id, plan, embedded, report, version,  # 9. catalog; alias if passed
                              time.perf_counter() - started, "prod" if promote else None)
+            clean_head(ws, space)  # 10. a failed version leaves the head at once (its tag stays)
         except BaseException as exc:
             catalog.fail_run(ws, run_id, f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            publishing.clear_staging(ws)
     create_table_artifact([summary.__dict__], key=f"run-summary-{corpus.replace('_', '-')}", description=f"ingest run {run_id}")
     publish_validation_artifacts(report, space, run_id)
-    publish_version_artifacts(ws, space, run_id, summary.version, plan.changed_doc_ids)
+    # a failed plot shows as a failed task run; it never fails a run that is recorded
+    plot(ws, space, run_id, summary.version, plan.changed_doc_ids, return_state=True)
+    for note in summary.notes:  # 11. why prod did not move, and what an operator can do
+        print(note)
     require(report)  # a failed gate fails the flow run (after it is recorded)
     return summary

@@ -1,15 +1,22 @@
-"""maintain-corpus: compact, re-index and clean every space of a corpus (meant for a nightly schedule)."""
+"""maintain-corpus: compact, re-index and clean every space of a corpus (meant for a nightly schedule).
+
+Each space is maintained under its lock, like an ingest: compaction racing a run's commit could
+conflict, or fold in rows that are about to be undone.
+"""
 
 from datetime import timedelta
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from embedline.flows.retries import retry_transient
 from embedline.storage import catalog, maintenance
+from embedline.storage.locks import space_lock
 from embedline.names import check_name
 from embedline.workspace import Workspace
 
-maintain_space = task(maintenance.maintain_space, name="maintain-space", cache_policy=NO_CACHE, retries=2)
+maintain_space = task(maintenance.maintain_space, name="maintain-space", cache_policy=NO_CACHE, retries=2,
+                      retry_condition_fn=retry_transient)
 
 
 @flow(name="maintain-corpus", log_prints=True)
@@ -18,7 +25,8 @@ def maintain_corpus(corpus: str, retention_days: float = 7, home: str | None = N
     spaces = sorted({v["space"] for v in catalog.list_versions(ws, check_name(corpus, "corpus name"))})
     lines = []
     for space in spaces:
-        done = maintain_space(ws, space, timedelta(days=retention_days))
+        with space_lock(ws, space):  # while it is held, an ingest of this space fails fast (SpaceBusy)
+            done = maintain_space(ws, space, timedelta(days=retention_days))
         lines.append(f"{space}: versions {done['versions_before']} → {done['versions_after']}, "
                      f"{done['bytes_removed']:,} bytes removed, tags kept: {len(done['tags'])}")
     return lines

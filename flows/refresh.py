@@ -3,7 +3,9 @@
 1. fit adapters on a sample embedded by the new model and paired with the old vectors it already has
    (new-model queries are served at once, over the old index, through the new→old adapter);
 2. backfill the corpus into the new space: the ingest flow, not promoted, in committed batches;
-3. swap prod to it only if the whole version passes the same gates.
+3. swap prod to it only if the whole version passes the same gates, covers every document prod
+   serves, and prod is not held by a rollback.
+A refresh to the model prod already serves (a model registered again) does nothing.
 """
 
 import json
@@ -67,6 +69,9 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str 
 def refresh_model(corpus: str, model: str, sample: int = 5000, wait: bool = False, batch_docs: int = 5000,
                   order: str = "source", query_sample: int = 2000, home: str | None = None):
     ws = Workspace.from_env(home)
+    if catalog.serving_model(ws, corpus) == model:
+        print(f"{corpus} already serves {model}: nothing to refresh")
+        return None, None
     fitted = fit_adapters(ws, corpus, model, sample, query_sample)  # from here on, `--model NEW` queries are served
     if not wait:
         start_background_backfill(ws, corpus, model, batch_docs, order)

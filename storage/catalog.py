@@ -2,6 +2,9 @@
 
 One writer at a time (DuckDB's file lock): every write opens the file, runs one short
 transaction and closes it, retrying while another process holds the lock.
+
+`space_heads` keeps each space's clean head: the Lance version that holds exactly the content of
+runs that passed their gates. `documents` lists what that content holds, so both change together.
 """
 
 import json
@@ -15,7 +18,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 from embedline.errors import BadInput, CatalogBusy, NotFound
 from embedline.workspace import Workspace
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 MIGRATIONS = {
     1: """
@@ -74,6 +77,13 @@ MIGRATIONS = {
         corpus VARCHAR, name VARCHAR, type VARCHAR, run_id INTEGER, added_at TIMESTAMPTZ,
         PRIMARY KEY (corpus, name));
     """,
+    8: """
+    CREATE TABLE space_heads (space VARCHAR PRIMARY KEY, clean_version INTEGER, updated_at TIMESTAMPTZ);
+    INSERT INTO space_heads
+        SELECT space, max(version) FILTER (WHERE validation = 'passed'), now() FROM versions GROUP BY space;
+    UPDATE documents SET change_key = 'failed-run' WHERE run_id IN (SELECT run_id FROM runs WHERE status = 'failed');
+    ALTER TABLE aliases ADD COLUMN held BOOLEAN DEFAULT false;
+    """,  # documents recorded by failed runs (before 8, they were) are embedded and validated again
 }
 
 RUN_COUNTS = (
@@ -223,6 +233,12 @@ def set_run_precision(ws: Workspace, run_id: int, precision: str) -> None:
         con.execute("UPDATE runs SET precision = ? WHERE run_id = ?", [precision, run_id])
 
 
+def running_run_ids(ws: Workspace) -> set[int]:
+    """Runs still marked running (in any space): their staging folders are in use."""
+    with reading(ws) as con:
+        return {r for (r,) in con.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()}
+
+
 def get_run(ws: Workspace, run_id: int) -> dict:
     with reading(ws) as con:
         rows = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
@@ -251,12 +267,19 @@ def finish_run(
     version: dict | None,  # space, version, tag, row_count, validation, failures, corpus, model, ...
     promote_to: str | None,
     metadata_types: dict[str, str] | None = None,
-) -> None:
-    """Record everything a run produced in one transaction: it all lands, or none of it does."""
+) -> dict:
+    """Record everything a run produced in one transaction: it all lands, or none of it does.
+
+    Only a run that passed its gates records its documents and becomes the space's clean head: a failed
+    run's documents stay unknown, so the next run embeds and validates them again. The alias moves only
+    when it is not held (rolled back) and serves this space, or does not exist yet.
+    Returns {"promoted": bool, "prod": the alias as it is now (or None), "model": the run's model}.
+    """
     with writing(ws) as con:
         run = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])[0]
         space = run["space"]
-        status = "succeeded" if version is None or version["validation"] == "passed" else "failed"
+        passed = version is None or version["validation"] == "passed"
+        status = "succeeded" if passed else "failed"
         sets = ", ".join(f"{name} = ?" for name in RUN_COUNTS)
         con.execute(
             f"UPDATE runs SET {sets}, status = ?, seconds = ?, finished_at = ?, version = ?, error = ? WHERE run_id = ?",
@@ -264,23 +287,17 @@ def finish_run(
             + [status, seconds, now(), version["version"] if version else _current_version(con, run["corpus"], space),
                None if status == "succeeded" else version["failures"], run_id],
         )
-        if documents_arrow is not None and documents_arrow.num_rows:
-            con.register("incoming_documents", documents_arrow)
-            con.execute(
-                "INSERT OR REPLACE INTO documents SELECT ?, doc_id, content_hash, change_key, chunk_count, ?, ? FROM incoming_documents",
-                [space, run_id, now()],
-            )
-            con.unregister("incoming_documents")
-        if deleted_doc_ids:
-            con.execute("DELETE FROM documents WHERE space = ? AND list_contains(?, doc_id)", [space, deleted_doc_ids])
+        if passed:
+            _record_documents(con, space, run_id, documents_arrow, deleted_doc_ids)
         for row in quarantined:
             con.execute(
                 "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id, run["corpus"], row["source"], row["position"], row.get("doc_id"),
                  row["reason"], row.get("raw", "")[:10_000], now()],
             )
-        if version is not None:  # the version's rows hold these columns now: later runs keep their types
-            _add_metadata_columns(con, run["corpus"], run_id, metadata_types or {})
+        if version is not None:
+            if passed:  # the clean head holds these columns now: later runs keep their types
+                _add_metadata_columns(con, run["corpus"], run_id, metadata_types or {})
             con.execute(
                 "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [space, version["version"], run["corpus"], run["model"], run_id, version["tag"],
@@ -288,8 +305,48 @@ def finish_run(
                  version["failures"], now(), version.get("index_type"), version.get("index_recall"),
                  json.dumps(_nan_to_none(version.get("metrics") or {}), default=_json_number)],
             )
-            if promote_to and status == "succeeded":
-                _set_alias(con, run["corpus"], promote_to, space, version["version"], run["model"])
+            if passed:
+                _set_clean_version(con, space, version["version"])
+        prod = _alias(con, run["corpus"], promote_to) if promote_to else None
+        promoted = bool(version and passed and promote_to and _may_move(prod, space))
+        if promoted:
+            _set_alias(con, run["corpus"], promote_to, space, version["version"], run["model"])
+            prod = _alias(con, run["corpus"], promote_to)
+        return {"promoted": promoted, "prod": prod, "model": run["model"]}
+
+
+def _record_documents(con, space: str, run_id: int, documents_arrow, deleted_doc_ids: list[str]) -> None:
+    if documents_arrow is not None and documents_arrow.num_rows:
+        con.register("incoming_documents", documents_arrow)
+        con.execute("INSERT OR REPLACE INTO documents SELECT ?, doc_id, content_hash, change_key, chunk_count,"
+                    " ?, ? FROM incoming_documents", [space, run_id, now()])
+        con.unregister("incoming_documents")
+    if deleted_doc_ids:
+        con.execute("DELETE FROM documents WHERE space = ? AND list_contains(?, doc_id)",
+                    [space, deleted_doc_ids])
+
+
+def _may_move(alias: dict | None, space: str) -> bool:
+    """A run moves an alias only within the alias's space, and never a held one (operators win)."""
+    return alias is None or (not alias["held"] and alias["space"] == space)
+
+
+# -- clean heads -------------------------------------------------------------------------------
+def clean_version(ws: Workspace, space: str) -> int | None:
+    """The Lance version of `space` that holds exactly what passed; None when nothing has yet."""
+    with reading(ws) as con:
+        row = con.execute("SELECT clean_version FROM space_heads WHERE space = ?", [space]).fetchone()
+    return row[0] if row else None
+
+
+def set_clean_version(ws: Workspace, space: str, version: int) -> None:
+    """Record a version with the same content as the clean head (a restore, a compaction) as the new one."""
+    with writing(ws) as con:
+        _set_clean_version(con, space, version)
+
+
+def _set_clean_version(con, space: str, version: int) -> None:
+    con.execute("INSERT OR REPLACE INTO space_heads VALUES (?, ?, ?)", [space, version, now()])
 
 
 def _add_metadata_columns(con, corpus: str, run_id: int, types: dict[str, str]) -> None:
@@ -313,10 +370,13 @@ def _current_version(con, corpus: str, space: str) -> int | None:
 
 
 # -- aliases and versions ----------------------------------------------------------------------
-def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: str, log: bool = True) -> None:
-    """Point the alias and log the move (rollback walks the log back), in the caller's transaction."""
+def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: str, log: bool = True,
+               held: bool = False) -> None:
+    """Point the alias and log the move (rollback walks the log back), in the caller's transaction.
+    A held alias (set by rollback) stays where it is until `promote` moves it again."""
     moved = now()
-    con.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?, ?, ?)", [corpus, alias, space, version, model, moved])
+    con.execute("INSERT OR REPLACE INTO aliases (corpus, alias, space, version, model, updated_at, held)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)", [corpus, alias, space, version, model, moved, held])
     if log:
         con.execute("INSERT INTO alias_history VALUES (?, ?, ?, ?, ?, ?, false)",
                     [corpus, alias, space, version, model, moved])
@@ -324,7 +384,8 @@ def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: st
 
 def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space: str | None = None,
             allow_failed: bool = False) -> dict:
-    """Move `alias` to `version` of the corpus (of `space`, or of the alias's current space)."""
+    """Move `alias` to `version` of the corpus (of `space`, or of the alias's current space); this also
+    releases an alias a rollback held."""
     with writing(ws) as con:
         current = _rows(con, "SELECT * FROM aliases WHERE corpus = ? AND alias = ?", [corpus, alias])
         space = space or (current[0]["space"] if current else None)
@@ -342,7 +403,8 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
 
 
 def rollback(ws: Workspace, corpus: str, alias: str = "prod") -> dict:
-    """Undo the alias's latest move: each rollback steps one promotion further back."""
+    """Undo the alias's latest move: each rollback steps one promotion further back. The alias is then
+    held: runs keep writing and validating versions, but only `promote` moves it again."""
     with writing(ws) as con:
         history = _rows(
             con,
@@ -354,14 +416,19 @@ def rollback(ws: Workspace, corpus: str, alias: str = "prod") -> dict:
             raise NotFound(f"{corpus!r} {alias!r} has no earlier version to roll back to")
         latest, previous = history
         con.execute("UPDATE alias_history SET undone = true WHERE rowid = ?", [latest["id"]])
-        _set_alias(con, corpus, alias, previous["space"], previous["version"], previous["model"], log=False)
+        _set_alias(con, corpus, alias, previous["space"], previous["version"], previous["model"], log=False,
+                   held=True)
         return {"corpus": corpus, "alias": alias, "space": previous["space"], "version": previous["version"],
                 "from_version": latest["version"]}
 
 
 def get_alias(ws: Workspace, corpus: str, alias: str = "prod") -> dict | None:
     with reading(ws) as con:
-        rows = _rows(con, "SELECT * FROM aliases WHERE corpus = ? AND alias = ?", [corpus, alias])
+        return _alias(con, corpus, alias)
+
+
+def _alias(con, corpus: str, alias: str) -> dict | None:
+    rows = _rows(con, "SELECT * FROM aliases WHERE corpus = ? AND alias = ?", [corpus, alias])
     return rows[0] if rows else None
 
 
@@ -412,6 +479,14 @@ def record_adapter(ws: Workspace, corpus: str, from_model: str, to_model: str, k
                      json.dumps(_nan_to_none(recalls), default=_json_number), sample_size])
 
 
+def latest_adapters(ws: Workspace) -> dict[tuple[str, str, str], str]:
+    """(corpus, from_model, to_model) → path of the newest adapter for each."""
+    with reading(ws) as con:
+        rows = con.execute("SELECT corpus, from_model, to_model, arg_max(path, created_at) FROM adapters"
+                           " GROUP BY ALL").fetchall()
+    return {(corpus, source, target): path for corpus, source, target, path in rows}
+
+
 def get_adapter(ws: Workspace, corpus: str, from_model: str, to_model: str) -> dict | None:
     """The newest adapter mapping `from_model` queries into `to_model`'s space for the corpus."""
     with reading(ws) as con:
@@ -454,7 +529,8 @@ def list_versions(ws: Workspace, corpus: str) -> list[dict]:
             con,
             "SELECT v.space, v.version, v.tag, v.run_id, v.row_count, v.validation, v.failures, v.created_at,"
             " v.index_type, v.index_recall, r.tokens_embedded, r.embed_seconds, r.seconds,"
-            " coalesce(list(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), []) AS aliases"
+            " coalesce(list(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), []) AS aliases,"
+            " coalesce(bool_or(a.held), false) AS held"
             " FROM versions v LEFT JOIN aliases a ON a.space = v.space AND a.version = v.version"
             " LEFT JOIN runs r ON r.run_id = v.run_id"
             " WHERE v.corpus = ? GROUP BY ALL ORDER BY v.created_at, v.version",

@@ -89,6 +89,30 @@ def write_version(
     return {"version": version, "tag": tag, "row_count": table.count_rows(), **indexes}
 
 
+def latest_version(ws: Workspace, space: str) -> int | None:
+    """The newest Lance version of `space`; None when the space has no table."""
+    if not space_exists(ws, space):
+        return None
+    return open_space(ws, space).version
+
+
+def restore_version(ws: Workspace, space: str, version: int | None) -> int:
+    """Make a new latest version of `space` with the content of `version` (None: no rows at all);
+    returns its number. Every version, tagged ones included, stays readable as it was."""
+    table = open_space(ws, space)
+    if version is None:
+        table.delete("true")
+    else:
+        table.restore(version)
+    return table.version
+
+
+def doc_ids(ws: Workspace, space: str, version: int) -> set[str]:
+    """The documents `space` holds at `version`."""
+    column = dataset_at(ws, space, version).to_table(columns=["doc_id"]).column("doc_id")
+    return set(column.unique().to_pylist())
+
+
 def _align_schema(table, schema: pa.Schema) -> pa.Schema:
     """Add metadata columns new to this run (null in the rows already there); keep the table's types."""
     missing = [pa.field(f.name, f.type) for f in schema if f.name not in table.schema.names]

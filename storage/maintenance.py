@@ -1,21 +1,49 @@
-"""Nightly upkeep of a space: compact fragments, fold new rows into indexes, drop old untagged versions.
+"""Upkeep of a space: keep its head clean, compact fragments, fold new rows into indexes, drop old
+untagged versions.
 
 Every run's version is tagged (`run-<n>`) and aliases only point at run versions, so cleaning
 untagged versions never removes a version a user can name. See STACK-NOTES for the tag trap that
 `forever()` avoids: optimize() must not try to prune tagged versions itself.
+
+A space's clean head (kept in the catalog) is the Lance version holding exactly what passed its gates.
+Runs merge onto the table's latest version, so before a run writes, and after one fails, the latest
+version must be the clean head: otherwise a failed (or killed) run's rows would ride along into the
+next version that passes, and serve.
 """
 
 from datetime import timedelta
 
+from embedline.storage import catalog, embeddings
 from embedline.storage.embeddings import open_space
 from embedline.storage.index import forever
 from embedline.workspace import Workspace
 
 
+def restore_clean_head(ws: Workspace, space: str) -> int | None:
+    """If the space's latest version is not its clean head, restore the clean head's content as a new
+    latest version (no clean head yet: empty the table) and record that version as the clean head.
+
+    Returns the new version, or None when the head was already clean. Call it holding the space's lock.
+    A failed run's tagged version stays readable for inspection; only the head moves.
+    """
+    latest = embeddings.latest_version(ws, space)
+    clean = catalog.clean_version(ws, space)
+    if latest is None or latest == clean:
+        return None
+    restored = embeddings.restore_version(ws, space, clean)
+    catalog.set_clean_version(ws, space, restored)
+    return restored
+
+
 def maintain_space(ws: Workspace, space: str, retention: timedelta) -> dict:
+    """Compact and clean the space (hold its lock): the head is made clean first, so compaction never
+    folds a failed run's rows in, and the compacted version becomes the clean head."""
+    restore_clean_head(ws, space)
     table = open_space(ws, space)
     before = len(table.list_versions())
     table.optimize(cleanup_older_than=forever())  # compaction + index fold-in; prunes nothing
+    table.checkout_latest()
+    catalog.set_clean_version(ws, space, table.version)  # before cleanup may remove the old clean head
     stats = table.to_lance().cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False)
     table.checkout_latest()
     return {

@@ -1,9 +1,9 @@
-"""Publish a validated batch: one Lance commit + tag, then one catalog transaction."""
+"""Publish a batch: one Lance commit + tag, then one catalog transaction that records the run and,
+if the batch passed its gates and prod may move, moves it; say why when it may not."""
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 from embedline.storage import catalog, embeddings
 from embedline.workspace import Workspace
@@ -33,6 +33,7 @@ class RunSummary:
     seconds: float
     failures: list[str]
     quarantine_reasons: list[str]
+    notes: list[str] = field(default_factory=list)  # what an operator should know: prod held, not moved, ...
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -76,24 +77,55 @@ def record_run(
         version = {**version, "validation": "passed" if report.passed else "failed",
                    "failures": "; ".join(report.failures) or None, "metrics": report.metrics}
     _save_quarantine(ws, run_id, plan.quarantined)
-    catalog.finish_run(
+    outcome = catalog.finish_run(
         ws, run_id, counts=counts, seconds=seconds, documents_arrow=batch.read_documents(),
         deleted_doc_ids=plan.deleted_doc_ids, quarantined=plan.quarantined, version=version,
         promote_to=promote_to, metadata_types=plan.metadata_types,
     )
-    shutil.rmtree(Path(plan.docs_path).parent, ignore_errors=True)
+    number = version["version"] if version else None
     return RunSummary(
         run_id=run_id, corpus=corpus, space=space,
         status="succeeded" if report.passed else "failed",
         version=version["version"] if version else None,
-        promoted=bool(version) and report.passed and promote_to is not None,
+        promoted=outcome["promoted"],
         **{k: plan.counts[k] for k in ("docs_read", "docs_new", "docs_changed", "docs_unchanged",
                                        "docs_deleted", "docs_quarantined")},
         docs_deferred=plan.counts.get("docs_deferred", 0),
         chunks_embedded=batch.chunk_count, tokens_embedded=batch.tokens, embed_seconds=round(batch.seconds, 3),
         seconds=round(seconds, 3), failures=report.failures,
         quarantine_reasons=[q["reason"] for q in plan.quarantined[:20]],
+        notes=serving_notes(corpus, space, outcome["model"], number, report.passed, outcome, promote_to),
     )
+
+
+def serving_notes(corpus: str, space: str, model: str, version: int | None, passed: bool, outcome: dict,
+                  promote_to: str | None) -> list[str]:
+    """Why prod did not move to this run's version, and what an operator can do about it."""
+    prod, shown = outcome["prod"], version if version is not None else "VERSION"
+    where = f"at {prod['space']} version {prod['version']}" if prod else "without a version"
+    if not passed:
+        return [f"prod stays {where}: this run's documents are not taken as current, and the next run "
+                f"embeds and checks them again. Fix them, relax the gate (`embedline gates {corpus} --set "
+                f"NAME=VALUE`), or serve version {shown} as it is "
+                f"(`embedline promote {corpus} {shown} --space {space} --force`)"]
+    if outcome["promoted"] or promote_to is None or prod is None:
+        return []
+    if prod["held"]:
+        return [f"prod is held (rolled back) {where}: `embedline promote {corpus} {shown}` releases it"]
+    if prod["space"] != space:
+        return [f"prod serves {prod['space']}, not {space}: only `embedline refresh {corpus} --model {model}` "
+                f"swaps models (or `embedline promote {corpus} {shown} --space {space}`)"]
+    return []
+
+
+def clear_staging(ws: Workspace) -> list[str]:
+    """Remove the staging folders of every run that is no longer running (this one once it is recorded,
+    failed ones, and ones a killed process left behind); returns the folders removed."""
+    running = {f"run-{run_id}" for run_id in catalog.running_run_ids(ws)}
+    stale = [path for path in ws.staging_dir.glob("run-*") if path.name not in running]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return [str(path) for path in stale]
 
 
 def _save_quarantine(ws: Workspace, run_id: int, rows: list[dict]) -> None:

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedline.storage import catalog, embeddings
-from embedline.errors import BadInput, NotFound
+from embedline.errors import BadInput, NotFound, SwapRefused
 from embedline.names import check_name, space_name
 from embedline.workspace import Workspace
 from embedline.tasks.adapters import Adapter, AdapterChoice, Pairs, choose_adapter
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.models import resolve_model
+from embedline.tasks.models import ModelSpec, resolve_model
 
 
 @dataclass
@@ -82,7 +82,7 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
         raise BadInput(f"corpus {corpus!r} has {len(docs)} documents; an adapter needs at least 20")
     queries = [query_text(d) for d in docs] + extra
     # The old model's document vectors are already in the index: only the new model embeds documents.
-    old_queries, new_queries = old_engine.embed(queries), new_engine.embed(queries)
+    old_queries, new_queries = old_engine.embed(queries, kind="query"), new_engine.embed(queries, kind="query")
     pairs = Pairs(new_engine.embed([d["text"] for d in docs]), np.stack([d["vector"] for d in docs]),
                   new_queries[:len(docs)], old_queries[:len(docs)], new_queries[len(docs):], old_queries[len(docs):])
     forward = choose_adapter(pairs)
@@ -140,25 +140,54 @@ def embed_priority(ws: Workspace, corpus: str, model: str, order: str) -> dict[s
     return dict(zip(table.column("doc_id").to_pylist(), scores.astype(float).tolist()))
 
 
+@dataclass
+class QueryRoutes:
+    """What a query vector needs from the catalog, read in one go: each corpus's prod model, the model
+    specs and the newest adapters. A SQL session reads it before it attaches the catalog for writing,
+    since DuckDB refuses a second handle on the same file in one process."""
+
+    prod_models: dict[str, str]  # corpus → model its prod alias serves
+    specs: dict[str, ModelSpec]
+    adapters: dict[tuple[str, str, str], str]  # (corpus, from model, to model) → adapter file
+
+    @classmethod
+    def read(cls, ws: Workspace) -> "QueryRoutes":
+        prod = {a["corpus"]: a["model"] for a in catalog.list_aliases(ws) if a["alias"] == "prod"}
+        specs = {row["name"]: ModelSpec.from_json(row["spec"]) for row in catalog.list_models(ws)}
+        return cls(prod, specs, catalog.latest_adapters(ws))
+
+    def vector(self, corpus: str, text: str, model: str | None = None) -> np.ndarray:
+        """A query vector in the space the corpus's prod alias serves; through an adapter when `model`
+        is not the prod model (zero-downtime upgrades, and old clients after a swap)."""
+        served = self.prod_models.get(corpus)
+        if served is None:
+            raise NotFound(f"corpus {corpus!r} has no prod version: "
+                           f"run `embedline ingest {corpus} SOURCE` first")
+        model = model or served
+        if model not in self.specs:
+            raise NotFound(f"model {model!r} is not registered: run `embedline models add {model} PATH` first")
+        vector = get_engine(self.specs[model]).embed([text], kind="query")
+        if model == served:
+            return vector[0]
+        path = self.adapters.get((corpus, model, served))
+        if path is None:
+            raise NotFound(f"no adapter maps {model!r} into {corpus!r}'s prod model {served!r}: "
+                           f"run `embedline refresh {corpus} --model {model}` first")
+        return Adapter.load(path)(vector)[0]
+
+
 def query_vector(ws: Workspace, corpus: str, text: str, model: str | None = None) -> np.ndarray:
-    """A query vector in the space the corpus's prod alias serves; through an adapter when `model`
-    is not the prod model (zero-downtime upgrades, and old clients after a swap)."""
-    prod = catalog.get_alias(ws, corpus)
-    if prod is None:
-        raise NotFound(f"corpus {corpus!r} has no prod version: run `embedline ingest {corpus} SOURCE` first")
-    model = model or prod["model"]
-    vector = get_engine(resolve_model(ws, model)).embed([text], kind="query")
-    if model == prod["model"]:
-        return vector[0]
-    row = catalog.get_adapter(ws, corpus, model, prod["model"])
-    if row is None:
-        raise NotFound(f"no adapter maps {model!r} into {corpus!r}'s prod model {prod['model']!r}: "
-                       f"run `embedline refresh {corpus} --model {model}` first")
-    return Adapter.load(row["path"])(vector)[0]
+    """A query vector in the space the corpus's prod alias serves (see `QueryRoutes.vector`)."""
+    return QueryRoutes.read(ws).vector(corpus, text, model)
 
 
 def swap_if_proven(ws: Workspace, corpus: str, new_model: str, version: int | None) -> dict | None:
-    """Point prod at the new space's version if it passed its gates; None (and no move) otherwise."""
+    """Point prod at the new space's version if it passed its gates; None (and no move) otherwise.
+
+    Refused (`SwapRefused`) while a rollback holds prod, and when the version lacks documents prod
+    serves: a swap must never shrink what prod serves (a corpus built from several sources, a source
+    that shrank since).
+    """
     space = space_name(corpus, new_model)
     if version is None:
         version = catalog.latest_passed_version(ws, space)
@@ -167,7 +196,26 @@ def swap_if_proven(ws: Workspace, corpus: str, new_model: str, version: int | No
     recorded = catalog.get_version(ws, space, version)
     if recorded is None or recorded["validation"] != "passed":
         return None
+    prod = catalog.get_alias(ws, corpus)
+    if prod is not None and prod["held"]:
+        raise SwapRefused(f"prod of {corpus!r} is held (rolled back): {space} version {version} passed and "
+                          f"waits; `embedline promote {corpus} {version} --space {space}` swaps to it")
+    if prod is not None:
+        require_coverage(ws, prod, new_model, version)
     return catalog.promote(ws, corpus, version, space=space)
+
+
+def require_coverage(ws: Workspace, prod: dict, model: str, version: int) -> None:
+    """Raise `SwapRefused` naming how many of the documents prod serves `model`'s space lacks at `version`."""
+    space = space_name(prod["corpus"], model)
+    served = embeddings.doc_ids(ws, prod["space"], prod["version"])
+    missing = sorted(served - embeddings.doc_ids(ws, space, version))
+    if missing:
+        raise SwapRefused(
+            f"{space} version {version} lacks {len(missing)} of the {len(served)} documents prod serves "
+            f"(e.g. {', '.join(missing[:3])}): ingest their sources with `--model {model}`, or let an "
+            f"ingest of {prod['space']} drop those gone from its source; "
+            f"`embedline promote {prod['corpus']} {version} --space {space}` swaps anyway")
 
 
 def refresh_status(ws: Workspace, corpus: str) -> list[dict]:

@@ -45,10 +45,11 @@ def make_embedder(ws: Workspace):
 
 
 def make_query_embedder(ws: Workspace):
-    """For SQL's query_vector(): a query vector in the corpus's prod space (adapted if need be)."""
-    from embedline.tasks.refresh import query_vector
+    """For SQL's query_vector(): a query vector in the corpus's prod space (adapted if need be).
 
-    def embed(corpus: str, text: str, model: str | None):
-        return query_vector(ws, corpus, text, model)
+    Prod aliases, specs and adapters are read now, before the session attaches the catalog (a write
+    session holds it for the session's life), like the snapshot the session's views are built on.
+    """
+    from embedline.tasks.refresh import QueryRoutes
 
-    return embed
+    return QueryRoutes.read(ws).vector

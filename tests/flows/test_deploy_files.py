@@ -27,7 +27,7 @@ def test_each_corpus_gets_its_own_schedule_and_the_pools_split_cpu_and_gpu_work(
     assert by_name["ingest-docs"]["schedules"] == [{"cron": "*/15 * * * *", "timezone": "UTC"}]
     assert by_name["ingest-tickets"]["schedules"][0]["cron"] == "0 * * * *"
     assert by_name["ingest-tickets"]["parameters"] == {"source": "query:SELECT * FROM t", "corpus": "tickets",
-                                                      "model": "mpnet", "id_field": "key", "text_field": "body"}
+                                                      "initial_model": "mpnet", "id_field": "key", "text_field": "body"}
     assert by_name["ingest-docs"]["parameters"]["precision"] == "bf16"
     assert by_name["maintain-docs"]["schedules"][0]["cron"] == "17 3 * * *"
     assert by_name["embed-shard"]["work_pool"]["name"] == "gpu"
@@ -71,10 +71,11 @@ def test_every_deployment_names_a_flow_and_valid_parameters():
         assert given <= accepted, (deployment["name"], given - accepted)
 
 
-def test_refresh_runs_on_the_model_registered_event():
+def test_refresh_runs_on_the_model_registered_event_of_the_model_debian_opted_in_to():
     from embedline.flows.events import MODEL_REGISTERED
 
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     refresh = next(d for d in config["deployments"] if d["name"] == "refresh-debian")
     (trigger,) = refresh["triggers"]
-    assert trigger["expect"] == [MODEL_REGISTERED] and "model" in trigger["parameters"]
+    assert trigger["expect"] == [MODEL_REGISTERED] and trigger["parameters"] == {"model": "mpnet"}
+    assert trigger["match"] == {"prefect.resource.id": "embedline.model.mpnet"}

@@ -1,0 +1,249 @@
+"""What serves (issue 14, serving side): only rows of runs that passed their gates, operators'
+choices hold against scheduled runs, refresh triggers are opt-in, a swap covers prod, and the edges
+of a run (retries, staging, maintain's lock, SQL writes, plots) cannot undo any of that."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from prefect.states import Failed
+
+from embedline.errors import BadName, CatalogBusy, SpaceBusy, SwapRefused, ValidationFailed
+from embedline.flows import deployments
+from embedline.storage import catalog, sql
+from embedline.storage.locks import space_lock
+from embedline.tasks.gates import corpus_gates
+from embedline.tasks.models import add_model
+from tests.conftest import DEBIAN_CASE, ingest, run_cli
+
+MORE_DEBIAN = Path(__file__).resolve().parents[2] / "embedline" / "data" / "debian-2k.jsonl.gz"
+
+
+def further_records(count: int, skip: int = 0) -> list[dict]:
+    """Real Debian records that are not in the 120-document case."""
+    taken = {json.loads(line)["id"] for line in DEBIAN_CASE.read_text().splitlines()}
+    with gzip.open(MORE_DEBIAN, "rt") as fh:
+        records = [r for r in map(json.loads, fh) if r["id"] not in taken]
+    return records[skip:skip + count]
+
+
+def append(path: Path, records: list[dict]) -> set[str]:
+    with path.open("a") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in records)
+    return {r["id"] for r in records}
+
+
+def rewrite(path: Path, index: int, text: str) -> None:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[index]["text"] = text
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def rows_of(ws, view: str) -> set[tuple[str, int]]:
+    """(doc_id, run_id) of every chunk a SQL view shows."""
+    return set(sql.connect(ws).execute(f"SELECT doc_id, run_id FROM {view}").fetchall())
+
+
+def last_run_id(ws) -> int:
+    with catalog.reading(ws) as con:
+        return con.execute("SELECT max(run_id) FROM runs").fetchone()[0]
+
+
+# -- C1: a failed run's rows never serve ---------------------------------------------------------
+def test_a_failed_runs_rows_never_serve_and_its_documents_are_embedded_again(workspace, debian_case):
+    ingest(workspace, debian_case)
+    failing = append(debian_case, further_records(40))  # enough chunks for the quality gates
+    corpus_gates(workspace, "debian", {"min_effective_rank": 1000})
+    with pytest.raises(ValidationFailed, match="effective_rank"):
+        ingest(workspace, debian_case)
+    failed_run = last_run_id(workspace)
+    failed = catalog.list_versions(workspace, "debian")[-1]
+    assert (failed["run_id"], failed["validation"]) == (failed_run, "failed")
+    assert {d for d, r in rows_of(workspace, f"debian__tiny__v{failed['version']}") if r == failed_run} == failing
+    assert failed_run not in {r for _, r in rows_of(workspace, "debian__tiny")}  # the space's head is clean again
+
+    corpus_gates(workspace, "debian", {"min_effective_rank": 2})
+    good = append(debian_case, further_records(1, skip=40))
+    passed = ingest(workspace, debian_case)
+
+    assert passed.promoted and passed.docs_new == 41  # the failed run's documents were not taken as current
+    served = rows_of(workspace, "debian")
+    assert failed_run not in {r for _, r in served}
+    assert {d for d, r in served if r == passed.run_id} == failing | good
+
+
+def test_a_run_that_dies_between_commit_and_record_leaves_nothing_that_serves(workspace, debian_case, monkeypatch):
+    ingest(workspace, debian_case)
+    rewrite(debian_case, 3, "text of a run whose catalog record never landed")
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed after the Lance commit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(catalog, "finish_run", dies)
+        with pytest.raises(RuntimeError, match="killed"):
+            ingest(workspace, debian_case)
+    dead_run = last_run_id(workspace)
+    assert dead_run in {r for _, r in rows_of(workspace, "debian__tiny")}  # committed, never recorded
+
+    rewrite(debian_case, 3, json.loads(DEBIAN_CASE.read_text().splitlines()[3])["text"])  # back to what passed
+    after = ingest(workspace, debian_case)
+    assert dead_run not in {r for _, r in rows_of(workspace, "debian__tiny")}
+    assert dead_run not in {r for _, r in rows_of(workspace, "debian")}
+    assert (after.docs_changed, after.docs_unchanged) == (0, 120)
+
+
+# -- C4: operators win ---------------------------------------------------------------------------
+def test_a_rollback_holds_prod_until_promote_releases_it(workspace, debian_case):
+    v1 = ingest(workspace, debian_case).version
+    rewrite(debian_case, 0, "second edition")
+    ingest(workspace, debian_case)
+    assert catalog.rollback(workspace, "debian")["version"] == v1
+
+    rewrite(debian_case, 0, "third edition")
+    held = ingest(workspace, debian_case)
+    assert held.status == "succeeded" and not held.promoted
+    assert catalog.get_alias(workspace, "debian")["version"] == v1
+    assert [(v["aliases"], v["held"]) for v in catalog.list_versions(workspace, "debian")
+            if v["version"] == v1] == [(["prod"], True)]
+    assert any("prod is held (rolled back)" in n and f"`embedline promote debian {held.version}`" in n
+               for n in held.notes)
+
+    catalog.promote(workspace, "debian", held.version)
+    rewrite(debian_case, 0, "fourth edition")
+    released = ingest(workspace, debian_case)
+    assert released.promoted and catalog.get_alias(workspace, "debian")["version"] == released.version
+
+
+def test_a_run_of_another_model_writes_its_space_and_never_moves_prod(workspace, debian_case, tiny_model_dir):
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    first = ingest(workspace, debian_case, model=None, initial_model="tiny")  # a new corpus starts on it
+    assert (first.space, first.promoted) == ("debian__tiny", True)
+
+    other = ingest(workspace, debian_case, model="small")
+    assert other.status == "succeeded" and other.version is not None and not other.promoted
+    assert catalog.get_alias(workspace, "debian")["space"] == "debian__tiny"
+    assert any("embedline refresh debian --model small" in n for n in other.notes)
+
+    rewrite(debian_case, 1, "an edit a scheduled run picks up")
+    scheduled = ingest(workspace, debian_case, model=None, initial_model="small")  # like the cron deployment
+    assert (scheduled.space, scheduled.promoted) == ("debian__tiny", True)
+
+
+# -- C5: refresh triggers are opt-in and exact ---------------------------------------------------
+def test_refresh_triggers_are_opt_in_and_match_the_exact_model():
+    rendered = deployments.render({"corpora": {
+        "docs": {"source": "docs/*.md", "model": "minilm"},
+        "tickets": {"source": "t.csv", "model": "minilm", "refresh": {"on_model": "mpnet"}},
+    }})
+    by_name = {d["name"]: d for d in rendered["deployments"]}
+    assert "triggers" not in by_name["refresh-docs"]
+    (trigger,) = by_name["refresh-tickets"]["triggers"]
+    assert trigger["match"] == {"prefect.resource.id": "embedline.model.mpnet"}
+    assert trigger["parameters"] == {"model": "mpnet"}
+    for corpus in ("docs", "tickets"):  # `model` only starts a new corpus: it never overrules a swap
+        parameters = by_name[f"ingest-{corpus}"]["parameters"]
+        assert "model" not in parameters and parameters["initial_model"] == "minilm"
+    with pytest.raises(BadName):
+        deployments.render({"corpora": {"docs": {"source": "x", "refresh": {"on_model": "mp*"}}}})
+
+
+def test_a_refresh_to_the_model_prod_serves_completes_without_doing_anything(workspace, debian_case):
+    from embedline.flows.refresh import refresh_model
+
+    first = ingest(workspace, debian_case)
+    assert refresh_model("debian", "tiny", wait=True, home=str(workspace.home)) == (None, None)
+    assert catalog.get_alias(workspace, "debian")["version"] == first.version
+    with catalog.reading(workspace) as con:
+        assert con.execute("SELECT count(*) FROM adapters").fetchone()[0] == 0
+
+
+# -- C8: a swap covers every document prod serves ------------------------------------------------
+def test_a_swap_is_refused_when_the_new_space_lacks_documents_prod_serves(workspace, debian_case,
+                                                                         tiny_model_dir, tmp_path):
+    from embedline.tasks.refresh import swap_if_proven
+
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case)
+    shrunk = tmp_path / "shrunk.jsonl"
+    shrunk.write_text("".join(debian_case.read_text().splitlines(keepends=True)[:100]))
+    partial = ingest(workspace, shrunk, model="small")
+    with pytest.raises(SwapRefused, match="20 of the 120 documents prod serves"):
+        swap_if_proven(workspace, "debian", "small", partial.version)
+    assert catalog.get_alias(workspace, "debian")["space"] == "debian__tiny"
+
+    whole = ingest(workspace, debian_case, model="small")
+    assert swap_if_proven(workspace, "debian", "small", whole.version)["space"] == "debian__small"
+
+
+# -- C9: the edges of a run -------------------------------------------------------------------------
+def test_only_transient_errors_are_retried():
+    from embedline.flows import ingest as ingest_flow
+    from embedline.flows import maintain as maintain_flow
+    from embedline.flows.retries import retry_transient
+
+    assert retry_transient(None, None, Failed(data=CatalogBusy("catalog locked")))
+    assert not retry_transient(None, None, Failed(data=ValueError("tag run-3 already exists")))
+    assert not retry_transient(None, None, Failed(data=SpaceBusy("another run writes the space")))
+    for task in (ingest_flow.publish, ingest_flow.record, maintain_flow.maintain_space):
+        assert task.retries and task.retry_condition_fn is retry_transient
+
+
+def test_a_failed_run_leaves_no_staging_behind(workspace, debian_case, monkeypatch):
+    from embedline.storage import embeddings
+
+    leftover = workspace.staging_dir / "run-77"  # as a run killed long ago would have left it
+    leftover.mkdir(parents=True)
+
+    def disk_full(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(embeddings, "write_version", disk_full)
+    with pytest.raises(OSError, match="no space left"):
+        ingest(workspace, debian_case)
+    assert catalog.get_run(workspace, last_run_id(workspace))["status"] == "failed"
+    assert list(workspace.staging_dir.iterdir()) == []
+
+
+def test_maintain_holds_the_space_lock(workspace, debian_case, monkeypatch):
+    from embedline.flows.maintain import maintain_corpus
+    from embedline.storage import maintenance
+
+    ingest(workspace, debian_case)
+    attempts = []
+    real_open = maintenance.open_space
+
+    def open_while_an_ingest_tries(ws, space):
+        try:
+            with space_lock(ws, space):
+                attempts.append("acquired")
+        except SpaceBusy:
+            attempts.append("busy")
+        return real_open(ws, space)
+
+    monkeypatch.setattr(maintenance, "open_space", open_while_an_ingest_tries)
+    lines = maintain_corpus("debian", home=str(workspace.home))
+    assert attempts == ["busy"] and lines and lines[0].startswith("debian__tiny")
+
+
+def test_sql_write_session_can_call_query_vector(workspace, debian_case):
+    ingest(workspace, debian_case)
+    query = ("SELECT doc_id FROM debian ORDER BY array_cosine_similarity(vector, query_vector('debian',"
+             " 'window manager')) DESC LIMIT 3")
+    done = run_cli("sql", query, "--write", "--format", "json", home=workspace.home)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 3
+
+
+def test_a_plotting_failure_after_the_commit_leaves_the_run_succeeded(workspace, debian_case, monkeypatch):
+    from embedline.tasks import plots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("matplotlib backend exploded")
+
+    monkeypatch.setattr(plots, "pca_map", broken)
+    summary = ingest(workspace, debian_case)
+    assert summary.status == "succeeded" and summary.promoted
+    assert catalog.get_run(workspace, summary.run_id)["status"] == "succeeded"
+    assert catalog.get_alias(workspace, "debian")["version"] == summary.version
