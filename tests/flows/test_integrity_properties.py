@@ -60,6 +60,7 @@ class Integrity(RuleBasedStateMachine):
         self.records = [_clean(r) for r in POOL[:10]]
         self.reserve = [_clean(r) for r in POOL[10:60]]
         self.defects: list[str] = []  # malformed or rejected lines, present until fixed
+        self.junk: list[dict] = []  # a batch the near-duplicate gate refuses, present until fixed
         self.head: dict[str, str] = {}  # doc_id → text of the space's clean head (what the next run diffs against)
         self.history: list[dict[str, str]] = []  # what prod served after each move (rollback walks it back)
         self.held = False
@@ -67,7 +68,7 @@ class Integrity(RuleBasedStateMachine):
 
     # -- the model's view of a source ---------------------------------------------------------------
     def write_source(self) -> None:
-        lines = [json.dumps(r) for r in self.records] + self.defects
+        lines = [json.dumps(r) for r in self.records + self.junk] + self.defects
         self.source.write_text("".join(line + "\n" for line in lines))
 
     def after_pass(self, quarantined: set[str]) -> dict[str, str]:
@@ -75,7 +76,7 @@ class Integrity(RuleBasedStateMachine):
         the run quarantined (a metadata value of a conflicting type is quarantined too)."""
         rejected_lines = {json.loads(d)["id"] for d in self.defects if not d.startswith("{not json")}
         assert rejected_lines <= quarantined, rejected_lines - quarantined  # every bad record is quarantined
-        after = {r["id"]: r["text"] for r in self.records if r["id"] not in quarantined}
+        after = {r["id"]: r["text"] for r in self.records + self.junk if r["id"] not in quarantined}
         for doc_id in quarantined & set(self.head):
             after[doc_id] = self.head[doc_id]  # a rejected record of a known document keeps its chunks
         if any(d.startswith("{not json") for d in self.defects):  # an unreadable id: the run deletes nothing
@@ -98,27 +99,32 @@ class Integrity(RuleBasedStateMachine):
     def edit(self, data):
         index = data.draw(st.integers(0, len(self.records) - 1))
         self.records[index] = {**self.records[index], "text": self.records[index]["text"] + f" Edit {time.time_ns()}."}
+        self.run_ingest()
 
     @precondition(lambda self: len(self.records) > 4)
     @rule(data=st.data())
     def delete(self, data):
         self.records.pop(data.draw(st.integers(0, len(self.records) - 1)))
+        self.run_ingest()
 
     @precondition(lambda self: self.reserve)
     @rule(count=st.integers(1, 3))
     def add(self, count):
         for _ in range(min(count, len(self.reserve))):
             self.records.append(self.reserve.pop(0))
+        self.run_ingest()
 
     @rule()
     def malformed_line(self):
         self.defects.append('{not json, "id": "x"')
+        self.run_ingest()
 
     @precondition(lambda self: len(self.records) > 4)
     @rule(data=st.data())
     def empty_text_for_a_known_document(self, data):
         doc = self.records.pop(data.draw(st.integers(0, len(self.records) - 1)))
         self.defects.append(json.dumps({**doc, "text": "   "}))
+        self.run_ingest()
 
     @precondition(lambda self: self.records)
     @rule(data=st.data())
@@ -128,17 +134,32 @@ class Integrity(RuleBasedStateMachine):
         record = {k: v for k, v in self.records[index].items() if k != "section"}
         record["priority" if index % 2 else "section"] = value
         self.records[index] = dict(reversed(list(record.items())))  # field order must not matter
+        self.run_ingest()
 
     @rule()
     def fix_defects(self):
-        self.defects = []
+        self.defects, self.junk = [], []
+        self.run_ingest()
 
+    @precondition(lambda self: self.records)
     @rule()
     def force_gate_failure(self):
+        """Arm a gate no chunk passes (a norm tolerance below zero) and change a document to judge."""
         self.force_failure = True
+        self.records[0] = {**self.records[0], "text": self.records[0]["text"] + " Gate."}
+        self.run_ingest()
+
+    @rule()
+    def junk_batch(self):
+        """40 near-identical documents: the near-duplicate gate fails every run that embeds them, and
+        since a failed run's documents stay unknown, every run until they are removed (fix_defects)."""
+        self.junk = [{"id": f"junk-{i}", "title": "offer", "text": f"Buy cheap pills now, offer {i % 2}.",
+                      "section": "junk"} for i in range(40)]
+        self.run_ingest()
 
     @rule()
     def run_ingest(self):
+        """The scheduled ingest: every rule that changes the source (or arms a gate) ends with one."""
         self.write_source()
         self._ingest()
 
@@ -189,17 +210,17 @@ class Integrity(RuleBasedStateMachine):
     # -- helpers -------------------------------------------------------------------------------------
     def _ingest(self):
         STATS["ingests"] += 1
-        corpus_gates(self.ws, CORPUS, {"min_effective_rank": 1000 if self.force_failure else 2.0})
+        corpus_gates(self.ws, CORPUS, {"norm_tolerance": -1.0 if self.force_failure else 1e-3})
         try:
             summary = ingest(self.ws, self.source, CORPUS, MODEL)
         except ValidationFailed:
             STATS["failed_gates"] += 1
-            assert self.force_failure or self._last_run()["status"] == "failed"
+            assert self._last_run()["status"] == "failed"
         except BadInput as exc:  # the deletion guard, or an empty source
             STATS["refused"] += 1
             assert "delete" in str(exc) or "empty" in str(exc), exc
         else:
-            assert not self.force_failure, "a run passed a gate it cannot pass"
+            assert not (self.force_failure and summary.chunks_embedded), "a run passed a gate it cannot pass"
             self._passed(summary.run_id)
             assert summary.promoted == (summary.version is not None and not self.held)
         finally:
@@ -282,8 +303,9 @@ def run_machine(tmp_path: Path, model_dir: Path, examples: int, steps: int, dera
 def test_random_operation_sequences_keep_every_invariant(tmp_path, tiny_model_dir, prefect_api_url):
     Integrity.api_url = prefect_api_url
     before = dict(STATS)
-    run_machine(tmp_path, tiny_model_dir, examples=3, steps=12, derandomize=True)
+    run_machine(tmp_path, tiny_model_dir, examples=4, steps=10, derandomize=True)
     steps = STATS["steps"] - before["steps"]
+    print(f"integrity machine: {STATS}")
     assert steps > 0 and STATS["invariants"] - before["invariants"] == 4 * steps
 
 
@@ -296,7 +318,8 @@ def test_soak(tmp_path, tiny_model_dir, prefect_api_url):
     Integrity.api_url = prefect_api_url
     started, rounds = time.monotonic(), 0
     while time.monotonic() - started < SOAK_SECONDS:
-        run_machine(tmp_path / f"round-{rounds}", tiny_model_dir, examples=1, steps=40, derandomize=False)
+        # Hypothesis's first example of a run is its simplest (one rule over and over): run several.
+        run_machine(tmp_path / f"round-{rounds}", tiny_model_dir, examples=5, steps=25, derandomize=False)
         rounds += 1
         print(f"soak: {time.monotonic() - started:.0f} s, {rounds} machines, {STATS}", flush=True)
     print(f"soak done: {rounds} machines, {STATS['steps']} steps, {STATS['invariants']} invariants checked, "
