@@ -35,6 +35,23 @@ class ChunkParams:
         return cls(max_tokens=size, overlap=min(overlap, size // 2 - 1))
 
 
+def params_for(spec, overlap: int = 32, max_tokens: int | None = None) -> ChunkParams:
+    """Chunks that fit `spec` (a ModelSpec) once its document prompt and special tokens are added, so
+    the engine never truncates a chunk."""
+    budget = spec.max_tokens - prompt_tokens(spec.path, spec.document_prompt)
+    return ChunkParams.for_model(budget, overlap, max_tokens)
+
+
+def prompt_tokens(model_path: str, prompt: str) -> int:
+    """How many tokens `prompt` adds in front of a text (0 without one; loads only the tokenizer)."""
+    if not prompt:
+        return 0
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
 def chunk_id(doc_id: str, index: int, text: str, params_key: str) -> str:
     """Stable: the same text of the same document under the same params keeps its id."""
     blob = json.dumps([doc_id, index, text, params_key]).encode()

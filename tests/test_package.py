@@ -3,6 +3,7 @@ and the demo work from an empty folder, and nothing is written into site-package
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -14,6 +15,7 @@ import pytest
 from tests.conftest import DEBIAN_CASE
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGED = ("pyproject.toml", "README.md", "embedline", "flows", "tasks", "storage", "validation")
 
 API_SCRIPT = """
 import json, sys
@@ -37,8 +39,15 @@ def installed(tmp_path_factory):
     """A fresh venv holding only the built wheel; the dependencies come from this venv's site-packages
     as a plain path entry (so the checkout's editable finder is not loaded)."""
     root = tmp_path_factory.mktemp("wheel")
+    tree = root / "tree"  # built from a copy: no build/ or egg-info left in (or reused from) the checkout
+    tree.mkdir()
+    for name in PACKAGED:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, tree / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(root / "dist"), str(ROOT)], check=True, capture_output=True)
+                    "-w", str(root / "dist"), str(tree)], check=True, capture_output=True)
     wheel = next((root / "dist").glob("embedline-*.whl"))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -54,3 +54,20 @@ def test_documents_keep_their_order_across_windows(tokenizer):
 def test_bad_params_are_refused(max_tokens, overlap):
     with pytest.raises(BadInput):
         ChunkParams(max_tokens, overlap)
+
+
+def test_chunks_leave_room_for_the_document_prompt(tiny_model_dir):
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from embedline.tasks.chunking import params_for
+
+    prompt = "search_document: "
+    prompted = SimpleNamespace(max_tokens=64, path=str(tiny_model_dir), document_prompt=prompt)
+    plain = SimpleNamespace(max_tokens=64, path=str(tiny_model_dir), document_prompt="")
+    tokens = len(AutoTokenizer.from_pretrained(tiny_model_dir)(prompt, add_special_tokens=False)["input_ids"])
+    assert tokens > 0
+    assert params_for(plain).max_tokens == 62  # [CLS] and [SEP]
+    assert params_for(prompted).max_tokens == 62 - tokens
+    assert params_for(prompted).key() != params_for(plain).key()  # a prompt change re-chunks
