@@ -150,13 +150,14 @@ class Embedline:
 
         return corpus_gates(self.workspace, corpus, thresholds or None)
 
-    def validate(self, corpus: str, version: int | None = None):
-        """Re-run the gates on a stored version (prod's by default) and record the verdict;
-        returns (space, version, ValidationReport). No alias moves either way."""
+    def validate(self, corpus: str, version: int | None = None, space: str | None = None):
+        """Re-run the gates on a stored version (prod's by default; `space` when two spaces of the corpus
+        have a version of that number) and record the verdict; returns (space, version, ValidationReport).
+        No alias moves either way."""
         from embedline.flows.validate import validate_version
 
         with self._context():
-            return validate_version(corpus, version, home=self.home)
+            return validate_version(corpus, version, home=self.home, space=space)
 
     def maintain(self, corpus: str, retention_days: float = 7) -> list[str]:
         """Compact `corpus`'s spaces, fold new rows into indexes, drop untagged versions older than

@@ -96,6 +96,12 @@ def overriding(values: dict) -> Iterator[None]:
         _GIVEN.reset(token)
 
 
+def settings_environment() -> dict[str, str]:
+    """The values `overriding` put in force, as `EMBEDLINE_*` variables for a child process."""
+    return {PREFIX + name.upper(): json.dumps(value) if isinstance(value, dict) else str(value)
+            for name, value in _GIVEN.get().items()}
+
+
 def load(**overrides) -> Settings:
     """The settings from the environment, then `overriding` values, then `overrides` (None ignored);
     a bad value raises `BadSetting` naming the variable."""

@@ -230,13 +230,14 @@ def rollback(corpus: Corpus, home: Home = None):
 @app.command()
 def validate(corpus: Corpus,
              version: Annotated[Optional[int], typer.Option("--version", help="Version to check (default: prod's)")] = None,
+             space: Annotated[Optional[str], typer.Option("--space", help="Space of the version, when several have it")] = None,
              home: Home = None):
     """Re-run the GX suites and quality gates on a stored version and record the verdict (exit 1 if it fails).
 
     \b
     Example: embedline validate debian --version 3
     """
-    space, checked, report = _db(home).validate(corpus, version)
+    space, checked, report = _db(home).validate(corpus, version, space)
     typer.echo(f"{space} version {checked}: {'passed' if report.passed else 'FAILED'}")
     for name, value in report.metrics.items():
         typer.echo(f"  {name}: {value}")
@@ -312,8 +313,7 @@ def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus
                f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles); "
                f"`embedline search {corpus} ... --model {model}` is served now")
     if wait:
-        typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}" if swapped
-                   else "backfill did not pass its gates: prod unchanged")
+        _report_swap(swapped)
     else:
         typer.echo(f"backfill running in the background; follow it with `embedline refresh status {corpus}`")
 
@@ -329,8 +329,16 @@ def backfill(corpus: Corpus, model: Annotated[str, typer.Option("--model", help=
     Example: embedline backfill debian --model mpnet --order residual
     """
     swapped = _db(home).backfill(corpus, model, batch_docs, order)
-    typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}" if swapped
-               else "backfill did not pass its gates: prod unchanged")
+    _report_swap(swapped)
+
+
+def _report_swap(swapped: dict | None) -> None:
+    """A backfill that did not swap prod is a failed operation (exit 1): its gates, or nothing passed."""
+    if swapped is None:
+        typer.echo("not swapped: the backfilled version did not pass its gates (see `embedline versions`); "
+                   "prod unchanged")
+        raise typer.Exit(1)
+    typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}")
 
 
 def _registered(spec) -> None:

@@ -46,8 +46,10 @@ def run_demo(db, echo=print) -> None:
              f"golden queries: 50 synopses → their package")
         summary = db.ingest(path, "debian")
     echo(format_summary(summary))
-    quality = db.sql("SELECT validation, metrics->>'golden_recall', round((metrics->>'effective_rank')::DOUBLE, 1)"
-                     f" FROM versions WHERE space = 'debian__minilm' AND version = {int(summary.version)}").fetchone()
+    quality = db.sql(  # prod's version: a re-run that changed nothing writes none
+        "SELECT v.validation, v.metrics->>'golden_recall', round((v.metrics->>'effective_rank')::DOUBLE, 1)"
+        " FROM versions v JOIN aliases a ON a.space = v.space AND a.version = v.version"
+        " WHERE a.corpus = 'debian' AND a.alias = 'prod'").fetchone()
     echo(f"  validation {quality[0]}: golden recall@10 {quality[1]}, effective rank {quality[2]} "
          f"(GX Data Docs under {ws.reports_dir / 'gx'})")
     for title, query in QUERIES:

@@ -9,6 +9,7 @@ A refresh to the model prod already serves (a model registered again) does nothi
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from embedline.flows.progress import Progress
 from embedline.storage import catalog
 from embedline.errors import NotFound
 from embedline.names import space_name
+from embedline.settings import settings_environment
 from embedline.workspace import Workspace
 from embedline.tasks import evaluation, refresh
 
@@ -85,9 +87,10 @@ def start_background_backfill(ws: Workspace, corpus: str, model: str, batch_docs
     logs = ws.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"backfill-{corpus}-{model}.log"
-    exe = Path(sys.executable).with_name("embedline")
+    command = [sys.executable, "-m", "embedline.flows.cli", "backfill", corpus, "--model", model,
+               "--batch-docs", str(batch_docs), "--order", order, "--home", str(ws.home)]
+    env = {**os.environ, **settings_environment()}  # what `embedline.connect(...)` was given, too
     with log.open("ab") as out:
-        subprocess.Popen([str(exe), "backfill", corpus, "--model", model, "--batch-docs", str(batch_docs),
-                          "--order", order, "--home", str(ws.home)],
-                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
     return log

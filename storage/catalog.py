@@ -141,11 +141,17 @@ def writing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
 
 @contextmanager
 def reading(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection; creates the catalog first if this workspace has none."""
+    """A read-only connection; creates the catalog first if this workspace has none, and migrates one
+    an older embedline wrote (a workspace that only ever reads must still see today's schema)."""
     if not ws.catalog_path.exists():
         with writing(ws):
             pass
     con = _open(ws, read_only=True)
+    if _schema_version(con) < SCHEMA_VERSION:
+        con.close()
+        with writing(ws):
+            pass
+        con = _open(ws, read_only=True)
     try:
         yield con
     finally:
@@ -158,6 +164,13 @@ def _rollback(con) -> None:
         con.execute("ROLLBACK")
     except duckdb.TransactionException:
         pass  # nothing was open (the failure came before BEGIN)
+
+
+def _schema_version(con) -> int:
+    try:
+        return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    except duckdb.CatalogException:  # a file created but never migrated
+        return 0
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
@@ -222,7 +235,7 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
 def fail_run(ws: Workspace, run_id: int, error: str) -> None:
     with writing(ws) as con:
         con.execute(
-            "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND status = 'running'",
             [error[:2000], now(), run_id],
         )
 

@@ -132,13 +132,13 @@ def _fit(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def metadata_types(ws: Workspace, space: str) -> dict[str, str]:
-    """column → type name of the space's metadata columns as the table holds them (for spaces written
-    before the catalog kept metadata types); {} for a space not written yet."""
-    if not space_exists(ws, space):
+def metadata_types(ws: Workspace, space: str, version: int | None) -> dict[str, str]:
+    """column → type name of the space's metadata columns as `version` holds them (for spaces written
+    before the catalog kept metadata types); {} without a version."""
+    if version is None or not space_exists(ws, space):
         return {}
     kinds = {}
-    for f in open_space(ws, space).schema:
+    for f in dataset_at(ws, space, version).schema:
         kind = _kind(f.type)
         if f.name not in BASE_FIELDS and kind is not None:
             kinds[f.name] = kind

@@ -129,15 +129,18 @@ def _default_model(con, ws: Workspace, models: dict[str, int]) -> str | None:
 
 
 def _create_space_views(con, ws: Workspace) -> None:
-    """`<corpus>` over the prod alias; `<corpus>__<model>` over each space's latest version; and
-    `<corpus>__<model>__v<N>` over every recorded version N (time travel)."""
+    """`<corpus>` over the prod alias; `<corpus>__<model>` over each space's clean head (the latest
+    content that passed: never the rows of a run still being validated, or of one that failed); and
+    `<corpus>__<model>__v<N>` over every recorded version N (time travel, failed ones included)."""
     prod = con.execute("SELECT corpus, space, version, model FROM aliases WHERE alias = 'prod'").fetchall()
     for corpus, space, version, model in prod:
         _register_view(con, ws, corpus, space, version, model)
-    spaces = con.execute("SELECT DISTINCT space, model FROM versions").fetchall()
-    for space, model in spaces:
-        _register_view(con, ws, space, space, None, model)
-    for space, version, model in con.execute("SELECT space, version, model FROM versions ORDER BY space, version").fetchall():
+    heads = con.execute("SELECT h.space, any_value(v.model), any_value(h.clean_version) FROM space_heads h"
+                        " JOIN versions v USING (space) WHERE h.clean_version IS NOT NULL GROUP BY h.space").fetchall()
+    for space, model, version in heads:
+        _register_view(con, ws, space, space, version, model)
+    recorded = con.execute("SELECT space, version, model FROM versions ORDER BY space, version").fetchall()
+    for space, version, model in recorded:
         _register_view(con, ws, f"{space}__v{version}", space, version, model)
 
 

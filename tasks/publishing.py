@@ -41,10 +41,11 @@ class RunSummary:
 
 def known_metadata_types(ws: Workspace, corpus: str, space: str) -> dict[str, str]:
     """column → type of the corpus's metadata as the catalog keeps it, plus any column the space's
-    table holds that the catalog does not know (a space written before it kept them, or a run that died
+    clean head holds that the catalog does not know (a space written before it kept them, or a run that died
     between its Lance commit and its catalog record): a run never writes a column with another type."""
     types = catalog.metadata_types(ws, corpus)
-    for column, kind in embeddings.metadata_types(ws, space).items():
+    # the clean head's columns only: a failed first run's guesses must not outlive it
+    for column, kind in embeddings.metadata_types(ws, space, catalog.clean_version(ws, space)).items():
         types.setdefault(column, kind)
     return types
 
@@ -121,8 +122,9 @@ def serving_notes(corpus: str, space: str, model: str, version: int | None, pass
 def clear_staging(ws: Workspace) -> list[str]:
     """Remove the staging folders of every run that is no longer running (this one once it is recorded,
     failed ones, and ones a killed process left behind); returns the folders removed."""
+    folders = list(ws.staging_dir.glob("run-*"))  # before reading who runs: a run starting now is not here
     running = {f"run-{run_id}" for run_id in catalog.running_run_ids(ws)}
-    stale = [path for path in ws.staging_dir.glob("run-*") if path.name not in running]
+    stale = [path for path in folders if path.name not in running]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return [str(path) for path in stale]

@@ -183,10 +183,15 @@ def _read_csv(path: Path, max_chars: int) -> Iterator[tuple[str, int, dict | Rej
     src = str(path)
     csv.field_size_limit(max(csv.field_size_limit(), 2 * max_chars))  # process-wide: only ever raised
     with _open_bytes(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, strict=True)  # an unbalanced quote is an error, not a swallowed file
         try:
             for record in reader:
-                yield src, reader.line_num, {k: v for k, v in record.items() if k is not None}
+                if None in record or None in record.values():  # more or fewer fields than the header
+                    yield src, reader.line_num, Rejected(
+                        src, reader.line_num, f"{src}:{reader.line_num}: a row with another number of fields "
+                        f"than the header's {len(reader.fieldnames)}", json.dumps(record, default=str))
+                    continue
+                yield src, reader.line_num, record
         except UnicodeDecodeError as exc:
             raise BadInput(f"{src}: not UTF-8 near row {reader.line_num + 1} ({exc.reason}); re-encode the file") from exc
         except csv.Error as exc:

@@ -169,7 +169,8 @@ def test_csv_with_a_200_kb_field_ingests(workspace, tmp_path):
     body = " ".join(random.Random(0).choices(words, k=40_000))  # no two chunks alike: the gates pass
     assert len(body) > 200_000
     path = tmp_path / "big.csv"
-    path.write_text(f'id,title,text\nbig,Big,"{body}"\nsmall,Small,a small document\n')
+    quoted = body.replace('"', '""')  # CSV escapes a quote inside a quoted field by doubling it
+    path.write_text(f'id,title,text\nbig,Big,"{quoted}"\nsmall,Small,a small document\n')
 
     summary = ingest(workspace, path, corpus="csvs")
 

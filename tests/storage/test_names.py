@@ -19,3 +19,4 @@ def test_space_name_joins_checked_names():
     assert space_name("debian", "minilm") == "debian__minilm"
     with pytest.raises(BadName):
         space_name("debian", "../minilm")
+

@@ -124,3 +124,20 @@ def test_glob_source_without_a_matching_file_is_bad_input(tmp_path):
         read(f"{tmp_path}/*.md")
     with pytest.raises(BadInput, match="matches no"):
         read(f"{tmp_path}/*.docx")
+
+
+def test_a_csv_row_with_another_field_count_is_rejected_without_an_id(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("id,title,text\na,A,first\nb,B,second,extra\nc,C\nd,D,fourth\n")
+    items = list(read_source(str(path), FieldMap()))
+    assert [i.doc_id for i in items if isinstance(i, Document)] == ["a", "d"]
+    rejected = [i for i in items if isinstance(i, Rejected)]
+    assert [r.position for r in rejected] == [3, 4] and {r.doc_id for r in rejected} == {None}  # stops deletions
+    assert "another number of fields" in rejected[0].reason
+
+
+def test_an_unbalanced_quote_in_a_csv_is_a_one_line_error_not_a_swallowed_file(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text('id,title,text\na,A,"an "unbalanced" quote\nb,B,second\nc,C,third\n')
+    with pytest.raises(BadInput, match="malformed CSV near row"):
+        list(read_source(str(path), FieldMap()))
