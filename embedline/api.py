@@ -54,14 +54,16 @@ class Embedline:
                model: str | None = None, id_field: str = "id", text_field: str = "text", title_field: str = "title",
                keep_deleted: bool = False, chunk_tokens: int | None = None, overlap: int = 32,
                shard_size: int | None = None, precision: str | None = None, gates: dict | None = None,
-               max_delete_share: float = 0.5):
+               max_delete_share: float = 0.5, max_embed: int | None = None):
         """Embed `source` (JSONL[.gz], CSV, Parquet, a folder of .txt/.md/.html, a glob like `docs/*.md`) or
         the rows of a DuckDB `query` into `corpus` as a new validated version; returns the run's `RunSummary`.
 
         Only what changed is embedded. The version is promoted to `prod` when it passes its gates;
-        otherwise `ValidationFailed` is raised after the run is recorded. `gates` sets this corpus's
-        validation thresholds (kept for later runs), e.g. `{"min_golden_recall": 0.8}`. A run that would
-        delete more than `max_delete_share` of the corpus's documents raises `BadInput` (1.0 allows all).
+        otherwise `ValidationFailed` is raised after the run is recorded. `gates` overrides validation
+        thresholds for this run only, e.g. `{"min_golden_recall": 0.8}` (`gates()` keeps them for later
+        runs). A run that would delete more than `max_delete_share` of the corpus's documents raises
+        `BadInput` (1.0 allows all). `max_embed` embeds at most that many documents and defers the rest
+        to the next run (`docs_deferred`), so a large re-embed goes in committed batches.
         """
         from embedline.flows.ingest import ingest_corpus
         from embedline.tasks.sources import QUERY_PREFIX
@@ -74,7 +76,7 @@ class Embedline:
             return ingest_corpus(str(source) if query is None else QUERY_PREFIX + query, corpus, model,
                                  id_field, text_field, title_field, keep_deleted, overlap, chunk_tokens,
                                  shard_size=shard_size, precision=precision, gates=gates,
-                                 max_delete_share=max_delete_share, home=self.home)
+                                 max_delete_share=max_delete_share, max_embed=max_embed, home=self.home)
 
     # -- read --------------------------------------------------------------------------------------
     def search(self, corpus: str, query: str, k: int = 10, where: str | None = None, model: str | None = None,
@@ -126,14 +128,16 @@ class Embedline:
         return catalog.list_models(self.workspace)
 
     # -- aliases -----------------------------------------------------------------------------------
-    def promote(self, corpus: str, version: int, space: str | None = None, force: bool = False) -> dict:
+    def promote(self, corpus: str, version: int, space: str | None = None, force: bool = False,
+                hold: bool = False) -> dict:
         """Point `corpus`'s prod alias at `version` (of `space`, default prod's space), atomically.
-        A version that failed its gates needs `force=True`."""
+        A version that failed its gates needs `force=True`. `hold=True` pins prod there: scheduled
+        runs and backfill swaps leave it until the next `promote` (which releases the hold otherwise)."""
         from embedline.names import check_name
         from embedline.storage import catalog
 
         return catalog.promote(self.workspace, check_name(corpus, "corpus name"), version, space=space,
-                               allow_failed=force)
+                               allow_failed=force, hold=hold)
 
     def rollback(self, corpus: str) -> dict:
         """Move prod back to where it pointed before its latest move."""

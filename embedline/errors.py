@@ -75,4 +75,5 @@ class ValidationFailed(EmbedlineError):
 
     def __init__(self, failures: list[str]):
         self.failures = failures
+        self.summary = None  # the recorded run (a RunSummary), where an ingest raised it
         super().__init__("validation failed: " + "; ".join(failures))

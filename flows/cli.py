@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from embedline.errors import EXIT_CODES, EmbedlineError, UsageError
+from embedline.errors import EXIT_CODES, EmbedlineError, UsageError, ValidationFailed
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES.items())
 
@@ -87,8 +87,11 @@ def ingest(
     chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Tokens per chunk (default: the model's max less 2)")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Tokens shared by consecutive chunks")] = 32,
     precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 (default: the device's policy)")] = None,
-    gate: Annotated[Optional[list[str]], typer.Option("--gate", help="Validation threshold NAME=VALUE for this corpus, "
-                                                      "kept for later runs (repeatable)")] = None,
+    gate: Annotated[Optional[list[str]], typer.Option(
+        "--gate", help="Validation threshold NAME=VALUE for this run only (repeatable; "
+                       "`embedline gates --set` keeps one)")] = None,
+    max_embed: Annotated[Optional[int], typer.Option(
+        "--max-embed", help="Embed at most this many documents; the rest wait for the next run")] = None,
     fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
 ):
     """Embed SOURCE into CORPUS as a new validated version.
@@ -106,11 +109,21 @@ def ingest(
         corpus = first
     if corpus is None:
         raise UsageError("give the corpus: `embedline ingest CORPUS SOURCE` (or --query SQL instead of SOURCE)")
-    summary = _db(home).ingest(source, corpus, query=query, model=model, id_field=id_field, text_field=text_field,
-                               title_field=title_field, keep_deleted=keep_deleted, chunk_tokens=chunk_tokens,
-                               overlap=overlap, shard_size=shard_size, precision=precision, gates=_pairs(gate),
-                               max_delete_share=max_delete_share)
     out = _format(fmt, as_json)
+    try:
+        summary = _db(home).ingest(
+            source, corpus, query=query, model=model, id_field=id_field, text_field=text_field,
+            title_field=title_field, keep_deleted=keep_deleted, chunk_tokens=chunk_tokens, overlap=overlap,
+            shard_size=shard_size, precision=precision, gates=_pairs(gate), max_delete_share=max_delete_share,
+            max_embed=max_embed)
+    except ValidationFailed as exc:  # recorded, not promoted: show the run, then fail (exit 1)
+        if exc.summary is not None:
+            _print_summary(exc.summary, out)
+        raise
+    _print_summary(summary, out)
+
+
+def _print_summary(summary, out: str) -> None:
     if out == "table":
         typer.echo(format_summary(summary))
     else:
@@ -204,16 +217,20 @@ def versions(corpus: Corpus, fmt: Fmt = Format.table, as_json: Json = False, hom
 
 @app.command()
 def promote(corpus: Corpus, version: Annotated[int, typer.Argument(help="Version number (see `versions`)")],
-            space: Annotated[Optional[str], typer.Option("--space", help="Space of the version (default: prod's)")] = None,
-            force: Annotated[bool, typer.Option("--force", help="Promote even a version that failed validation")] = False,
+            space: Annotated[Optional[str], typer.Option(
+                "--space", help="Space of the version (default: prod's)")] = None,
+            force: Annotated[bool, typer.Option(
+                "--force", help="Promote even a version that failed validation")] = False,
+            hold: Annotated[bool, typer.Option(
+                "--hold", help="Pin prod there: scheduled runs and swaps leave it until the next promote")] = False,
             home: Home = None):
-    """Point CORPUS's prod alias at VERSION, atomically.
+    """Point CORPUS's prod alias at VERSION, atomically (this releases a rollback's hold unless --hold).
 
     \b
-    Example: embedline promote debian 7
+    Example: embedline promote debian 7 --hold
     """
-    moved = _db(home).promote(corpus, version, space=space, force=force)
-    typer.echo(f"{corpus} prod → {moved['space']} version {moved['version']}")
+    moved = _db(home).promote(corpus, version, space=space, force=force, hold=hold)
+    typer.echo(f"{corpus} prod → {moved['space']} version {moved['version']}{' (held)' if hold else ''}")
 
 
 @app.command()

@@ -45,7 +45,7 @@ def render(config: dict) -> dict:
         if settings.get("precision"):
             ingest_params["precision"] = settings["precision"]
         if settings.get("gates"):
-            ingest_params["gates"] = check_gates(settings["gates"])
+            ingest_params["default_gates"] = check_gates(settings["gates"])  # `gates --set` outlasts these
         deployments.append(_deployment(f"ingest-{corpus}", "embedline.flows.ingest:ingest_corpus", "cpu", ingest_params,
                                        settings.get("schedule"), timezone))
         refresh = _deployment(f"refresh-{corpus}", "embedline.flows.refresh:refresh_model", "cpu",

@@ -17,7 +17,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from embedline.flows.progress import Progress
-from embedline.flows.shards import deployment_exists, start_shards, unavailable_reason, wait_for_shards
+from embedline.flows.shards import deployment_exists, run_shards, unavailable_reason
 from embedline.settings import load
 from embedline.storage import catalog
 from embedline.errors import EmbedlineError
@@ -90,7 +90,7 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
             for i, part in enumerate(split_plan(plan, shards))]
     if on_pool:
         print(f"embedding {to_embed} documents in {shards} shard(s) on deployment {shard_deployment}")
-        wait_for_shards(start_shards(shard_deployment, runs), load().shard_timeout)
+        run_shards(shard_deployment, runs, load().shard_timeout)
         batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs])
     else:
         print(f"{reason or f'no {shard_deployment} deployment on this Prefect API'}: "

@@ -20,7 +20,8 @@ from embedline.names import check_name, space_name
 from embedline.workspace import Workspace
 from embedline.tasks import changes, chunking, evaluation, publishing, refresh
 from embedline.tasks.embedding import resolve_runtime
-from embedline.tasks.gates import corpus_gates
+from embedline.errors import ValidationFailed
+from embedline.tasks.gates import run_gates
 from embedline.tasks.models import DEFAULT_MODEL, resolve_model
 from embedline.tasks.sources import FieldMap, canonical_source
 from embedline.validation.gate import require
@@ -53,6 +54,7 @@ def ingest_corpus(
     max_embed: int | None = None,
     order: str = "source",
     gates: dict | None = None,
+    default_gates: dict | None = None,
     max_delete_share: float = 0.5,
     initial_model: str | None = None,
     home: str | None = None,
@@ -66,8 +68,9 @@ def ingest_corpus(
     embeds under it, else under its worker's policy (precision is recorded on the run, not part of the
     model key: switching it re-embeds nothing). `max_embed`: embed at most this many documents, `order`
     deciding which (source, recent, residual); the rest are counted as deferred, for the next run
-    (backfill batches). `gates`: validation thresholds for this corpus, kept for later runs (see
-    `embedline.validation.suite.GATES`). `max_delete_share`: a run that would delete more than this share
+    (backfill batches). `gates`: validation thresholds for this run only; `default_gates`: the
+    deployment's (corpora.yaml), below those set with `embedline gates --set` (see `tasks.gates`).
+    `max_delete_share`: a run that would delete more than this share
     of the space's documents is refused (1.0 allows all). `initial_model`: the model a new corpus starts
     with (deploy/corpora.yaml's `model`); ignored once prod serves one."""
     started = time.perf_counter()
@@ -78,7 +81,7 @@ def ingest_corpus(
     model = model or catalog.serving_model(ws, corpus) or initial_model or DEFAULT_MODEL
     spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)  # 1. the model's identity on this machine
     params = chunking.params_for(spec, overlap, chunk_tokens)
-    expect = Expectations(spec.out_dim, spec.key(), spec.normalize, **corpus_gates(ws, corpus, gates))
+    expect = Expectations(spec.out_dim, spec.key(), spec.normalize, **run_gates(ws, corpus, gates, default_gates))
     space = space_name(corpus, model)
     with space_lock(ws, space):  # 2. one writer per space
         run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),
@@ -113,5 +116,9 @@ def ingest_corpus(
         get_run_logger().warning(f"plots of {space} run {run_id} failed, the run stands: {exc!r}")
     for note in summary.notes:  # 11. why prod did not move, and what an operator can do
         print(note)
-    require(report)  # a failed gate fails the flow run (after it is recorded)
+    try:
+        require(report)  # a failed gate fails the flow run (after it is recorded)
+    except ValidationFailed as exc:
+        exc.summary = summary  # the CLI prints the recorded run before the error
+        raise
     return summary

@@ -2,8 +2,10 @@
 workers that are not there, and one failed shard stops its siblings instead of leaving them running.
 
 Before dispatching, the pool must have a worker that is online now (status ONLINE and a heartbeat
-within three of its intervals); the runs are then created at once and watched together, and when
-one fails or the deadline (`$EMBEDLINE_SHARD_TIMEOUT`) passes, every unfinished one is cancelled.
+within three of its intervals); the runs are then created at once and watched together. Every unfinished
+one is cancelled when one fails, when creating them fails part-way, or when the deadline
+(`$EMBEDLINE_SHARD_TIMEOUT`) passes: a shard running for longer, or no shard starting or finishing
+for that long (the pool stalled). Shards queued behind busy workers wait as long as the others progress.
 """
 
 import time
@@ -59,38 +61,54 @@ def is_online(worker, now: datetime | None = None) -> bool:
     return (now - worker.last_heartbeat_time).total_seconds() <= HEARTBEATS_MISSED * interval
 
 
-def start_shards(deployment: str, runs: list[dict]) -> dict[int, FlowRun]:
-    """One flow run of `deployment` per shard's parameters, created now (linked under the calling flow)."""
-    return {p["shard"]: run_deployment(deployment, parameters=p, timeout=0,
-                                       flow_run_name=f"run-{p['run_id']}-shard-{p['shard']}")
-            for p in runs}
+def run_shards(deployment: str, runs: list[dict], timeout: float, poll: float = 1.0) -> None:
+    """Create one flow run of `deployment` per shard's parameters and wait for them all (see the module);
+    whatever goes wrong, no shard this call created is left running."""
+    flow_runs: dict[int, FlowRun] = {}
+    try:
+        for parameters in runs:
+            flow_runs[parameters["shard"]] = run_deployment(
+                deployment, parameters=parameters, timeout=0,
+                flow_run_name=f"run-{parameters['run_id']}-shard-{parameters['shard']}")
+        wait_for_shards(flow_runs, timeout, poll)
+    except BaseException:
+        cancel_unfinished([run.id for run in flow_runs.values()])
+        raise
 
 
 def wait_for_shards(flow_runs: dict[int, FlowRun], timeout: float, poll: float = 1.0) -> None:
-    """Return when every shard's flow run completed. When one ends otherwise, or `timeout` seconds
-    pass first, or the wait itself is interrupted, cancel the unfinished ones and raise."""
-    deadline = time.monotonic() + timeout
+    """Return when every shard's flow run completed; raise when one ends otherwise, runs longer than
+    `timeout` seconds, or no shard starts or ends for that long. The caller cancels what is left."""
     shard_of = {run.id: shard for shard, run in flow_runs.items()}
-    try:
-        with get_client(sync_client=True) as client:
-            while True:
-                current = _read_runs(client, list(shard_of))
-                for run in current:
-                    if run.state and run.state.is_final() and not run.state.is_completed():
-                        raise EmbedlineError(
-                            f"shard {shard_of[run.id]} (flow run {run.name}) ended {run.state.name}: its sibling "
-                            "shards were cancelled; see its logs in the Prefect UI, then run the ingest again")
-                unfinished = [run for run in current if not (run.state and run.state.is_completed())]
-                if not unfinished:
-                    return
-                if time.monotonic() >= deadline:
-                    names = ", ".join(f"shard {shard_of[r.id]} ({r.name}, {_state_name(r)})" for r in unfinished)
-                    raise EmbedlineError(f"{names} did not finish within {timeout:g} s and were cancelled: check "
-                                         "the gpu pool's workers, or raise EMBEDLINE_SHARD_TIMEOUT")
-                time.sleep(poll)
-    except BaseException:
-        cancel_unfinished(list(shard_of))
-        raise
+    seen, last_progress = None, time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            current = _read_runs(client, list(shard_of))
+            for run in current:
+                if run.state and run.state.is_final() and not run.state.is_completed():
+                    raise EmbedlineError(
+                        f"shard {shard_of[run.id]} (flow run {run.name}) ended {run.state.name}: its sibling "
+                        "shards were cancelled; see its logs in the Prefect UI, then run the ingest again")
+            unfinished = [run for run in current if not (run.state and run.state.is_completed())]
+            if not unfinished:
+                return
+            states = {(run.id, _state_name(run)) for run in current}
+            if states != seen:
+                seen, last_progress = states, time.monotonic()
+            overdue = [run for run in unfinished if _running_for(run) > timeout]
+            if overdue or time.monotonic() - last_progress >= timeout:
+                late = overdue or unfinished
+                names = ", ".join(f"shard {shard_of[r.id]} ({r.name}, {_state_name(r)})" for r in late)
+                raise EmbedlineError(f"{names} did not finish within {timeout:g} s and were cancelled: check "
+                                     "the gpu pool's workers, or raise EMBEDLINE_SHARD_TIMEOUT")
+            time.sleep(poll)
+
+
+def _running_for(run: FlowRun) -> float:
+    """Seconds since the run started running (0 while it waits in the queue)."""
+    if run.start_time is None or not (run.state and run.state.is_running()):
+        return 0.0
+    return (datetime.now(timezone.utc) - run.start_time).total_seconds()
 
 
 def cancel_unfinished(flow_run_ids: list[UUID]) -> None:

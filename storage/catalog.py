@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import duckdb
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from embedline.errors import BadInput, CatalogBusy, NotFound
+from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused
 from embedline.workspace import Workspace
 
 SCHEMA_VERSION = 8
@@ -339,6 +339,18 @@ def _record_documents(con, space: str, run_id: int, documents_arrow, deleted_doc
                     [space, deleted_doc_ids])
 
 
+def adopt_orphans(ws: Workspace, space: str, held_doc_ids: set[str]) -> int:
+    """List documents the space holds but `documents` lacks with change key 'orphan' (which matches no
+    source record), so the next run's diff replaces or deletes them; returns how many were adopted."""
+    with writing(ws) as con:
+        return con.execute(
+            "INSERT INTO documents SELECT ?, doc_id, NULL, 'orphan', NULL, NULL, ?"
+            " FROM (SELECT unnest(?::VARCHAR[]) AS doc_id)"
+            " WHERE doc_id NOT IN (SELECT doc_id FROM documents WHERE space = ?)",
+            [space, now(), sorted(held_doc_ids), space],
+        ).fetchone()[0]
+
+
 def _may_move(alias: dict | None, space: str) -> bool:
     """A run moves an alias only within the alias's space, and never a held one (operators win)."""
     return alias is None or (not alias["held"] and alias["space"] == space)
@@ -396,12 +408,19 @@ def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: st
 
 
 def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space: str | None = None,
-            allow_failed: bool = False) -> dict:
-    """Move `alias` to `version` of the corpus (of `space`, or of the alias's current space); this also
-    releases an alias a rollback held."""
+            allow_failed: bool = False, hold: bool = False, expect: tuple | None = None) -> dict:
+    """Move `alias` to `version` of the corpus (of `space`, or of the alias's current space) and set its
+    hold: a held alias stays where an operator put it until `promote` moves it again.
+
+    `expect` makes the move a compare-and-set for automated callers (a backfill's swap): the alias must
+    still be unheld and at `expect` = (space, version), or () for no alias yet, inside this transaction;
+    otherwise `SwapRefused`, so a rollback or a run's promotion in the meantime is never overwritten.
+    """
     with writing(ws) as con:
-        current = _rows(con, "SELECT * FROM aliases WHERE corpus = ? AND alias = ?", [corpus, alias])
-        space = space or (current[0]["space"] if current else None)
+        current = _alias(con, corpus, alias)
+        if expect is not None:
+            _require_unchanged(corpus, alias, current, expect)
+        space = space or (current["space"] if current else None)
         found = _rows(con, "SELECT * FROM versions WHERE corpus = ? AND version = ? AND (? IS NULL OR space = ?)",
                       [corpus, version, space, space])
         if not found:
@@ -410,9 +429,19 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
             raise BadInput(f"version {version} exists in several spaces of {corpus!r}: pass --space")
         target = found[0]
         if target["validation"] != "passed" and not allow_failed:
-            raise BadInput(f"version {version} failed validation ({target['failures']}); pass --force to promote it anyway")
-        _set_alias(con, corpus, alias, target["space"], version, target["model"])
-        return {"corpus": corpus, "alias": alias, "space": target["space"], "version": version}
+            raise BadInput(f"version {version} failed validation ({target['failures']}); "
+                           "pass --force to promote it anyway")
+        _set_alias(con, corpus, alias, target["space"], version, target["model"], held=hold)
+        return {"corpus": corpus, "alias": alias, "space": target["space"], "version": version, "held": hold}
+
+
+def _require_unchanged(corpus: str, alias: str, current: dict | None, expect: tuple) -> None:
+    if current is not None and current["held"]:
+        raise SwapRefused(f"{alias} of {corpus!r} is held (rolled back or pinned); `embedline promote` moves it")
+    now_at = (current["space"], current["version"]) if current else ()
+    if now_at != tuple(expect):
+        raise SwapRefused(f"{alias} of {corpus!r} moved to {now_at} while the swap was checked (it expected "
+                          f"{tuple(expect)}); run the swap again")
 
 
 def rollback(ws: Workspace, corpus: str, alias: str = "prod") -> dict:

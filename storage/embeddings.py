@@ -72,11 +72,12 @@ def write_version(
     the table as it was.
     """
     db = connect(ws)
-    if space not in db.list_tables().tables:
-        table = db.create_table(space, schema=schema)
+    table = db.open_table(space) if space in db.list_tables().tables else None
+    if table is None or (table.count_rows() == 0 and table.schema != schema):
+        # new, or emptied after a failed first run: the columns are this run's (older versions stay readable)
+        table = db.create_table(space, schema=schema, mode="overwrite")
         table.set_unenforced_primary_key("chunk_id")
     else:
-        table = db.open_table(space)
         schema = _align_schema(table, schema)
     reader = pa.RecordBatchReader.from_batches(schema, (_fit(b, schema) for b in batches))
     merge = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
@@ -134,11 +135,15 @@ def _fit(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 def metadata_types(ws: Workspace, space: str, version: int | None) -> dict[str, str]:
     """column → type name of the space's metadata columns as `version` holds them (for spaces written
-    before the catalog kept metadata types); {} without a version."""
+    before the catalog kept metadata types); {} without a version or rows (an emptied head keeps the
+    columns of a failed first run, whose guesses must not outlive it)."""
     if version is None or not space_exists(ws, space):
         return {}
+    dataset = dataset_at(ws, space, version)
+    if dataset.count_rows() == 0:
+        return {}
     kinds = {}
-    for f in dataset_at(ws, space, version).schema:
+    for f in dataset.schema:
         kind = _kind(f.type)
         if f.name not in BASE_FIELDS and kind is not None:
             kinds[f.name] = kind

@@ -25,6 +25,10 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
 
     Returns the new version, or None when the head was already clean. Call it holding the space's lock.
     A failed run's tagged version stays readable for inspection; only the head moves.
+
+    Documents the restored head holds but the catalog does not list are adopted as orphans, so the next
+    run replaces or deletes them: before schema 8, failed runs applied their deletions to `documents`,
+    and the first restore after an upgrade brings those documents' chunks back.
     """
     latest = embeddings.latest_version(ws, space)
     clean = catalog.clean_version(ws, space)
@@ -32,6 +36,8 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
         return None
     restored = embeddings.restore_version(ws, space, clean)
     catalog.set_clean_version(ws, space, restored)
+    if clean is not None:
+        catalog.adopt_orphans(ws, space, embeddings.doc_ids(ws, space, restored))
     return restored
 
 

@@ -261,8 +261,14 @@ def fit_metadata(metadata: dict, types: dict[str, str], recorded: set[str]) -> s
 
     A recorded column takes a value only where `coerce_value` keeps it whole; otherwise the reason
     names the field. Only a fitting document widens the types of columns new to the corpus, so a
-    quarantined record leaves no trace in the schema.
+    quarantined record leaves no trace in the schema. Two fields that become one column (`Due Date`
+    and `due_date`) are refused rather than one silently overwriting the other.
     """
+    seen: dict[str, str] = {}
+    for name in metadata:
+        other = seen.setdefault(column_name(name), name)
+        if other != name:
+            return f"metadata fields {other!r} and {name!r} both become column {column_name(name)!r}; rename one"
     for name, value in metadata.items():
         column = column_name(name)
         if column in recorded:

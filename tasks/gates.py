@@ -1,4 +1,11 @@
-"""A corpus's validation thresholds: the defaults, overridden by what was set for it (kept in the catalog)."""
+"""A corpus's validation thresholds. Per key, the first that sets it wins:
+
+1. a run's own `gates` (`ingest --gate`, `db.ingest(gates=...)`): that run only, never stored;
+2. what was set for the corpus (`embedline gates --set`, `db.gates(...)`), kept in the catalog;
+3. the deployment's defaults (`gates:` in deploy/corpora.yaml): every scheduled run passes them, and an
+   operator's `gates --set` outlasts them;
+4. the built-in defaults.
+"""
 
 from embedline.names import check_name
 from embedline.storage import catalog
@@ -7,10 +14,19 @@ from embedline.workspace import Workspace
 
 
 def corpus_gates(ws: Workspace, corpus: str, updates: dict | None = None) -> dict[str, float]:
-    """The thresholds `corpus` is validated with; `updates` are checked, stored and kept for later runs."""
+    """The thresholds stored for `corpus` over the built-in defaults; `updates` are checked and stored
+    first (`embedline gates --set`)."""
     check_name(corpus, "corpus name")
     stored = catalog.get_gates(ws, corpus)
     if updates:
         stored = {**stored, **check_gates(updates)}
         catalog.set_gates(ws, corpus, stored)
     return {**default_gates(), **stored}
+
+
+def run_gates(ws: Workspace, corpus: str, overrides: dict | None = None,
+              deployment_defaults: dict | None = None) -> dict[str, float]:
+    """The thresholds one run is validated with (see the module for which wins); stores nothing."""
+    check_name(corpus, "corpus name")
+    return {**default_gates(), **check_gates(deployment_defaults or {}), **catalog.get_gates(ws, corpus),
+            **check_gates(overrides or {})}

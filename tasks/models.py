@@ -155,10 +155,33 @@ def resolve_model(ws, name: str) -> ModelSpec:
 
     row = catalog.get_model(ws, check_name(name, "model name"))
     if row is not None:
-        return ModelSpec.from_json(row["spec"])
+        spec = ModelSpec.from_json(row["spec"])
+        if _stack_unknown(row["spec"]) and Path(spec.path).is_dir():
+            return _reread(ws, spec)
+        return spec
     if name == DEFAULT_MODEL:
         return add_model(ws, name, default_model_path())
     raise NotFound(f"model {name!r} is not registered: run `embedline models add {name} PATH` first")
+
+
+STACK_FIELDS = ("include_prompt", "dense", "query_prompt", "document_prompt")
+
+
+def _stack_unknown(spec_json: str) -> bool:
+    """A spec registered before embedline read module stacks and prompts (0.1.0) lacks their fields."""
+    return any(field not in json.loads(spec_json) for field in STACK_FIELDS)
+
+
+def _reread(ws, spec: ModelSpec) -> ModelSpec:
+    """Register the folder again when it is the same model (same fingerprint), so its Dense layers and
+    prompts apply; a folder that changed since is left for the operator's `models add`."""
+    fresh = read_model_dir(spec.name, spec.path, spec.truncate_dim)
+    if fresh.fingerprint != spec.fingerprint:
+        return spec
+    from embedline.storage import catalog
+
+    catalog.register_model(ws, spec.name, fresh.to_json())
+    return fresh
 
 
 # Models shipped through the package registry, assembled on request (never fetched from a hub).

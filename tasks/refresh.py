@@ -202,7 +202,8 @@ def swap_if_proven(ws: Workspace, corpus: str, new_model: str, version: int | No
                           f"waits; `embedline promote {corpus} {version} --space {space}` swaps to it")
     if prod is not None:
         require_coverage(ws, prod, new_model, version)
-    return catalog.promote(ws, corpus, version, space=space)
+    expect = (prod["space"], prod["version"]) if prod else ()  # a rollback meanwhile wins over this swap
+    return catalog.promote(ws, corpus, version, space=space, expect=expect)
 
 
 def require_coverage(ws: Workspace, prod: dict, model: str, version: int) -> None:

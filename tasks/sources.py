@@ -65,14 +65,28 @@ def _file_kind(path: Path) -> str | None:
 def _read_file(path: Path, root: Path, fields: FieldMap) -> Iterator[tuple[str, int, dict | Rejected]]:
     kind = _file_kind(path)
     if kind == "jsonl":
-        return _read_jsonl(path)
+        return _whole_or_refused(path, _read_jsonl(path))
     if kind == "csv":
-        return _read_csv(path, fields.max_chars)
+        return _whole_or_refused(path, _read_csv(path, fields.max_chars))
     if kind == "parquet":
-        return _read_parquet(path)
+        return _whole_or_refused(path, _read_parquet(path))
     if kind == "text":
         return _read_text_files([path], root, fields)
     raise BadInput(f"{path}: unknown source type; use .jsonl[.gz], .csv, .parquet, a folder or a glob pattern")
+
+
+def _whole_or_refused(path: Path, records: Iterator) -> Iterator:
+    """`records`, or `BadInput` when the file cannot be read to its end (a truncated .gz or Parquet file, a
+    corrupt block): a run that did not read the whole source must not decide what was deleted."""
+    import zlib
+
+    import pyarrow as pa
+
+    try:
+        yield from records
+    except (EOFError, OSError, zlib.error, pa.ArrowException) as exc:
+        raise BadInput(f"{path}: unreadable past some point ({type(exc).__name__}: {exc}); "
+                       "the file looks truncated or corrupt: copy it again") from exc
 
 
 def _is_pattern(source: str) -> bool:

@@ -155,7 +155,21 @@ def test_gates_are_set_per_corpus_and_apply_to_its_runs(workspace, debian_case):
     shown = json.loads(run_cli("gates", "debian", "--set", "min_effective_rank=1000", "--json",
                                home=workspace.home, check=True).stdout)
     assert {g["gate"]: g["threshold"] for g in shown}["min_effective_rank"] == 1000
-    failed = run_cli("ingest", "debian", str(debian_case), "--model", "tiny", home=workspace.home)
+    failed = run_cli("ingest", "debian", str(debian_case), "--model", "tiny", "--json", home=workspace.home)
     assert failed.returncode == 1 and "effective_rank" in failed.stderr  # a 32-d model cannot reach rank 1000
+    (run,) = json.loads(failed.stdout)  # the recorded run, for scripts
+    assert (run["status"], run["promoted"], run["docs_new"]) == ("failed", False, 120)
     bad = run_cli("gates", "debian", "--set", "min_magic=1", home=workspace.home)
     assert bad.returncode == 3 and "unknown validation gate 'min_magic'" in bad.stderr
+
+
+def test_max_embed_commits_a_large_embed_in_batches_until_nothing_is_deferred(workspace, debian_case):
+    counts = []
+    for _ in range(3):
+        (run,) = json.loads(run_cli("ingest", "debian", str(debian_case), "--model", "tiny", "--max-embed", "50",
+                                    "--json", home=workspace.home, check=True).stdout)
+        counts.append((run["docs_new"], run["docs_deferred"], run["promoted"]))
+    assert counts == [(50, 70, True), (50, 20, True), (20, 0, True)]
+    served = run_cli("sql", "SELECT count(DISTINCT doc_id) AS n FROM debian", "--json", home=workspace.home,
+                     check=True).stdout
+    assert json.loads(served) == [{"n": 120}]

@@ -58,3 +58,25 @@ def test_validate_re_runs_the_gates_on_a_stored_version(workspace, debian_case):
     _, _, again = validate_version("debian", summary.version, home=str(workspace.home))
     assert not again.passed and any("chunk_rows" in f for f in again.failures)
     assert catalog.list_versions(workspace, "debian")[0]["validation"] == "failed"
+
+
+def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deployments_defaults(workspace, debian_case):
+    from embedline.flows.deployments import render
+    from embedline.tasks.gates import corpus_gates, run_gates
+
+    corpus_gates(workspace, "debian", {"min_effective_rank": 3})  # `embedline gates debian --set ...`
+    yaml_defaults = {"min_effective_rank": 50, "max_near_duplicate_rate": 0.4}
+    gates = run_gates(workspace, "debian", deployment_defaults=yaml_defaults)
+    assert (gates["min_effective_rank"], gates["max_near_duplicate_rate"]) == (3, 0.4)
+    assert run_gates(workspace, "debian", {"min_effective_rank": 9}, yaml_defaults)["min_effective_rank"] == 9
+
+    with pytest.raises(ValidationFailed):
+        ingest(workspace, debian_case, gates={"norm_tolerance": -1.0})
+    assert catalog.get_gates(workspace, "debian") == {"min_effective_rank": 3}  # the run's own gate was not kept
+    assert ingest(workspace, debian_case).promoted
+
+    (ingest_deployment,) = [
+        d for d in render({"corpora": {"debian": {"source": "x.jsonl", "gates": yaml_defaults}}})["deployments"]
+        if d["name"] == "ingest-debian"]
+    assert ingest_deployment["parameters"]["default_gates"] == yaml_defaults
+    assert "gates" not in ingest_deployment["parameters"]

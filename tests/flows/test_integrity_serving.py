@@ -96,6 +96,28 @@ def test_a_run_that_dies_between_commit_and_record_leaves_nothing_that_serves(wo
     assert (after.docs_changed, after.docs_unchanged) == (0, 120)
 
 
+def test_documents_an_old_failed_run_deleted_come_back_as_orphans_and_the_next_run_settles_them(
+        workspace, debian_case):
+    """Before schema 8 a failed run applied its deletions to the catalog; the first restore after an
+    upgrade brings their chunks back, and the next run must delete or replace them, never serve them stale."""
+    ingest(workspace, debian_case)
+    records = [json.loads(line) for line in debian_case.read_text().splitlines()]
+    gone, edited = records[5]["id"], records[6]["id"]
+    embeddings.open_space(workspace, "debian__tiny").delete(f"doc_id IN ('{gone}', '{edited}')")  # as 0.1.0 did
+    with catalog.writing(workspace) as con:
+        con.execute("DELETE FROM documents WHERE doc_id IN (?, ?)", [gone, edited])
+    records[6]["text"] = "a new text for a document an old failed run had deleted"
+    debian_case.write_text("".join(json.dumps(r) + "\n" for r in records if r["id"] != gone))
+
+    summary = ingest(workspace, debian_case)
+
+    assert (summary.docs_deleted, summary.docs_changed, summary.docs_unchanged) == (1, 1, 118)
+    served = sql.connect(workspace).execute("SELECT doc_id, text FROM debian WHERE doc_id IN (?, ?)",
+                                            [gone, edited]).fetchall()
+    assert {d for d, _ in served} == {edited} and all(t in records[6]["text"] for _, t in served)
+    assert catalog.known_documents(workspace, "debian__tiny").get(gone) is None
+
+
 # -- C4: operators win ---------------------------------------------------------------------------
 def test_a_rollback_holds_prod_until_promote_releases_it(workspace, debian_case):
     v1 = ingest(workspace, debian_case).version
@@ -177,6 +199,44 @@ def test_a_swap_is_refused_when_the_new_space_lacks_documents_prod_serves(worksp
 
     whole = ingest(workspace, debian_case, model="small")
     assert swap_if_proven(workspace, "debian", "small", whole.version)["space"] == "debian__small"
+
+
+def test_a_rollback_during_a_swap_wins(workspace, debian_case, tiny_model_dir, monkeypatch):
+    from embedline.tasks import refresh
+
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case)
+    rewrite(debian_case, 0, "second edition")
+    ingest(workspace, debian_case)
+    whole = ingest(workspace, debian_case, model="small")
+    checked = refresh.require_coverage
+
+    def rollback_meanwhile(*args):  # an operator rolls back while the swap checks coverage
+        checked(*args)
+        catalog.rollback(workspace, "debian")
+
+    monkeypatch.setattr(refresh, "require_coverage", rollback_meanwhile)
+    with pytest.raises(SwapRefused, match="held"):
+        refresh.swap_if_proven(workspace, "debian", "small", whole.version)
+    prod = catalog.get_alias(workspace, "debian")
+    assert (prod["space"], prod["held"]) == ("debian__tiny", True)
+
+
+def test_promote_hold_pins_prod_against_scheduled_runs(workspace, debian_case):
+    first = ingest(workspace, debian_case).version
+    rewrite(debian_case, 0, "second edition")
+    ingest(workspace, debian_case)
+    out = run_cli("promote", "debian", str(first), "--hold", home=workspace.home, check=True)
+    assert out.stdout.strip().endswith(f"version {first} (held)")
+
+    rewrite(debian_case, 0, "third edition")
+    third = ingest(workspace, debian_case)
+
+    assert third.status == "succeeded" and not third.promoted
+    assert (catalog.get_alias(workspace, "debian")["version"], catalog.get_alias(workspace, "debian")["held"]) == (
+        first, True)
+    catalog.promote(workspace, "debian", third.version)
+    assert catalog.get_alias(workspace, "debian")["held"] is False
 
 
 # -- C9: the edges of a run -------------------------------------------------------------------------

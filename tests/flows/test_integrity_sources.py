@@ -7,7 +7,7 @@ import random
 import pytest
 
 from embedline.errors import BadInput
-from embedline.storage import catalog, sql
+from embedline.storage import catalog, embeddings, sql
 from tests.conftest import DEBIAN_CASE, ingest, run_cli
 
 SLICE = 12  # documents of the Debian case these tests start from: small keeps the flow quick
@@ -214,3 +214,24 @@ def test_a_space_written_before_the_prefix_shows_its_version_field_as_meta_versi
                            [rows[0]["id"], rows[1]["id"]]).fetchall())
     assert got == {rows[0]["id"]: "9.9-1", rows[1]["id"]: rows[1]["version"]}
     assert [c[0] for c in con.execute("DESCRIBE debian").fetchall()].count("version") == 1
+
+
+def test_a_new_corpus_whose_first_run_failed_takes_its_column_types_from_its_first_good_run(workspace, tmp_path):
+    from embedline.errors import ValidationFailed
+
+    rows = [{"id": f"d{i}", "title": f"t{i}", "text": f"ticket {i} about a crash", "priority": i} for i in range(4)]
+    with pytest.raises(ValidationFailed):
+        ingest(workspace, write_jsonl(tmp_path / "first.jsonl", rows), corpus="tickets",
+               gates={"norm_tolerance": -1.0})
+    for row in rows:  # the operator fixes the data: priorities are words
+        row["priority"] = "high" if row["priority"] % 2 else "low"
+    catalog.set_gates(workspace, "tickets", {})
+
+    summary = ingest(workspace, write_jsonl(tmp_path / "second.jsonl", rows), corpus="tickets")
+
+    assert (summary.status, summary.docs_new, summary.docs_quarantined) == ("succeeded", 4, 0)
+    assert sql.connect(workspace).execute("SELECT doc_id, priority FROM tickets ORDER BY doc_id").fetchall() == [
+        ("d0", "low"), ("d1", "high"), ("d2", "low"), ("d3", "high")]
+    failed = [v for v in catalog.list_versions(workspace, "tickets") if v["validation"] == "failed"][0]
+    kept = embeddings.dataset_at(workspace, failed["space"], failed["version"])  # still there to inspect
+    assert (kept.count_rows(), str(kept.schema.field("priority").type)) == (4, "int64")

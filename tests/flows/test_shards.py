@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import Worker, WorkerStatus
 
 from embedline.errors import EmbedlineError
 from embedline.flows.embed import SHARD_DEPLOYMENT
-from embedline.flows.shards import is_online, start_shards, unavailable_reason, wait_for_shards
+from embedline.flows.shards import is_online, run_shards, unavailable_reason
 from embedline.storage import catalog, embeddings
 from embedline.storage.locks import space_lock
 from embedline.tasks.batch import EmbeddedBatch
@@ -115,22 +115,75 @@ def test_shards_nobody_runs_are_cancelled_at_the_deadline_and_the_lock_is_releas
     assert run["status"] == "failed" and "did not finish within 2 s" in run["error"]
 
 
-def test_a_failed_shard_cancels_its_unfinished_siblings(shard_pool):
+def set_state_on_creation(monkeypatch, states: dict) -> None:
+    """Shards created through `run_shards` are put in `states[shard]` (a Prefect state factory, or an
+    exception to raise instead of creating that shard), as a worker would move them."""
+    from embedline.flows import shards
+
+    create = shards.run_deployment
+
+    def creating(deployment, parameters, **kwargs):
+        wanted = states.get(parameters["shard"])
+        if isinstance(wanted, Exception):
+            raise wanted
+        run = create(deployment, parameters=parameters, **kwargs)
+        with get_client(sync_client=True) as client:
+            for state in wanted or ():
+                client.set_flow_run_state(run.id, state(), force=True)
+        return run
+
+    monkeypatch.setattr(shards, "run_deployment", creating)
+
+
+def test_a_failed_shard_cancels_its_unfinished_siblings(shard_pool, monkeypatch):
     from prefect.states import Completed, Failed, Running
 
-    runs = start_shards(SHARD_DEPLOYMENT, [{"run_id": 99, "shard": i} for i in range(4)])
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(runs[0].id, Running(), force=True)
-        client.set_flow_run_state(runs[0].id, Completed(), force=True)
-        client.set_flow_run_state(runs[1].id, Failed(), force=True)
-        client.set_flow_run_state(runs[2].id, Running(), force=True)
-
+    set_state_on_creation(monkeypatch, {0: [Running, Completed], 1: [Failed], 2: [Running]})
     with pytest.raises(EmbedlineError, match=r"shard 1 \(flow run run-99-shard-1\) ended Failed: its sibling"):
-        wait_for_shards(runs, timeout=60, poll=0.1)
+        run_shards(SHARD_DEPLOYMENT, [{"run_id": 99, "shard": i} for i in range(4)], timeout=60, poll=0.1)
     assert shard_runs(shard_pool.deployment_id) == {
         "run-99-shard-0": "COMPLETED", "run-99-shard-1": "FAILED",
         "run-99-shard-2": "CANCELLING",  # a worker would stop its process now
         "run-99-shard-3": "CANCELLED"}  # never picked up: nothing to stop
+
+
+def test_shards_created_before_a_failed_dispatch_are_cancelled(shard_pool, monkeypatch):
+    set_state_on_creation(monkeypatch, {2: RuntimeError("the Prefect API went away")})
+    with pytest.raises(RuntimeError, match="went away"):
+        run_shards(SHARD_DEPLOYMENT, [{"run_id": 98, "shard": i} for i in range(4)], timeout=60, poll=0.1)
+    assert shard_runs(shard_pool.deployment_id) == {"run-98-shard-0": "CANCELLED", "run-98-shard-1": "CANCELLED"}
+
+
+def test_the_deadline_is_per_running_shard_and_queued_shards_wait_while_others_progress(shard_pool):
+    import threading
+    import time
+
+    from prefect.states import Completed, Running
+
+    from embedline.flows.shards import wait_for_shards
+
+    with get_client(sync_client=True) as client:
+        runs = {i: client.create_flow_run_from_deployment(shard_pool.deployment_id, name=f"run-97-shard-{i}")
+                for i in range(3)}
+
+    def worker():  # one shard at a time, each 0.8 s: 2.4 s in all, past the 1.5 s deadline
+        with get_client(sync_client=True) as client:
+            for run in runs.values():
+                client.set_flow_run_state(run.id, Running(), force=True)
+                time.sleep(0.8)
+                client.set_flow_run_state(run.id, Completed(), force=True)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    wait_for_shards(runs, timeout=1.5, poll=0.1)  # returns: every shard finished within its own deadline
+    thread.join()
+
+    with get_client(sync_client=True) as client:
+        stuck = {i: client.create_flow_run_from_deployment(shard_pool.deployment_id, name=f"run-96-shard-{i}")
+                 for i in range(2)}
+        client.set_flow_run_state(stuck[0].id, Running(), force=True)
+    with pytest.raises(EmbedlineError, match=r"^shard 0 \(run-96-shard-0, Running\) did not finish within 1.5 s"):
+        wait_for_shards(stuck, timeout=1.5, poll=0.1)
 
 
 def test_shards_of_a_mixed_pool_combine_and_report_each_precision(tmp_path):

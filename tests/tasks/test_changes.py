@@ -143,3 +143,13 @@ def test_metadata_types_are_kept_per_column_so_a_renamed_field_shares_its_column
 
     assert result.metadata_types == {"meta_version": "string", "section": "string"}
     assert staged_ids(result) == ["a", "b"] and result.quarantined == []  # 3 fits a string column as "3"
+
+
+def test_two_metadata_fields_that_become_one_column_are_refused_naming_both():
+    from embedline.tasks.changes import fit_metadata
+
+    types: dict = {}
+    reason = fit_metadata({"Due Date": "2026-01-01", "due_date": "2026-02-02"}, types, set())
+    assert reason == "metadata fields 'Due Date' and 'due_date' both become column 'due_date'; rename one"
+    assert types == {}  # a refused record leaves no trace in the schema
+    assert fit_metadata({"Due Date": "2026-01-01"}, types, set()) is None and types == {"due_date": "string"}

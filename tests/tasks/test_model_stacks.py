@@ -172,3 +172,21 @@ def test_a_dense_activation_outside_torch_nn_is_refused(bert_dir, tmp_path):
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "activation_function": "my.Swish"}))
     with pytest.raises(BadInput, match="module Dense \\(2_Dense\\) is not supported: its activation 'my.Swish'"):
         read_model_dir("m", folder)
+
+
+def test_a_spec_registered_before_stacks_were_read_is_read_again_from_its_unchanged_folder(bert_dir, tmp_path):
+    import json
+
+    from embedline.storage import catalog
+    from embedline.tasks.models import resolve_model
+    from embedline.workspace import Workspace
+
+    ws = Workspace.from_env(tmp_path / "home").ensure()
+    folder, _ = save_stack(bert_dir, tmp_path / "prompted", prompts={"query": "q: ", "document": "d: "})
+    current = read_model_dir("m", folder)
+    legacy = {k: v for k, v in json.loads(current.to_json()).items()  # what 0.1.0 stored
+              if k not in ("include_prompt", "dense", "query_prompt", "document_prompt")}
+    catalog.register_model(ws, "m", json.dumps(legacy))
+
+    assert resolve_model(ws, "m") == current  # the prompts apply again
+    assert json.loads(catalog.get_model(ws, "m")["spec"])["document_prompt"] == "d: "  # and are stored

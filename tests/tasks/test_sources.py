@@ -141,3 +141,21 @@ def test_an_unbalanced_quote_in_a_csv_is_a_one_line_error_not_a_swallowed_file(t
     path.write_text('id,title,text\na,A,"an "unbalanced" quote\nb,B,second\nc,C,third\n')
     with pytest.raises(BadInput, match="malformed CSV near row"):
         list(read_source(str(path), FieldMap()))
+
+
+@pytest.mark.parametrize("name", ["docs.jsonl.gz", "docs.csv.gz", "docs.parquet"])
+def test_a_truncated_file_is_a_one_line_error_naming_it(tmp_path, name):
+    rows = [{"id": f"d{i}", "title": f"t{i}", "text": f"text number {i} " * 40} for i in range(400)]
+    whole = tmp_path / f"whole-{name}"
+    if name.endswith(".parquet"):
+        pq.write_table(pa.Table.from_pylist(rows), whole)
+    else:
+        lines = [json.dumps(r) for r in rows] if ".jsonl" in name else \
+            ["id,title,text"] + [f"{r['id']},{r['title']},{r['text']}" for r in rows]
+        whole.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    data = whole.read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data[: len(data) // 2])  # a copy that stopped half-way
+    with pytest.raises(BadInput, match=rf"{name}: (unreadable|not a valid)") as raised:
+        read(path)
+    assert "\n" not in str(raised.value)
