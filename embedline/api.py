@@ -96,15 +96,20 @@ class Embedline:
 
         Read-only unless `write=True`. Corpora are views (`SELECT * FROM docs`), catalog tables
         (`runs`, `versions`, ...) are tables, and `embed(text)` / `query_vector(corpus, text)` embed.
+        A read-only session runs only SELECT (and EXPLAIN SELECT), no `__lance_*` function, reads files
+        only under the working directory and `$EMBEDLINE_SQL_READ_PATHS`, and nothing from the network;
+        `write=True` logs what it will do (logger `embedline.sql`) before it runs.
         """
         from embedline.storage import sql as sql_session
 
+        if write:
+            sql_session.log.info(sql_session.write_plan(self.workspace, query))
         return sql_session.execute(self.session(write), query, write=write)
 
     def session(self, write: bool = False):
         """A DuckDB connection with every view and function of the SQL contract, for many statements.
-        Statements run on it directly are not checked: open it with `write=False` and use `sql()` to
-        keep the read-only promise."""
+        Statements run on it directly are not checked (its settings are locked and it reads no file
+        outside the allowed folders, but `__lance_*` functions would run): use `sql()` for user SQL."""
         from embedline.storage import sql as sql_session
         from embedline.tasks.search import make_embedder, make_query_embedder
 

@@ -155,6 +155,9 @@ def sql(
 ):
     """Query catalog tables and embeddings with DuckDB (read-only unless --write).
 
+    Read-only: only SELECT (and EXPLAIN SELECT), no __lance_* functions, files read only under the working
+    directory and $EMBEDLINE_SQL_READ_PATHS, nothing from the network, settings locked.
+
     \b
     Example: embedline sql "SELECT doc_id, array_cosine_similarity(vector, embed('tiling window manager')) AS s FROM debian ORDER BY s DESC LIMIT 5"
     Example: embedline sql --schema
@@ -166,6 +169,8 @@ def sql(
         return _print_rows(["name", "kind", "what"], sql_session.describe(db.session()), _format(fmt, as_json))
     if query is None:
         raise UsageError("give a SQL query, or --schema")
+    if write:
+        typer.echo(sql_session.write_plan(db.workspace, query), err=True)
     relation = db.sql(query, write=write)
     if relation is not None:
         _print_rows(relation.columns, relation.fetchall(), _format(fmt, as_json))

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from embedline.errors import BadInput, NotFound
+from embedline.names import check_space
 from embedline.storage.index import nearest, refresh_indexes, tuned
 from embedline.workspace import Workspace
 
@@ -47,6 +48,7 @@ def connect(ws: Workspace):
 
 
 def open_space(ws: Workspace, space: str):
+    check_space(space)
     db = connect(ws)
     try:
         return db.open_table(space)
@@ -72,7 +74,7 @@ def write_version(
     the table as it was.
     """
     db = connect(ws)
-    if space not in db.list_tables().tables:
+    if check_space(space) not in db.list_tables().tables:
         table = db.create_table(space, schema=schema)
         table.set_unenforced_primary_key("chunk_id")
     else:
@@ -168,7 +170,7 @@ def dataset_at(ws: Workspace, space: str, version: int | str | None = None):
     """A read-only Lance dataset of `space` at `version` (number or tag); latest when None."""
     import lance
 
-    uri = f"{ws.lance_uri.rstrip('/')}/{space}.lance"
+    uri = f"{ws.lance_uri.rstrip('/')}/{check_space(space)}.lance"
     try:
         return lance.dataset(uri, version=version, storage_options=ws.lance_storage_options)
     except (FileNotFoundError, ValueError) as exc:
