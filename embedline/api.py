@@ -46,7 +46,10 @@ class Embedline:
 
     @contextmanager
     def _context(self) -> Iterator[None]:
-        with overriding(self._overrides):
+        """This object's settings, and private files (umask 077) for whatever the call writes."""
+        from embedline.workspace import private_files
+
+        with overriding(self._overrides), private_files():
             yield
 
     # -- ingest ------------------------------------------------------------------------------------
@@ -63,15 +66,19 @@ class Embedline:
         validation thresholds (kept for later runs), e.g. `{"min_golden_recall": 0.8}`. A run that would
         delete more than `max_delete_share` of the corpus's documents raises `BadInput` (1.0 allows all).
         """
+        from pydantic import SecretStr
+
         from embedline.flows.ingest import ingest_corpus
+        from embedline.redaction import has_secret
         from embedline.tasks.sources import QUERY_PREFIX
 
         if corpus is None:
             raise UsageError("give the corpus name: ingest(source, corpus='docs')")
         if (source is None) == (query is None):
             raise UsageError("give either a source or query=..., not both or neither")
-        with self._context():
-            return ingest_corpus(str(source) if query is None else QUERY_PREFIX + query, corpus, model,
+        given = str(source) if query is None else QUERY_PREFIX + query
+        with self._context():  # a credential in the source reaches Prefect as ******** (a SecretStr)
+            return ingest_corpus(SecretStr(given) if has_secret(given) else given, corpus, model,
                                  id_field, text_field, title_field, keep_deleted, overlap, chunk_tokens,
                                  shard_size=shard_size, precision=precision, gates=gates,
                                  max_delete_share=max_delete_share, home=self.home)
@@ -177,7 +184,8 @@ class Embedline:
         """Register a local sentence-transformers / Hugging Face model folder as `name`; returns its spec."""
         from embedline.tasks.models import add_model
 
-        return add_model(self.workspace.ensure(), name, str(path), truncate_dim)
+        with self._context():
+            return add_model(self.workspace.ensure(), name, str(path), truncate_dim)
 
     def refresh(self, corpus: str, model: str, sample: int = 5000, query_sample: int = 2000, wait: bool = False,
                 batch_docs: int = 5000, order: str = "source"):

@@ -4,6 +4,7 @@ Commands that answer questions (`sql`, `search`, `versions`, `models list`, `con
 Prefect nor great_expectations, so they answer in about a second plus any model load.
 """
 
+import os
 import sys
 from enum import Enum
 from typing import Annotated, Optional
@@ -444,7 +445,9 @@ def deployments(
 
 
 def main() -> None:
-    """Console entry: typed errors become a one-line message and their exit code (see --help)."""
+    """Console entry: typed errors become a one-line message and their exit code (see --help). Whatever
+    the command writes is the owner's alone (umask 077)."""
+    os.umask(0o077)
     try:
         app()
     except EmbedlineError as exc:

@@ -13,7 +13,7 @@ import pyarrow as pa
 from embedline.errors import BadInput, NotFound
 from embedline.names import check_space
 from embedline.storage.index import nearest, refresh_indexes, tuned
-from embedline.workspace import Workspace
+from embedline.workspace import Workspace, private_files
 
 BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
 
@@ -71,8 +71,14 @@ def write_version(
     """Upsert `batches` and drop stale chunks of `replace_doc_ids` in ONE commit, then tag it.
 
     One commit per run means a reader sees the whole run or none of it, and a crashed run leaves
-    the table as it was.
+    the table as it was. Its files are the owner's alone (umask 077), whichever process writes.
     """
+    with private_files():
+        return _write_version(ws, space, schema, batches, replace_doc_ids, tag)
+
+
+def _write_version(ws: Workspace, space: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+                   replace_doc_ids: list[str], tag: str) -> dict:
     db = connect(ws)
     if check_space(space) not in db.list_tables().tables:
         table = db.create_table(space, schema=schema)
