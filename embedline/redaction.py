@@ -34,8 +34,10 @@ def has_secret(text: str | None) -> bool:
 
 def is_redacted(text: str | None) -> bool:
     """True when `text` was redacted (a recorded source that can no longer be run as is)."""
-    return bool(text) and (f":{MASK}@" in text or re.search(rf"[=:]\s*['\"]?{re.escape(MASK)}|['\"]{re.escape(MASK)}['\"]",
-                                                           text) is not None)
+    return bool(text) and (f":{MASK}@" in text or _MASKED.search(text) is not None)
+
+
+_MASKED = re.compile(rf"[=:]\s*['\"]?{re.escape(MASK)}|['\"]{re.escape(MASK)}['\"]")
 
 
 def _masked(value: str) -> str:

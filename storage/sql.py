@@ -98,7 +98,10 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> du
     statements = parse(con, sql)
     rule = None if write else _session_rule(con)
     if rule is not None:
-        sql_guard.check_read_only(con, statements, rule)
+        try:
+            sql_guard.check_read_only(con, statements, rule)
+        except duckdb.Error as exc:  # SQL inside query('...') or after EXPLAIN that does not parse
+            raise BadInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
     try:
         for statement in statements[:-1]:
             con.execute(statement)

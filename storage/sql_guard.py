@@ -115,7 +115,7 @@ def _check_select(con, query: str, rule: ReadRule) -> None:
             _check_function(con, node, rule)
         elif node.get("type") == "BASE_TABLE" and _looks_like_path(node.get("table_name", "")):
             check_path(node["table_name"], rule)
-        elif node.get("type") == "TABLE_FUNCTION":  # read_csv('https://...'): said plainly, before DuckDB's wall
+        elif node.get("type") == "TABLE_FUNCTION":  # read_csv('https://...'), refused before DuckDB is
             for value in filter(None, map(_constant, _nodes(node.get("function")))):
                 if "://" in value:
                     check_path(value, rule)
@@ -141,7 +141,7 @@ def _check_function(con, node: dict, rule: ReadRule) -> None:
 def check_path(text: str, rule: ReadRule) -> None:
     """Refuse a path or URL outside `rule` (globs and `..` resolved first)."""
     if "://" in text and not text.startswith("file://"):
-        if not any(text.startswith(prefix) or text.rstrip("/") + "/" == prefix for prefix in rule.prefixes):
+        if not any((text.rstrip("/") + "/").startswith(prefix) for prefix in rule.prefixes):
             raise ReadOnly(f"{text!r} is outside what this session may read: {rule.describe()}")
         return
     path = Path(text.removeprefix("file://")).expanduser()
