@@ -46,7 +46,10 @@ class Embedline:
 
     @contextmanager
     def _context(self) -> Iterator[None]:
-        with overriding(self._overrides):
+        """This object's settings, and private files (umask 077) for whatever the call writes."""
+        from embedline.workspace import private_files
+
+        with overriding(self._overrides), private_files():
             yield
 
     # -- ingest ------------------------------------------------------------------------------------
@@ -65,15 +68,19 @@ class Embedline:
         `BadInput` (1.0 allows all). `max_embed` embeds at most that many documents and defers the rest
         to the next run (`docs_deferred`), so a large re-embed goes in committed batches.
         """
+        from pydantic import SecretStr
+
         from embedline.flows.ingest import ingest_corpus
+        from embedline.redaction import has_secret
         from embedline.tasks.sources import QUERY_PREFIX
 
         if corpus is None:
             raise UsageError("give the corpus name: ingest(source, corpus='docs')")
         if (source is None) == (query is None):
             raise UsageError("give either a source or query=..., not both or neither")
-        with self._context():
-            return ingest_corpus(str(source) if query is None else QUERY_PREFIX + query, corpus, model,
+        given = str(source) if query is None else QUERY_PREFIX + query
+        with self._context():  # a credential in the source reaches Prefect as ******** (a SecretStr)
+            return ingest_corpus(SecretStr(given) if has_secret(given) else given, corpus, model,
                                  id_field, text_field, title_field, keep_deleted, overlap, chunk_tokens,
                                  shard_size=shard_size, precision=precision, gates=gates,
                                  max_delete_share=max_delete_share, max_embed=max_embed, home=self.home)
@@ -98,15 +105,20 @@ class Embedline:
 
         Read-only unless `write=True`. Corpora are views (`SELECT * FROM docs`), catalog tables
         (`runs`, `versions`, ...) are tables, and `embed(text)` / `query_vector(corpus, text)` embed.
+        A read-only session runs only SELECT (and EXPLAIN SELECT), no `__lance_*` function, reads files
+        only under the working directory and `$EMBEDLINE_SQL_READ_PATHS`, and nothing from the network;
+        `write=True` logs what it will do (logger `embedline.sql`) before it runs.
         """
         from embedline.storage import sql as sql_session
 
+        if write:
+            sql_session.log.info(sql_session.write_plan(self.workspace, query))
         return sql_session.execute(self.session(write), query, write=write)
 
     def session(self, write: bool = False):
         """A DuckDB connection with every view and function of the SQL contract, for many statements.
-        Statements run on it directly are not checked: open it with `write=False` and use `sql()` to
-        keep the read-only promise."""
+        Statements run on it directly are not checked (its settings are locked and it reads no file
+        outside the allowed folders, but `__lance_*` functions would run): use `sql()` for user SQL."""
         from embedline.storage import sql as sql_session
         from embedline.tasks.search import make_embedder, make_query_embedder
 
@@ -176,7 +188,8 @@ class Embedline:
         """Register a local sentence-transformers / Hugging Face model folder as `name`; returns its spec."""
         from embedline.tasks.models import add_model
 
-        return add_model(self.workspace.ensure(), name, str(path), truncate_dim)
+        with self._context():
+            return add_model(self.workspace.ensure(), name, str(path), truncate_dim)
 
     def refresh(self, corpus: str, model: str, sample: int = 5000, query_sample: int = 2000, wait: bool = False,
                 batch_docs: int = 5000, order: str = "source"):

@@ -26,3 +26,13 @@ def check_name(value: str, kind: str = "name") -> str:
 def space_name(corpus: str, model: str) -> str:
     """The LanceDB table of one (corpus, model) pair."""
     return f"{check_name(corpus, 'corpus name')}__{check_name(model, 'model name')}"
+
+
+def check_space(value: str) -> str:
+    """Return `value` if it is a space name (`<corpus>__<model>`, both valid names), else raise `BadName`:
+    names read back from the catalog are checked again before they become identifiers or paths."""
+    corpus, sep, model = value.partition("__") if isinstance(value, str) else ("", "", "")
+    if not sep:
+        raise BadName(f"invalid space name {value!r}: expected <corpus>__<model>")
+    space_name(corpus, model)
+    return value

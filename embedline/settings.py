@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     shard_timeout: float = Field(3600, gt=0, description="Seconds a run waits for its shards on the gpu pool "
                                  "before it cancels them and fails")
     index_min_rows: int = Field(20_000, ge=1, description="Rows from which a space gets a vector index")
+    sql_read_paths: str = Field("", description="Folders and files a read-only SQL session may read besides the "
+                                "working directory (separated by ':')")
 
     @field_validator("device")
     @classmethod

@@ -1,6 +1,14 @@
-"""Where a workspace keeps its files: one `EMBEDLINE_HOME` folder (default `./.embedline`)."""
+"""Where a workspace keeps its files: one `EMBEDLINE_HOME` folder (default `./.embedline`).
+
+The workspace is its owner's alone: embeddings can be inverted back to much of their text, staging holds
+full texts, quarantine raw records. The home is 0700 (fixed on every open), and what embedline creates
+in it is made under umask 077 (0700 folders, 0600 files).
+"""
 
 import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,8 +62,30 @@ class Workspace:
         return self.home / "golden"
 
     def ensure(self) -> "Workspace":
-        for path in (self.home, self.reports_dir, self.staging_dir, self.quarantine_dir, self.models_dir):
-            path.mkdir(parents=True, exist_ok=True)
-        if "://" not in self.lance_uri:
-            Path(self.lance_uri).mkdir(parents=True, exist_ok=True)
+        with private_files():
+            for path in (self.home, self.reports_dir, self.staging_dir, self.quarantine_dir, self.models_dir):
+                path.mkdir(parents=True, exist_ok=True)
+            if "://" not in self.lance_uri:
+                Path(self.lance_uri).mkdir(parents=True, exist_ok=True)
+        make_private(self.home)
         return self
+
+
+PRIVATE_UMASK = 0o077
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Files and folders created in the block are the owner's alone (umask 077; process-wide while it lasts)."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def make_private(home: Path) -> None:
+    """Take group and other permissions off a home created before (or by another tool), if it is ours."""
+    info = home.stat()
+    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+        home.chmod(0o700)

@@ -4,6 +4,7 @@ Commands that answer questions (`sql`, `search`, `versions`, `models list`, `con
 Prefect nor great_expectations, so they answer in about a second plus any model load.
 """
 
+import os
 import sys
 from enum import Enum
 from typing import Annotated, Optional
@@ -168,6 +169,9 @@ def sql(
 ):
     """Query catalog tables and embeddings with DuckDB (read-only unless --write).
 
+    Read-only: only SELECT (and EXPLAIN SELECT), no __lance_* functions, files read only under the working
+    directory and $EMBEDLINE_SQL_READ_PATHS, nothing from the network, settings locked.
+
     \b
     Example: embedline sql "SELECT doc_id, array_cosine_similarity(vector, embed('tiling window manager')) AS s FROM debian ORDER BY s DESC LIMIT 5"
     Example: embedline sql --schema
@@ -179,6 +183,8 @@ def sql(
         return _print_rows(["name", "kind", "what"], sql_session.describe(db.session()), _format(fmt, as_json))
     if query is None:
         raise UsageError("give a SQL query, or --schema")
+    if write:
+        typer.echo(sql_session.write_plan(db.workspace, query), err=True)
     relation = db.sql(query, write=write)
     if relation is not None:
         _print_rows(relation.columns, relation.fetchall(), _format(fmt, as_json))
@@ -456,7 +462,9 @@ def deployments(
 
 
 def main() -> None:
-    """Console entry: typed errors become a one-line message and their exit code (see --help)."""
+    """Console entry: typed errors become a one-line message and their exit code (see --help). Whatever
+    the command writes is the owner's alone (umask 077)."""
+    os.umask(0o077)
     try:
         app()
     except EmbedlineError as exc:

@@ -18,6 +18,7 @@ from embedline.flows.embed import SHARD_DEPLOYMENT
 from embedline.flows.events import MODEL_REGISTERED
 from embedline.errors import BadInput, NotFound
 from embedline.names import check_name
+from embedline.redaction import MASK, has_secret, redact
 from embedline.validation.suite import check_gates
 
 CONFIG = Path("deploy/corpora.yaml")  # relative to the working directory, like prefect.yaml itself
@@ -39,15 +40,18 @@ def render(config: dict) -> dict:
         if "source" not in settings:
             raise BadInput(f"{CONFIG}: corpus {corpus!r} needs a `source`")
         timezone = settings.get("timezone", "UTC")
-        ingest_params = {"source": settings["source"], "corpus": corpus,
+        ingest_params = {"source": redact(str(settings["source"])), "corpus": corpus,
                          "initial_model": check_name(settings.get("model", "minilm"), "model name"),
                          **{f"{k}_field": v for k, v in (settings.get("fields") or {}).items()}}
         if settings.get("precision"):
             ingest_params["precision"] = settings["precision"]
         if settings.get("gates"):
             ingest_params["default_gates"] = check_gates(settings["gates"])  # `gates --set` outlasts these
-        deployments.append(_deployment(f"ingest-{corpus}", "embedline.flows.ingest:ingest_corpus", "cpu", ingest_params,
-                                       settings.get("schedule"), timezone))
+        ingest = _deployment(f"ingest-{corpus}", "embedline.flows.ingest:ingest_corpus", "cpu", ingest_params,
+                             settings.get("schedule"), timezone)
+        if settings.get("env"):
+            ingest["job_variables"] = {"env": _worker_env(corpus, settings["env"])}
+        deployments.append(ingest)
         refresh = _deployment(f"refresh-{corpus}", "embedline.flows.refresh:refresh_model", "cpu",
                               {"corpus": corpus, "wait": True})
         on_model = _refresh_model(corpus, settings.get("refresh"))
@@ -60,6 +64,23 @@ def render(config: dict) -> dict:
                                        {"corpus": corpus}, settings.get("maintain", "17 3 * * *"), timezone))
     deployments.append(_deployment(SHARD_DEPLOYMENT.split("/")[1], "embedline.flows.embed:embed_shard", "gpu", {}))
     return {"name": "embedline", "prefect-version": _prefect_version(), "deployments": deployments}
+
+
+def _worker_env(corpus: str, env: dict) -> dict:
+    """Variables the ingest's flow run gets (e.g. PGPASSWORD for a postgres `query:` source). A secret
+    comes from a Prefect Secret block (`"{{ prefect.blocks.secret.pg-password }}"`); a literal one is
+    redacted here, never written to prefect.yaml."""
+    if not isinstance(env, dict):
+        raise BadInput(f"{CONFIG}: corpus {corpus!r}: write `env: {{NAME: value}}`")
+    return {str(k): (str(v) if str(v).startswith("{{") or not has_secret(f"{k}={v}") else MASK)
+            for k, v in env.items()}
+
+
+def redacted_corpora(config: dict) -> list[str]:
+    """Corpora whose source or env in the config carries a credential (rendered as *** instead)."""
+    return [corpus for corpus, settings in (config.get("corpora") or {}).items()
+            if has_secret(str(settings.get("source", ""))) or any(
+                not str(v).startswith("{{") and has_secret(f"{k}={v}") for k, v in (settings.get("env") or {}).items())]
 
 
 def _refresh_model(corpus: str, refresh: dict | None) -> str | None:
@@ -95,7 +116,10 @@ def rendered_text(config_path: Path = CONFIG) -> str:
     if not config_path.is_file():
         raise NotFound(f"no {config_path} here: run `embedline deployments --init` for a starter, or pass --config")
     config = yaml.safe_load(config_path.read_text())
-    return HEADER + yaml.safe_dump(render(config), sort_keys=False, width=110)
+    notes = "".join(f"# corpus {corpus}: credentials in {config_path} were redacted (***) here; the deployment runs"
+                    " once they come\n#   from the worker's environment or a Prefect Secret block (README:"
+                    " Credentials).\n" for corpus in redacted_corpora(config))
+    return HEADER + notes + yaml.safe_dump(render(config), sort_keys=False, width=110)
 
 
 def write_starter(config_path: Path = CONFIG) -> bool:

@@ -7,6 +7,7 @@ alias moves only within its own space, only when not held, and only if the gates
 
 import time
 
+from pydantic import SecretStr
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -39,7 +40,7 @@ validate = task(validate_batch, name="validate-batch", cache_policy=NO_CACHE)
 
 @flow(name="ingest-corpus", log_prints=True)
 def ingest_corpus(
-    source: str,
+    source: str | SecretStr,
     corpus: str,
     model: str | None = None,
     id_field: str = "id",
@@ -72,12 +73,14 @@ def ingest_corpus(
     deployment's (corpora.yaml), below those set with `embedline gates --set` (see `tasks.gates`).
     `max_delete_share`: a run that would delete more than this share
     of the space's documents is refused (1.0 allows all). `initial_model`: the model a new corpus starts
-    with (deploy/corpora.yaml's `model`); ignored once prod serves one."""
+    with (deploy/corpora.yaml's `model`); ignored once prod serves one. `source` may be a `SecretStr`
+    (the API passes one when it carries a credential): Prefect stores and shows it as ********, and the
+    catalog keeps it redacted."""
     started = time.perf_counter()
     ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
     fields = FieldMap(id_field, text_field, title_field)
-    source = canonical_source(source)
+    source = canonical_source(source.get_secret_value() if isinstance(source, SecretStr) else source)
     model = model or catalog.serving_model(ws, corpus) or initial_model or DEFAULT_MODEL
     spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)  # 1. the model's identity on this machine
     params = chunking.params_for(spec, overlap, chunk_tokens)

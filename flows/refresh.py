@@ -20,8 +20,9 @@ from prefect.cache_policies import NO_CACHE
 from embedline.flows.ingest import ingest_corpus
 from embedline.flows.progress import Progress
 from embedline.storage import catalog
-from embedline.errors import NotFound
+from embedline.errors import BadInput, NotFound
 from embedline.names import space_name
+from embedline.redaction import is_redacted
 from embedline.settings import settings_environment
 from embedline.workspace import Workspace
 from embedline.tasks import evaluation, refresh
@@ -41,6 +42,10 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str 
     recorded = catalog.get_corpus(ws, corpus)
     if recorded is None:
         raise NotFound(f"corpus {corpus!r} is not in the catalog")
+    if is_redacted(recorded["source"]):
+        raise BadInput(f"corpus {corpus!r} was ingested from a source with credentials, recorded redacted"
+                       f" ({recorded['source']}): give them through the environment or a DuckDB secret instead"
+                       " (README: Credentials) and ingest once more, then backfill")
     fields = json.loads(recorded["fields"])
     space, total = space_name(corpus, model), catalog.space_progress(ws, catalog.get_alias(ws, corpus)["space"])["documents"]
     progress = Progress(total, key=f"backfill-{corpus}-{model}".replace("_", "-"), description=f"backfill {corpus} → {model}")

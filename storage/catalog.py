@@ -16,9 +16,10 @@ import duckdb
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused
-from embedline.workspace import Workspace
+from embedline.redaction import redact
+from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 MIGRATIONS = {
     1: """
@@ -84,7 +85,19 @@ MIGRATIONS = {
     UPDATE documents SET change_key = 'failed-run' WHERE run_id IN (SELECT run_id FROM runs WHERE status = 'failed');
     ALTER TABLE aliases ADD COLUMN held BOOLEAN DEFAULT false;
     """,  # documents recorded by failed runs (before 8, they were) are embedded and validated again
+    9: lambda con: _redact_stored_sources(con),  # credentials recorded before sources were redacted
 }
+
+REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
+
+
+def _redact_stored_sources(con) -> None:
+    """Rewrite every stored source and error with its credentials redacted."""
+    for table, column in REDACTED_COLUMNS:
+        values = con.execute(f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL").fetchall()
+        for (value,) in values:
+            if redact(value) != value:
+                con.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [redact(value), value])
 
 RUN_COUNTS = (
     "docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_deleted", "docs_quarantined",
@@ -126,7 +139,8 @@ def _open(ws: Workspace, read_only: bool) -> duckdb.DuckDBPyConnection:
 def writing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short write transaction on the catalog (migrated to the current schema first)."""
     ws.ensure()
-    con = _open(ws, read_only=False)
+    with private_files():  # a new catalog file is 0600
+        con = _open(ws, read_only=False)
     try:
         migrate(con)
         con.execute("BEGIN")
@@ -178,7 +192,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
     for version in range(current + 1, SCHEMA_VERSION + 1):
         con.execute("BEGIN")
-        con.execute(MIGRATIONS[version])
+        step = MIGRATIONS[version]
+        step(con) if callable(step) else con.execute(step)
         con.execute("INSERT INTO schema_version VALUES (?)", [version])
         con.execute("COMMIT")
 
@@ -218,7 +233,7 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
     with writing(ws) as con:
         con.execute(
             "INSERT INTO corpora (name, source, fields, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET source = excluded.source, fields = excluded.fields",
-            [corpus, source, json.dumps(fields), now()],
+            [corpus, redact(source), json.dumps(fields), now()],
         )
         # The caller holds the space's lock, so a run still marked running there died mid-way.
         con.execute("UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ? AND status = 'running'",
@@ -227,7 +242,7 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
         con.execute(
             "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key, chunk_key, device, precision)"
             " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-            [run_id, corpus, model, space, source, now(), model_key, chunk_key, device, precision],
+            [run_id, corpus, model, space, redact(source), now(), model_key, chunk_key, device, precision],
         )
     return int(run_id)
 
@@ -236,7 +251,7 @@ def fail_run(ws: Workspace, run_id: int, error: str) -> None:
     with writing(ws) as con:
         con.execute(
             "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND status = 'running'",
-            [error[:2000], now(), run_id],
+            [redact(error)[:2000], now(), run_id],
         )
 
 
@@ -305,7 +320,7 @@ def finish_run(
         for row in quarantined:
             con.execute(
                 "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, run["corpus"], row["source"], row["position"], row.get("doc_id"),
+                [run_id, run["corpus"], redact(row["source"]), row["position"], row.get("doc_id"),
                  row["reason"], row.get("raw", "")[:10_000], now()],
             )
         if version is not None:

