@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from embedline.redaction import redact
 from embedline.errors import EXIT_CODES, EmbedlineError, UsageError, ValidationFailed
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES.items())
@@ -468,7 +469,7 @@ def main() -> None:
     try:
         app()
     except EmbedlineError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
 
 

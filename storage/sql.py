@@ -97,15 +97,16 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> du
     """Run user SQL; refuse anything but reads of allowed data unless `write` (see `sql_guard`)."""
     statements = parse(con, sql)
     rule = None if write else _session_rule(con)
+    texts = [statement.query for statement in statements]
     if rule is not None:
         try:
-            sql_guard.check_read_only(con, statements, rule)
+            texts = sql_guard.check_read_only(con, statements, rule)
         except duckdb.Error as exc:  # SQL inside query('...') or after EXPLAIN that does not parse
             raise BadInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
     try:
-        for statement in statements[:-1]:
-            con.execute(statement)
-        return con.sql(statements[-1].query)
+        for text in texts[:-1]:
+            con.execute(text)
+        return con.sql(texts[-1])
     except duckdb.PermissionException as exc:
         if rule is None:
             raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc

@@ -9,8 +9,10 @@ CTEs parse as SELECT) and `EXPLAIN [ANALYZE]` of one. Each SELECT is walked as D
 - `lance_vector_search` / `lance_fts` / `lance_hybrid_search` and `FROM '<path>'` read only allowed places
   (the lance extension does its own I/O, outside DuckDB's `allowed_directories`);
 - `query('<sql>')` is checked like a statement of its own;
-- a URL given to a table function (`read_csv('https://...')`) is refused unless it is the workspace's own
-  object store.
+- table functions come from an allow-list (readers, generators, metadata): `enable_profiling`,
+  `enable_logging`, `json_execute_serialized_sql`, `checkpoint` and the like write files or run SQL;
+- a URL given to a reader (`read_csv('https://...')`) is refused unless it is the workspace's own store;
+- `EXPLAIN [ANALYZE]` runs as rebuilt from the statement it explains, as checked (no options).
 
 The session itself is locked too (see `lock_session`): no external access beyond the allowed folders,
 no extension install or autoload, no configuration change. Two walls: one failing is not enough.
@@ -29,7 +31,22 @@ from embedline.errors import ReadOnly
 WRITES = {"INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "COPY", "EXPORT", "MERGE_INTO",
           "COPY_DATABASE", "VACUUM", "ANALYZE", "CREATE_FUNC", "LOGICAL_PLAN"}
 LANCE_READERS = {"lance_vector_search", "lance_fts", "lance_hybrid_search"}
-_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\((?:[^()']|'[^']*')*\)\s*)?", re.IGNORECASE)
+# Table functions a read-only session may call: readers (paths checked), generators, metadata. Anything
+# else (enable_profiling, enable_logging, json_execute_serialized_sql, checkpoint, ...) can write or run SQL.
+READ_TABLE_FUNCTIONS = {
+    "read_csv", "read_csv_auto", "read_json", "read_json_auto", "read_json_objects", "read_json_objects_auto",
+    "read_ndjson", "read_ndjson_auto", "read_ndjson_objects", "read_parquet", "parquet_scan", "parquet_metadata",
+    "parquet_schema", "parquet_file_metadata", "parquet_kv_metadata", "parquet_full_metadata", "read_text",
+    "read_blob", "glob", "sniff_csv", "range", "generate_series", "unnest", "json_each", "json_tree", "repeat",
+    "repeat_row", "query", "query_table", "summary", "histogram", "histogram_values", "show", "show_tables",
+    "show_databases", "show_tables_expanded", "table_info", "pragma_table_info", "pragma_show", "version",
+    "pragma_version", "platform", "pragma_platform", "database_size", "pragma_database_size", "functions",
+    "collations", "pragma_collations", "icu_calendar_names", "pg_timezone_names", "test_all_types",
+    *LANCE_READERS,
+}
+DENIED_FUNCTIONS = {"write_log", "json_execute_serialized_sql"}
+_LANCE_WRITE = ("{name} can change Lance data (compaction, cleanup, truncation) and this session is read-only:"
+                " pass --write to allow it")
 
 
 @dataclass(frozen=True)
@@ -72,26 +89,41 @@ def no_network_extensions(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET autoload_known_extensions = false")
 
 
-def check_read_only(con: duckdb.DuckDBPyConnection, statements: list, rule: ReadRule) -> None:
-    """Raise `ReadOnly` (one line) unless every parsed statement only reads allowed data."""
-    for statement in statements:
-        _check_statement(con, statement, rule)
+def check_read_only(con: duckdb.DuckDBPyConnection, statements: list, rule: ReadRule) -> list[str]:
+    """Raise `ReadOnly` (one line) unless every parsed statement only reads allowed data; returns the
+    texts to run, which are exactly the texts that were checked."""
+    return [_check_statement(con, statement, rule) for statement in statements]
 
 
-def _check_statement(con, statement, rule: ReadRule) -> None:
+def _check_statement(con, statement, rule: ReadRule) -> str:
     kind = statement_kind(statement)
     if kind == "EXPLAIN":
-        match = _EXPLAIN.match(statement.query)
-        inner = con.extract_statements(statement.query[match.end():]) if match else []
+        analyze, inner_text = _explained(statement.query)
+        inner = con.extract_statements(inner_text)
         if len(inner) != 1:
             raise ReadOnly("this EXPLAIN cannot be checked in a read-only session: pass --write to run it")
         inner_kind = statement_kind(inner[0])
         if inner_kind != "SELECT":
             raise ReadOnly(f"EXPLAIN runs its {inner_kind}: {_refusal(inner_kind)}")
-        statement = inner[0]
-    elif kind != "SELECT":
+        _check_select(con, inner[0].query, rule)
+        return f"EXPLAIN {'ANALYZE ' if analyze else ''}{inner[0].query}"  # rebuilt: no comment can hide a part
+    if kind != "SELECT":
         raise ReadOnly(_refusal(kind))
     _check_select(con, statement.query, rule)
+    return statement.query
+
+
+def _explained(query: str) -> tuple[bool, str]:
+    """(ANALYZE?, the explained statement's text) of `EXPLAIN [ANALYZE] stmt`, found by DuckDB's own
+    tokenizer (comments are not tokens); options in parentheses are refused, not interpreted."""
+    tokens = [position for position, _ in duckdb.tokenize(query)]
+    if len(tokens) < 2:
+        raise ReadOnly("this EXPLAIN cannot be checked in a read-only session: pass --write to run it")
+    analyze = re.match(r"ANALY[SZ]E\b", query[tokens[1]:], re.IGNORECASE) is not None
+    start = tokens[2] if analyze and len(tokens) > 2 else tokens[1]
+    if query[start:start + 1] == "(":
+        raise ReadOnly("EXPLAIN options are not allowed in a read-only session: use EXPLAIN or EXPLAIN ANALYZE")
+    return analyze, query[start:]
 
 
 def statement_kind(statement) -> str:
@@ -115,18 +147,32 @@ def _check_select(con, query: str, rule: ReadRule) -> None:
             _check_function(con, node, rule)
         elif node.get("type") == "BASE_TABLE" and _looks_like_path(node.get("table_name", "")):
             check_path(node["table_name"], rule)
-        elif node.get("type") == "TABLE_FUNCTION":  # read_csv('https://...'), refused before DuckDB is
-            for value in filter(None, map(_constant, _nodes(node.get("function")))):
-                if "://" in value:
-                    check_path(value, rule)
+        elif node.get("type") == "TABLE_FUNCTION":
+            _check_table_function(node.get("function") or {}, rule)
+
+
+def _check_table_function(function: dict, rule: ReadRule) -> None:
+    """Only listed table functions; a reader's path (its first argument) only where `rule` allows."""
+    name = str(function.get("function_name", "")).lower()
+    if name.startswith("__lance_"):
+        raise ReadOnly(_LANCE_WRITE.format(name=name))
+    if name not in READ_TABLE_FUNCTIONS:
+        raise ReadOnly(f"{name}() is not a read this session allows (it can write, log or run SQL):"
+                       " pass --write to allow it")
+    children = function.get("children") or []
+    first = _constant(children[0]) if children else None
+    if name.startswith(("read_", "parquet_")) or name in {"glob", "sniff_csv"}:
+        if first is not None and "://" in first:  # refused before DuckDB even tries the network
+            check_path(first, rule)
 
 
 def _check_function(con, node: dict, rule: ReadRule) -> None:
     name = str(node["function_name"]).lower()
     children = node.get("children") or []
+    if name in DENIED_FUNCTIONS:
+        raise ReadOnly(f"{name}() can write or run SQL and this session is read-only: pass --write to allow it")
     if name.startswith("__lance_"):
-        raise ReadOnly(f"{name} can change Lance data (compaction, cleanup, truncation) and this session is"
-                       " read-only: pass --write to allow it")
+        raise ReadOnly(_LANCE_WRITE.format(name=name))
     if name in LANCE_READERS or name in {"query", "query_table"}:
         constants = [_constant(child) for child in children[:1 if name != "query_table" else None]]
         if not children or None in constants:

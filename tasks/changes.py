@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from embedline.errors import BadInput
+from embedline.redaction import redact
 from embedline.storage.embeddings import BASE_FIELDS
 from embedline.tasks.documents import Document, Rejected
 from embedline.tasks.sources import FieldMap, read_source
@@ -131,6 +132,7 @@ def _check_share(share: float) -> None:
 def _check_deletions(source: str, read: int, deleting: int, total: int, max_share: float) -> None:
     """Refuse a source with no records for a new corpus, and deletions over `max_share` of the known
     documents: an empty file or a query with no rows would otherwise publish an empty version."""
+    source = redact(source)  # a query's connection string stays out of errors, logs and Prefect states
     if read == 0 and total == 0:
         raise BadInput(f"source {source} has no records: nothing to ingest; check the path or query")
     if total and deleting > max_share * total:

@@ -28,13 +28,22 @@ SECRET = "hunter2"
     ("s3://b/x.parquet?X-Amz-Security-Token=hunter2&v=1", "s3://b/x.parquet?X-Amz-Security-Token=***&v=1"),
     ('{"api_key": "hunter2"}', '{"api_key": "***"}'),
     ("credential: hunter2", "credential: ***"),
+    ("headers=MAP{'Authorization': 'Bearer hunter2'}", "headers=MAP{'Authorization': '***'}"),
+    ("apikey=hunter2 apiKey=hunter2 AccountKey=hunter2", "apikey=*** apiKey=*** AccountKey=***"),
+    ("DSN=x;PWD=hunter2;passwd=hunter2", "DSN=x;PWD=***;passwd=***"),
+    ("https://b/x?X-Amz-Signature=hunter2&sig=hunter2", "https://b/x?X-Amz-Signature=***&sig=***"),
+    ("token ghp_hunter2hunter2hunter2hunter2", "token ***"),
+    ("postgres://u:hun@ter2@db/x", "postgres://u:***@db/x"),
+    ("password='hun''ter2'", "password='***'"),
 ])
 def test_redaction_hides_credentials(text, shown):
     assert redact(text) == shown and has_secret(text) and is_redacted(shown) and not is_redacted(text)
 
 
 def test_redaction_keeps_plain_sources():
-    for text in ("/data/docs.jsonl", "query:SELECT id, text, monkey FROM t", "https://user@host/x.csv"):
+    for text in ("/data/docs.jsonl", "query:SELECT id, text, monkey FROM t", "https://user@host/x.csv",
+                 "query:SELECT * FROM t WHERE n_tokens = 5 AND tokenizer = 'bert' AND primary_key='a'",
+                 "query:SELECT * FROM t WHERE key = 'x' AND keys = 3 AND token_count=12"):
         assert redact(text) == text and not has_secret(text)
 
 

@@ -41,7 +41,22 @@ ESCAPES = {
     "explain_analyze_copy_onto_catalog": ("EXPLAIN ANALYZE COPY (SELECT 'x') TO '{catalog}'",
                                           "EXPLAIN runs its COPY"),
     "explain_analyze_with_options": ("EXPLAIN (ANALYZE, FORMAT json) COPY (SELECT 'x') TO '{catalog}'",
-                                     "EXPLAIN runs its COPY"),
+                                     "EXPLAIN options are not allowed"),
+    "explain_comment_hiding_a_copy": (
+        "EXPLAIN (ANALYZE /*'*/) COPY (SELECT 'x') TO '{catalog}' (FORMAT csv) --'*/) SELECT 1",
+        "EXPLAIN options are not allowed"),
+    "explain_analyze_comment_then_copy": ("EXPLAIN ANALYZE /* x */ COPY (SELECT 'x') TO '{catalog}'",
+                                          "EXPLAIN runs its COPY"),
+    "json_execute_serialized_sql": (
+        "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT * FROM __lance_truncate_table(''{uri}'')'))",
+        "json_execute_serialized_sql() is not a read"),
+    "enable_profiling_to_a_file": (
+        "SELECT * FROM enable_profiling(format='json', save_location='{home}/lance/debian__tiny.lance/x.json')",
+        "enable_profiling() is not a read"),
+    "enable_logging_to_files": ("SELECT * FROM enable_logging(storage='file', storage_path='{home}/logs')",
+                                "enable_logging() is not a read"),
+    "write_log": ("SELECT write_log('x')", "write_log() can write"),
+    "force_checkpoint_function": ("SELECT * FROM force_checkpoint()", "force_checkpoint() is not a read"),
     "export_database": ("EXPORT DATABASE '{home}/export'", "EXPORT is a write"),
     "import_database": ("IMPORT DATABASE '{home}/export'", ""),
     "attach_and_create": ("ATTACH '{catalog}' AS c2; CREATE TABLE c2.evil AS SELECT 1", "ATTACH"),
@@ -130,6 +145,9 @@ def test_reads_still_work(ws, tmp_path, monkeypatch):
     assert len(hits) == 2
     assert sql.execute(session, "DESCRIBE debian").fetchall()
     assert sql.execute(session, "EXPLAIN SELECT count(*) FROM debian").fetchall()
+    assert sql.execute(session, "/* why */ EXPLAIN ANALYZE -- how long\n SELECT count(*) FROM debian").fetchall()
+    assert sql.execute(session, "SELECT * FROM unnest(['https://debian.org'])").fetchone() == ("https://debian.org",)
+    assert sql.execute(session, """SELECT count(*) FROM json_each('{"a": "http://x"}')""").fetchone() == (1,)
     assert sql.execute(session, "WITH r AS (SELECT * FROM runs) SELECT count(*) FROM r").fetchone() == (1,)
     assert sql.execute(session, "SELECT * FROM query('SELECT 42')").fetchone() == (42,)
 
@@ -165,4 +183,4 @@ def test_planted_names_are_refused_by_the_next_session(tmp_path, tiny_model_dir,
     assert "debian" in views and not any('"' in v or "(" in v for v in views)
     functions = {f for (f,) in session.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
     assert not any("(" in f for f in functions)
-    assert caplog.text.count("left out of the SQL session") == 3
+    assert "left out of the SQL session" in caplog.text
