@@ -18,7 +18,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 from embedline.errors import BadInput, CatalogBusy, NotFound
 from embedline.workspace import Workspace
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 10
 
 MIGRATIONS = {
     1: """
@@ -84,6 +84,10 @@ MIGRATIONS = {
     UPDATE documents SET change_key = 'failed-run' WHERE run_id IN (SELECT run_id FROM runs WHERE status = 'failed');
     ALTER TABLE aliases ADD COLUMN held BOOLEAN DEFAULT false;
     """,  # documents recorded by failed runs (before 8, they were) are embedded and validated again
+    10: """
+    CREATE TABLE space_storage (
+        space VARCHAR PRIMARY KEY, corpus VARCHAR, vectors VARCHAR, index_type VARCHAR, updated_at TIMESTAMPTZ);
+    """,  # a space without a row stores float32 vectors under an IVF_HNSW_SQ index
 }
 
 RUN_COUNTS = (
@@ -176,7 +180,7 @@ def _schema_version(con) -> int:
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
     current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-    for version in range(current + 1, SCHEMA_VERSION + 1):
+    for version in sorted(v for v in MIGRATIONS if current < v <= SCHEMA_VERSION):
         con.execute("BEGIN")
         con.execute(MIGRATIONS[version])
         con.execute("INSERT INTO schema_version VALUES (?)", [version])
@@ -519,6 +523,19 @@ def set_gates(ws: Workspace, corpus: str, gates: dict) -> None:
     with writing(ws) as con:
         con.execute("INSERT INTO corpora (name, created_at, gates) VALUES (?, ?, ?)"
                     " ON CONFLICT (name) DO UPDATE SET gates = excluded.gates", [corpus, now(), json.dumps(gates)])
+
+
+def get_storage(ws: Workspace, space: str) -> dict | None:
+    """The storage choice recorded for `space` ({"vectors": ..., "index_type": ...}); None if never set."""
+    with reading(ws) as con:
+        rows = _rows(con, "SELECT vectors, index_type FROM space_storage WHERE space = ?", [space])
+    return rows[0] if rows else None
+
+
+def set_storage(ws: Workspace, corpus: str, space: str, vectors: str, index_type: str) -> None:
+    with writing(ws) as con:
+        con.execute("INSERT OR REPLACE INTO space_storage VALUES (?, ?, ?, ?, ?)",
+                    [space, corpus, vectors, index_type, now()])
 
 
 def get_corpus(ws: Workspace, corpus: str) -> dict | None:

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from embedline.errors import BadInput, NotFound
 from embedline.storage.index import nearest, refresh_indexes, tuned
+from embedline.storage.vectors import StorageChoice, stored_as, vector_field_type, with_vectors
 from embedline.workspace import Workspace
 
 BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
@@ -65,28 +66,52 @@ def write_version(
     batches: Iterable[pa.RecordBatch],
     replace_doc_ids: list[str],
     tag: str,
+    storage: StorageChoice | None = None,
 ) -> dict:
     """Upsert `batches` and drop stale chunks of `replace_doc_ids` in ONE commit, then tag it.
 
     One commit per run means a reader sees the whole run or none of it, and a crashed run leaves
-    the table as it was.
+    the table as it was. The space is laid out as `storage` says (vector type, index kind): a space
+    laid out otherwise is converted first, in versions that only the tagged one after them serves.
     """
+    storage = storage or StorageChoice()
     db = connect(ws)
     if space not in db.list_tables().tables:
-        table = db.create_table(space, schema=schema)
+        table = db.create_table(space, schema=with_vectors(schema, storage.vectors))
         table.set_unenforced_primary_key("chunk_id")
     else:
         table = db.open_table(space)
+        convert_vectors(table, storage.vectors)
         schema = _align_schema(table, schema)
     reader = pa.RecordBatchReader.from_batches(schema, (_fit(b, schema) for b in batches))
     merge = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
     if replace_doc_ids:
         merge = merge.when_not_matched_by_source_delete(_in_filter("doc_id", replace_doc_ids))
     merge.execute(reader)
-    indexes = refresh_indexes(table)
+    indexes = refresh_indexes(table, index_type=storage.index_type)
     version = table.version
     table.tags.create(tag, version)
     return {"version": version, "tag": tag, "row_count": table.count_rows(), **indexes}
+
+
+def convert_vectors(table, vectors: str) -> bool:
+    """Store the table's vectors as `vectors` (float32 or float16); True if that rewrote the column.
+    Lance refuses to cast an indexed column, so the vector index goes first (the caller rebuilds it)."""
+    current = table.schema.field("vector").type
+    if stored_as(current) == vectors:
+        return False
+    if "vector_idx" in {idx.name for idx in table.list_indices()}:
+        table.drop_index("vector_idx")
+    table.alter_columns({"path": "vector", "data_type": vector_field_type(current.list_size, vectors)})
+    return True
+
+
+def layout(ws: Workspace, space: str, version: int | None) -> dict:
+    """How `version` of the space stores its vectors: {"vectors": float32|float16, "index_type": the
+    vector index's kind in lowercase (a key of storage.index.INDEX_TYPES) or None}."""
+    dataset = dataset_at(ws, space, version)
+    kinds = [idx["type"].lower() for idx in dataset.list_indices() if idx["name"] == "vector_idx"]
+    return {"vectors": stored_as(dataset.schema.field("vector").type), "index_type": kinds[0] if kinds else None}
 
 
 def latest_version(ws: Workspace, space: str) -> int | None:
