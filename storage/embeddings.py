@@ -225,10 +225,11 @@ def search(ws: Workspace, space: str, version: int, vector, k: int, where: str |
     return hits
 
 
-def nearest_chunks(dataset, vector, k: int, where: str | None = None, columns: list[str] | None = None) -> list[dict]:
+def nearest_chunks(dataset, vector, k: int, where: str | None = None, columns: list[str] | None = None,
+                   refine: bool = True) -> list[dict]:
     """Top-k chunks of an open Lance dataset by cosine distance, `where` applied before the search."""
     try:
-        table = dataset.to_table(nearest=nearest(vector, k), filter=where, prefilter=bool(where),
+        table = dataset.to_table(nearest=nearest(vector, k, refine), filter=where, prefilter=bool(where),
                                  columns=[*columns, "_distance"] if columns else None,
                                  disable_scoring_autoprojection=True)
     except (ValueError, RuntimeError, OSError) as exc:

@@ -104,11 +104,12 @@ def tuned(query):
     return query.nprobes(NPROBES).ef(EF).refine_factor(REFINE_FACTOR)
 
 
-def nearest(vector, k: int) -> dict:
+def nearest(vector, k: int, refine: bool = True) -> dict:
     """The same parameters as a Lance `nearest` argument (the faster path: no LanceDB query builder).
-    Without a vector index Lance searches exactly."""
-    return {"column": "vector", "q": vector, "k": k, "metric": "cosine", "nprobes": NPROBES, "ef": EF,
-            "refine_factor": REFINE_FACTOR}
+    Without a vector index Lance searches exactly; without `refine`, candidates are not re-ranked on
+    the stored vectors (what the index alone finds)."""
+    options = {"column": "vector", "q": vector, "k": k, "metric": "cosine", "nprobes": NPROBES, "ef": EF}
+    return {**options, "refine_factor": REFINE_FACTOR} if refine else options
 
 
 def measure_recall(table, queries: int = 100, k: int = 10, seed: int = 0) -> float:
