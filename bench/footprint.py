@@ -28,9 +28,9 @@ def cpu_description() -> dict:
     import os
 
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                 platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    fields = [line.split(":", 1) for line in text.splitlines() if ":" in line]
+    model = next((value.strip() for name, value in fields if name.strip() == "model name"), platform.processor())
+    flags = next((value.split() for name, value in fields if name.strip() == "flags"), [])
     wanted = ["avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "f16c"]
     return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
 
@@ -68,7 +68,8 @@ def main() -> None:
     cpu = cpu_description()
     chunks = catalog.get_version(ws, alias["space"], alias["version"])["row_count"]
 
-    print(f"CPU: {cpu['model']} · {cpu['cores']} cores · flags {' '.join(cpu['flags']) or '(none of interest)'}")
+    flags = " ".join(cpu["flags"]) or "(none of interest)"
+    print(f"CPU: {cpu['model']} · {cpu['cores']} cores · flags {flags}")
     print(f"{args.corpus}: {chunks} chunks of model {alias['model']} · up to {args.queries} title queries "
           f"· {args.rounds} timed rounds · ingest {ingested:.0f} s, footprint {measured:.0f} s")
     print(render(COLUMNS, [tuple(r[c] for c in COLUMNS) for r in rows]))

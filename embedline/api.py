@@ -180,7 +180,8 @@ class Embedline:
         with self._context():
             return set_storage(self.workspace, corpus, model, vectors, index)
 
-    def footprint(self, corpus: str, queries: int = 200, rounds: int = 3, only: list[str] | None = None) -> list[dict]:
+    def footprint(self, corpus: str, queries: int = 200, rounds: int = 3,
+                  only: list[str] | None = None) -> list[dict]:
         """Measure every storage option on `corpus`'s prod vectors, in scratch tables (the serving space
         is only read): one dict per option with bytes_per_vector, index_bytes, recall_at_10 against
         full-precision exact search, expected_doc_at_10 and p50_ms, on up to `queries` golden queries

@@ -86,7 +86,8 @@ MIGRATIONS = {
     """,  # documents recorded by failed runs (before 8, they were) are embedded and validated again
     10: """
     CREATE TABLE space_storage (
-        space VARCHAR PRIMARY KEY, corpus VARCHAR, vectors VARCHAR, index_type VARCHAR, updated_at TIMESTAMPTZ);
+        space VARCHAR PRIMARY KEY, corpus VARCHAR, vectors VARCHAR, index_type VARCHAR,
+        updated_at TIMESTAMPTZ);
     """,  # a space without a row stores float32 vectors under an IVF_HNSW_SQ index
 }
 

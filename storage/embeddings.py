@@ -111,7 +111,8 @@ def layout(ws: Workspace, space: str, version: int | None) -> dict:
     vector index's kind in lowercase (a key of storage.index.INDEX_TYPES) or None}."""
     dataset = dataset_at(ws, space, version)
     kinds = [idx["type"].lower() for idx in dataset.list_indices() if idx["name"] == "vector_idx"]
-    return {"vectors": stored_as(dataset.schema.field("vector").type), "index_type": kinds[0] if kinds else None}
+    vectors = stored_as(dataset.schema.field("vector").type)
+    return {"vectors": vectors, "index_type": kinds[0] if kinds else None}
 
 
 def latest_version(ws: Workspace, space: str) -> int | None:

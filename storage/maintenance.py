@@ -36,7 +36,8 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     return restored
 
 
-def maintain_space(ws: Workspace, space: str, retention: timedelta, storage: StorageChoice | None = None) -> dict:
+def maintain_space(ws: Workspace, space: str, retention: timedelta,
+                   storage: StorageChoice | None = None) -> dict:
     """Compact and clean the space (hold its lock): the head is made clean first, so compaction never
     folds a failed run's rows in, and the compacted version becomes the clean head. With `storage`, the
     head is laid out as chosen first (vectors converted, vector index of the chosen kind); prod moves to
@@ -61,7 +62,7 @@ def maintain_space(ws: Workspace, space: str, retention: timedelta, storage: Sto
 
 
 def _lay_out(table, storage: StorageChoice) -> bool:
-    """Convert the table's vectors and rebuild its vector index as `storage` says; True if anything changed."""
+    """Convert the table's vectors and rebuild its vector index as `storage` says; True if it changed."""
     converted = embeddings.convert_vectors(table, storage.vectors)
     kind = vector_index_type(table)
     if converted or kind not in (None, storage.index_type):

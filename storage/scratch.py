@@ -22,7 +22,8 @@ def build_scratch_space(root: Path, name: str, chunk_ids: pa.Array, doc_ids: pa.
     import lancedb
 
     dim = matrix.shape[1]
-    column = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(matrix, np.float32).reshape(-1)), dim)
+    flat = pa.array(np.ascontiguousarray(matrix, np.float32).reshape(-1))
+    column = pa.FixedSizeListArray.from_arrays(flat, dim)
     data = pa.table({"chunk_id": chunk_ids, "doc_id": doc_ids,
                      "vector": column.cast(vector_field_type(dim, vectors))})
     table = lancedb.connect(str(root)).create_table(name, data=data)

@@ -68,7 +68,8 @@ def widened(schema: pa.Schema) -> pa.Schema:
     for field in schema:
         kind = field.type
         if pa.types.is_fixed_size_list(kind) and pa.types.is_float16(kind.value_type):
-            field = pa.field(field.name, pa.list_(pa.float32(), kind.list_size), field.nullable, field.metadata)
+            kind = pa.list_(pa.float32(), kind.list_size)
+            field = pa.field(field.name, kind, field.nullable, field.metadata)
         fields.append(field)
     return pa.schema(fields, metadata=schema.metadata)
 
@@ -105,7 +106,7 @@ class _WidenedScanner:
         return getattr(self._scanner, name)
 
 
-def readable_by_duckdb(dataset: lance.LanceDataset, storage_options: dict | None = None) -> lance.LanceDataset:
+def readable_by_duckdb(dataset: lance.LanceDataset, storage_options: dict | None = None):
     """`dataset` itself, or the same version widened to float32 when it stores float16 vectors."""
     if not has_float16(dataset.schema):
         return dataset

@@ -121,7 +121,8 @@ def exact_kth(matrix: np.ndarray, queries: np.ndarray, k: int) -> dict:
     """Full-precision cosine similarities of every chunk to every query, and each query's k-th best."""
     unit = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
     similarity = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
-    kth = -np.partition(-similarity, min(k, similarity.shape[1]) - 1, axis=1)[:, min(k, similarity.shape[1]) - 1]
+    rank = min(k, similarity.shape[1]) - 1
+    kth = -np.partition(-similarity, rank, axis=1)[:, rank]
     return {"similarity": similarity, "kth": kth}
 
 
@@ -130,8 +131,8 @@ def measure_option(scratch: str, number: int, option: Option, stored: pa.Table, 
     """Lay the vectors out as `option`, search them with every query `rounds` times, and score the hits."""
     from pathlib import Path
 
-    built = build_scratch_space(Path(scratch), f"option_{number}", stored.column("chunk_id"), stored.column("doc_id"),
-                                matrix[:, : option.dim], option.vectors, option.index_type)
+    built = build_scratch_space(Path(scratch), f"option_{number}", stored.column("chunk_id"),
+                                stored.column("doc_id"), matrix[:, : option.dim], option.vectors, option.index_type)
     dataset, position = built["dataset"], {c: i for i, c in enumerate(stored.column("chunk_id").to_pylist())}
     truncated = queries[:, : option.dim]
     embeddings.nearest_chunks(dataset, truncated[0], k, columns=["chunk_id"])  # warm-up: opens the files
@@ -150,10 +151,12 @@ def measure_option(scratch: str, number: int, option: Option, stored: pa.Table, 
                 found += correct(i, hits)
                 hits_share += pairs[i]["doc_id"] in {h["doc_id"] for h in hits}
     for i, vector in enumerate(truncated):  # the index alone: no re-ranking on the stored vectors
-        unrefined += correct(i, embeddings.nearest_chunks(dataset, vector, k, columns=["chunk_id"], refine=False))
+        hits = embeddings.nearest_chunks(dataset, vector, k, columns=["chunk_id"], refine=False)
+        unrefined += correct(i, hits)
     rows = len(matrix)
     return {
-        "option": option.name, "vectors": option.vectors, "dim": option.dim, "index": option.index_type or "exact",
+        "option": option.name, "vectors": option.vectors, "dim": option.dim,
+        "index": option.index_type or "exact",
         "bytes_per_vector": bytes_per_vector(option.dim, option.vectors), "index_bytes": built["index_bytes"],
         "index_bytes_per_vector": round(built["index_bytes"] / rows, 1),
         "recall_at_10": round(found / (k * len(queries)), 4),

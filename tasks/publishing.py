@@ -58,7 +58,8 @@ def publish_batch(ws: Workspace, space: str, run_id: int, plan: ChangePlan, batc
     if batch.chunk_count == 0 and not plan.replace_doc_ids and not storage_pending(ws, space, storage):
         return None
     return embeddings.write_version(
-        ws, space, batch.schema(), batch.read_chunks(), plan.replace_doc_ids, tag=f"run-{run_id}", storage=storage
+        ws, space, batch.schema(), batch.read_chunks(), plan.replace_doc_ids, tag=f"run-{run_id}",
+        storage=storage,
     )
 
 

@@ -43,7 +43,8 @@ def test_float16_space_ingests_searches_and_sql_reads_float32(workspace, debian_
     assert db.sql("SELECT count(*) FROM debian__tiny").fetchone()[0] == stored.count_rows()
 
 
-def test_choice_persists_and_the_next_run_applies_it_even_with_nothing_to_embed(workspace, debian_case, monkeypatch):
+def test_choice_persists_and_the_next_run_applies_it_even_with_nothing_to_embed(workspace, debian_case,
+                                                                                 monkeypatch):
     monkeypatch.setenv("EMBEDLINE_INDEX_MIN_ROWS", "50")
     first = ingest(workspace, debian_case)
     assert served(workspace) == {"vectors": "float32", "index_type": "ivf_hnsw_sq"}
@@ -66,7 +67,8 @@ def test_choice_persists_and_the_next_run_applies_it_even_with_nothing_to_embed(
 def test_maintain_lays_out_the_head_and_prod_follows_with_the_next_run(workspace, debian_case):
     ingest(workspace, debian_case)
     set_storage(workspace, "debian", vectors="float16")
-    done = maintain_space(workspace, "debian__tiny", timedelta(days=7), storage_choice(workspace, "debian__tiny"))
+    choice = storage_choice(workspace, "debian__tiny")
+    done = maintain_space(workspace, "debian__tiny", timedelta(days=7), choice)
     assert done["relaid"]
     assert embeddings.layout(workspace, "debian__tiny", None)["vectors"] == "float16"
     assert served(workspace)["vectors"] == "float32"  # prod moves only with a validated run
