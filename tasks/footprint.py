@@ -117,13 +117,15 @@ def hash_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def exact_kth(matrix: np.ndarray, queries: np.ndarray, k: int) -> dict:
-    """Full-precision cosine similarities of every chunk to every query, and each query's k-th best."""
+def exact_kth(matrix: np.ndarray, queries: np.ndarray, k: int, block: int = 32) -> dict:
+    """Unit chunk and query vectors (full precision), and each query's k-th best exact similarity;
+    queries are scored a block at a time, so memory stays at the corpus's own size."""
     unit = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-    similarity = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
-    rank = min(k, similarity.shape[1]) - 1
-    kth = -np.partition(-similarity, rank, axis=1)[:, rank]
-    return {"similarity": similarity, "kth": kth}
+    unit_queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    rank = min(k, len(unit)) - 1
+    kth = np.concatenate([-np.partition(-(unit_queries[i:i + block] @ unit.T), rank, axis=1)[:, rank]
+                          for i in range(0, len(unit_queries), block)])
+    return {"unit": unit, "queries": unit_queries, "kth": kth}
 
 
 def measure_option(scratch: str, number: int, option: Option, stored: pa.Table, matrix: np.ndarray,
@@ -139,8 +141,8 @@ def measure_option(scratch: str, number: int, option: Option, stored: pa.Table, 
     found, unrefined, hits_share, seconds = 0, 0, 0, []
 
     def correct(i: int, hits: list[dict]) -> int:
-        exact = truth["similarity"][i]
-        return sum(exact[position[h["chunk_id"]]] >= truth["kth"][i] - TIE for h in hits)
+        exact = truth["unit"][[position[h["chunk_id"]] for h in hits]] @ truth["queries"][i]
+        return int(np.sum(exact >= truth["kth"][i] - TIE))
 
     for round_ in range(rounds):
         for i, vector in enumerate(truncated):
@@ -154,6 +156,7 @@ def measure_option(scratch: str, number: int, option: Option, stored: pa.Table, 
         hits = embeddings.nearest_chunks(dataset, vector, k, columns=["chunk_id"], refine=False)
         unrefined += correct(i, hits)
     rows = len(matrix)
+    shutil.rmtree(dataset.uri, ignore_errors=True)  # one scratch copy on disk at a time
     return {
         "option": option.name, "vectors": option.vectors, "dim": option.dim,
         "index": option.index_type or "exact",
