@@ -55,8 +55,8 @@ def refresh_indexes(table, min_rows: int | None = None, index_type: str = DEFAUL
     if "text_idx" not in existing:
         table.create_fts_index("text")
     has_vector = "vector_idx" in existing
-    if has_vector and existing["vector_idx"] != INDEX_TYPES[index_type][0] or \
-            not has_vector and table.count_rows() >= min_rows:
+    other_kind = has_vector and existing["vector_idx"] != INDEX_TYPES[index_type][0]
+    if other_kind or (not has_vector and table.count_rows() >= min_rows):
         build_vector_index(table, index_type)
         has_vector = True
     elif not first_write:
