@@ -183,6 +183,30 @@ class Embedline:
         with self._context():
             return maintain_corpus(corpus, retention_days, home=self.home)
 
+    # -- storage -----------------------------------------------------------------------------------
+    def storage(self, corpus: str, model: str | None = None, vectors: str | None = None,
+                index: str | None = None) -> dict:
+        """Show, or set (`vectors`: "float32" | "float16"; `index`: "ivf_hnsw_sq", "ivf_pq", "ivf_sq",
+        "ivf_hnsw_pq", "ivf_rq", "ivf_flat"), how `corpus`'s space for `model` (default: prod's) stores
+        its vectors. The next run writing the space applies it (even one with nothing to embed),
+        validated and promoted like any run; `pending` says whether that run is still to come.
+        Truncation is a model choice: `add_model(name, path, truncate_dim=256)`."""
+        from embedline.tasks.storage import set_storage
+
+        with self._context():
+            return set_storage(self.workspace, corpus, model, vectors, index)
+
+    def footprint(self, corpus: str, queries: int = 200, rounds: int = 3,
+                  only: list[str] | None = None) -> list[dict]:
+        """Measure every storage option on `corpus`'s prod vectors, in scratch tables (the serving space
+        is only read): one dict per option with bytes_per_vector, index_bytes, recall_at_10 against
+        full-precision exact search, expected_doc_at_10 and p50_ms, on up to `queries` golden queries
+        (or document titles). `only` keeps the options whose name contains one of its strings."""
+        from embedline.tasks.footprint import measure_footprint
+
+        with self._context():
+            return measure_footprint(self.workspace, corpus, queries, rounds=rounds, only=only)
+
     # -- models and model change -------------------------------------------------------------------
     def add_model(self, name: str, path: str | PathLike, truncate_dim: int | None = None):
         """Register a local sentence-transformers / Hugging Face model folder as `name`; returns its spec."""

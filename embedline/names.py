@@ -7,8 +7,8 @@ from embedline.errors import BadName
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # Names the SQL session already uses: a corpus with one of them would shadow it.
 RESERVED = {"corpora", "models", "runs", "versions", "aliases", "documents", "adapters", "quarantine",
-            "schema_version", "alias_history", "space_heads", "metadata_columns", "catalog", "main", "temp",
-            "memory", "system"}
+            "schema_version", "alias_history", "space_heads", "metadata_columns", "space_storage", "catalog",
+            "main", "temp", "memory", "system"}
 
 
 def check_name(value: str, kind: str = "name") -> str:

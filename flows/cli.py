@@ -299,6 +299,45 @@ def maintain(corpus: Corpus,
         typer.echo(line)
 
 
+@app.command()
+def storage(corpus: Corpus,
+            model: Annotated[Optional[str], typer.Option("--model", help="The space's model (default: prod's)")] = None,
+            vectors: Annotated[Optional[str], typer.Option("--vectors", help="float32 or float16")] = None,
+            index: Annotated[Optional[str], typer.Option("--index", help="Vector index kind: ivf_hnsw_sq (default), "
+                                                         "ivf_pq, ivf_sq, ivf_hnsw_pq, ivf_rq, ivf_flat")] = None,
+            fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+    """Show or set how CORPUS's space stores vectors; the next run applies it (validated, then promoted).
+
+    Measure the options first with `embedline footprint CORPUS`. Truncation is a model choice:
+    `embedline models add NAME PATH --truncate-dim 256`, then `embedline refresh CORPUS --model NAME`.
+
+    \b
+    Example: embedline storage debian --vectors float16 --index ivf_sq
+    """
+    shown = _db(home).storage(corpus, model, vectors, index)
+    _print_dicts(list(shown), [shown], _format(fmt, as_json))
+
+
+@app.command()
+def footprint(corpus: Corpus,
+              queries: Annotated[int, typer.Option("--queries", help="Golden queries (or titles) to search with")] = 200,
+              rounds: Annotated[int, typer.Option("--rounds", help="Timed passes over the queries per option")] = 3,
+              only: Annotated[Optional[list[str]], typer.Option("--only", help="Measure only options whose name "
+                                                                "contains this (repeatable); the baseline always")] = None,
+              fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+    """Bytes per vector, index size, recall@10 and p50 latency of each storage option on CORPUS.
+
+    Each option is built in a scratch copy of prod's vectors; the serving space is only read.
+    Recall is against full-precision exact search, on the corpus's golden queries or its titles.
+
+    \b
+    Example: embedline footprint debian --queries 100 --format json
+    """
+    from embedline.tasks.footprint import COLUMNS
+
+    _print_dicts(COLUMNS, _db(home).footprint(corpus, queries, rounds, only), _format(fmt, as_json))
+
+
 STATUS_COLUMNS = ["model", "serving_via", "adapter", "retention", "backfill_docs", "corpus_docs", "backfill_pct",
                   "backfill_run", "prod"]
 

@@ -13,6 +13,7 @@ from embedline.flows.retries import retry_transient
 from embedline.storage import catalog, maintenance
 from embedline.storage.locks import space_lock
 from embedline.names import check_name
+from embedline.tasks.storage import storage_choice
 from embedline.workspace import Workspace
 
 maintain_space = task(maintenance.maintain_space, name="maintain-space", cache_policy=NO_CACHE, retries=2,
@@ -26,7 +27,10 @@ def maintain_corpus(corpus: str, retention_days: float = 7, home: str | None = N
     lines = []
     for space in spaces:
         with space_lock(ws, space):  # while it is held, an ingest of this space fails fast (SpaceBusy)
-            done = maintain_space(ws, space, timedelta(days=retention_days))
+            choice = storage_choice(ws, space)
+            done = maintain_space(ws, space, timedelta(days=retention_days), choice)
         lines.append(f"{space}: versions {done['versions_before']} → {done['versions_after']}, "
-                     f"{done['bytes_removed']:,} bytes removed, tags kept: {len(done['tags'])}")
+                     f"{done['bytes_removed']:,} bytes removed, tags kept: {len(done['tags'])}"
+                     + (f"; head laid out as {choice.vectors} + {choice.index_type} (prod moves to it with the "
+                        "next run)" if done["relaid"] else ""))
     return lines

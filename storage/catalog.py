@@ -19,7 +19,7 @@ from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused
 from embedline.redaction import redact
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 MIGRATIONS = {
     1: """
@@ -86,6 +86,11 @@ MIGRATIONS = {
     ALTER TABLE aliases ADD COLUMN held BOOLEAN DEFAULT false;
     """,  # documents recorded by failed runs (before 8, they were) are embedded and validated again
     9: lambda con: _redact_stored_sources(con),  # credentials recorded before sources were redacted
+    10: """
+    CREATE TABLE space_storage (
+        space VARCHAR PRIMARY KEY, corpus VARCHAR, vectors VARCHAR, index_type VARCHAR,
+        updated_at TIMESTAMPTZ);
+    """,  # a space without a row stores float32 vectors under an IVF_HNSW_SQ index
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -190,7 +195,7 @@ def _schema_version(con) -> int:
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
     current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-    for version in range(current + 1, SCHEMA_VERSION + 1):
+    for version in sorted(v for v in MIGRATIONS if current < v <= SCHEMA_VERSION):
         con.execute("BEGIN")
         step = MIGRATIONS[version]
         step(con) if callable(step) else con.execute(step)
@@ -563,6 +568,19 @@ def set_gates(ws: Workspace, corpus: str, gates: dict) -> None:
     with writing(ws) as con:
         con.execute("INSERT INTO corpora (name, created_at, gates) VALUES (?, ?, ?)"
                     " ON CONFLICT (name) DO UPDATE SET gates = excluded.gates", [corpus, now(), json.dumps(gates)])
+
+
+def get_storage(ws: Workspace, space: str) -> dict | None:
+    """The storage choice recorded for `space` ({"vectors": ..., "index_type": ...}); None if never set."""
+    with reading(ws) as con:
+        rows = _rows(con, "SELECT vectors, index_type FROM space_storage WHERE space = ?", [space])
+    return rows[0] if rows else None
+
+
+def set_storage(ws: Workspace, corpus: str, space: str, vectors: str, index_type: str) -> None:
+    with writing(ws) as con:
+        con.execute("INSERT OR REPLACE INTO space_storage VALUES (?, ?, ?, ?, ?)",
+                    [space, corpus, vectors, index_type, now()])
 
 
 def get_corpus(ws: Workspace, corpus: str) -> dict | None:

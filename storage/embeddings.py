@@ -13,6 +13,7 @@ import pyarrow as pa
 from embedline.errors import BadInput, NotFound
 from embedline.names import check_space
 from embedline.storage.index import nearest, refresh_indexes, tuned
+from embedline.storage.vectors import StorageChoice, stored_as, vector_field_type, with_vectors
 from embedline.workspace import Workspace, private_files
 
 BASE_FIELDS = ("chunk_id", "doc_id", "chunk_index", "text", "title", "vector", "model_key", "run_id")
@@ -67,35 +68,61 @@ def write_version(
     batches: Iterable[pa.RecordBatch],
     replace_doc_ids: list[str],
     tag: str,
+    storage: StorageChoice | None = None,
 ) -> dict:
     """Upsert `batches` and drop stale chunks of `replace_doc_ids` in ONE commit, then tag it.
 
     One commit per run means a reader sees the whole run or none of it, and a crashed run leaves
-    the table as it was. Its files are the owner's alone (umask 077), whichever process writes.
+    the table as it was. The space is laid out as `storage` says (vector type, index kind): a space
+    laid out otherwise is converted first, in versions that only the tagged one after them serves.
+    Its files are the owner's alone (umask 077), whichever process writes.
     """
     with private_files():
-        return _write_version(ws, space, schema, batches, replace_doc_ids, tag)
+        return _write_version(ws, space, schema, batches, replace_doc_ids, tag, storage or StorageChoice())
 
 
 def _write_version(ws: Workspace, space: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
-                   replace_doc_ids: list[str], tag: str) -> dict:
+                   replace_doc_ids: list[str], tag: str, storage: StorageChoice) -> dict:
     db = connect(ws)
     table = db.open_table(space) if check_space(space) in db.list_tables().tables else None
-    if table is None or (table.count_rows() == 0 and table.schema != schema):
+    laid_out = with_vectors(schema, storage.vectors)
+    if table is None or (table.count_rows() == 0 and table.schema != laid_out):
         # new, or emptied after a failed first run: the columns are this run's (older versions stay readable)
-        table = db.create_table(space, schema=schema, mode="overwrite")
+        table = db.create_table(space, schema=laid_out, mode="overwrite")
         table.set_unenforced_primary_key("chunk_id")
     else:
+        convert_vectors(table, storage.vectors)
         schema = _align_schema(table, schema)
     reader = pa.RecordBatchReader.from_batches(schema, (_fit(b, schema) for b in batches))
     merge = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
     if replace_doc_ids:
         merge = merge.when_not_matched_by_source_delete(_in_filter("doc_id", replace_doc_ids))
     merge.execute(reader)
-    indexes = refresh_indexes(table)
+    indexes = refresh_indexes(table, index_type=storage.index_type)
     version = table.version
     table.tags.create(tag, version)
     return {"version": version, "tag": tag, "row_count": table.count_rows(), **indexes}
+
+
+def convert_vectors(table, vectors: str) -> bool:
+    """Store the table's vectors as `vectors` (float32 or float16); True if that rewrote the column.
+    Lance refuses to cast an indexed column, so the vector index goes first (the caller rebuilds it)."""
+    current = table.schema.field("vector").type
+    if stored_as(current) == vectors:
+        return False
+    if "vector_idx" in {idx.name for idx in table.list_indices()}:
+        table.drop_index("vector_idx")
+    table.alter_columns({"path": "vector", "data_type": vector_field_type(current.list_size, vectors)})
+    return True
+
+
+def layout(ws: Workspace, space: str, version: int | None) -> dict:
+    """How `version` of the space stores its vectors: {"vectors": float32|float16, "index_type": the
+    vector index's kind in lowercase (a key of storage.index.INDEX_TYPES) or None}."""
+    dataset = dataset_at(ws, space, version)
+    kinds = [idx["type"].lower() for idx in dataset.list_indices() if idx["name"] == "vector_idx"]
+    vectors = stored_as(dataset.schema.field("vector").type)
+    return {"vectors": vectors, "index_type": kinds[0] if kinds else None}
 
 
 def latest_version(ws: Workspace, space: str) -> int | None:
@@ -213,10 +240,11 @@ def search(ws: Workspace, space: str, version: int, vector, k: int, where: str |
     return hits
 
 
-def nearest_chunks(dataset, vector, k: int, where: str | None = None, columns: list[str] | None = None) -> list[dict]:
+def nearest_chunks(dataset, vector, k: int, where: str | None = None, columns: list[str] | None = None,
+                   refine: bool = True) -> list[dict]:
     """Top-k chunks of an open Lance dataset by cosine distance, `where` applied before the search."""
     try:
-        table = dataset.to_table(nearest=nearest(vector, k), filter=where, prefilter=bool(where),
+        table = dataset.to_table(nearest=nearest(vector, k, refine), filter=where, prefilter=bool(where),
                                  columns=[*columns, "_distance"] if columns else None,
                                  disable_scoring_autoprojection=True)
     except (ValueError, RuntimeError, OSError) as exc:

@@ -15,7 +15,8 @@ from datetime import timedelta
 
 from embedline.storage import catalog, embeddings
 from embedline.storage.embeddings import open_space
-from embedline.storage.index import forever
+from embedline.storage.index import forever, refresh_indexes, vector_index_type
+from embedline.storage.vectors import StorageChoice
 from embedline.workspace import Workspace
 
 
@@ -41,12 +42,16 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     return restored
 
 
-def maintain_space(ws: Workspace, space: str, retention: timedelta) -> dict:
+def maintain_space(ws: Workspace, space: str, retention: timedelta,
+                   storage: StorageChoice | None = None) -> dict:
     """Compact and clean the space (hold its lock): the head is made clean first, so compaction never
-    folds a failed run's rows in, and the compacted version becomes the clean head."""
+    folds a failed run's rows in, and the compacted version becomes the clean head. With `storage`, the
+    head is laid out as chosen first (vectors converted, vector index of the chosen kind); prod moves to
+    that layout with the next run, which validates it."""
     restore_clean_head(ws, space)
     table = open_space(ws, space)
     before = len(table.list_versions())
+    relaid = storage is not None and _lay_out(table, storage)
     table.optimize(cleanup_older_than=forever())  # compaction + index fold-in; prunes nothing
     table.checkout_latest()
     catalog.set_clean_version(ws, space, table.version)  # before cleanup may remove the old clean head
@@ -58,4 +63,15 @@ def maintain_space(ws: Workspace, space: str, retention: timedelta) -> dict:
         "versions_after": len(table.list_versions()),
         "bytes_removed": stats.bytes_removed,
         "tags": sorted(table.tags.list()),
+        "relaid": relaid,
     }
+
+
+def _lay_out(table, storage: StorageChoice) -> bool:
+    """Convert the table's vectors and rebuild its vector index as `storage` says; True if it changed."""
+    converted = embeddings.convert_vectors(table, storage.vectors)
+    kind = vector_index_type(table)
+    if converted or kind not in (None, storage.index_type):
+        refresh_indexes(table, index_type=storage.index_type)
+        return True
+    return False

@@ -3,7 +3,9 @@
 - catalog tables (`corpora`, `runs`, `versions`, ...) straight from `catalog.duckdb`, attached
   read-only unless the session was opened for writing;
 - one view per corpus over its `prod` alias and one per space over its latest version, scanned
-  from Lance through Arrow (projections and filters are pushed down);
+  from Lance through Arrow (projections and filters are pushed down); a space storing float16 vectors
+  is scanned with them cast to float32 (`storage.vectors.WidenedDataset`), so `vector` is `FLOAT[d]`
+  in every view;
 - `embed(text [, model])` and `embed_<model>(text)` returning the model's native `FLOAT[d]`, computed
   by the embedding function the caller passes in (storage never imports the engine);
 - the `lance` extension's `lance_vector_search` / `lance_fts` / `lance_hybrid_search`, loaded from
@@ -21,6 +23,7 @@ import pyarrow as pa
 from duckdb.sqltypes import FLOAT, VARCHAR
 
 from embedline.storage import catalog, embeddings, sql_guard
+from embedline.storage.vectors import readable_by_duckdb
 from embedline.errors import BadInput, BadName, ReadOnly
 from embedline.names import check_name, check_space
 from embedline.workspace import Workspace
@@ -238,7 +241,7 @@ def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
 
 
 def _register_view(con, ws: Workspace, name: str, space: str, version: int | None, model: str) -> None:
-    dataset = embeddings.dataset_at(ws, space, version)
+    dataset = readable_by_duckdb(embeddings.dataset_at(ws, space, version), ws.lance_storage_options)
     source = f"lance_{name}"
     con.register(source, dataset)
     shown_version = dataset.version

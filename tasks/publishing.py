@@ -9,6 +9,7 @@ from embedline.storage import catalog, embeddings
 from embedline.workspace import Workspace
 from embedline.tasks.batch import EmbeddedBatch
 from embedline.tasks.changes import ChangePlan
+from embedline.tasks.storage import storage_choice, storage_pending
 from embedline.validation.suite import ValidationReport
 
 
@@ -51,11 +52,14 @@ def known_metadata_types(ws: Workspace, corpus: str, space: str) -> dict[str, st
 
 
 def publish_batch(ws: Workspace, space: str, run_id: int, plan: ChangePlan, batch: EmbeddedBatch) -> dict | None:
-    """Write the batch and drop stale chunks as one Lance version tagged `run-<id>`; None if nothing changed."""
-    if batch.chunk_count == 0 and not plan.replace_doc_ids:
+    """Write the batch and drop stale chunks as one Lance version tagged `run-<id>`, laid out as the
+    space's storage choice says; None if nothing changed (neither documents nor the layout)."""
+    storage = storage_choice(ws, space)
+    if batch.chunk_count == 0 and not plan.replace_doc_ids and not storage_pending(ws, space, storage):
         return None
     return embeddings.write_version(
-        ws, space, batch.schema(), batch.read_chunks(), plan.replace_doc_ids, tag=f"run-{run_id}"
+        ws, space, batch.schema(), batch.read_chunks(), plan.replace_doc_ids, tag=f"run-{run_id}",
+        storage=storage,
     )
 
 
