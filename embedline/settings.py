@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Embedding precision")
     shard_size: int = Field(50_000, ge=0, description="Documents to embed above which a run is split (0: never)")
-    shard_timeout: float = Field(3600, gt=0, description="Seconds a run waits for its shards on the gpu pool "
-                                 "before it cancels them and fails")
+    shard_timeout: float = Field(3600, gt=0, description="Seconds a shard may run, and the gpu pool may go "
+                                 "without starting or finishing a shard, before the run cancels its shards")
     index_min_rows: int = Field(20_000, ge=1, description="Rows from which a space gets a vector index")
     sql_read_paths: str = Field("", description="Folders and files a read-only SQL session may read besides the "
                                 "working directory (separated by ':')")

@@ -144,18 +144,18 @@ def _open(ws: Workspace, read_only: bool) -> duckdb.DuckDBPyConnection:
 def writing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short write transaction on the catalog (migrated to the current schema first)."""
     ws.ensure()
-    with private_files():  # a new catalog file is 0600
+    with private_files():  # a new catalog file and its write-ahead log are 0600
         con = _open(ws, read_only=False)
-    try:
-        migrate(con)
-        con.execute("BEGIN")
-        yield con
-        con.execute("COMMIT")
-    except BaseException:
-        _rollback(con)
-        raise
-    finally:
-        con.close()
+        try:
+            migrate(con)
+            con.execute("BEGIN")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+        finally:
+            con.close()
 
 
 @contextmanager

@@ -12,8 +12,8 @@ from embedline.workspace import Workspace
 def space_lock(ws: Workspace, space: str, wait_seconds: float = 0):
     """Hold the space's lock file for the block; released even if the process dies."""
     locks = ws.home / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(locks / f"{space}.lock"))
+    locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{space}.lock"), mode=0o600)  # the owner's alone, like the whole workspace
     try:
         lock.acquire(timeout=wait_seconds)
     except Timeout as exc:
