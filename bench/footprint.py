@@ -29,7 +29,9 @@ def cpu_description() -> dict:
 
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     fields = [line.split(":", 1) for line in text.splitlines() if ":" in line]
-    model = next((value.strip() for name, value in fields if name.strip() == "model name"), platform.processor())
+    model = next(
+        (value.strip() for name, value in fields if name.strip() == "model name"), platform.processor()
+    )
     flags = next((value.split() for name, value in fields if name.strip() == "flags"), [])
     wanted = ["avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "f16c"]
     return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}

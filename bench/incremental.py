@@ -74,7 +74,9 @@ def main() -> None:
 
     first = rows[0]["seconds"]
     print(f"{len(records)} docs · model {args.model} · workspace {home / 'ws'}")
-    print(f"{'run':14} {'seconds':>8} {'chunks':>8} {'new':>6} {'changed':>8} {'unchanged':>10} {'% of first':>11}")
+    print(
+        f"{'run':14} {'seconds':>8} {'chunks':>8} {'new':>6} {'changed':>8} {'unchanged':>10} {'% of first':>11}"
+    )
     for row in rows:
         row["ratio_to_first"] = round(row["seconds"] / first, 4)
         print(f"{row['run']:14} {row['seconds']:8.2f} {row['chunks_embedded']:8d} {row['docs_new']:6d} "

@@ -50,13 +50,27 @@ def serve_and_run(tmp: Path, name: str, workers: int, corpus: str, source: Path,
                GPU_WORKERS=str(workers), PREFECT_WORKER_QUERY_SECONDS="2", VENV=sys.prefix)
     if threads:
         env["WORKER_THREADS"] = str(threads)
-    subprocess.run([str(ROOT / "deploy/local/serve.sh")], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [str(ROOT / "deploy/local/serve.sh")], env=env, check=True, capture_output=True, timeout=300
+    )
     try:
         params = {"source": str(source), "corpus": corpus, "model": model, "shard_size": shard_size}
-        result = subprocess.run([str(Path(sys.prefix) / "bin" / "prefect"), "deployment", "run",
-                                 "ingest-corpus/ingest-debian", "--watch", "--watch-timeout", "3600",
-                                 *[a for k, v in params.items() for a in ("--param", f"{k}={v}")]],
-                                env={**env, "PREFECT_API_URL": api}, capture_output=True, text=True, timeout=3700)
+        result = subprocess.run(
+            [
+                str(Path(sys.prefix) / "bin" / "prefect"),
+                "deployment",
+                "run",
+                "ingest-corpus/ingest-debian",
+                "--watch",
+                "--watch-timeout",
+                "3600",
+                *[a for k, v in params.items() for a in ("--param", f"{k}={v}")],
+            ],
+            env={**env, "PREFECT_API_URL": api},
+            capture_output=True,
+            text=True,
+            timeout=3700,
+        )
         if result.returncode != 0:
             raise SystemExit(f"the {name} run failed:\n{result.stdout[-4000:]}\nworker logs: {tmp / name}")
 
@@ -94,8 +108,12 @@ def main() -> None:
         two = serve_and_run(tmp, "two", 2, "debian_two", source, args.model, (args.docs + 1) // 2, threads)
 
         ws = Workspace.from_env(tmp / "home")
-        tables = [embeddings.dataset_at(ws, f"{c}__{args.model}").to_table(columns=["chunk_id", "text", "vector"])
-                  .sort_by("chunk_id") for c in ("debian", "debian_two")]
+        tables = [
+            embeddings.dataset_at(ws, f"{c}__{args.model}")
+            .to_table(columns=["chunk_id", "text", "vector"])
+            .sort_by("chunk_id")
+            for c in ("debian", "debian_two")
+        ]
         same_rows = all(tables[0].column(c).equals(tables[1].column(c)) for c in ("chunk_id", "text"))
         delta = float(np.abs(embeddings.vector_matrix(tables[0].column("vector"))
                              - embeddings.vector_matrix(tables[1].column("vector"))).max())
@@ -106,7 +124,9 @@ def main() -> None:
     print(f"{'setup':<26} {'shards':>6} {'run wall s':>11} {'embed span s':>13}")
     print(f"{'1 gpu-pool worker':<26} {one['shards']:>6} {one['wall']:>11.1f} {one['embed']:>13.1f}")
     print(f"{'2 gpu-pool workers':<26} {two['shards']:>6} {two['wall']:>11.1f} {two['embed']:>13.1f}")
-    print(f"speedup (2 workers / 1): run {one['wall'] / two['wall']:.2f}x, embedding {one['embed'] / two['embed']:.2f}x")
+    print(
+        f"speedup (2 workers / 1): run {one['wall'] / two['wall']:.2f}x, embedding {one['embed'] / two['embed']:.2f}x"
+    )
     print(f"same table content: chunk ids and text {'identical' if same_rows else 'DIFFER'}; "
           f"max |vector difference| {delta:.2e}")
 

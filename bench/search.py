@@ -74,13 +74,19 @@ def main() -> None:
     rows = table.count_rows()
 
     con = sql.connect(ws)
-    titles = [t for (t,) in con.execute(
-        f'SELECT DISTINCT title FROM "{args.corpus}" WHERE title <> \'\' ORDER BY hash(title) LIMIT ?', [args.queries]
-    ).fetchall()]
+    titles = [
+        t
+        for (t,) in con.execute(
+            f"SELECT DISTINCT title FROM \"{args.corpus}\" WHERE title <> '' ORDER BY hash(title) LIMIT ?",
+            [args.queries],
+        ).fetchall()
+    ]
     vectors = make_embedder(ws)(alias["model"], titles)
     dim = vectors.shape[1]
-    exact_query = (f'SELECT chunk_id, array_cosine_similarity(vector, ?::FLOAT[{dim}]) AS s FROM "{args.corpus}" '
-                   "ORDER BY s DESC LIMIT 10")
+    exact_query = (
+        f'SELECT chunk_id, array_cosine_similarity(vector, ?::FLOAT[{dim}]) AS s FROM "{args.corpus}" '
+        "ORDER BY s DESC LIMIT 10"
+    )
     dataset = embeddings.dataset_at(ws, alias["space"], alias["version"])
     con.execute(exact_query, [vectors[0].tolist()]).fetchall()  # warm-up: first scan maps the files
     embeddings.nearest_chunks(dataset, vectors[0], 10, columns=["chunk_id"])
@@ -111,9 +117,15 @@ def main() -> None:
         recalls.append(sum(1 - h["_distance"] >= kth - 1e-5 for h in ann(vector)) / 10)
 
     result = {
-        "rows": rows, "dim": dim, "queries": len(vectors), "ef": EF, "refine_factor": REFINE_FACTOR,
-        "exact_duckdb_p50_ms": round(percentile(exact_ms, 50), 2), "exact_duckdb_p95_ms": round(percentile(exact_ms, 95), 2),
-        "ann_lance_p50_ms": round(percentile(ann_ms, 50), 2), "ann_lance_p95_ms": round(percentile(ann_ms, 95), 2),
+        "rows": rows,
+        "dim": dim,
+        "queries": len(vectors),
+        "ef": EF,
+        "refine_factor": REFINE_FACTOR,
+        "exact_duckdb_p50_ms": round(percentile(exact_ms, 50), 2),
+        "exact_duckdb_p95_ms": round(percentile(exact_ms, 95), 2),
+        "ann_lance_p50_ms": round(percentile(ann_ms, 50), 2),
+        "ann_lance_p95_ms": round(percentile(ann_ms, 95), 2),
         "ann_recall_at_10": round(statistics.mean(recalls), 4),
         "ann_search_call_p50_ms": round(percentile(opened_ms, 50), 2),
         "ann_search_call_p95_ms": round(percentile(opened_ms, 95), 2),
@@ -121,13 +133,17 @@ def main() -> None:
         "ann_after_scan_p95_ms": round(percentile(after_scan_ms, 95), 2),
     }
     result["exact_over_ann_p50"] = round(result["exact_duckdb_p50_ms"] / result["ann_lance_p50_ms"], 1)
-    print(f"{rows} chunks × {dim}-d · {len(vectors)} synopsis queries · IVF_HNSW_SQ ef {EF} refine {REFINE_FACTOR}")
+    print(
+        f"{rows} chunks × {dim}-d · {len(vectors)} synopsis queries · IVF_HNSW_SQ ef {EF} refine {REFINE_FACTOR}"
+    )
     print(f"exact top-10, DuckDB array_cosine_similarity: p50 {result['exact_duckdb_p50_ms']:.1f} ms, "
           f"p95 {result['exact_duckdb_p95_ms']:.1f} ms")
     print(f"ANN top-10, Lance IVF_HNSW_SQ:                p50 {result['ann_lance_p50_ms']:.1f} ms, "
           f"p95 {result['ann_lance_p95_ms']:.1f} ms, recall@10 {result['ann_recall_at_10']:.3f}")
-    print(f"ANN through embeddings.search (opens the version each call): p50 {result['ann_search_call_p50_ms']:.1f} ms, "
-          f"p95 {result['ann_search_call_p95_ms']:.1f} ms")
+    print(
+        f"ANN through embeddings.search (opens the version each call): p50 {result['ann_search_call_p50_ms']:.1f} ms, "
+        f"p95 {result['ann_search_call_p95_ms']:.1f} ms"
+    )
     print(f"ANN right after each exact scan (cold caches): p50 {result['ann_after_scan_p50_ms']:.1f} ms, "
           f"p95 {result['ann_after_scan_p95_ms']:.1f} ms")
     print(f"exact / ANN at p50: {result['exact_over_ann_p50']}×")

@@ -69,10 +69,14 @@ def main() -> None:
     report = validate_batch("bench__space", batches, counts, args.chunks, Expectations(spec.out_dim, "k"),
                             report_dir=report_dir)
     validate_seconds = time.perf_counter() - started
-    print(f"embedding: {tokens} tokens of {len(texts)} docs in {embed_seconds:.1f} s = {tokens_per_s:,.0f} tokens/s "
-          f"({engine.spec.precision}); {args.chunks:,} chunks ≈ {est_embed:,.0f} s")
-    print(f"validation of {args.chunks:,} chunks (GX file context + Data Docs + metrics): {validate_seconds:.1f} s, "
-          f"passed={report.passed}")
+    print(
+        f"embedding: {tokens} tokens of {len(texts)} docs in {embed_seconds:.1f} s = {tokens_per_s:,.0f} tokens/s "
+        f"({engine.spec.precision}); {args.chunks:,} chunks ≈ {est_embed:,.0f} s"
+    )
+    print(
+        f"validation of {args.chunks:,} chunks (GX file context + Data Docs + metrics): {validate_seconds:.1f} s, "
+        f"passed={report.passed}"
+    )
     print(f"validation / embedding: {100 * validate_seconds / est_embed:.2f}%")
 
 

@@ -4,8 +4,9 @@ they reach the catalog, logs, artifacts, Prefect parameters or prefect.yaml.
 What is hidden: a URL's password (`scheme://user:***@host`), a bearer token, well-known token shapes
 (`ghp_…`, `hf_…`), and the value of a pair whose key names a secret — `password=…`, `api_key: …`,
 `SECRET '…'` — where the key's word parts (split at `_`, `-` and camelCase) include password, secret,
-token, credential, signature and the like, or `key` beside another part (`api_key`, `KEY_ID`). Plain SQL keeps its meaning: `n_tokens = 5`,
-`tokenizer = 'bert'` and `primary_key = 'a'` are not secrets, and a numeric value is never one.
+token, credential, signature and the like, or `key` beside another part (`api_key`, `KEY_ID`). Plain
+SQL keeps its meaning: `n_tokens = 5`, `tokenizer = 'bert'` and `primary_key = 'a'` are not secrets,
+and a numeric value is never one.
 """
 
 import re
@@ -34,7 +35,9 @@ def redact(text: str | None) -> str | None:
     text = _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
     text = _BEARER.sub(rf"\1{MASK}", text)
     text = _TOKEN_SHAPES.sub(MASK, text)
-    text = _ASSIGNED.sub(lambda m: _pair(m, m.group(1) + m.group(2) + m.group(3), m.group(2), m.group(4)), text)
+    text = _ASSIGNED.sub(
+        lambda m: _pair(m, m.group(1) + m.group(2) + m.group(3), m.group(2), m.group(4)), text
+    )
     return _QUOTED.sub(lambda m: _pair(m, m.group(1) + m.group(2), m.group(1), m.group(3)), text)
 
 

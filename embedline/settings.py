@@ -28,18 +28,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", validate_default=True)
 
     home: Path = Field(Path(".embedline"), description="Workspace folder")
-    lance_uri: str | None = Field(None, description="LanceDB location (default <home>/lance); may be s3://...")
+    lance_uri: str | None = Field(
+        None, description="LanceDB location (default <home>/lance); may be s3://..."
+    )
     lance_storage_options: dict[str, str] | None = Field(
-        None, description='Object-store options for lance_uri, JSON: {"aws_endpoint": ..., "aws_region": ...}')
+        None, description='Object-store options for lance_uri, JSON: {"aws_endpoint": ..., "aws_region": ...}'
+    )
     model: str | None = Field(None, description="Default model of SQL's embed(text)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Embedding precision")
-    shard_size: int = Field(50_000, ge=0, description="Documents to embed above which a run is split (0: never)")
+    shard_size: int = Field(
+        50_000, ge=0, description="Documents to embed above which a run is split (0: never)"
+    )
     shard_timeout: float = Field(3600, gt=0, description="Seconds a shard may run, and the gpu pool may go "
                                  "without starting or finishing a shard, before the run cancels its shards")
     index_min_rows: int = Field(20_000, ge=1, description="Rows from which a space gets a vector index")
-    sql_read_paths: str = Field("", description="Folders and files a read-only SQL session may read besides the "
-                                "working directory (separated by ':')")
+    sql_read_paths: str = Field(
+        "",
+        description="Folders and files a read-only SQL session may read besides the "
+        "working directory (separated by ':')",
+    )
 
     @field_validator("device")
     @classmethod
@@ -114,7 +122,9 @@ def load(**overrides) -> Settings:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
         raw = given.get(field, error.get("input"))
-        raise BadSetting(f"{PREFIX}{field.upper()}={raw!r}: {error['msg'].removeprefix('Value error, ')}") from None
+        raise BadSetting(
+            f"{PREFIX}{field.upper()}={raw!r}: {error['msg'].removeprefix('Value error, ')}"
+        ) from None
     except SettingsError as exc:
         match = re.search(r'field "(\w+)"', str(exc))
         field = match.group(1).upper() if match else "?"

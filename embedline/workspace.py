@@ -76,7 +76,8 @@ PRIVATE_UMASK = 0o077
 
 @contextmanager
 def private_files() -> Iterator[None]:
-    """Files and folders created in the block are the owner's alone (umask 077; process-wide while it lasts)."""
+    """Files and folders created in the block are the owner's alone (umask 077; process-wide while it
+    lasts)."""
     previous = os.umask(PRIVATE_UMASK)
     try:
         yield

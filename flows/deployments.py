@@ -60,9 +60,19 @@ def render(config: dict) -> dict:
         deployments.append(refresh)
         deployments.append(_deployment(f"backfill-{corpus}", "embedline.flows.refresh:backfill_corpus", "cpu",
                                        {"corpus": corpus}))
-        deployments.append(_deployment(f"maintain-{corpus}", "embedline.flows.maintain:maintain_corpus", "cpu",
-                                       {"corpus": corpus}, settings.get("maintain", "17 3 * * *"), timezone))
-    deployments.append(_deployment(SHARD_DEPLOYMENT.split("/")[1], "embedline.flows.embed:embed_shard", "gpu", {}))
+        deployments.append(
+            _deployment(
+                f"maintain-{corpus}",
+                "embedline.flows.maintain:maintain_corpus",
+                "cpu",
+                {"corpus": corpus},
+                settings.get("maintain", "17 3 * * *"),
+                timezone,
+            )
+        )
+    deployments.append(
+        _deployment(SHARD_DEPLOYMENT.split("/")[1], "embedline.flows.embed:embed_shard", "gpu", {})
+    )
     return {"name": "embedline", "prefect-version": _prefect_version(), "deployments": deployments}
 
 
@@ -78,9 +88,15 @@ def _worker_env(corpus: str, env: dict) -> dict:
 
 def redacted_corpora(config: dict) -> list[str]:
     """Corpora whose source or env in the config carries a credential (rendered as *** instead)."""
-    return [corpus for corpus, settings in (config.get("corpora") or {}).items()
-            if has_secret(str(settings.get("source", ""))) or any(
-                not str(v).startswith("{{") and has_secret(f"{k}={v}") for k, v in (settings.get("env") or {}).items())]
+    return [
+        corpus
+        for corpus, settings in (config.get("corpora") or {}).items()
+        if has_secret(str(settings.get("source", "")))
+        or any(
+            not str(v).startswith("{{") and has_secret(f"{k}={v}")
+            for k, v in (settings.get("env") or {}).items()
+        )
+    ]
 
 
 def _refresh_model(corpus: str, refresh: dict | None) -> str | None:
@@ -100,7 +116,12 @@ def _model_trigger(model: str) -> dict:
 
 def _deployment(name: str, entrypoint: str, pool: str, parameters: dict, cron: str | None = None,
                 timezone: str = "UTC") -> dict:
-    deployment = {"name": name, "entrypoint": entrypoint, "parameters": parameters, "work_pool": {"name": pool}}
+    deployment = {
+        "name": name,
+        "entrypoint": entrypoint,
+        "parameters": parameters,
+        "work_pool": {"name": pool},
+    }
     if cron:
         deployment["schedules"] = [{"cron": cron, "timezone": timezone}]
     return deployment
@@ -114,11 +135,16 @@ def _prefect_version() -> str:
 
 def rendered_text(config_path: Path = CONFIG) -> str:
     if not config_path.is_file():
-        raise NotFound(f"no {config_path} here: run `embedline deployments --init` for a starter, or pass --config")
+        raise NotFound(
+            f"no {config_path} here: run `embedline deployments --init` for a starter, or pass --config"
+        )
     config = yaml.safe_load(config_path.read_text())
-    notes = "".join(f"# corpus {corpus}: credentials in {config_path} were redacted (***) here; the deployment runs"
-                    " once they come\n#   from the worker's environment or a Prefect Secret block (README:"
-                    " Credentials).\n" for corpus in redacted_corpora(config))
+    notes = "".join(
+        f"# corpus {corpus}: credentials in {config_path} were redacted (***) here; the deployment runs"
+        " once they come\n#   from the worker's environment or a Prefect Secret block (README:"
+        " Credentials).\n"
+        for corpus in redacted_corpora(config)
+    )
     return HEADER + notes + yaml.safe_dump(render(config), sort_keys=False, width=110)
 
 

@@ -43,7 +43,9 @@ def embed(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, r
     engine = get_engine(spec, device)
     to_embed = plan.counts["docs_new"] + plan.counts["docs_changed"]
     key = f"embed-run-{run_id}" + (f"-{label}" if label else "")
-    progress = Progress(to_embed, key=key.replace(" ", "-"), description=f"embedding run {run_id} {label}".strip())
+    progress = Progress(
+        to_embed, key=key.replace(" ", "-"), description=f"embedding run {run_id} {label}".strip()
+    )
     try:
         return batches.embed_documents(plan, engine, params, run_id, staging_dir, on_progress=progress)
     finally:
@@ -51,8 +53,19 @@ def embed(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, r
 
 
 @flow(name="embed-shard", log_prints=True)
-def embed_shard(docs_path: str, docs: int, metadata_types: dict, model: str, precision: str | None, model_key: str,
-                max_tokens: int, overlap: int, run_id: int, shard: int, home: str) -> dict:
+def embed_shard(
+    docs_path: str,
+    docs: int,
+    metadata_types: dict,
+    model: str,
+    precision: str | None,
+    model_key: str,
+    max_tokens: int,
+    overlap: int,
+    run_id: int,
+    shard: int,
+    home: str,
+) -> dict:
     """Embed one shard of a run's staged documents; the result is also left next to them as JSON.
     `precision`: the run's request, or None for this worker's own policy (`$EMBEDLINE_PRECISION`, auto)."""
     ws = Workspace.from_env(home)
@@ -84,10 +97,22 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
         if reason:
             print(f"{reason}: embedding {to_embed} documents in this process instead")
         return embed(plan, spec, device, params, run_id, staging_dir)
-    runs = [{"docs_path": part.docs_path, "docs": part.counts["docs_new"], "metadata_types": plan.metadata_types,
-             "model": model, "precision": precision, "model_key": spec.key(), "max_tokens": params.max_tokens,
-             "overlap": params.overlap, "run_id": run_id, "shard": i, "home": str(ws.home)}
-            for i, part in enumerate(split_plan(plan, shards))]
+    runs = [
+        {
+            "docs_path": part.docs_path,
+            "docs": part.counts["docs_new"],
+            "metadata_types": plan.metadata_types,
+            "model": model,
+            "precision": precision,
+            "model_key": spec.key(),
+            "max_tokens": params.max_tokens,
+            "overlap": params.overlap,
+            "run_id": run_id,
+            "shard": i,
+            "home": str(ws.home),
+        }
+        for i, part in enumerate(split_plan(plan, shards))
+    ]
     if on_pool:
         print(f"embedding {to_embed} documents in {shards} shard(s) on deployment {shard_deployment}")
         run_shards(shard_deployment, runs, load().shard_timeout)

@@ -1,4 +1,5 @@
-"""ingest-corpus: read → diff → chunk + embed → publish → evaluate → validate → record → promote.
+"""ingest-corpus: read → diff → chunk + embed → publish → evaluate → validate → record →
+promote.
 
 The version is written before it is validated so that a failing one stays inspectable (its tag stays);
 the space's head then goes back to its clean head, so only rows that passed are ever built on, and the
@@ -82,9 +83,13 @@ def ingest_corpus(
     fields = FieldMap(id_field, text_field, title_field)
     source = canonical_source(source.get_secret_value() if isinstance(source, SecretStr) else source)
     model = model or catalog.serving_model(ws, corpus) or initial_model or DEFAULT_MODEL
-    spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)  # 1. the model's identity on this machine
+    spec, device = resolve_runtime(
+        resolve_model(ws, model), precision=precision
+    )  # 1. the model's identity on this machine
     params = chunking.params_for(spec, overlap, chunk_tokens)
-    expect = Expectations(spec.out_dim, spec.key(), spec.normalize, **run_gates(ws, corpus, gates, default_gates))
+    expect = Expectations(
+        spec.out_dim, spec.key(), spec.normalize, **run_gates(ws, corpus, gates, default_gates)
+    )
     space = space_name(corpus, model)
     with space_lock(ws, space):  # 2. one writer per space
         run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),
@@ -93,25 +98,56 @@ def ingest_corpus(
         try:
             clean_head(ws, space)  # 3. build on passed rows only: undo a failed or killed run's commit
             known = catalog.known_documents(ws, space)  # what the clean head holds
-            plan = plan_changes(source, fields, known, spec.key(), params.key(), staging, keep_deleted,  # 4. diff
-                                max_delete_share, publishing.known_metadata_types(ws, corpus, space))
+            plan = plan_changes(
+                source,
+                fields,
+                known,
+                spec.key(),
+                params.key(),
+                staging,
+                keep_deleted,  # 4. diff
+                max_delete_share,
+                publishing.known_metadata_types(ws, corpus, space),
+            )
             if max_embed:
                 plan = changes.defer_beyond(plan, max_embed, refresh.embed_priority(ws, corpus, model, order))
-            embedded = embed_plan(ws, plan, model, spec, device, params, run_id, staging, shard_size,  # 5. chunk + embed
-                                  precision=precision)
+            embedded = embed_plan(
+                ws,
+                plan,
+                model,
+                spec,
+                device,
+                params,
+                run_id,
+                staging,
+                shard_size,  # 5. chunk + embed
+                precision=precision,
+            )
             version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
             metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall
             report = validate(space, embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 8. GX gates
                               expect, metrics, ws.reports_dir / "gx")
-            summary = record(ws, corpus, space, run_id, plan, embedded, report, version,  # 9. catalog; alias if passed
-                             time.perf_counter() - started, "prod" if promote else None)
+            summary = record(
+                ws,
+                corpus,
+                space,
+                run_id,
+                plan,
+                embedded,
+                report,
+                version,  # 9. catalog; alias if passed
+                time.perf_counter() - started,
+                "prod" if promote else None,
+            )
             clean_head(ws, space)  # 10. a failed version leaves the head at once (its tag stays)
         except BaseException as exc:
             catalog.fail_run(ws, run_id, f"{type(exc).__name__}: {exc}")
             raise
         finally:
             publishing.clear_staging(ws)
-    create_table_artifact([summary.__dict__], key=f"run-summary-{corpus.replace('_', '-')}", description=f"ingest run {run_id}")
+    create_table_artifact(
+        [summary.__dict__], key=f"run-summary-{corpus.replace('_', '-')}", description=f"ingest run {run_id}"
+    )
     publish_validation_artifacts(report, space, run_id)
     try:  # pictures of a recorded run: a failed plot is logged, it never fails the run
         publish_version_artifacts(ws, space, run_id, summary.version, plan.changed_doc_ids)

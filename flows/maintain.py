@@ -29,8 +29,14 @@ def maintain_corpus(corpus: str, retention_days: float = 7, home: str | None = N
         with space_lock(ws, space):  # while it is held, an ingest of this space fails fast (SpaceBusy)
             choice = storage_choice(ws, space)
             done = maintain_space(ws, space, timedelta(days=retention_days), choice)
-        lines.append(f"{space}: versions {done['versions_before']} → {done['versions_after']}, "
-                     f"{done['bytes_removed']:,} bytes removed, tags kept: {len(done['tags'])}"
-                     + (f"; head laid out as {choice.vectors} + {choice.index_type} (prod moves to it with the "
-                        "next run)" if done["relaid"] else ""))
+        lines.append(
+            f"{space}: versions {done['versions_before']} → {done['versions_after']}, "
+            f"{done['bytes_removed']:,} bytes removed, tags kept: {len(done['tags'])}"
+            + (
+                f"; head laid out as {choice.vectors} + {choice.index_type} (prod moves to it with the "
+                "next run)"
+                if done["relaid"]
+                else ""
+            )
+        )
     return lines

@@ -25,10 +25,13 @@ def publish_validation_artifacts(report, space: str, run_id: int) -> None:
     rows = "\n".join(f"| {name} | {_fmt(value)} |" for name, value in report.metrics.items())
     create_markdown_artifact(
         f"### Embedding quality, run {run_id} ({space})\n\n| metric | value |\n|---|---|\n{rows}\n",
-        key=f"quality-{space.replace('_', '-')}", description="RankMe, isotropy, duplicates, drift, golden recall",
+        key=f"quality-{space.replace('_', '-')}",
+        description="RankMe, isotropy, duplicates, drift, golden recall",
     )
     if report.docs_url:
-        create_link_artifact(report.docs_url, link_text="GX Data Docs", key=f"data-docs-{space.replace('_', '-')}")
+        create_link_artifact(
+            report.docs_url, link_text="GX Data Docs", key=f"data-docs-{space.replace('_', '-')}"
+        )
 
 
 def publish_version_artifacts(ws: Workspace, space: str, run_id: int, version: int | None,
@@ -56,7 +59,9 @@ def publish_version_artifacts(ws: Workspace, space: str, run_id: int, version: i
         path = folder / f"{space}-run-{run_id}-{name}.png"
         path.write_bytes(png)
         written.append(str(path))
-        sections.append(f"#### {name} ({path})\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
+        sections.append(
+            f"#### {name} ({path})\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
+        )
     create_markdown_artifact("\n\n".join(sections), key=f"plots-{key}",
                              description=f"PCA map and drift histogram of {space} version {version}")
     return written

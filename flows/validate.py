@@ -9,7 +9,9 @@ from embedline.tasks.evaluation import revalidate_version
 
 
 @flow(name="validate-version", log_prints=True)
-def validate_version(corpus: str, version: int | None = None, home: str | None = None, space: str | None = None):
+def validate_version(
+    corpus: str, version: int | None = None, home: str | None = None, space: str | None = None
+):
     ws = Workspace.from_env(home)
     space, version, report = revalidate_version(ws, check_name(corpus, "corpus name"), version, space)
     publish_validation_artifacts(report, space, run_id=0)

@@ -82,7 +82,8 @@ MIGRATIONS = {
     CREATE TABLE space_heads (space VARCHAR PRIMARY KEY, clean_version INTEGER, updated_at TIMESTAMPTZ);
     INSERT INTO space_heads
         SELECT space, max(version) FILTER (WHERE validation = 'passed'), now() FROM versions GROUP BY space;
-    UPDATE documents SET change_key = 'failed-run' WHERE run_id IN (SELECT run_id FROM runs WHERE status = 'failed');
+    UPDATE documents SET change_key = 'failed-run'
+        WHERE run_id IN (SELECT run_id FROM runs WHERE status = 'failed');
     ALTER TABLE aliases ADD COLUMN held BOOLEAN DEFAULT false;
     """,  # documents recorded by failed runs (before 8, they were) are embedded and validated again
     9: lambda con: _redact_stored_sources(con),  # credentials recorded before sources were redacted
@@ -228,7 +229,11 @@ def get_model(ws: Workspace, name: str) -> dict | None:
 
 def list_models(ws: Workspace) -> list[dict]:
     with reading(ws) as con:
-        return _rows(con, "SELECT name, dim, pooling, normalize, max_tokens, fingerprint, path, spec FROM models ORDER BY name")
+        return _rows(
+            con,
+            "SELECT name, dim, pooling, normalize, max_tokens, fingerprint, path, spec FROM models"
+            " ORDER BY name",
+        )
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -237,15 +242,19 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
     """Register the corpus if new and open a run; returns its id."""
     with writing(ws) as con:
         con.execute(
-            "INSERT INTO corpora (name, source, fields, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET source = excluded.source, fields = excluded.fields",
+            "INSERT INTO corpora (name, source, fields, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET source = excluded.source, fields = excluded.fields",
             [corpus, redact(source), json.dumps(fields), now()],
         )
         # The caller holds the space's lock, so a run still marked running there died mid-way.
-        con.execute("UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ? AND status = 'running'",
-                    [now(), space])
+        con.execute(
+            "UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ? AND status = 'running'",
+            [now(), space],
+        )
         run_id = con.execute("SELECT nextval('run_ids')").fetchone()[0]
         con.execute(
-            "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key, chunk_key, device, precision)"
+            "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key, chunk_key,"
+            " device, precision)"
             " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
             [run_id, corpus, model, space, redact(source), now(), model_key, chunk_key, device, precision],
         )
@@ -255,7 +264,8 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
 def fail_run(ws: Workspace, run_id: int, error: str) -> None:
     with writing(ws) as con:
         con.execute(
-            "UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ? AND status = 'running'",
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ?"
+            " WHERE run_id = ? AND status = 'running'",
             [redact(error)[:2000], now(), run_id],
         )
 
@@ -284,7 +294,9 @@ def get_run(ws: Workspace, run_id: int) -> dict:
 def known_documents(ws: Workspace, space: str) -> dict[str, str]:
     """doc_id → change_key for every document the space holds."""
     with reading(ws) as con:
-        return dict(con.execute("SELECT doc_id, change_key FROM documents WHERE space = ?", [space]).fetchall())
+        return dict(
+            con.execute("SELECT doc_id, change_key FROM documents WHERE space = ?", [space]).fetchall()
+        )
 
 
 # -- finishing a run ---------------------------------------------------------------------------
@@ -315,10 +327,17 @@ def finish_run(
         status = "succeeded" if passed else "failed"
         sets = ", ".join(f"{name} = ?" for name in RUN_COUNTS)
         con.execute(
-            f"UPDATE runs SET {sets}, status = ?, seconds = ?, finished_at = ?, version = ?, error = ? WHERE run_id = ?",
+            f"UPDATE runs SET {sets}, status = ?, seconds = ?, finished_at = ?, version = ?, error = ?"
+            " WHERE run_id = ?",
             [counts.get(name, 0) for name in RUN_COUNTS]
-            + [status, seconds, now(), version["version"] if version else _current_version(con, run["corpus"], space),
-               None if status == "succeeded" else version["failures"], run_id],
+            + [
+                status,
+                seconds,
+                now(),
+                version["version"] if version else _current_version(con, run["corpus"], space),
+                None if status == "succeeded" else version["failures"],
+                run_id,
+            ],
         )
         if passed:
             _record_documents(con, space, run_id, documents_arrow, deleted_doc_ids)
@@ -351,8 +370,11 @@ def finish_run(
 def _record_documents(con, space: str, run_id: int, documents_arrow, deleted_doc_ids: list[str]) -> None:
     if documents_arrow is not None and documents_arrow.num_rows:
         con.register("incoming_documents", documents_arrow)
-        con.execute("INSERT OR REPLACE INTO documents SELECT ?, doc_id, content_hash, change_key, chunk_count,"
-                    " ?, ? FROM incoming_documents", [space, run_id, now()])
+        con.execute(
+            "INSERT OR REPLACE INTO documents SELECT ?, doc_id, content_hash, change_key, chunk_count,"
+            " ?, ? FROM incoming_documents",
+            [space, run_id, now()],
+        )
         con.unregister("incoming_documents")
     if deleted_doc_ids:
         con.execute("DELETE FROM documents WHERE space = ? AND list_contains(?, doc_id)",
@@ -441,8 +463,11 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
         if expect is not None:
             _require_unchanged(corpus, alias, current, expect)
         space = space or (current["space"] if current else None)
-        found = _rows(con, "SELECT * FROM versions WHERE corpus = ? AND version = ? AND (? IS NULL OR space = ?)",
-                      [corpus, version, space, space])
+        found = _rows(
+            con,
+            "SELECT * FROM versions WHERE corpus = ? AND version = ? AND (? IS NULL OR space = ?)",
+            [corpus, version, space, space],
+        )
         if not found:
             raise NotFound(f"corpus {corpus!r} has no version {version}: see `embedline versions {corpus}`")
         if len(found) > 1:
@@ -457,7 +482,9 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
 
 def _require_unchanged(corpus: str, alias: str, current: dict | None, expect: tuple) -> None:
     if current is not None and current["held"]:
-        raise SwapRefused(f"{alias} of {corpus!r} is held (rolled back or pinned); `embedline promote` moves it")
+        raise SwapRefused(
+            f"{alias} of {corpus!r} is held (rolled back or pinned); `embedline promote` moves it"
+        )
     now_at = (current["space"], current["version"]) if current else ()
     if now_at != tuple(expect):
         raise SwapRefused(f"{alias} of {corpus!r} moved to {now_at} while the swap was checked (it expected "
@@ -509,7 +536,8 @@ def latest_passed_version(ws: Workspace, space: str, before: int | None = None) 
     """The newest version of `space` that passed validation (older than `before`, if given)."""
     with reading(ws) as con:
         row = con.execute(
-            "SELECT max(version) FROM versions WHERE space = ? AND validation = 'passed' AND (? IS NULL OR version < ?)",
+            "SELECT max(version) FROM versions"
+            " WHERE space = ? AND validation = 'passed' AND (? IS NULL OR version < ?)",
             [space, before, before],
         ).fetchone()
     return row[0] if row else None
@@ -518,9 +546,16 @@ def latest_passed_version(ws: Workspace, space: str, before: int | None = None) 
 def set_validation(ws: Workspace, space: str, version: int, passed: bool, failures: str | None,
                    metrics: dict | None = None) -> None:
     with writing(ws) as con:
-        con.execute("UPDATE versions SET validation = ?, failures = ?, metrics = ? WHERE space = ? AND version = ?",
-                    ["passed" if passed else "failed", failures, json.dumps(_nan_to_none(metrics or {}), default=_json_number),
-                     space, version])
+        con.execute(
+            "UPDATE versions SET validation = ?, failures = ?, metrics = ? WHERE space = ? AND version = ?",
+            [
+                "passed" if passed else "failed",
+                failures,
+                json.dumps(_nan_to_none(metrics or {}), default=_json_number),
+                space,
+                version,
+            ],
+        )
 
 
 def _json_number(value):
@@ -566,8 +601,11 @@ def get_gates(ws: Workspace, corpus: str) -> dict:
 
 def set_gates(ws: Workspace, corpus: str, gates: dict) -> None:
     with writing(ws) as con:
-        con.execute("INSERT INTO corpora (name, created_at, gates) VALUES (?, ?, ?)"
-                    " ON CONFLICT (name) DO UPDATE SET gates = excluded.gates", [corpus, now(), json.dumps(gates)])
+        con.execute(
+            "INSERT INTO corpora (name, created_at, gates) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET gates = excluded.gates",
+            [corpus, now(), json.dumps(gates)],
+        )
 
 
 def get_storage(ws: Workspace, space: str) -> dict | None:

@@ -38,7 +38,9 @@ def vector_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A `vector` column as an (n, dim) float32 matrix."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, column.type.list_size)
+    return (
+        column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, column.type.list_size)
+    )
 
 
 def connect(ws: Workspace):
@@ -54,7 +56,9 @@ def open_space(ws: Workspace, space: str):
     try:
         return db.open_table(space)
     except (FileNotFoundError, ValueError) as exc:
-        raise NotFound(f"no embeddings for space {space!r} in {ws.lance_uri}: run `embedline ingest` first") from exc
+        raise NotFound(
+            f"no embeddings for space {space!r} in {ws.lance_uri}: run `embedline ingest` first"
+        ) from exc
 
 
 def space_exists(ws: Workspace, space: str) -> bool:
@@ -226,7 +230,9 @@ def search(ws: Workspace, space: str, version: int, vector, k: int, where: str |
         return nearest_chunks(dataset_at(ws, space, version), vector, k, where, columns)
     table = open_space(ws, space)
     table.checkout(version)
-    query = tuned(table.search(query_type="hybrid").vector(vector).text(text).distance_type("cosine")).limit(k)
+    query = tuned(table.search(query_type="hybrid").vector(vector).text(text).distance_type("cosine")).limit(
+        k
+    )
     if where:
         query = query.where(where, prefilter=True)
     if columns:

@@ -121,10 +121,14 @@ def measure_recall(table, queries: int = 100, k: int = 10, seed: int = 0) -> flo
     sample = table.to_lance().sample(min(queries, table.count_rows()), columns=["vector"])
     vectors = np.stack(sample.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    noisy = vectors + 0.1 * rng.standard_normal(vectors.shape).astype(np.float32) / math.sqrt(vectors.shape[1])
+    noisy = vectors + 0.1 * rng.standard_normal(vectors.shape).astype(np.float32) / math.sqrt(
+        vectors.shape[1]
+    )
     hits = 0
     for query in noisy:
-        exact = table.search(query).distance_type("cosine").limit(k).select(["chunk_id"]).bypass_vector_index()
+        exact = (
+            table.search(query).distance_type("cosine").limit(k).select(["chunk_id"]).bypass_vector_index()
+        )
         kth = max(r["_distance"] for r in exact.to_list())
         ann = table.to_lance().to_table(nearest=nearest(query, k), columns=["_distance"],
                                         disable_scoring_autoprojection=True).to_pylist()

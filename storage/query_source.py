@@ -15,7 +15,9 @@ def iter_query_rows(query: str, batch_size: int = 4096) -> Iterator[dict]:
         try:
             reader = con.execute(query).fetch_record_batch(batch_size)
         except duckdb.Error as exc:
-            raise BadInput(f"--query failed: {redact(str(exc).splitlines()[0])}") from None  # no credentials in logs
+            raise BadInput(
+                f"--query failed: {redact(str(exc).splitlines()[0])}"
+            ) from None  # no credentials in logs
         for batch in reader:
             yield from batch.to_pylist()
     finally:

@@ -62,7 +62,8 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
 
 
 def read_rule(ws: Workspace) -> sql_guard.ReadRule:
-    """What a read-only session may read: the working directory, `$EMBEDLINE_SQL_READ_PATHS`, the Lance data."""
+    """What a read-only session may read: the working directory, `$EMBEDLINE_SQL_READ_PATHS`, the Lance
+    data."""
     return sql_guard.read_rule(ws.lance_uri, ws.settings.sql_read_paths)
 
 
@@ -113,7 +114,9 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> du
     except duckdb.PermissionException as exc:
         if rule is None:
             raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
-        raise ReadOnly(f"{str(exc).splitlines()[0].removeprefix('Permission Error: ')}: {rule.describe()}") from exc
+        raise ReadOnly(
+            f"{str(exc).splitlines()[0].removeprefix('Permission Error: ')}: {rule.describe()}"
+        ) from exc
     except duckdb.Error as exc:
         raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
 
@@ -132,8 +135,10 @@ def parse(con: duckdb.DuckDBPyConnection, sql: str) -> list:
 def write_plan(ws: Workspace, sql: str) -> str:
     """What a `--write` run will do, said before it runs."""
     kinds = [sql_guard.statement_kind(s) for s in parse(duckdb.connect(), sql)]
-    return (f"--write: running {len(kinds)} statement(s) ({', '.join(kinds)}) with write access to the catalog"
-            f" {ws.catalog_path}, the Lance data (__lance_* functions) and any file DuckDB can reach")
+    return (
+        f"--write: running {len(kinds)} statement(s) ({', '.join(kinds)}) with write access to the catalog"
+        f" {ws.catalog_path}, the Lance data (__lance_* functions) and any file DuckDB can reach"
+    )
 
 
 def lance_extension_path() -> Path | None:
@@ -141,7 +146,12 @@ def lance_extension_path() -> Path | None:
         import duckdb_extension_lance
     except ImportError:
         return None
-    path = Path(duckdb_extension_lance.__file__).parent / "extensions" / f"v{duckdb.__version__}" / "lance.duckdb_extension"
+    path = (
+        Path(duckdb_extension_lance.__file__).parent
+        / "extensions"
+        / f"v{duckdb.__version__}"
+        / "lance.duckdb_extension"
+    )
     return path if path.is_file() else None
 
 
@@ -188,8 +198,10 @@ def _create_space_views(con, ws: Workspace) -> None:
     for corpus, space, version, model in prod:
         if _valid_row("aliases", (corpus, space, model), _check_row):
             _register_view(con, ws, corpus, space, version, model)
-    heads = con.execute("SELECT h.space, any_value(v.model), any_value(h.clean_version) FROM space_heads h"
-                        " JOIN versions v USING (space) WHERE h.clean_version IS NOT NULL GROUP BY h.space").fetchall()
+    heads = con.execute(
+        "SELECT h.space, any_value(v.model), any_value(h.clean_version) FROM space_heads h"
+        " JOIN versions v USING (space) WHERE h.clean_version IS NOT NULL GROUP BY h.space"
+    ).fetchall()
     for space, model, version in heads:
         if _valid_row("space_heads", (None, space, model), _check_row):
             _register_view(con, ws, space, space, version, model)
@@ -221,10 +233,16 @@ def _valid_row(table: str, value, check) -> bool:
 
 def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
     """Every name the session offers: (name, kind, what it is)."""
-    names = [(t, "table", "catalog") for (t,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'catalog' ORDER BY table_name").fetchall()]
-    for (view,) in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND view_name NOT LIKE 'lance_%'"
-                               " ORDER BY view_name").fetchall():
+    names = [
+        (t, "table", "catalog")
+        for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'catalog' ORDER BY table_name"
+        ).fetchall()
+    ]
+    for (view,) in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE temporary AND view_name NOT LIKE 'lance_%'"
+        " ORDER BY view_name"
+    ).fetchall():
         if "__v" in view:
             what = "space at a recorded version (time travel)"
         elif "__" in view:
@@ -234,9 +252,13 @@ def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
         names.append((view, "view", what))
     functions = con.execute(
         "SELECT DISTINCT function_name, function_type FROM duckdb_functions() WHERE function_name = 'embed'"
-        " OR starts_with(function_name, 'embed_') OR starts_with(function_name, 'lance_') ORDER BY function_name"
+        " OR starts_with(function_name, 'embed_') OR starts_with(function_name, 'lance_')"
+        " ORDER BY function_name"
     ).fetchall()
-    names += [(name, kind, "embedding" if name.startswith("embed") else "lance extension") for name, kind in functions]
+    names += [
+        (name, kind, "embedding" if name.startswith("embed") else "lance extension")
+        for name, kind in functions
+    ]
     return names
 
 
@@ -289,8 +311,14 @@ def _create_query_vector_functions(con, query_embedder: QueryEmbedder, models: d
     dims = {corpus: models[model] for corpus, model in prod
             if model in models and _valid_row("aliases.corpus", corpus, check_name)}
     for corpus, dim in dims.items():
-        con.create_function(f"query_vector_{corpus}", _query_udf(query_embedder, corpus, dim), [VARCHAR, VARCHAR],
-                            duckdb.array_type(FLOAT, dim), type="arrow", null_handling="special")
+        con.create_function(
+            f"query_vector_{corpus}",
+            _query_udf(query_embedder, corpus, dim),
+            [VARCHAR, VARCHAR],
+            duckdb.array_type(FLOAT, dim),
+            type="arrow",
+            null_handling="special",
+        )
     if not dims:
         return
     first_dim = next(iter(dims.values()))

@@ -34,19 +34,64 @@ LANCE_READERS = {"lance_vector_search", "lance_fts", "lance_hybrid_search"}
 # Table functions a read-only session may call: readers (paths checked), generators, metadata. Anything
 # else (enable_profiling, enable_logging, json_execute_serialized_sql, checkpoint, ...) can write or run SQL.
 READ_TABLE_FUNCTIONS = {
-    "read_csv", "read_csv_auto", "read_json", "read_json_auto", "read_json_objects", "read_json_objects_auto",
-    "read_ndjson", "read_ndjson_auto", "read_ndjson_objects", "read_parquet", "parquet_scan", "parquet_metadata",
-    "parquet_schema", "parquet_file_metadata", "parquet_kv_metadata", "parquet_full_metadata", "read_text",
-    "read_blob", "glob", "sniff_csv", "range", "generate_series", "unnest", "json_each", "json_tree", "repeat",
-    "repeat_row", "query", "query_table", "summary", "histogram", "histogram_values", "show", "show_tables",
-    "show_databases", "show_tables_expanded", "table_info", "pragma_table_info", "pragma_show", "version",
-    "pragma_version", "platform", "pragma_platform", "database_size", "pragma_database_size", "functions",
-    "collations", "pragma_collations", "icu_calendar_names", "pg_timezone_names", "test_all_types",
+    "read_csv",
+    "read_csv_auto",
+    "read_json",
+    "read_json_auto",
+    "read_json_objects",
+    "read_json_objects_auto",
+    "read_ndjson",
+    "read_ndjson_auto",
+    "read_ndjson_objects",
+    "read_parquet",
+    "parquet_scan",
+    "parquet_metadata",
+    "parquet_schema",
+    "parquet_file_metadata",
+    "parquet_kv_metadata",
+    "parquet_full_metadata",
+    "read_text",
+    "read_blob",
+    "glob",
+    "sniff_csv",
+    "range",
+    "generate_series",
+    "unnest",
+    "json_each",
+    "json_tree",
+    "repeat",
+    "repeat_row",
+    "query",
+    "query_table",
+    "summary",
+    "histogram",
+    "histogram_values",
+    "show",
+    "show_tables",
+    "show_databases",
+    "show_tables_expanded",
+    "table_info",
+    "pragma_table_info",
+    "pragma_show",
+    "version",
+    "pragma_version",
+    "platform",
+    "pragma_platform",
+    "database_size",
+    "pragma_database_size",
+    "functions",
+    "collations",
+    "pragma_collations",
+    "icu_calendar_names",
+    "pg_timezone_names",
+    "test_all_types",
     *LANCE_READERS,
 }
 DENIED_FUNCTIONS = {"write_log", "json_execute_serialized_sql"}
-_LANCE_WRITE = ("{name} can change Lance data (compaction, cleanup, truncation) and this session is read-only:"
-                " pass --write to allow it")
+_LANCE_WRITE = (
+    "{name} can change Lance data (compaction, cleanup, truncation) and this session is read-only:"
+    " pass --write to allow it"
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +151,9 @@ def _check_statement(con, statement, rule: ReadRule) -> str:
         if inner_kind != "SELECT":
             raise ReadOnly(f"EXPLAIN runs its {inner_kind}: {_refusal(inner_kind)}")
         _check_select(con, inner[0].query, rule)
-        return f"EXPLAIN {'ANALYZE ' if analyze else ''}{inner[0].query}"  # rebuilt: no comment can hide a part
+        return (
+            f"EXPLAIN {'ANALYZE ' if analyze else ''}{inner[0].query}"  # rebuilt: no comment can hide a part
+        )
     if kind != "SELECT":
         raise ReadOnly(_refusal(kind))
     _check_select(con, statement.query, rule)
@@ -122,7 +169,9 @@ def _explained(query: str) -> tuple[bool, str]:
     analyze = re.match(r"ANALY[SZ]E\b", query[tokens[1]:], re.IGNORECASE) is not None
     start = tokens[2] if analyze and len(tokens) > 2 else tokens[1]
     if query[start:start + 1] == "(":
-        raise ReadOnly("EXPLAIN options are not allowed in a read-only session: use EXPLAIN or EXPLAIN ANALYZE")
+        raise ReadOnly(
+            "EXPLAIN options are not allowed in a read-only session: use EXPLAIN or EXPLAIN ANALYZE"
+        )
     return analyze, query[start:]
 
 
@@ -170,7 +219,9 @@ def _check_function(con, node: dict, rule: ReadRule) -> None:
     name = str(node["function_name"]).lower()
     children = node.get("children") or []
     if name in DENIED_FUNCTIONS:
-        raise ReadOnly(f"{name}() can write or run SQL and this session is read-only: pass --write to allow it")
+        raise ReadOnly(
+            f"{name}() can write or run SQL and this session is read-only: pass --write to allow it"
+        )
     if name.startswith("__lance_"):
         raise ReadOnly(_LANCE_WRITE.format(name=name))
     if name in LANCE_READERS or name in {"query", "query_table"}:

@@ -64,12 +64,21 @@ class EmbeddedBatch:
         Shards may differ in precision (each worker's own policy): the batch lists each one used."""
         keys = {p.model_key for p in parts}
         if len(keys) != 1:
-            raise EmbedlineError(f"shards were embedded under different model keys {sorted(keys)}: give every "
-                                 "worker of the pool the same model files")
-        return cls([c for p in parts for c in p.chunks_paths], [d for p in parts for d in p.documents_paths],
-                   sum(p.chunk_count for p in parts), sum(p.tokens for p in parts), max(p.seconds for p in parts),
-                   parts[0].dim, parts[0].metadata_types, parts[0].model_key,
-                   sorted({precision for p in parts for precision in p.precisions}))
+            raise EmbedlineError(
+                f"shards were embedded under different model keys {sorted(keys)}: give every "
+                "worker of the pool the same model files"
+            )
+        return cls(
+            [c for p in parts for c in p.chunks_paths],
+            [d for p in parts for d in p.documents_paths],
+            sum(p.chunk_count for p in parts),
+            sum(p.tokens for p in parts),
+            max(p.seconds for p in parts),
+            parts[0].dim,
+            parts[0].metadata_types,
+            parts[0].model_key,
+            sorted({precision for p in parts for precision in p.precisions}),
+        )
 
 
 def metadata_schema(types: dict[str, str]) -> pa.Schema:
@@ -128,9 +137,17 @@ def embed_documents(
         for row in doc_rows:
             row["chunk_count"] = chunk_counts.get(row["doc_id"], 0)
         writer.write_table(pa.Table.from_pylist(doc_rows, schema=doc_schema))
-    return EmbeddedBatch([str(chunks_path)], [str(docs_path)], total, engine.tokens_embedded - tokens_before,
-                         time.perf_counter() - started, engine.spec.out_dim, plan.metadata_types, engine.spec.key(),
-                         [engine.spec.precision])
+    return EmbeddedBatch(
+        [str(chunks_path)],
+        [str(docs_path)],
+        total,
+        engine.tokens_embedded - tokens_before,
+        time.perf_counter() - started,
+        engine.spec.out_dim,
+        plan.metadata_types,
+        engine.spec.key(),
+        [engine.spec.precision],
+    )
 
 
 def _documents(plan: ChangePlan, doc_rows: list[dict]) -> Iterator[tuple[Document, dict]]:
@@ -148,7 +165,9 @@ def _documents(plan: ChangePlan, doc_rows: list[dict]) -> Iterator[tuple[Documen
             yield doc, template
 
 
-def _chunk_batch(rows: list[dict], vectors: np.ndarray, schema: pa.Schema, model_key: str, run_id: int) -> pa.RecordBatch:
+def _chunk_batch(
+    rows: list[dict], vectors: np.ndarray, schema: pa.Schema, model_key: str, run_id: int
+) -> pa.RecordBatch:
     columns = {}
     for field in schema:
         if field.name == "vector":

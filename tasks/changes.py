@@ -146,10 +146,18 @@ def defer_beyond(plan: ChangePlan, limit: int, priority: dict[str, float] | None
     """Keep `limit` of the staged documents — highest `priority` first (absent: lowest), else source
     order — and count the rest as deferred: a later run finds them still to embed. Their old chunks
     stay until then; deletions are not deferred."""
-    ids = [doc_id for batch in read_staged_documents(plan.docs_path) for doc_id in batch.column("doc_id").to_pylist()]
+    ids = [
+        doc_id
+        for batch in read_staged_documents(plan.docs_path)
+        for doc_id in batch.column("doc_id").to_pylist()
+    ]
     if len(ids) <= limit:
         return plan
-    ranked = sorted(range(len(ids)), key=lambda i: -priority.get(ids[i], float("-inf"))) if priority else range(len(ids))
+    ranked = (
+        sorted(range(len(ids)), key=lambda i: -priority.get(ids[i], float("-inf")))
+        if priority
+        else range(len(ids))
+    )
     keep = {ids[i] for i in list(ranked)[:limit]}
     path = Path(plan.docs_path).with_name("documents.selected.arrow")
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, STAGED_DOCS) as writer:
@@ -160,7 +168,9 @@ def defer_beyond(plan: ChangePlan, limit: int, priority: dict[str, float] | None
     kept_changed = [d for d in plan.changed_doc_ids if d in keep]
     counts = {**plan.counts, "docs_changed": len(kept_changed),
               "docs_new": sum(1 for d in keep if d not in changed), "docs_deferred": len(ids) - len(keep)}
-    return ChangePlan(str(path), counts, plan.deleted_doc_ids, kept_changed, plan.quarantined, plan.metadata_types)
+    return ChangePlan(
+        str(path), counts, plan.deleted_doc_ids, kept_changed, plan.quarantined, plan.metadata_types
+    )
 
 
 def split_plan(plan: ChangePlan, shards: int) -> list[ChangePlan]:
@@ -182,7 +192,9 @@ def split_plan(plan: ChangePlan, shards: int) -> list[ChangePlan]:
                 counts[lightest] += 1
                 pending[lightest].append(row)
                 if len(pending[lightest]) >= 1024:
-                    writers[lightest].write_batch(pa.RecordBatch.from_pylist(pending[lightest], schema=STAGED_DOCS))
+                    writers[lightest].write_batch(
+                        pa.RecordBatch.from_pylist(pending[lightest], schema=STAGED_DOCS)
+                    )
                     pending[lightest] = []
         for writer, rows in zip(writers, pending):
             if rows:
@@ -270,7 +282,9 @@ def fit_metadata(metadata: dict, types: dict[str, str], recorded: set[str]) -> s
     for name in metadata:
         other = seen.setdefault(column_name(name), name)
         if other != name:
-            return f"metadata fields {other!r} and {name!r} both become column {column_name(name)!r}; rename one"
+            return (
+                f"metadata fields {other!r} and {name!r} both become column {column_name(name)!r}; rename one"
+            )
     for name, value in metadata.items():
         column = column_name(name)
         if column in recorded:
@@ -298,7 +312,9 @@ def coerce_value(value, kind: str):
         if isinstance(value, str):
             return [value]
         if isinstance(value, list):
-            return [v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False) for v in value]
+            return [
+                v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False) for v in value
+            ]
         raise ValueError(f"{value!r} is not a list of strings")
     return _SCALARS[kind](value)
 

@@ -29,7 +29,9 @@ class ChunkParams:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
-    def for_model(cls, model_max_tokens: int, overlap: int = 32, max_tokens: int | None = None) -> "ChunkParams":
+    def for_model(
+        cls, model_max_tokens: int, overlap: int = 32, max_tokens: int | None = None
+    ) -> "ChunkParams":
         """Chunks that fit the model once special tokens are added (`max_tokens` may ask for fewer)."""
         size = min(max_tokens or model_max_tokens - 2, model_max_tokens - 2)
         return cls(max_tokens=size, overlap=min(overlap, size // 2 - 1))

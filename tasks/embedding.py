@@ -214,7 +214,9 @@ def _autocast(torch, device: str, precision: str):
 def _load_model(auto_model, path: str, torch):
     """SDPA attention where the architecture has it (BERT/MiniLM), the default otherwise (MPNet)."""
     try:
-        return auto_model.from_pretrained(path, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32)
+        return auto_model.from_pretrained(
+            path, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32
+        )
     except (ValueError, ImportError):
         return auto_model.from_pretrained(path, local_files_only=True, dtype=torch.float32)
 
@@ -228,10 +230,14 @@ def _windows(items: Iterator[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def resolve_runtime(spec: ModelSpec, device: str | None = None, precision: str | None = None) -> tuple[ModelSpec, str]:
+def resolve_runtime(
+    spec: ModelSpec, device: str | None = None, precision: str | None = None
+) -> tuple[ModelSpec, str]:
     """The spec with its precision decided for this machine, and the device; loads nothing."""
     chosen_device = choose_device(device)
-    return spec.with_precision(choose_precision(chosen_device, precision or _spec_precision(spec))), chosen_device
+    return spec.with_precision(
+        choose_precision(chosen_device, precision or _spec_precision(spec))
+    ), chosen_device
 
 
 _ENGINES: dict[tuple, Engine] = {}

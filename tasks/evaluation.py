@@ -25,7 +25,9 @@ def save_golden(ws: Workspace, corpus: str, pairs: list[dict]) -> Path:
     return path
 
 
-def golden_recall(ws: Workspace, corpus: str, space: str, version: int, spec: ModelSpec, k: int = 10) -> float | None:
+def golden_recall(
+    ws: Workspace, corpus: str, space: str, version: int, spec: ModelSpec, k: int = 10
+) -> float | None:
     """Share of golden queries whose expected document is among the top-k chunks' documents."""
     path = golden_path(ws, corpus)
     if not path.exists():
@@ -36,7 +38,9 @@ def golden_recall(ws: Workspace, corpus: str, space: str, version: int, spec: Mo
     vectors = get_engine(spec).embed([p["query"] for p in pairs], kind="query")
     found = 0
     for pair, vector in zip(pairs, vectors):
-        hits = embeddings.search(ws, space, version, vector, k * 3, columns=["doc_id"])  # chunks → k documents
+        hits = embeddings.search(
+            ws, space, version, vector, k * 3, columns=["doc_id"]
+        )  # chunks → k documents
         found += pair["doc_id"] in _top_docs(hits, k)
     return round(found / len(pairs), 4)
 
@@ -68,11 +72,15 @@ def drift_against_previous(ws: Workspace, space: str, batches, exclude_version: 
     dataset = embeddings.dataset_at(ws, space, previous)
     old_rows = dataset.to_table(columns=["chunk_id", "vector"],
                                 filter=pa.compute.field("chunk_id").isin(list(new)))
-    old = dict(zip(old_rows.column("chunk_id").to_pylist(), embeddings.vector_matrix(old_rows.column("vector"))))
+    old = dict(
+        zip(old_rows.column("chunk_id").to_pylist(), embeddings.vector_matrix(old_rows.column("vector")))
+    )
     return {**drift(new, old), "drift_against_version": previous}
 
 
-def evaluate_version(ws: Workspace, corpus: str, space: str, batch, version: dict | None, spec: ModelSpec) -> dict:
+def evaluate_version(
+    ws: Workspace, corpus: str, space: str, batch, version: dict | None, spec: ModelSpec
+) -> dict:
     """Metrics that need the written version: drift of re-embedded chunks and golden recall@10."""
     if version is None:
         return {}
@@ -114,5 +122,7 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
     expect = Expectations(spec.out_dim, recorded["model_key"], spec.normalize, **corpus_gates(ws, corpus))
     report = validate_batch(space, dataset.to_batches(), counts, recorded["row_count"], expect, metrics,
                             ws.reports_dir / "gx")
-    catalog.set_validation(ws, space, version, report.passed, "; ".join(report.failures) or None, report.metrics)
+    catalog.set_validation(
+        ws, space, version, report.passed, "; ".join(report.failures) or None, report.metrics
+    )
     return space, version, report

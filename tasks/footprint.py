@@ -133,8 +133,15 @@ def measure_option(scratch: str, number: int, option: Option, stored: pa.Table, 
     """Lay the vectors out as `option`, search them with every query `rounds` times, and score the hits."""
     from pathlib import Path
 
-    built = build_scratch_space(Path(scratch), f"option_{number}", stored.column("chunk_id"),
-                                stored.column("doc_id"), matrix[:, : option.dim], option.vectors, option.index_type)
+    built = build_scratch_space(
+        Path(scratch),
+        f"option_{number}",
+        stored.column("chunk_id"),
+        stored.column("doc_id"),
+        matrix[:, : option.dim],
+        option.vectors,
+        option.index_type,
+    )
     dataset, position = built["dataset"], {c: i for i, c in enumerate(stored.column("chunk_id").to_pylist())}
     truncated = queries[:, : option.dim]
     embeddings.nearest_chunks(dataset, truncated[0], k, columns=["chunk_id"])  # warm-up: opens the files

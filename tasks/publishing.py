@@ -51,7 +51,9 @@ def known_metadata_types(ws: Workspace, corpus: str, space: str) -> dict[str, st
     return types
 
 
-def publish_batch(ws: Workspace, space: str, run_id: int, plan: ChangePlan, batch: EmbeddedBatch) -> dict | None:
+def publish_batch(
+    ws: Workspace, space: str, run_id: int, plan: ChangePlan, batch: EmbeddedBatch
+) -> dict | None:
     """Write the batch and drop stale chunks as one Lance version tagged `run-<id>`, laid out as the
     space's storage choice says; None if nothing changed (neither documents nor the layout)."""
     storage = storage_choice(ws, space)
@@ -89,15 +91,29 @@ def record_run(
     )
     number = version["version"] if version else None
     return RunSummary(
-        run_id=run_id, corpus=corpus, space=space,
+        run_id=run_id,
+        corpus=corpus,
+        space=space,
         status="succeeded" if report.passed else "failed",
         version=version["version"] if version else None,
         promoted=outcome["promoted"],
-        **{k: plan.counts[k] for k in ("docs_read", "docs_new", "docs_changed", "docs_unchanged",
-                                       "docs_deleted", "docs_quarantined")},
+        **{
+            k: plan.counts[k]
+            for k in (
+                "docs_read",
+                "docs_new",
+                "docs_changed",
+                "docs_unchanged",
+                "docs_deleted",
+                "docs_quarantined",
+            )
+        },
         docs_deferred=plan.counts.get("docs_deferred", 0),
-        chunks_embedded=batch.chunk_count, tokens_embedded=batch.tokens, embed_seconds=round(batch.seconds, 3),
-        seconds=round(seconds, 3), failures=report.failures,
+        chunks_embedded=batch.chunk_count,
+        tokens_embedded=batch.tokens,
+        embed_seconds=round(batch.seconds, 3),
+        seconds=round(seconds, 3),
+        failures=report.failures,
         quarantine_reasons=[q["reason"] for q in plan.quarantined[:20]],
         notes=serving_notes(corpus, space, outcome["model"], number, report.passed, outcome, promote_to),
     )
@@ -118,8 +134,10 @@ def serving_notes(corpus: str, space: str, model: str, version: int | None, pass
     if prod["held"]:
         return [f"prod is held (rolled back) {where}: `embedline promote {corpus} {shown}` releases it"]
     if prod["space"] != space:
-        return [f"prod serves {prod['space']}, not {space}: only `embedline refresh {corpus} --model {model}` "
-                f"swaps models (or `embedline promote {corpus} {shown} --space {space}`)"]
+        return [
+            f"prod serves {prod['space']}, not {space}: only `embedline refresh {corpus} --model {model}` "
+            f"swaps models (or `embedline promote {corpus} {shown} --space {space}`)"
+        ]
     return []
 
 

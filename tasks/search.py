@@ -12,12 +12,15 @@ RESULT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "title", "text"]
 
 def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: str | None = None,
                   alias: str = "prod", hybrid: bool = False, model: str | None = None) -> list[dict]:
-    """Top-`k` chunks by cosine similarity (or hybrid with full text); each hit has doc_id, title, text, score."""
+    """Top-`k` chunks by cosine similarity (or hybrid with full text); each hit has doc_id, title, text,
+    score."""
     if k < 1:
         raise BadInput(f"-k must be at least 1, got {k}")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
     if target is None:
-        raise NotFound(f"corpus {corpus!r} has no {alias!r} version: run `embedline ingest {corpus} SOURCE` first")
+        raise NotFound(
+            f"corpus {corpus!r} has no {alias!r} version: run `embedline ingest {corpus} SOURCE` first"
+        )
     if model is not None and alias == "prod":
         from embedline.tasks.refresh import query_vector
 

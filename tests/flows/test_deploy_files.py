@@ -20,14 +20,27 @@ def test_prefect_yaml_is_rendered_from_the_corpus_config():
 
 
 def test_each_corpus_gets_its_own_schedule_and_the_pools_split_cpu_and_gpu_work(tmp_path):
-    config = {"corpora": {"docs": {"source": "docs/*.md", "schedule": "*/15 * * * *", "precision": "bf16"},
-                          "tickets": {"source": "query:SELECT * FROM t", "model": "mpnet", "schedule": "0 * * * *",
-                                      "fields": {"id": "key", "text": "body"}}}}
+    config = {
+        "corpora": {
+            "docs": {"source": "docs/*.md", "schedule": "*/15 * * * *", "precision": "bf16"},
+            "tickets": {
+                "source": "query:SELECT * FROM t",
+                "model": "mpnet",
+                "schedule": "0 * * * *",
+                "fields": {"id": "key", "text": "body"},
+            },
+        }
+    }
     by_name = {d["name"]: d for d in deployments.render(config)["deployments"]}
     assert by_name["ingest-docs"]["schedules"] == [{"cron": "*/15 * * * *", "timezone": "UTC"}]
     assert by_name["ingest-tickets"]["schedules"][0]["cron"] == "0 * * * *"
-    assert by_name["ingest-tickets"]["parameters"] == {"source": "query:SELECT * FROM t", "corpus": "tickets",
-                                                      "initial_model": "mpnet", "id_field": "key", "text_field": "body"}
+    assert by_name["ingest-tickets"]["parameters"] == {
+        "source": "query:SELECT * FROM t",
+        "corpus": "tickets",
+        "initial_model": "mpnet",
+        "id_field": "key",
+        "text_field": "body",
+    }
     assert by_name["ingest-docs"]["parameters"]["precision"] == "bf16"
     assert by_name["maintain-docs"]["schedules"][0]["cron"] == "17 3 * * *"
     assert by_name["embed-shard"]["work_pool"]["name"] == "gpu"
@@ -47,7 +60,10 @@ def test_compose_has_postgres_a_cpu_worker_and_a_gpu_worker_with_a_device_reques
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert services["worker-gpu"]["build"]["dockerfile"] == "deploy/docker/worker.Dockerfile"
     dockerfile = (ROOT / "deploy/docker/worker.Dockerfile").read_text()
-    assert "download.pytorch.org/whl/cu" in dockerfile and 'ENTRYPOINT ["prefect", "worker", "start"]' in dockerfile
+    assert (
+        "download.pytorch.org/whl/cu" in dockerfile
+        and 'ENTRYPOINT ["prefect", "worker", "start"]' in dockerfile
+    )
 
 
 def test_kubernetes_template_limits_gpus_per_job():

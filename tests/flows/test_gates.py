@@ -13,7 +13,9 @@ from tests.conftest import build_tiny_model, ingest, run_cli
 
 def test_a_model_swapped_without_refresh_trips_the_drift_gate(workspace, debian_case, tmp_path):
     first = ingest(workspace, debian_case)
-    add_model(workspace, "tiny", str(build_tiny_model(tmp_path / "other-weights", seed=1)))  # same name, new weights
+    add_model(
+        workspace, "tiny", str(build_tiny_model(tmp_path / "other-weights", seed=1))
+    )  # same name, new weights
 
     with pytest.raises(ValidationFailed, match="drift_min_cosine"):
         ingest(workspace, debian_case)
@@ -23,7 +25,9 @@ def test_a_model_swapped_without_refresh_trips_the_drift_gate(workspace, debian_
     versions = catalog.list_versions(workspace, "debian")
     failed = versions[-1]
     assert failed["validation"] == "failed" and "drift_min_cosine" in failed["failures"]
-    assert embeddings.dataset_at(workspace, "debian__tiny", failed["version"]).count_rows() > 0  # kept for inspection
+    assert (
+        embeddings.dataset_at(workspace, "debian__tiny", failed["version"]).count_rows() > 0
+    )  # kept for inspection
     shown = run_cli("versions", "debian", home=workspace.home, check=True).stdout
     assert "failed" in shown and "drift_min_cosine" in shown
 
@@ -60,7 +64,9 @@ def test_validate_re_runs_the_gates_on_a_stored_version(workspace, debian_case):
     assert catalog.list_versions(workspace, "debian")[0]["validation"] == "failed"
 
 
-def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deployments_defaults(workspace, debian_case):
+def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deployments_defaults(
+    workspace, debian_case
+):
     from embedline.flows.deployments import render
     from embedline.tasks.gates import corpus_gates, run_gates
 
@@ -72,11 +78,15 @@ def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deploymen
 
     with pytest.raises(ValidationFailed):
         ingest(workspace, debian_case, gates={"norm_tolerance": -1.0})
-    assert catalog.get_gates(workspace, "debian") == {"min_effective_rank": 3}  # the run's own gate was not kept
+    assert catalog.get_gates(workspace, "debian") == {
+        "min_effective_rank": 3
+    }  # the run's own gate was not kept
     assert ingest(workspace, debian_case).promoted
 
     (ingest_deployment,) = [
-        d for d in render({"corpora": {"debian": {"source": "x.jsonl", "gates": yaml_defaults}}})["deployments"]
-        if d["name"] == "ingest-debian"]
+        d
+        for d in render({"corpora": {"debian": {"source": "x.jsonl", "gates": yaml_defaults}}})["deployments"]
+        if d["name"] == "ingest-debian"
+    ]
     assert ingest_deployment["parameters"]["default_gates"] == yaml_defaults
     assert "gates" not in ingest_deployment["parameters"]

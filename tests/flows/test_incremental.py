@@ -39,23 +39,35 @@ def edit_source(path: Path) -> dict:
     changed, deleted = records[5]["id"], records[9]["id"]
     records[5]["text"] += " Now with a new paragraph about incremental ingest."
     del records[9]
-    records.append({"id": "brand-new", "title": "new", "text": "A package that did not exist before.", "section": "misc"})
+    records.append(
+        {"id": "brand-new", "title": "new", "text": "A package that did not exist before.", "section": "misc"}
+    )
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     return {"changed": changed, "deleted": deleted, "new": "brand-new"}
 
 
-def test_only_new_and_changed_documents_are_embedded_and_deletions_remove_chunks(workspace, debian_case, tmp_path, tiny_model_dir):
+def test_only_new_and_changed_documents_are_embedded_and_deletions_remove_chunks(
+    workspace, debian_case, tmp_path, tiny_model_dir
+):
     ingest(workspace, debian_case)
     edits = edit_source(debian_case)
 
     summary = ingest(workspace, debian_case)
 
-    assert (summary.docs_new, summary.docs_changed, summary.docs_deleted, summary.docs_unchanged) == (1, 1, 1, 118)
+    assert (summary.docs_new, summary.docs_changed, summary.docs_deleted, summary.docs_unchanged) == (
+        1,
+        1,
+        1,
+        118,
+    )
     con = sql.connect(workspace)
     embedded_now = {r[0] for r in con.execute(
         "SELECT DISTINCT doc_id FROM debian__tiny WHERE run_id = ?", [summary.run_id]).fetchall()}
     assert embedded_now == {edits["changed"], edits["new"]}
-    assert con.execute("SELECT count(*) FROM debian__tiny WHERE doc_id = ?", [edits["deleted"]]).fetchone()[0] == 0
+    assert (
+        con.execute("SELECT count(*) FROM debian__tiny WHERE doc_id = ?", [edits["deleted"]]).fetchone()[0]
+        == 0
+    )
     reference = fresh_workspace(tmp_path, "reference", tiny_model_dir)
     ingest(reference, debian_case)
     assert table_state(workspace) == table_state(reference)
@@ -67,10 +79,15 @@ def test_keep_deleted_keeps_chunks_of_documents_gone_from_the_source(workspace, 
     summary = ingest(workspace, debian_case, keep_deleted=True)
     assert summary.docs_deleted == 0
     con = sql.connect(workspace)
-    assert con.execute("SELECT count(*) FROM debian__tiny WHERE doc_id = ?", [edits["deleted"]]).fetchone()[0] > 0
+    assert (
+        con.execute("SELECT count(*) FROM debian__tiny WHERE doc_id = ?", [edits["deleted"]]).fetchone()[0]
+        > 0
+    )
 
 
-def test_changing_the_chunk_size_re_embeds_everything_and_leaves_no_stale_chunks(workspace, debian_case, tmp_path, tiny_model_dir):
+def test_changing_the_chunk_size_re_embeds_everything_and_leaves_no_stale_chunks(
+    workspace, debian_case, tmp_path, tiny_model_dir
+):
     ingest(workspace, debian_case)
     summary = ingest(workspace, debian_case, chunk_tokens=24)
     assert (summary.docs_changed, summary.docs_unchanged) == (120, 0)
@@ -87,7 +104,9 @@ def test_a_second_writer_of_the_same_space_fails_with_a_clear_message(workspace,
 
 def test_a_duckdb_query_is_a_source(workspace, debian_case):
     summary = ingest(workspace, f"query:SELECT * FROM read_json_auto('{debian_case}') WHERE section = 'libs'")
-    expected = sum(1 for line in debian_case.read_text().splitlines() if json.loads(line)["section"] == "libs")
+    expected = sum(
+        1 for line in debian_case.read_text().splitlines() if json.loads(line)["section"] == "libs"
+    )
     assert summary.docs_new == expected > 0
 
 
@@ -117,7 +136,11 @@ def test_kill_9_at_any_point_then_rerun_converges_to_an_uninterrupted_run(point,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reached = KILL_POINTS[point]
     deadline = time.monotonic() + 120
-    while not reached(victim.staging_dir, Path(victim.lance_uri)) and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        not reached(victim.staging_dir, Path(victim.lance_uri))
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, f"the ingest ended before reaching {point}"
@@ -132,4 +155,7 @@ def test_kill_9_at_any_point_then_rerun_converges_to_an_uninterrupted_run(point,
 
 def _runs(ws):
     with catalog.reading(ws) as con:
-        return [dict(zip(("run_id", "status"), r)) for r in con.execute("SELECT run_id, status FROM runs").fetchall()]
+        return [
+            dict(zip(("run_id", "status"), r))
+            for r in con.execute("SELECT run_id, status FROM runs").fetchall()
+        ]

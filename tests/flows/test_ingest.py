@@ -22,7 +22,9 @@ def test_ingest_makes_a_promoted_version_whose_rows_sql_counts(workspace, debian
     run = con.execute("SELECT status, docs_read, chunks_embedded, version FROM runs").fetchall()
     assert run == [("succeeded", 120, summary.chunks_embedded, summary.version)]
     version = con.execute("SELECT space, version, tag, validation, row_count FROM versions").fetchall()
-    assert version == [("debian__tiny", summary.version, f"run-{summary.run_id}", "passed", summary.chunks_embedded)]
+    assert version == [
+        ("debian__tiny", summary.version, f"run-{summary.run_id}", "passed", summary.chunks_embedded)
+    ]
     alias = catalog.get_alias(workspace, "debian")
     assert (alias["space"], alias["version"]) == ("debian__tiny", summary.version)
 
@@ -30,7 +32,9 @@ def test_ingest_makes_a_promoted_version_whose_rows_sql_counts(workspace, debian
 def test_metadata_fields_become_columns(workspace, debian_case):
     ingest(workspace, debian_case)
     con = sql.connect(workspace)
-    section, tags = con.execute("SELECT section, tags FROM debian WHERE doc_id = ?", [_first_id(debian_case)]).fetchone()
+    section, tags = con.execute(
+        "SELECT section, tags FROM debian WHERE doc_id = ?", [_first_id(debian_case)]
+    ).fetchone()
     source = json.loads(debian_case.read_text().splitlines()[0])
     assert section == source["section"] and tags == source["tags"]
     assert con.execute("SELECT typeof(vector) FROM debian LIMIT 1").fetchone()[0] == "FLOAT[32]"
@@ -71,8 +75,17 @@ def test_sql_embed_ranks_a_document_first_by_its_own_text(workspace, debian_case
 
 def test_malformed_line_is_quarantined_with_file_and_line(workspace, tmp_path):
     source = tmp_path / "bad.jsonl"
-    good = [{"id": f"d{i}", "title": f"t{i}", "text": f"document number {i} about tiling window managers"} for i in range(4)]
-    lines = [json.dumps(good[0]), json.dumps(good[1]), '{"id": "broken", "text": ', json.dumps(good[2]), json.dumps(good[3])]
+    good = [
+        {"id": f"d{i}", "title": f"t{i}", "text": f"document number {i} about tiling window managers"}
+        for i in range(4)
+    ]
+    lines = [
+        json.dumps(good[0]),
+        json.dumps(good[1]),
+        '{"id": "broken", "text": ',
+        json.dumps(good[2]),
+        json.dumps(good[3]),
+    ]
     source.write_text("\n".join(lines) + "\n")
 
     summary = ingest(workspace, source, corpus="bad")
@@ -80,7 +93,9 @@ def test_malformed_line_is_quarantined_with_file_and_line(workspace, tmp_path):
     assert (summary.docs_read, summary.docs_new, summary.docs_quarantined) == (5, 4, 1)
     assert summary.quarantine_reasons == [f"{source}:3: invalid JSON (Expecting value at column 26)"]
     con = sql.connect(workspace)
-    assert con.execute("SELECT position, reason LIKE '%invalid JSON%' FROM quarantine").fetchall() == [(3, True)]
+    assert con.execute("SELECT position, reason LIKE '%invalid JSON%' FROM quarantine").fetchall() == [
+        (3, True)
+    ]
     saved = (workspace.quarantine_dir / f"run-{summary.run_id}.jsonl").read_text()
     assert '{\\"id\\": \\"broken\\", \\"text\\": ' in saved  # the raw line is kept whole
 
@@ -91,8 +106,13 @@ def test_table_opens_with_plain_lancedb_in_another_process(workspace, debian_cas
         "import lancedb, sys; t = lancedb.connect(sys.argv[1]).open_table('debian__tiny');"
         "print(t.count_rows(), t.schema.field('vector').type)"
     )
-    out = subprocess.run([sys.executable, "-c", code, workspace.lance_uri], capture_output=True, text=True, check=True)
-    assert out.stdout.split(maxsplit=1) == [str(summary.chunks_embedded), "fixed_size_list<item: float>[32]\n"]
+    out = subprocess.run(
+        [sys.executable, "-c", code, workspace.lance_uri], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split(maxsplit=1) == [
+        str(summary.chunks_embedded),
+        "fixed_size_list<item: float>[32]\n",
+    ]
 
 
 def _short_records(path) -> list[dict]:

@@ -27,7 +27,14 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from embedline.errors import BadInput, NotFound, ValidationFailed
 from embedline.storage import catalog, embeddings
@@ -62,7 +69,9 @@ class Integrity(RuleBasedStateMachine):
         self.reserve = [_clean(r) for r in POOL[10:60]]
         self.defects: list[str] = []  # malformed or rejected lines, present until fixed
         self.junk: list[dict] = []  # a batch the near-duplicate gate refuses, present until fixed
-        self.head: dict[str, str] = {}  # doc_id → text of the space's clean head (what the next run diffs against)
+        self.head: dict[
+            str, str
+        ] = {}  # doc_id → text of the space's clean head (what the next run diffs against)
         self.history: list[dict[str, str]] = []  # what prod served after each move (rollback walks it back)
         self.held = False
         self.force_failure = False
@@ -99,7 +108,10 @@ class Integrity(RuleBasedStateMachine):
     @rule(data=st.data())
     def edit(self, data):
         index = data.draw(st.integers(0, len(self.records) - 1))
-        self.records[index] = {**self.records[index], "text": self.records[index]["text"] + f" Edit {time.time_ns()}."}
+        self.records[index] = {
+            **self.records[index],
+            "text": self.records[index]["text"] + f" Edit {time.time_ns()}.",
+        }
         self.run_ingest()
 
     @precondition(lambda self: len(self.records) > 4)
@@ -219,7 +231,9 @@ class Integrity(RuleBasedStateMachine):
         """Run `embedline ARGS` and SIGKILL it after `delay` seconds unless it finished first."""
         exe = Path(sys.executable).with_name("embedline")
         env = {**os.environ, "EMBEDLINE_HOME": str(self.ws.home), "PREFECT_API_URL": self.api_url}
-        process = subprocess.Popen([str(exe), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [str(exe), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             process.wait(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -256,7 +270,9 @@ class Integrity(RuleBasedStateMachine):
 
     def _last_run(self) -> dict | None:
         with catalog.reading(self.ws) as con:
-            row = con.execute("SELECT run_id, status, version FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+            row = con.execute(
+                "SELECT run_id, status, version FROM runs ORDER BY run_id DESC LIMIT 1"
+            ).fetchone()
         return {"run_id": row[0], "status": row[1], "version": row[2]} if row else None
 
     def _last_run_id(self) -> int | None:
@@ -277,7 +293,9 @@ class Integrity(RuleBasedStateMachine):
         rows = embeddings.dataset_at(self.ws, alias["space"], alias["version"]).to_table(
             columns=["doc_id", "chunk_index", "text", "run_id"]).to_pylist()
         with catalog.reading(self.ws) as con:
-            passed = {r for (r,) in con.execute("SELECT run_id FROM runs WHERE status = 'succeeded'").fetchall()}
+            passed = {
+                r for (r,) in con.execute("SELECT run_id FROM runs WHERE status = 'succeeded'").fetchall()
+            }
         assert {r["run_id"] for r in rows} <= passed  # I1
         first_chunks = {r["doc_id"]: r["text"] for r in rows if r["chunk_index"] == 0}
         assert set(first_chunks) == set(self.prod)  # I2
@@ -298,7 +316,9 @@ class Integrity(RuleBasedStateMachine):
     def catalog_equals_the_clean_head(self):
         version = catalog.clean_version(self.ws, SPACE)
         with catalog.reading(self.ws) as con:
-            recorded = dict(con.execute("SELECT doc_id, chunk_count FROM documents WHERE space = ?", [SPACE]).fetchall())
+            recorded = dict(
+                con.execute("SELECT doc_id, chunk_count FROM documents WHERE space = ?", [SPACE]).fetchall()
+            )
         if version is None:
             assert recorded == {} and self.head == {}
             return
@@ -313,9 +333,18 @@ class Integrity(RuleBasedStateMachine):
 
 def run_machine(tmp_path: Path, model_dir: Path, examples: int, steps: int, derandomize: bool) -> None:
     Integrity.model_dir, Integrity.base = model_dir, tmp_path
-    run_state_machine_as_test(Integrity, settings=settings(
-        max_examples=examples, stateful_step_count=steps, deadline=None, derandomize=derandomize, database=None,
-        suppress_health_check=list(HealthCheck), print_blob=True))
+    run_state_machine_as_test(
+        Integrity,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            derandomize=derandomize,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            print_blob=True,
+        ),
+    )
 
 
 @pytest.mark.slow

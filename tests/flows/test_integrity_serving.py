@@ -60,8 +60,12 @@ def test_a_failed_runs_rows_never_serve_and_its_documents_are_embedded_again(wor
     failed_run = last_run_id(workspace)
     failed = catalog.list_versions(workspace, "debian")[-1]
     assert (failed["run_id"], failed["validation"]) == (failed_run, "failed")
-    assert {d for d, r in rows_of(workspace, f"debian__tiny__v{failed['version']}") if r == failed_run} == failing
-    assert failed_run not in {r for _, r in rows_of(workspace, "debian__tiny")}  # the space's head is clean again
+    assert {
+        d for d, r in rows_of(workspace, f"debian__tiny__v{failed['version']}") if r == failed_run
+    } == failing
+    assert failed_run not in {
+        r for _, r in rows_of(workspace, "debian__tiny")
+    }  # the space's head is clean again
 
     corpus_gates(workspace, "debian", {"min_effective_rank": 2})
     good = append(debian_case, further_records(1, skip=40))
@@ -73,7 +77,9 @@ def test_a_failed_runs_rows_never_serve_and_its_documents_are_embedded_again(wor
     assert {d for d, r in served if r == passed.run_id} == failing | good
 
 
-def test_a_run_that_dies_between_commit_and_record_leaves_nothing_that_serves(workspace, debian_case, monkeypatch):
+def test_a_run_that_dies_between_commit_and_record_leaves_nothing_that_serves(
+    workspace, debian_case, monkeypatch
+):
     ingest(workspace, debian_case)
     rewrite(debian_case, 3, "text of a run whose catalog record never landed")
 
@@ -87,9 +93,13 @@ def test_a_run_that_dies_between_commit_and_record_leaves_nothing_that_serves(wo
     dead_run = last_run_id(workspace)
     latest = embeddings.dataset_at(workspace, "debian__tiny").to_table(columns=["run_id"]).column("run_id")
     assert dead_run in set(latest.to_pylist())  # committed, never recorded
-    assert dead_run not in {r for _, r in rows_of(workspace, "debian__tiny")}  # the space's view: its clean head
+    assert dead_run not in {
+        r for _, r in rows_of(workspace, "debian__tiny")
+    }  # the space's view: its clean head
 
-    rewrite(debian_case, 3, json.loads(DEBIAN_CASE.read_text().splitlines()[3])["text"])  # back to what passed
+    rewrite(
+        debian_case, 3, json.loads(DEBIAN_CASE.read_text().splitlines()[3])["text"]
+    )  # back to what passed
     after = ingest(workspace, debian_case)
     assert dead_run not in {r for _, r in rows_of(workspace, "debian__tiny")}
     assert dead_run not in {r for _, r in rows_of(workspace, "debian")}
@@ -103,7 +113,9 @@ def test_documents_an_old_failed_run_deleted_come_back_as_orphans_and_the_next_r
     ingest(workspace, debian_case)
     records = [json.loads(line) for line in debian_case.read_text().splitlines()]
     gone, edited = records[5]["id"], records[6]["id"]
-    embeddings.open_space(workspace, "debian__tiny").delete(f"doc_id IN ('{gone}', '{edited}')")  # as 0.1.0 did
+    embeddings.open_space(workspace, "debian__tiny").delete(
+        f"doc_id IN ('{gone}', '{edited}')"
+    )  # as 0.1.0 did
     with catalog.writing(workspace) as con:
         con.execute("DELETE FROM documents WHERE doc_id IN (?, ?)", [gone, edited])
     records[6]["text"] = "a new text for a document an old failed run had deleted"
@@ -233,8 +245,10 @@ def test_promote_hold_pins_prod_against_scheduled_runs(workspace, debian_case):
     third = ingest(workspace, debian_case)
 
     assert third.status == "succeeded" and not third.promoted
-    assert (catalog.get_alias(workspace, "debian")["version"], catalog.get_alias(workspace, "debian")["held"]) == (
-        first, True)
+    assert (
+        catalog.get_alias(workspace, "debian")["version"],
+        catalog.get_alias(workspace, "debian")["held"],
+    ) == (first, True)
     catalog.promote(workspace, "debian", third.version)
     assert catalog.get_alias(workspace, "debian")["held"] is False
 

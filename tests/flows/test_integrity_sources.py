@@ -34,7 +34,9 @@ def chunks_by_doc(ws, view: str = "debian") -> dict[str, int]:
 def quarantine_reasons(ws, run_id: int) -> dict[str, str]:
     con = sql.connect(ws)
     try:
-        return dict(con.execute("SELECT doc_id, reason FROM quarantine WHERE run_id = ?", [run_id]).fetchall())
+        return dict(
+            con.execute("SELECT doc_id, reason FROM quarantine WHERE run_id = ?", [run_id]).fetchall()
+        )
     finally:
         con.close()
 
@@ -79,7 +81,9 @@ def test_a_line_whose_id_cannot_be_read_deletes_nothing(workspace, tmp_path, ser
     assert (summary.docs_deleted, summary.docs_quarantined, summary.docs_unchanged) == (0, 1, SLICE - 2)
     assert chunks_by_doc(workspace) == before
     assert "deletions skipped" in summary.quarantine_reasons[0]
-    assert ingest(workspace, write_jsonl(tmp_path / "third.jsonl", rows[:-2])).docs_deleted == 2  # clean: deletes
+    assert (
+        ingest(workspace, write_jsonl(tmp_path / "third.jsonl", rows[:-2])).docs_deleted == 2
+    )  # clean: deletes
 
 
 @pytest.mark.parametrize("kind", ["file", "query"])
@@ -96,7 +100,9 @@ def test_an_empty_source_is_refused_naming_the_option_and_allowed_with_it(worksp
     assert summary.docs_deleted == SLICE and chunks_by_doc(workspace, "debian__tiny") == {}
 
 
-def test_the_cli_refuses_an_empty_source_with_exit_3_and_allows_it_with_the_option(workspace, tmp_path, served):
+def test_the_cli_refuses_an_empty_source_with_exit_3_and_allows_it_with_the_option(
+    workspace, tmp_path, served
+):
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     refused = run_cli("ingest", "debian", empty, "--model", "tiny", home=workspace.home)
     assert refused.returncode == 3 and "--max-delete-share 1" in refused.stderr
@@ -139,11 +145,14 @@ def test_missing_new_and_reordered_metadata_columns_land(workspace, tmp_path):
 
     assert (summary.status, summary.docs_new, summary.docs_quarantined) == ("succeeded", 2, 0)
     con = sql.connect(workspace)
-    got = con.execute("SELECT doc_id, priority, section, owner FROM tickets WHERE doc_id IN ('d0', 'd4', 'd5')"
-                      " ORDER BY doc_id").fetchall()
+    got = con.execute(
+        "SELECT doc_id, priority, section, owner FROM tickets WHERE doc_id IN ('d0', 'd4', 'd5')"
+        " ORDER BY doc_id"
+    ).fetchall()
     assert got == [("d0", 0, "x11", None), ("d4", 7, "games", None), ("d5", 8, None, "ana")]
-    assert con.execute("SELECT type FROM metadata_columns WHERE corpus = 'tickets' AND name = 'owner'").fetchall() == [
-        ("string",)]
+    assert con.execute(
+        "SELECT type FROM metadata_columns WHERE corpus = 'tickets' AND name = 'owner'"
+    ).fetchall() == [("string",)]
 
 
 def test_a_value_of_another_type_is_coerced_or_quarantined_and_the_corpus_goes_on(workspace, tmp_path):
@@ -157,8 +166,9 @@ def test_a_value_of_another_type_is_coerced_or_quarantined_and_the_corpus_goes_o
     assert quarantine_reasons(workspace, summary.run_id) == {
         "d1": "metadata 'priority'='unknown' is not int64; the document's previous version keeps serving"}
     con = sql.connect(workspace)
-    assert con.execute("SELECT doc_id, priority, text FROM tickets WHERE doc_id IN ('d1', 'd4') ORDER BY doc_id"
-                       ).fetchall() == [("d1", 1, "document 1 about window managers"), ("d4", 12, "a priority given as text")]
+    assert con.execute(
+        "SELECT doc_id, priority, text FROM tickets WHERE doc_id IN ('d1', 'd4') ORDER BY doc_id"
+    ).fetchall() == [("d1", 1, "document 1 about window managers"), ("d4", 12, "a priority given as text")]
     again = ingest(workspace, write_jsonl(tmp_path / "third.jsonl", rows), corpus="tickets")
     assert (again.status, again.docs_unchanged, again.docs_quarantined) == ("succeeded", 4, 1)
 
@@ -181,7 +191,11 @@ def test_csv_with_a_200_kb_field_ingests(workspace, tmp_path):
 def test_a_glob_source_ingests_the_matching_files(workspace, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    for name, text in [("b.md", "# Tiling\nwindow managers"), ("a.md", "# Editors\ntext editors"), ("c.txt", "other")]:
+    for name, text in [
+        ("b.md", "# Tiling\nwindow managers"),
+        ("a.md", "# Editors\ntext editors"),
+        ("c.txt", "other"),
+    ]:
         (docs / name).write_text(text)
 
     summary = ingest(workspace, f"{docs}/*.md", corpus="notes")
@@ -200,11 +214,15 @@ def test_a_field_named_version_is_meta_version_in_the_sql_view(workspace, served
     assert "version_1" not in columns and columns.count("version") == 1
 
 
-def test_a_space_written_before_the_prefix_shows_its_version_field_as_meta_version(workspace, tmp_path, served):
+def test_a_space_written_before_the_prefix_shows_its_version_field_as_meta_version(
+    workspace, tmp_path, served
+):
     from embedline.storage import embeddings
 
     rows, _ = served
-    embeddings.open_space(workspace, "debian__tiny").alter_columns({"path": "meta_version", "rename": "version"})
+    embeddings.open_space(workspace, "debian__tiny").alter_columns(
+        {"path": "meta_version", "rename": "version"}
+    )
     rows[0] = {**rows[0], "text": rows[0]["text"] + " Changed.", "version": "9.9-1"}
 
     ingest(workspace, write_jsonl(tmp_path / "second.jsonl", rows))
@@ -216,10 +234,15 @@ def test_a_space_written_before_the_prefix_shows_its_version_field_as_meta_versi
     assert [c[0] for c in con.execute("DESCRIBE debian").fetchall()].count("version") == 1
 
 
-def test_a_new_corpus_whose_first_run_failed_takes_its_column_types_from_its_first_good_run(workspace, tmp_path):
+def test_a_new_corpus_whose_first_run_failed_takes_its_column_types_from_its_first_good_run(
+    workspace, tmp_path
+):
     from embedline.errors import ValidationFailed
 
-    rows = [{"id": f"d{i}", "title": f"t{i}", "text": f"ticket {i} about a crash", "priority": i} for i in range(4)]
+    rows = [
+        {"id": f"d{i}", "title": f"t{i}", "text": f"ticket {i} about a crash", "priority": i}
+        for i in range(4)
+    ]
     with pytest.raises(ValidationFailed):
         ingest(workspace, write_jsonl(tmp_path / "first.jsonl", rows), corpus="tickets",
                gates={"norm_tolerance": -1.0})
@@ -230,8 +253,9 @@ def test_a_new_corpus_whose_first_run_failed_takes_its_column_types_from_its_fir
     summary = ingest(workspace, write_jsonl(tmp_path / "second.jsonl", rows), corpus="tickets")
 
     assert (summary.status, summary.docs_new, summary.docs_quarantined) == ("succeeded", 4, 0)
-    assert sql.connect(workspace).execute("SELECT doc_id, priority FROM tickets ORDER BY doc_id").fetchall() == [
-        ("d0", "low"), ("d1", "high"), ("d2", "low"), ("d3", "high")]
+    assert sql.connect(workspace).execute(
+        "SELECT doc_id, priority FROM tickets ORDER BY doc_id"
+    ).fetchall() == [("d0", "low"), ("d1", "high"), ("d2", "low"), ("d3", "high")]
     failed = [v for v in catalog.list_versions(workspace, "tickets") if v["validation"] == "failed"][0]
     kept = embeddings.dataset_at(workspace, failed["space"], failed["version"])  # still there to inspect
     assert (kept.count_rows(), str(kept.schema.field("priority").type)) == (4, "int64")

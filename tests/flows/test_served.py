@@ -43,7 +43,9 @@ def served(tmp_path_factory, tiny_model_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(EMBEDLINE_SERVE_DIR=str(root / "serve"), EMBEDLINE_HOME=str(ws.home), PREFECT_PORT=str(port),
                GPU_WORKERS="2", PREFECT_WORKER_QUERY_SECONDS="2", VENV=sys.prefix)
-    started = subprocess.run([str(ROOT / "deploy/local/serve.sh")], env=env, capture_output=True, text=True, timeout=300)
+    started = subprocess.run(
+        [str(ROOT / "deploy/local/serve.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
     api = f"http://127.0.0.1:{port}/api"
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -57,8 +59,15 @@ def served(tmp_path_factory, tiny_model_dir):
 def sharded_run(served):
     """The ingest deployment, run the way the UI's "Run" button runs it, over 2 shards."""
     params = {"source": str(DEBIAN_CASE), "model": "tiny", "shard_size": 60}
-    args = [str(Path(sys.prefix) / "bin" / "prefect"), "deployment", "run", "ingest-corpus/ingest-debian", "--watch",
-            "--watch-timeout", "300"] + [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+    args = [
+        str(Path(sys.prefix) / "bin" / "prefect"),
+        "deployment",
+        "run",
+        "ingest-corpus/ingest-debian",
+        "--watch",
+        "--watch-timeout",
+        "300",
+    ] + [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
     result = subprocess.run(args, env=served["env"], capture_output=True, text=True, timeout=360)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return flow_runs(served["api"], "ingest-corpus")[0]
@@ -71,7 +80,10 @@ def flow_runs(api: str, flow: str) -> list[dict]:
 
 def test_every_deployment_of_prefect_yaml_is_served_with_pools_and_the_gpu_limit(served):
     api = served["api"]
-    expected = {d["name"]: d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    expected = {
+        d["name"]: d["work_pool"]["name"]
+        for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    }
     deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=30).raise_for_status().json()
     assert {d["name"]: d["work_pool_name"] for d in deployments} == expected
     assert any(d["name"] == "ingest-debian" and d["schedules"] for d in deployments)
@@ -109,7 +121,12 @@ def test_the_ui_shows_the_run_and_its_artifacts(served, sharded_run):
         page.get_by_text(sharded_run["name"]).first.wait_for(timeout=60_000)
         page.wait_for_load_state("networkidle")
         page.get_by_text("Artifacts", exact=True).first.click()
-        for key in ("run-summary-debian", "validation-debian--tiny", "plots-debian--tiny", "lance-debian--tiny"):
+        for key in (
+            "run-summary-debian",
+            "validation-debian--tiny",
+            "plots-debian--tiny",
+            "lance-debian--tiny",
+        ):
             page.get_by_text(key, exact=True).first.wait_for(timeout=30_000)
         page.screenshot(path=str(OUTPUT / "ui-flow-run-artifacts.png"), full_page=True)
 

@@ -30,7 +30,9 @@ def table_content(ws, space: str) -> dict:
     return {"keys": [r[:3] for r in rows], "vectors": np.stack([r[3] for r in rows])}
 
 
-def test_sharded_run_commits_the_same_table_as_one_unsharded_run(workspace, debian_case, tiny_model_dir, tmp_path):
+def test_sharded_run_commits_the_same_table_as_one_unsharded_run(
+    workspace, debian_case, tiny_model_dir, tmp_path
+):
     sharded = ingest(workspace, debian_case, shard_size=50)  # 120 documents → 3 shards
     single_ws = Workspace.from_env(tmp_path / "single").ensure()
     add_model(single_ws, "tiny", str(tiny_model_dir))
@@ -139,7 +141,9 @@ def test_a_failed_shard_cancels_its_unfinished_siblings(shard_pool, monkeypatch)
     from prefect.states import Completed, Failed, Running
 
     set_state_on_creation(monkeypatch, {0: [Running, Completed], 1: [Failed], 2: [Running]})
-    with pytest.raises(EmbedlineError, match=r"shard 1 \(flow run run-99-shard-1\) ended Failed: its sibling"):
+    with pytest.raises(
+        EmbedlineError, match=r"shard 1 \(flow run run-99-shard-1\) ended Failed: its sibling"
+    ):
         run_shards(SHARD_DEPLOYMENT, [{"run_id": 99, "shard": i} for i in range(4)], timeout=60, poll=0.1)
     assert shard_runs(shard_pool.deployment_id) == {
         "run-99-shard-0": "COMPLETED", "run-99-shard-1": "FAILED",
@@ -151,7 +155,10 @@ def test_shards_created_before_a_failed_dispatch_are_cancelled(shard_pool, monke
     set_state_on_creation(monkeypatch, {2: RuntimeError("the Prefect API went away")})
     with pytest.raises(RuntimeError, match="went away"):
         run_shards(SHARD_DEPLOYMENT, [{"run_id": 98, "shard": i} for i in range(4)], timeout=60, poll=0.1)
-    assert shard_runs(shard_pool.deployment_id) == {"run-98-shard-0": "CANCELLED", "run-98-shard-1": "CANCELLED"}
+    assert shard_runs(shard_pool.deployment_id) == {
+        "run-98-shard-0": "CANCELLED",
+        "run-98-shard-1": "CANCELLED",
+    }
 
 
 def test_the_deadline_is_per_running_shard_and_queued_shards_wait_while_others_progress(shard_pool):
@@ -182,7 +189,9 @@ def test_the_deadline_is_per_running_shard_and_queued_shards_wait_while_others_p
         stuck = {i: client.create_flow_run_from_deployment(shard_pool.deployment_id, name=f"run-96-shard-{i}")
                  for i in range(2)}
         client.set_flow_run_state(stuck[0].id, Running(), force=True)
-    with pytest.raises(EmbedlineError, match=r"^shard 0 \(run-96-shard-0, Running\) did not finish within 1.5 s"):
+    with pytest.raises(
+        EmbedlineError, match=r"^shard 0 \(run-96-shard-0, Running\) did not finish within 1.5 s"
+    ):
         wait_for_shards(stuck, timeout=1.5, poll=0.1)
 
 

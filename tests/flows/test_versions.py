@@ -43,7 +43,10 @@ def test_promote_and_rollback_move_prod_and_sql_follows(workspace, debian_case):
 
     catalog.promote(workspace, "debian", v3)
     con = sql.connect(workspace)
-    assert con.execute("SELECT text, version FROM debian WHERE doc_id = ?", [doc]).fetchone() == ("third edition of this text", v3)
+    assert con.execute("SELECT text, version FROM debian WHERE doc_id = ?", [doc]).fetchone() == (
+        "third edition of this text",
+        v3,
+    )
     listed = catalog.list_versions(workspace, "debian")
     assert [(v["version"], v["aliases"]) for v in listed] == [(v1, []), (v2, []), (v3, ["prod"])]
     with pytest.raises(NotFound):
@@ -75,7 +78,14 @@ def test_time_travel_views_return_old_content_after_an_update(workspace, debian_
     new = con.execute(f"SELECT text FROM debian__tiny__v{v2} WHERE doc_id = ?", [doc]).fetchall()
     assert new == [("brand new text",)] and old and old != new
     names = {row[0] for row in sql.describe(con)}
-    assert {f"debian__tiny__v{v1}", f"debian__tiny__v{v2}", "debian", "debian__tiny", "runs", "embed"} <= names
+    assert {
+        f"debian__tiny__v{v1}",
+        f"debian__tiny__v{v2}",
+        "debian",
+        "debian__tiny",
+        "runs",
+        "embed",
+    } <= names
 
 
 def test_maintenance_keeps_tagged_and_aliased_versions(workspace, debian_case):

@@ -9,7 +9,10 @@ def test_good_names(good):
     assert check_name(good) == good
 
 
-@pytest.mark.parametrize("bad", ["", "Debian", "1abc", "a-b", "../x", "a b", "x;drop table t", "a__b", "_a", "quarantine", "a" * 64])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "Debian", "1abc", "a-b", "../x", "a b", "x;drop table t", "a__b", "_a", "quarantine", "a" * 64],
+)
 def test_bad_names_are_refused(bad):
     with pytest.raises(BadName):
         check_name(bad, "corpus name")

@@ -19,7 +19,9 @@ def s3_workspace(workspace, monkeypatch):
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     keys = {"aws_access_key_id": "embedline", "aws_secret_access_key": "embedline"}
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(Bucket="embeddings")
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(
+        Bucket="embeddings"
+    )
     monkeypatch.setenv("EMBEDLINE_LANCE_URI", "s3://embeddings/lance")
     monkeypatch.setenv("EMBEDLINE_LANCE_STORAGE_OPTIONS", json.dumps(
         {"aws_endpoint": endpoint, "aws_region": "us-east-1", "allow_http": "true", **keys}))

@@ -24,8 +24,9 @@ def test_every_contract_name_is_defined(session):
 
 
 def test_embed_returns_the_models_native_array(session):
-    assert session.execute("SELECT typeof(embed('x')), typeof(embed('x', 'tiny')), typeof(embed_tiny('x'))").fetchone() == (
-        "FLOAT[32]", "FLOAT[32]", "FLOAT[32]")
+    assert session.execute(
+        "SELECT typeof(embed('x')), typeof(embed('x', 'tiny')), typeof(embed_tiny('x'))"
+    ).fetchone() == ("FLOAT[32]", "FLOAT[32]", "FLOAT[32]")
     with pytest.raises(Exception, match="not registered"):
         session.execute("SELECT embed('x', 'nope')").fetchall()
 

@@ -38,23 +38,34 @@ def space_uri(ws) -> str:
 
 ESCAPES = {
     "copy_onto_catalog": ("COPY (SELECT 'x') TO '{catalog}'", "COPY is a write"),
-    "explain_analyze_copy_onto_catalog": ("EXPLAIN ANALYZE COPY (SELECT 'x') TO '{catalog}'",
-                                          "EXPLAIN runs its COPY"),
-    "explain_analyze_with_options": ("EXPLAIN (ANALYZE, FORMAT json) COPY (SELECT 'x') TO '{catalog}'",
-                                     "EXPLAIN options are not allowed"),
+    "explain_analyze_copy_onto_catalog": (
+        "EXPLAIN ANALYZE COPY (SELECT 'x') TO '{catalog}'",
+        "EXPLAIN runs its COPY",
+    ),
+    "explain_analyze_with_options": (
+        "EXPLAIN (ANALYZE, FORMAT json) COPY (SELECT 'x') TO '{catalog}'",
+        "EXPLAIN options are not allowed",
+    ),
     "explain_comment_hiding_a_copy": (
         "EXPLAIN (ANALYZE /*'*/) COPY (SELECT 'x') TO '{catalog}' (FORMAT csv) --'*/) SELECT 1",
-        "EXPLAIN options are not allowed"),
-    "explain_analyze_comment_then_copy": ("EXPLAIN ANALYZE /* x */ COPY (SELECT 'x') TO '{catalog}'",
-                                          "EXPLAIN runs its COPY"),
+        "EXPLAIN options are not allowed",
+    ),
+    "explain_analyze_comment_then_copy": (
+        "EXPLAIN ANALYZE /* x */ COPY (SELECT 'x') TO '{catalog}'",
+        "EXPLAIN runs its COPY",
+    ),
     "json_execute_serialized_sql": (
         "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT * FROM __lance_truncate_table(''{uri}'')'))",
-        "json_execute_serialized_sql() is not a read"),
+        "json_execute_serialized_sql() is not a read",
+    ),
     "enable_profiling_to_a_file": (
         "SELECT * FROM enable_profiling(format='json', save_location='{home}/lance/debian__tiny.lance/x.json')",
-        "enable_profiling() is not a read"),
-    "enable_logging_to_files": ("SELECT * FROM enable_logging(storage='file', storage_path='{home}/logs')",
-                                "enable_logging() is not a read"),
+        "enable_profiling() is not a read",
+    ),
+    "enable_logging_to_files": (
+        "SELECT * FROM enable_logging(storage='file', storage_path='{home}/logs')",
+        "enable_logging() is not a read",
+    ),
     "write_log": ("SELECT write_log('x')", "write_log() can write"),
     "force_checkpoint_function": ("SELECT * FROM force_checkpoint()", "force_checkpoint() is not a read"),
     "export_database": ("EXPORT DATABASE '{home}/export'", "EXPORT is a write"),
@@ -70,25 +81,49 @@ ESCAPES = {
     "reset": ("RESET lock_configuration", "SET changes the session"),
     "create_secret": ("CREATE SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')", "CREATE is a write"),
     "call": ("CALL __lance_truncate_table('{uri}')", "CALL changes the session"),
-    "lance_compact_files": ("SELECT * FROM __lance_compact_files('{uri}')", "__lance_compact_files can change"),
-    "lance_cleanup_old_versions": ("SELECT * FROM __lance_cleanup_old_versions('{uri}')",
-                                   "__lance_cleanup_old_versions can change"),
-    "lance_truncate_table": ("SELECT * FROM __lance_truncate_table('{uri}')", "__lance_truncate_table can change"),
-    "lance_optimize_index": ("SELECT * FROM __lance_optimize_index('{uri}')", "__lance_optimize_index can change"),
-    "lance_set_auto_cleanup": ("SELECT * FROM __lance_set_auto_cleanup('{uri}', 1, 1)",
-                               "__lance_set_auto_cleanup can change"),
+    "lance_compact_files": (
+        "SELECT * FROM __lance_compact_files('{uri}')",
+        "__lance_compact_files can change",
+    ),
+    "lance_cleanup_old_versions": (
+        "SELECT * FROM __lance_cleanup_old_versions('{uri}')",
+        "__lance_cleanup_old_versions can change",
+    ),
+    "lance_truncate_table": (
+        "SELECT * FROM __lance_truncate_table('{uri}')",
+        "__lance_truncate_table can change",
+    ),
+    "lance_optimize_index": (
+        "SELECT * FROM __lance_optimize_index('{uri}')",
+        "__lance_optimize_index can change",
+    ),
+    "lance_set_auto_cleanup": (
+        "SELECT * FROM __lance_set_auto_cleanup('{uri}', 1, 1)",
+        "__lance_set_auto_cleanup can change",
+    ),
     "lance_exec": ("SELECT * FROM __lance_exec('{uri}', 'x')", "__lance_exec can change"),
     "lance_qualified_in_subquery": (
-        "SELECT (SELECT count(*) FROM system.main.__LANCE_TRUNCATE_TABLE('{uri}')) AS n", "__lance_truncate_table"),
-    "lance_in_cte": ("WITH t AS (SELECT * FROM __lance_compact_files('{uri}')) SELECT * FROM t",
-                     "__lance_compact_files"),
-    "lance_hidden_in_query": ("SELECT * FROM query('SELECT * FROM __lance_truncate_table(''{uri}'')')",
-                              "__lance_truncate_table"),
+        "SELECT (SELECT count(*) FROM system.main.__LANCE_TRUNCATE_TABLE('{uri}')) AS n",
+        "__lance_truncate_table",
+    ),
+    "lance_in_cte": (
+        "WITH t AS (SELECT * FROM __lance_compact_files('{uri}')) SELECT * FROM t",
+        "__lance_compact_files",
+    ),
+    "lance_hidden_in_query": (
+        "SELECT * FROM query('SELECT * FROM __lance_truncate_table(''{uri}'')')",
+        "__lance_truncate_table",
+    ),
     "copy_hidden_in_query": ("SELECT * FROM query('COPY (SELECT 1) TO ''{catalog}''')", "COPY is a write"),
     "https_read_csv": ("SELECT * FROM read_csv('https://example.com/x.csv')", "never from the network"),
-    "https_replacement_scan": ("SELECT * FROM 'https://example.com/x.parquet'", "outside what this session may read"),
-    "s3_lance_search": ("SELECT * FROM lance_vector_search('s3://bucket/x.lance', 'vector', [0.1]::FLOAT[1])",
-                        "outside what this session may read"),
+    "https_replacement_scan": (
+        "SELECT * FROM 'https://example.com/x.parquet'",
+        "outside what this session may read",
+    ),
+    "s3_lance_search": (
+        "SELECT * FROM lance_vector_search('s3://bucket/x.lance', 'vector', [0.1]::FLOAT[1])",
+        "outside what this session may read",
+    ),
     "lance_read_outside": ("SELECT count(*) FROM '/etc/x.lance'", "outside what this session may read"),
     "local_file_outside": ("SELECT * FROM read_text('/etc/hostname')", "never from the network"),
     "drop_after_select": ("SELECT 1; DROP TABLE runs", "DROP is a write"),
@@ -122,9 +157,12 @@ def test_read_only_session_refuses(name, ws):
 
 def test_session_settings_are_locked(ws):
     session = sql.connect(ws)
-    settings = dict(session.execute(
-        "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', 'lock_configuration',"
-        " 'autoinstall_known_extensions', 'autoload_known_extensions')").fetchall())
+    settings = dict(
+        session.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', 'lock_configuration',"
+            " 'autoinstall_known_extensions', 'autoload_known_extensions')"
+        ).fetchall()
+    )
     assert settings == {"enable_external_access": "false", "lock_configuration": "true",
                         "autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
     with pytest.raises(Exception, match="locked"):
@@ -145,8 +183,12 @@ def test_reads_still_work(ws, tmp_path, monkeypatch):
     assert len(hits) == 2
     assert sql.execute(session, "DESCRIBE debian").fetchall()
     assert sql.execute(session, "EXPLAIN SELECT count(*) FROM debian").fetchall()
-    assert sql.execute(session, "/* why */ EXPLAIN ANALYZE -- how long\n SELECT count(*) FROM debian").fetchall()
-    assert sql.execute(session, "SELECT * FROM unnest(['https://debian.org'])").fetchone() == ("https://debian.org",)
+    assert sql.execute(
+        session, "/* why */ EXPLAIN ANALYZE -- how long\n SELECT count(*) FROM debian"
+    ).fetchall()
+    assert sql.execute(session, "SELECT * FROM unnest(['https://debian.org'])").fetchone() == (
+        "https://debian.org",
+    )
     assert sql.execute(session, """SELECT count(*) FROM json_each('{"a": "http://x"}')""").fetchone() == (1,)
     assert sql.execute(session, "WITH r AS (SELECT * FROM runs) SELECT count(*) FROM r").fetchone() == (1,)
     assert sql.execute(session, "SELECT * FROM query('SELECT 42')").fetchone() == (42,)
@@ -173,7 +215,9 @@ def test_planted_names_are_refused_by_the_next_session(tmp_path, tiny_model_dir,
     evil = "debian__tiny\" AS SELECT 1; --"
     writer.execute("INSERT INTO versions (space, version, corpus, model, validation) VALUES (?, 99, 'debian',"
                    " 'tiny', 'passed')", [evil])
-    writer.execute("INSERT INTO models (name, spec) SELECT 'x(t) AS 1; --', spec FROM models WHERE name = 'tiny'")
+    writer.execute(
+        "INSERT INTO models (name, spec) SELECT 'x(t) AS 1; --', spec FROM models WHERE name = 'tiny'"
+    )
     writer.execute("INSERT INTO aliases (corpus, alias, space, version, model) VALUES"
                    " ('evil\" AS SELECT 2; --', 'prod', 'debian__tiny', 1, 'tiny')")
     writer.close()

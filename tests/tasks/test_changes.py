@@ -6,7 +6,13 @@ import json
 import pytest
 
 from embedline.errors import BadInput
-from embedline.tasks.changes import coerce_value, column_name, defer_beyond, plan_changes, read_staged_documents
+from embedline.tasks.changes import (
+    coerce_value,
+    column_name,
+    defer_beyond,
+    plan_changes,
+    read_staged_documents,
+)
 from embedline.tasks.sources import FieldMap
 from tests.conftest import DEBIAN_CASE
 
@@ -23,10 +29,19 @@ def test_defer_beyond_keeps_the_highest_priority_documents_and_reconciles(tmp_pa
     capped = defer_beyond(plan, 50, priority)
 
     kept = staged_ids(capped)
-    assert len(kept) == 50 and min(priority[d] for d in kept) >= max(priority[d] for d in set(ids) - set(kept))
+    assert len(kept) == 50 and min(priority[d] for d in kept) >= max(
+        priority[d] for d in set(ids) - set(kept)
+    )
     c = capped.counts
     assert (c["docs_new"], c["docs_deferred"]) == (50, 70)
-    assert c["docs_read"] == c["docs_new"] + c["docs_changed"] + c["docs_unchanged"] + c["docs_quarantined"] + c["docs_deferred"]
+    assert (
+        c["docs_read"]
+        == c["docs_new"]
+        + c["docs_changed"]
+        + c["docs_unchanged"]
+        + c["docs_quarantined"]
+        + c["docs_deferred"]
+    )
     assert staged_ids(defer_beyond(plan, 30)) == ids[:30]  # no priority: source order
     assert defer_beyond(plan, 500) is plan
 
@@ -42,7 +57,9 @@ def doc(doc_id: str, text: str = "some text", **metadata) -> dict:
 
 
 def plan_of(tmp_path, source: str, known: dict | None = None, fields: FieldMap | None = None, **kwargs):
-    return plan_changes(source, fields or FieldMap(), known or {}, "model-key", "chunk-key", tmp_path / "run", **kwargs)
+    return plan_changes(
+        source, fields or FieldMap(), known or {}, "model-key", "chunk-key", tmp_path / "run", **kwargs
+    )
 
 
 def reconciles(counts: dict) -> bool:
@@ -108,24 +125,53 @@ def test_metadata_types_are_kept_coerced_where_lossless_and_misfits_quarantined(
 
     result = plan_of(tmp_path, source, {"b": "old-key"}, metadata_types=recorded)
 
-    assert result.metadata_types == {"section": "string", "priority": "int64", "gone": "bool", "added": "double",
-                                     "flag": "bool", "tags": "list<string>"}
+    assert result.metadata_types == {
+        "section": "string",
+        "priority": "int64",
+        "gone": "bool",
+        "added": "double",
+        "flag": "bool",
+        "tags": "list<string>",
+    }
     reasons = {row["doc_id"]: row["reason"] for row in result.quarantined}
-    assert reasons == {"b": "metadata 'priority'='unknown' is not int64; the document's previous version keeps serving",
-                       "e": "metadata 'priority'=1.5 is not int64"}
+    assert reasons == {
+        "b": "metadata 'priority'='unknown' is not int64; the document's previous version keeps serving",
+        "e": "metadata 'priority'=1.5 is not int64",
+    }
     assert staged_ids(result) == ["a", "c", "d", "f"] and reconciles(result.counts)
 
 
-@pytest.mark.parametrize("value, kind, expected", [
-    (1, "double", 1.0), ("12", "int64", 12), (3.0, "int64", 3), (5, "string", "5"), (["a", 1], "string", '["a", 1]'),
-    ("x", "list<string>", ["x"]), ("true", "bool", True), ("2.5", "double", 2.5), (None, "int64", None),
-])
+@pytest.mark.parametrize(
+    "value, kind, expected",
+    [
+        (1, "double", 1.0),
+        ("12", "int64", 12),
+        (3.0, "int64", 3),
+        (5, "string", "5"),
+        (["a", 1], "string", '["a", 1]'),
+        ("x", "list<string>", ["x"]),
+        ("true", "bool", True),
+        ("2.5", "double", 2.5),
+        (None, "int64", None),
+    ],
+)
 def test_coerce_value_keeps_every_value_whole(value, kind, expected):
     assert coerce_value(value, kind) == expected
 
 
-@pytest.mark.parametrize("value, kind", [("unknown", "int64"), (1.5, "int64"), ("01", "int64"), (True, "int64"),
-                                         ("yes", "bool"), (1, "bool"), ("abc", "double"), ({"k": 1}, "list<string>")])
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        ("unknown", "int64"),
+        (1.5, "int64"),
+        ("01", "int64"),
+        (True, "int64"),
+        ("yes", "bool"),
+        (1, "bool"),
+        ("abc", "double"),
+        ({"k": 1}, "list<string>"),
+    ],
+)
 def test_coerce_value_refuses_what_it_would_change(value, kind):
     with pytest.raises(ValueError):
         coerce_value(value, kind)

@@ -111,7 +111,10 @@ def test_query_and_document_prompts_apply_where_each_is_embedded(include_prompt,
     engine = Engine(spec, device="cpu", precision="fp32")
     queries, documents = engine.embed(TEXTS, kind="query"), engine.embed(TEXTS, kind="document")
 
-    assert (spec.query_prompt, spec.document_prompt, spec.include_prompt) == (*prompts.values(), include_prompt)
+    assert (spec.query_prompt, spec.document_prompt, spec.include_prompt) == (
+        *prompts.values(),
+        include_prompt,
+    )
     assert_same_vectors(queries, st.encode_query(TEXTS, convert_to_numpy=True))
     assert_same_vectors(documents, st.encode(TEXTS, prompt_name="document", convert_to_numpy=True))
     assert np.abs(queries - documents).max() > 10 * ATOL  # each kind got its own prompt
@@ -169,12 +172,18 @@ def test_an_unsupported_module_is_refused_at_models_add_with_one_line_naming_it(
 def test_a_dense_activation_outside_torch_nn_is_refused(bert_dir, tmp_path):
     folder, _ = save_stack(bert_dir, tmp_path / "custom", dense=[(16, torch.nn.Tanh(), False)])
     config_file = folder / "2_Dense" / "config.json"
-    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "activation_function": "my.Swish"}))
-    with pytest.raises(BadInput, match="module Dense \\(2_Dense\\) is not supported: its activation 'my.Swish'"):
+    config_file.write_text(
+        json.dumps({**json.loads(config_file.read_text()), "activation_function": "my.Swish"})
+    )
+    with pytest.raises(
+        BadInput, match="module Dense \\(2_Dense\\) is not supported: its activation 'my.Swish'"
+    ):
         read_model_dir("m", folder)
 
 
-def test_a_spec_registered_before_stacks_were_read_is_read_again_from_its_unchanged_folder(bert_dir, tmp_path):
+def test_a_spec_registered_before_stacks_were_read_is_read_again_from_its_unchanged_folder(
+    bert_dir, tmp_path
+):
     import json
 
     from embedline.storage import catalog

@@ -47,7 +47,13 @@ def test_gzip_jsonl_and_field_mapping(tmp_path):
     with gzip.open(path, "wt") as fh:
         fh.write(json.dumps({"pkg": "p1", "synopsis": "S", "body": "text one", "v": 3}) + "\n")
     (doc,) = read(path, id_field="pkg", text_field="body", title_field="synopsis")
-    assert (doc.doc_id, doc.title, doc.text, doc.metadata, doc.position) == ("p1", "S", "text one", {"v": 3}, 1)
+    assert (doc.doc_id, doc.title, doc.text, doc.metadata, doc.position) == (
+        "p1",
+        "S",
+        "text one",
+        {"v": 3},
+        1,
+    )
 
 
 def test_csv_and_parquet(tmp_path):
@@ -64,7 +70,9 @@ def test_csv_and_parquet(tmp_path):
 def test_folder_of_text_markdown_and_html(tmp_path):
     (tmp_path / "a.md").write_text("# Title\nSome markdown")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.html").write_text("<html><title>Page</title><script>x()</script><p>Hello <b>web</b></p></html>")
+    (tmp_path / "sub" / "b.html").write_text(
+        "<html><title>Page</title><script>x()</script><p>Hello <b>web</b></p></html>"
+    )
     (tmp_path / "c.bin").write_bytes(b"\x00")
     docs = read(tmp_path)
     assert [(d.doc_id, d.title) for d in docs] == [("a.md", "a"), ("sub/b.html", "Page")]
@@ -111,7 +119,10 @@ def test_glob_source_reads_matching_files_in_sorted_order(tmp_path):
     (docs_dir / "a.md").write_text("# A\nfirst")
     (docs_dir / "sub" / "c.md").write_text("third")
     (docs_dir / "notes.txt").write_text("not matched")
-    assert [(d.doc_id, d.text) for d in read(f"{docs_dir}/*.md")] == [("a.md", "# A\nfirst"), ("b.md", "# B\nsecond")]
+    assert [(d.doc_id, d.text) for d in read(f"{docs_dir}/*.md")] == [
+        ("a.md", "# A\nfirst"),
+        ("b.md", "# B\nsecond"),
+    ]
     assert [d.doc_id for d in read(f"{docs_dir}/**/*.md")] == ["a.md", "b.md", "sub/c.md"]
     (tmp_path / "part-2.jsonl").write_text(json.dumps({"id": "y", "text": "two"}) + "\n")
     (tmp_path / "part-1.jsonl").write_text(json.dumps({"id": "x", "text": "one"}) + "\n")
@@ -132,7 +143,9 @@ def test_a_csv_row_with_another_field_count_is_rejected_without_an_id(tmp_path):
     items = list(read_source(str(path), FieldMap()))
     assert [i.doc_id for i in items if isinstance(i, Document)] == ["a", "d"]
     rejected = [i for i in items if isinstance(i, Rejected)]
-    assert [r.position for r in rejected] == [3, 4] and {r.doc_id for r in rejected} == {None}  # stops deletions
+    assert [r.position for r in rejected] == [3, 4] and {r.doc_id for r in rejected} == {
+        None
+    }  # stops deletions
     assert "another number of fields" in rejected[0].reason
 
 

@@ -67,7 +67,16 @@ def test_unnormalized_vectors_and_wrong_model_key_fail():
 
 def test_counts_that_do_not_reconcile_fail():
     report = check(batch(good_vectors()), counts={**COUNTS, "docs_read": 65}, reported=63)
-    assert len([o for o in report.outcomes if not o.success and o.expectation == "expect_column_pair_values_to_be_equal"]) == 2
+    assert (
+        len(
+            [
+                o
+                for o in report.outcomes
+                if not o.success and o.expectation == "expect_column_pair_values_to_be_equal"
+            ]
+        )
+        == 2
+    )
     with pytest.raises(ValidationFailed, match="docs_read: be_equal"):
         require(report)
 
@@ -102,4 +111,7 @@ def test_metrics_have_the_documented_ends_of_their_scales():
     line = np.outer(rng.standard_normal(2000), np.ones(16))
     assert effective_rank(spread) > 14 and isotropy(spread) > 0.9
     assert isotropy(line) == pytest.approx(1 / 16, rel=1e-3)
-    assert near_duplicate_rate(spread) == 0.0 and near_duplicate_rate(np.vstack([spread[:10], spread[:10]])) == 1.0
+    assert (
+        near_duplicate_rate(spread) == 0.0
+        and near_duplicate_rate(np.vstack([spread[:10], spread[:10]])) == 1.0
+    )
