@@ -125,4 +125,5 @@ def _state_name(run: FlowRun) -> str:
 
 
 def _read_runs(client, flow_run_ids: list[UUID]) -> list[FlowRun]:
-    return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
+    return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)),
+                                 limit=len(flow_run_ids))  # past the API's default page size too

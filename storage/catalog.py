@@ -19,7 +19,7 @@ from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused
 from embedline.redaction import redact
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 MIGRATIONS = {
     1: """
@@ -92,6 +92,9 @@ MIGRATIONS = {
         space VARCHAR PRIMARY KEY, corpus VARCHAR, vectors VARCHAR, index_type VARCHAR,
         updated_at TIMESTAMPTZ);
     """,  # a space without a row stores float32 vectors under an IVF_HNSW_SQ index
+    11: """
+    ALTER TABLE corpora ADD COLUMN deploy_gates JSON;
+    """,  # the thresholds corpora.yaml gives, as the corpus's scheduled runs last passed them
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -381,14 +384,18 @@ def _record_documents(con, space: str, run_id: int, documents_arrow, deleted_doc
                     [space, deleted_doc_ids])
 
 
-def adopt_orphans(ws: Workspace, space: str, held_doc_ids: set[str]) -> int:
-    """List documents the space holds but `documents` lacks with change key 'orphan' (which matches no
-    source record), so the next run's diff replaces or deletes them; returns how many were adopted."""
+def restored_head(ws: Workspace, space: str, version: int, held_doc_ids: set[str] | None) -> int:
+    """Record a restored version as the clean head and, in the same transaction, list the documents it
+    holds that `documents` lacks with change key 'orphan' (which matches no source record), so the next
+    run's diff replaces or deletes them; returns how many were adopted."""
     with writing(ws) as con:
+        _set_clean_version(con, space, version)
+        if not held_doc_ids:
+            return 0
         return con.execute(
-            "INSERT INTO documents SELECT ?, doc_id, NULL, 'orphan', NULL, NULL, ?"
-            " FROM (SELECT unnest(?::VARCHAR[]) AS doc_id)"
-            " WHERE doc_id NOT IN (SELECT doc_id FROM documents WHERE space = ?)",
+            "INSERT INTO documents SELECT ?, h.doc_id, NULL, 'orphan', NULL, NULL, ?"
+            " FROM (SELECT unnest(?::VARCHAR[]) AS doc_id) h WHERE NOT EXISTS"
+            " (SELECT 1 FROM documents d WHERE d.space = ? AND d.doc_id = h.doc_id)",
             [space, now(), sorted(held_doc_ids), space],
         ).fetchone()[0]
 
@@ -592,20 +599,31 @@ def get_adapter(ws: Workspace, corpus: str, from_model: str, to_model: str) -> d
     return rows[0] if rows else None
 
 
-def get_gates(ws: Workspace, corpus: str) -> dict:
-    """The validation thresholds set for `corpus` (only those set; the rest keep their defaults)."""
+GATE_LAYERS = ("gates", "deploy_gates")  # set by an operator; given by the deployment (corpora.yaml)
+
+
+def get_gates(ws: Workspace, corpus: str, layer: str = "gates") -> dict:
+    """The validation thresholds of `layer` for `corpus` (only those given; the rest keep their defaults)."""
+    column = _gate_layer(layer)
     with reading(ws) as con:
-        row = con.execute("SELECT gates FROM corpora WHERE name = ?", [corpus]).fetchone()
+        row = con.execute(f"SELECT {column} FROM corpora WHERE name = ?", [corpus]).fetchone()
     return json.loads(row[0]) if row and row[0] else {}
 
 
-def set_gates(ws: Workspace, corpus: str, gates: dict) -> None:
+def set_gates(ws: Workspace, corpus: str, gates: dict, layer: str = "gates") -> None:
+    column = _gate_layer(layer)
     with writing(ws) as con:
         con.execute(
-            "INSERT INTO corpora (name, created_at, gates) VALUES (?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET gates = excluded.gates",
+            f"INSERT INTO corpora (name, created_at, {column}) VALUES (?, ?, ?)"
+            f" ON CONFLICT (name) DO UPDATE SET {column} = excluded.{column}",
             [corpus, now(), json.dumps(gates)],
         )
+
+
+def _gate_layer(layer: str) -> str:
+    if layer not in GATE_LAYERS:
+        raise ValueError(f"gate layer {layer!r}: one of {GATE_LAYERS}")
+    return layer
 
 
 def get_storage(ws: Workspace, space: str) -> dict | None:

@@ -36,9 +36,8 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     if latest is None or latest == clean:
         return None
     restored = embeddings.restore_version(ws, space, clean)
-    catalog.set_clean_version(ws, space, restored)
-    if clean is not None:
-        catalog.adopt_orphans(ws, space, embeddings.doc_ids(ws, space, restored))
+    held = embeddings.doc_ids(ws, space, restored) if clean is not None else None
+    catalog.restored_head(ws, space, restored, held)
     return restored
 
 

@@ -6,8 +6,10 @@ one model agree to cosine ≥0.9999 (the drift gate watches that), so a run reco
 used and a mixed pool of bf16 and fp32 machines never re-embeds a corpus for it.
 """
 
+import functools
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -156,8 +158,8 @@ def resolve_model(ws, name: str) -> ModelSpec:
     row = catalog.get_model(ws, check_name(name, "model name"))
     if row is not None:
         spec = ModelSpec.from_json(row["spec"])
-        if _stack_unknown(row["spec"]) and Path(spec.path).is_dir():
-            return _reread(ws, spec)
+        if _stack_unknown(row["spec"]):
+            _warn_if_stack_ignored(spec)
         return spec
     if name == DEFAULT_MODEL:
         return add_model(ws, name, default_model_path())
@@ -172,16 +174,25 @@ def _stack_unknown(spec_json: str) -> bool:
     return any(field not in json.loads(spec_json) for field in STACK_FIELDS)
 
 
-def _reread(ws, spec: ModelSpec) -> ModelSpec:
-    """Register the folder again when it is the same model (same fingerprint), so its Dense layers and
-    prompts apply; a folder that changed since is left for the operator's `models add`."""
-    fresh = read_model_dir(spec.name, spec.path, spec.truncate_dim)
-    if fresh.fingerprint != spec.fingerprint:
-        return spec
-    from embedline.storage import catalog
+def stack_ignored(spec: ModelSpec) -> bool:
+    """A 0.1.0 registration of a folder whose Dense layers or prompts 0.1.0 ignored: its stored vectors
+    are not the model's, and changing the spec in place would mix two kinds of vectors in one space."""
+    if not Path(spec.path, "config.json").is_file():
+        return False
+    try:
+        return read_model_dir(spec.name, spec.path, spec.truncate_dim).key() != spec.key()
+    except BadInput:
+        return True  # a module stack this engine refuses: not what 0.1.0 embedded either
 
-    catalog.register_model(ws, spec.name, fresh.to_json())
-    return fresh
+
+@functools.lru_cache(maxsize=None)  # once per process and spec
+def _warn_if_stack_ignored(spec: ModelSpec) -> None:
+    if stack_ignored(spec):
+        logging.getLogger("embedline.models").warning(
+            f"model {spec.name!r} was registered by embedline 0.1.0, which ignored its Dense layers or prompts:"
+            f" its vectors stay as they are; register the folder under a new name (`embedline models add "
+            f"{spec.name}-st {spec.path}`) and move each corpus to it with `embedline refresh CORPUS --model "
+            f"{spec.name}-st`")
 
 
 # Models shipped through the package registry, assembled on request (never fetched from a hub).

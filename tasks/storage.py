@@ -3,8 +3,9 @@
 A choice is kept in the catalog (`space_storage`) and applied by the next run that writes the space,
 even one with nothing to embed: it converts the space, builds the chosen index, and is validated and
 promoted like any run, so what serves is always a version that passed its gates. `maintain` keeps
-the layout (compaction and index fold-in never change it). A space with no choice of its own takes
-the one of the space its corpus's prod serves (a model change keeps the corpus's layout).
+the layout (compaction and index fold-in never change it). A space with no choice of its own keeps
+the layout its clean head has; a new one takes the layout of the space its corpus's prod serves (a
+model change keeps the corpus's layout, and a later move of prod never relays an existing space).
 """
 
 from embedline.errors import NotFound
@@ -15,8 +16,13 @@ from embedline.workspace import Workspace
 
 
 def storage_choice(ws: Workspace, space: str) -> StorageChoice:
-    """The space's choice, else its corpus's prod space's, else float32 + IVF_HNSW_SQ."""
+    """The space's choice, else its clean head's layout, else its corpus's prod space's choice, else
+    float32 + IVF_HNSW_SQ."""
     row = catalog.get_storage(ws, space)
+    clean = catalog.clean_version(ws, space) if row is None else None
+    if clean is not None and embeddings.space_exists(ws, space):
+        held = embeddings.layout(ws, space, clean)
+        return StorageChoice(held["vectors"], held["index_type"] or StorageChoice().index_type)
     if row is None:
         prod = catalog.get_alias(ws, space.split("__")[0])
         row = catalog.get_storage(ws, prod["space"]) if prod else None

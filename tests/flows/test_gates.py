@@ -76,6 +76,8 @@ def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deploymen
     assert (gates["min_effective_rank"], gates["max_near_duplicate_rate"]) == (3, 0.4)
     assert run_gates(workspace, "debian", {"min_effective_rank": 9}, yaml_defaults)["min_effective_rank"] == 9
 
+    kept = corpus_gates(workspace, "debian")  # what backfills, swaps and `validate` judge by
+    assert (kept["min_effective_rank"], kept["max_near_duplicate_rate"]) == (3, 0.4)
     with pytest.raises(ValidationFailed):
         ingest(workspace, debian_case, gates={"norm_tolerance": -1.0})
     assert catalog.get_gates(workspace, "debian") == {

@@ -181,21 +181,25 @@ def test_a_dense_activation_outside_torch_nn_is_refused(bert_dir, tmp_path):
         read_model_dir("m", folder)
 
 
-def test_a_spec_registered_before_stacks_were_read_is_read_again_from_its_unchanged_folder(
-    bert_dir, tmp_path
-):
+def test_a_spec_0_1_0_registered_keeps_its_vectors_and_says_how_to_move_to_the_full_stack(bert_dir, tmp_path,
+                                                                                          caplog):
     import json
+    import logging
 
     from embedline.storage import catalog
-    from embedline.tasks.models import resolve_model
+    from embedline.tasks.models import resolve_model, stack_ignored
     from embedline.workspace import Workspace
 
     ws = Workspace.from_env(tmp_path / "home").ensure()
     folder, _ = save_stack(bert_dir, tmp_path / "prompted", prompts={"query": "q: ", "document": "d: "})
-    current = read_model_dir("m", folder)
-    legacy = {k: v for k, v in json.loads(current.to_json()).items()  # what 0.1.0 stored
+    legacy = {k: v for k, v in json.loads(read_model_dir("m", folder).to_json()).items()  # what 0.1.0 stored
               if k not in ("include_prompt", "dense", "query_prompt", "document_prompt")}
     catalog.register_model(ws, "m", json.dumps(legacy))
 
-    assert resolve_model(ws, "m") == current  # the prompts apply again
-    assert json.loads(catalog.get_model(ws, "m")["spec"])["document_prompt"] == "d: "  # and are stored
+    with caplog.at_level(logging.WARNING, logger="embedline.models"):
+        spec = resolve_model(ws, "m")
+    assert (spec.document_prompt, spec.query_prompt) == ("", "")  # the space's vectors stay one kind
+    assert json.loads(catalog.get_model(ws, "m")["spec"]) == legacy  # a read never rewrites the catalog
+    assert stack_ignored(spec) and "embedline models add m-st" in caplog.text
+    plain, _ = save_stack(bert_dir, tmp_path / "plain")
+    assert not stack_ignored(read_model_dir("p", plain))  # nothing ignored: nothing to say
