@@ -74,7 +74,8 @@ def general_passages(limit: int) -> list[str]:
     import json
     from importlib.resources import files
 
-    with gzip.open(files("embedline").joinpath("data", GENERAL_TEXT).open("rb"), "rt", encoding="utf-8") as fh:
+    shipped = files("embedline").joinpath("data", GENERAL_TEXT)
+    with gzip.open(shipped.open("rb"), "rt", encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh]
     texts = [r["title"] for r in records if len(r.get("title", "").split()) >= 3]
     texts += [s for r in records for s in split_sentences(r.get("text", ""))]

@@ -34,8 +34,8 @@ def test_every_sentence_of_every_chunk_becomes_one_passage_with_its_owner():
 
 
 def test_repeated_sentences_are_kept_once():
-    passages = cut_passages(["Same words in this sentence. Other words here now.", "Same words in this sentence."],
-                            owners=[3, 4])
+    texts = ["Same words in this sentence. Other words here now.", "Same words in this sentence."]
+    passages = cut_passages(texts, owners=[3, 4])
     assert [(p.owner, p.text) for p in passages] == [(3, "Same words in this sentence."),
                                                      (3, "Other words here now.")]
 
