@@ -216,14 +216,15 @@ class Embedline:
             return add_model(self.workspace.ensure(), name, str(path), truncate_dim)
 
     def refresh(self, corpus: str, model: str, sample: int = 5000, query_sample: int = 2000, wait: bool = False,
-                batch_docs: int = 5000, order: str = "source"):
+                batch_docs: int = 5000, order: str = "source", passage_sample: int = 3000):
         """Move `corpus` to `model` without downtime: fit adapters (new-model queries are served at once),
         backfill the new space, swap prod when it passes its gates. Returns (RefreshFit, swap or None);
         without `wait` the backfill runs in a background process and the swap is None."""
         from embedline.flows.refresh import refresh_model
 
         with self._context():
-            return refresh_model(corpus, model, sample, wait, batch_docs, order, query_sample, home=self.home)
+            return refresh_model(corpus, model, sample, wait, batch_docs, order, query_sample, home=self.home,
+                                 passage_sample=passage_sample)
 
     def refresh_status(self, corpus: str) -> list[dict]:
         """Per target model of a refresh: adapter, retention, backfill progress, what prod serves."""

@@ -350,6 +350,7 @@ def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus
             wait: Annotated[bool, typer.Option("--wait", help="Return after the backfill and swap, not once the adapter serves")] = False,
             sample: Annotated[int, typer.Option("--sample", help="Documents sampled to fit the adapter (the new model embeds them)")] = 5000,
             query_sample: Annotated[int, typer.Option("--query-sample", help="Titles of further documents both models embed as query-like fit pairs")] = 2000,
+            passage_sample: Annotated[int, typer.Option("--passage-sample", help="Sentences cut from the corpus's chunks both models embed as fit pairs")] = 3000,
             status: Annotated[bool, typer.Option("--status", help="Show where a refresh stands (same as `refresh status CORPUS`)")] = False,
             batch_docs: BatchDocs = 5000, order: Order = "source",
             fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
@@ -369,11 +370,13 @@ def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus
         return _print_dicts(STATUS_COLUMNS, db.refresh_status(corpus), _format(fmt, as_json))
     if model is None:
         raise UsageError("give --model NEW (or `embedline refresh status CORPUS`)")
-    fitted, swapped = db.refresh(corpus, model, sample, query_sample, wait, batch_docs, order)
+    fitted, swapped = db.refresh(corpus, model, sample, query_sample, wait, batch_docs, order, passage_sample)
     if fitted is None:
         return typer.echo(f"{corpus} already serves {model}: nothing to refresh")
     typer.echo(f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
-               f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles); "
+               f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles, "
+               f"{fitted.passages} sentences of its chunks"
+               + (f", {fitted.general_texts} of general text" if fitted.general_texts else "") + "); "
                f"`embedline search {corpus} ... --model {model}` is served now")
     if wait:
         _report_swap(swapped)

@@ -74,12 +74,14 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str 
 
 @flow(name="refresh-model", log_prints=True)
 def refresh_model(corpus: str, model: str, sample: int = 5000, wait: bool = False, batch_docs: int = 5000,
-                  order: str = "source", query_sample: int = 2000, home: str | None = None):
+                  order: str = "source", query_sample: int = 2000, home: str | None = None,
+                  passage_sample: int = refresh.PASSAGE_SAMPLE):
     ws = Workspace.from_env(home)
     if catalog.serving_model(ws, corpus) == model:
         print(f"{corpus} already serves {model}: nothing to refresh")
         return None, None
-    fitted = fit_adapters(ws, corpus, model, sample, query_sample)  # from here on, `--model NEW` queries are served
+    # from here on, `--model NEW` queries are served
+    fitted = fit_adapters(ws, corpus, model, sample, query_sample, passage_sample)
     if not wait:
         start_background_backfill(ws, corpus, model, batch_docs, order)
         return fitted, None

@@ -109,7 +109,9 @@ class Pairs:
     """The same texts embedded in a source and a target space.
 
     Row i of `docs_*` and of `queries_*` are sample document i and its query (a title or its opening
-    words); `extra_*` are query-like texts of documents outside the sample, which only ever enter fits.
+    words); `extra_*` are query-like texts of documents outside the sample (or general text), which only
+    ever enter fits; `passages_*` are sentences cut from chunks, `passage_owner` the sample document each
+    was cut from (-1: a document outside the sample), so a fold that holds a document out drops them too.
     """
     docs_x: np.ndarray
     docs_y: np.ndarray
@@ -117,14 +119,35 @@ class Pairs:
     queries_y: np.ndarray
     extra_x: np.ndarray
     extra_y: np.ndarray
+    passages_x: np.ndarray | None = None
+    passages_y: np.ndarray | None = None
+    passage_owner: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.passages_x is None:
+            self.passages_x = np.zeros((0, self.docs_x.shape[1]), np.float32)
+            self.passages_y = np.zeros((0, self.docs_y.shape[1]), np.float32)
+        if self.passage_owner is None:
+            self.passage_owner = np.full(len(self.passages_x), -1)
+        if not len(self.passages_x) == len(self.passages_y) == len(self.passage_owner):
+            raise ValueError("passages_x, passages_y and passage_owner differ in length")
 
     def reversed(self) -> "Pairs":
-        return Pairs(self.docs_y, self.docs_x, self.queries_y, self.queries_x, self.extra_y, self.extra_x)
+        return Pairs(self.docs_y, self.docs_x, self.queries_y, self.queries_x, self.extra_y, self.extra_x,
+                     self.passages_y, self.passages_x, self.passage_owner)
 
     def fit_rows(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows to fit on: the kept documents, their queries and every extra text."""
-        return (np.vstack([self.docs_x[keep], self.queries_x[keep], self.extra_x]),
-                np.vstack([self.docs_y[keep], self.queries_y[keep], self.extra_y]))
+        """Rows to fit on: the kept documents, their queries and passages, every other text."""
+        owned = self.passage_owner >= 0
+        passages = ~owned
+        passages[owned] = keep[self.passage_owner[owned]]
+        return (np.vstack([self.docs_x[keep], self.queries_x[keep], self.extra_x, self.passages_x[passages]]),
+                np.vstack([self.docs_y[keep], self.queries_y[keep], self.extra_y, self.passages_y[passages]]))
+
+    def counts(self) -> dict:
+        """How many pairs of each kind a fit on every row uses (recorded with the adapter)."""
+        return {"documents": len(self.docs_x), "queries": len(self.queries_x), "extra": len(self.extra_x),
+                "passages": len(self.passages_x)}
 
 
 @dataclass
@@ -140,7 +163,8 @@ def choose_adapter(pairs: Pairs, folds: int = 5, k: int = 10) -> AdapterChoice:
     In each of `folds` folds, a fifth of the sample documents is held out: their queries, mapped by an
     adapter fitted on the rest, must retrieve them among all sample documents in the target space,
     against the ceiling of the same queries in the source space (a full re-embed). Every document is a
-    held-out query once, so the figure rests on the whole sample, not one fifth of it.
+    held-out query once, so the figure rests on the whole sample, not one fifth of it. Passages cut from a
+    held-out document leave the fold's fit with it, so no fold fits on text of the documents it scores.
     """
     n = len(pairs.docs_x)
     same_dim = pairs.queries_x.shape[1] == pairs.docs_y.shape[1]
@@ -160,6 +184,8 @@ def choose_adapter(pairs: Pairs, folds: int = 5, k: int = 10) -> AdapterChoice:
             seconds[name] += adapter.fit_seconds
     recalls = {name: round(total / n, 4) for name, total in hits.items()}
     recalls.update({f"{name}_fit_seconds": round(total / folds, 3) for name, total in seconds.items()})
+    recalls.update({"folds": folds, "k": k})
+    recalls.update({f"pairs_{kind}": count for kind, count in pairs.counts().items()})
     best = max(FITTERS, key=lambda name: recalls[name])
     adapter = FITTERS[best](*pairs.fit_rows(np.ones(n, bool)))
     full = recalls["full_reembed"]

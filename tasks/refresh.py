@@ -13,6 +13,11 @@ from embedline.workspace import Workspace
 from embedline.tasks.adapters import Adapter, AdapterChoice, Pairs, choose_adapter
 from embedline.tasks.embedding import get_engine
 from embedline.tasks.models import ModelSpec, resolve_model
+from embedline.tasks.passages import Passage, cut_passages, general_passages
+
+
+PASSAGE_SAMPLE = 3000  # sentences cut from the corpus's chunks; both models embed them
+MIN_PAIRS = 5000  # fewer in-domain pairs than this and general text fills the gap
 
 
 @dataclass
@@ -27,6 +32,8 @@ class RefreshFit:
     query_texts: int = 0  # query-like texts of documents outside the sample, in the fit
     serve_seconds: float = 0.0  # from the start of the fit until new-model queries are served
     backward: dict = field(default_factory=dict)  # the old→new adapter: kind, retention, recalls
+    passages: int = 0  # sentences cut from the corpus's chunks, in the fit
+    general_texts: int = 0  # sentences of the package's general text, only when in-domain pairs were few
 
 
 def adapter_path(ws: Workspace, corpus: str, from_model: str, to_model: str):
@@ -52,21 +59,33 @@ def sample_documents(ws: Workspace, space: str, version: int, limit: int, extra:
     return docs, [query_text(row) for row in others]
 
 
+def sample_passages(ws: Workspace, space: str, version: int, docs: list[dict], limit: int,
+                    seed: int = 0) -> list[Passage]:
+    """Up to `limit` sentences cut from every chunk of a version, each owned by its document's index in
+    `docs` (-1 for documents outside the sample); chunks are read in (doc_id, chunk_index) order."""
+    table = embeddings.dataset_at(ws, space, version).to_table(columns=["doc_id", "chunk_index", "text"])
+    table = table.sort_by([("doc_id", "ascending"), ("chunk_index", "ascending")])
+    owner = {doc["doc_id"]: i for i, doc in enumerate(docs)}
+    owners = [owner.get(doc_id, -1) for doc_id in table.column("doc_id").to_pylist()]
+    return cut_passages(table.column("text").to_pylist(), owners, limit, seed)
+
+
 def query_text(doc: dict) -> str:
     """What stands in for a user's query about a document: its title, or its opening words."""
     return doc["title"] or " ".join(doc["text"].split()[:12])
 
 
 def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int = 5000,
-                         query_sample: int = 2000) -> RefreshFit:
+                         query_sample: int = 2000, passage_sample: int = PASSAGE_SAMPLE,
+                         min_pairs: int = MIN_PAIRS) -> RefreshFit:
     """Pair a sample's stored old vectors with new-model ones and fit the new→old adapter (serving
     starts the moment it is recorded), then the old→new one; each the best family by retention.
 
-    The fit pairs the sample's documents, their query texts (titles, or opening words) and the query
-    texts of `query_sample` further documents: queries are what an adapter maps, and short texts are
-    cheap to embed (MPNet on CPU: a title costs ~1/7 of a description). MiniLM→MPNet on Debian, 5-fold
-    retention: 1,000 documents + their titles 96.2%; + 1,000 further titles 97.7%; 600 documents + 1,400
-    further titles 97.9% (bench/model_change.py).
+    The fit pairs the sample's documents, their query texts (titles, or opening words), the query texts
+    of `query_sample` further documents, and up to `passage_sample` sentences cut from every chunk of the
+    corpus: queries are what an adapter maps, and short texts are cheap to embed (MPNet on CPU: a title
+    costs ~1/7 of a description). Only when all of these make fewer than `min_pairs` pairs (a corpus of a
+    few hundred documents) do sentences of general text shipped with the package fill the gap.
     """
     started = time.perf_counter()
     check_name(corpus, "corpus name")
@@ -80,20 +99,24 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     docs, extra = sample_documents(ws, prod["space"], prod["version"], sample, query_sample)
     if len(docs) < 20:
         raise BadInput(f"corpus {corpus!r} has {len(docs)} documents; an adapter needs at least 20")
-    queries = [query_text(d) for d in docs] + extra
+    passages = sample_passages(ws, prod["space"], prod["version"], docs, passage_sample)
+    general = general_passages(min_pairs - 2 * len(docs) - len(extra) - len(passages))
+    short = [query_text(d) for d in docs] + extra + general + [p.text for p in passages]
     # The old model's document vectors are already in the index: only the new model embeds documents.
-    old_queries, new_queries = old_engine.embed(queries, kind="query"), new_engine.embed(queries, kind="query")
+    old_short, new_short = old_engine.embed(short, kind="query"), new_engine.embed(short, kind="query")
+    n, m = len(docs), len(docs) + len(extra) + len(general)
     pairs = Pairs(new_engine.embed([d["text"] for d in docs]), np.stack([d["vector"] for d in docs]),
-                  new_queries[:len(docs)], old_queries[:len(docs)], new_queries[len(docs):], old_queries[len(docs):])
+                  new_short[:n], old_short[:n], new_short[n:m], old_short[n:m], new_short[m:], old_short[m:],
+                  np.array([p.owner for p in passages], dtype=np.int64))
     forward = choose_adapter(pairs)
     record(ws, corpus, new_model, prod["model"], forward, len(docs))
     serve_seconds = time.perf_counter() - started  # `--model NEW` queries are served from here on
     save_residual_model(residual_path(ws, corpus, new_model), pairs.docs_y, pairs.docs_x, forward.adapter)
     backward = choose_adapter(pairs.reversed())
     record(ws, corpus, prod["model"], new_model, backward, len(docs))
+    back = {"kind": backward.adapter.kind, "retention": backward.retention, "recalls": backward.recalls}
     return RefreshFit(corpus, prod["model"], new_model, forward.adapter.kind, forward.retention, forward.recalls,
-                      len(docs), len(extra), serve_seconds,
-                      {"kind": backward.adapter.kind, "retention": backward.retention, "recalls": backward.recalls})
+                      len(docs), len(extra), serve_seconds, back, len(passages), len(general))
 
 
 def record(ws: Workspace, corpus: str, from_model: str, to_model: str, choice: AdapterChoice, sample: int) -> None:

@@ -1,6 +1,7 @@
 """The whole model-change path on tiny models: adapters, adapted search, backfill (killed and
 resumed), gated swap, old→new adapter, status, rollback."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedline.storage import catalog
+from embedline.storage import catalog, embeddings
 from embedline.tasks.models import add_model
-from embedline.tasks.refresh import fit_refresh_adapters, query_vector, refresh_status
+from embedline.tasks.passages import split_sentences
+from embedline.tasks.refresh import fit_refresh_adapters, query_vector, refresh_status, sample_passages
 from embedline.storage import sql
 from embedline.tasks.search import make_embedder, make_query_embedder, search_corpus
 from tests.conftest import ingest
@@ -48,6 +50,36 @@ def test_adapter_serves_new_model_queries_over_the_old_index_at_once(two_models,
     top = con.execute("SELECT array_cosine_similarity(vector, query_vector('debian', 'window manager', 'small')) AS s"
                       " FROM debian ORDER BY s DESC LIMIT 5").fetchall()
     assert [s for (s,) in top] == pytest.approx([h["score"] for h in hits], abs=1e-4)  # SQL and search agree
+
+
+def test_a_tiny_corpus_fills_its_fit_with_general_text_only_when_in_domain_pairs_are_short(two_models):
+    ws = two_models
+    short = fit_refresh_adapters(ws, "debian", "small", sample=80, passage_sample=300, min_pairs=1000)
+    assert (short.sample_size, short.query_texts, short.passages) == (80, 40, 300)
+    assert short.general_texts == 1000 - 2 * 80 - 40 - 300  # exactly the gap, no more
+    recorded = json.loads(catalog.get_adapter(ws, "debian", "small", "tiny")["recalls"])
+    assert (recorded["folds"], recorded["pairs_documents"], recorded["pairs_passages"]) == (5, 80, 300)
+    assert recorded["pairs_extra"] == 40 + short.general_texts  # general text only ever enters fits
+    assert recorded[short.kind] == max(recorded[k] for k in ("procrustes", "ridge", "residual_mlp"))
+    enough = fit_refresh_adapters(ws, "debian", "small", sample=80, passage_sample=300, min_pairs=500)
+    assert enough.general_texts == 0 and enough.passages == 300
+
+
+def test_passages_are_cut_from_every_chunk_and_owned_by_their_sampled_document(workspace, debian_case):
+    ws = workspace
+    ingest(ws, debian_case, corpus="short", chunk_tokens=24)
+    prod = catalog.get_alias(ws, "short")
+    chunks = embeddings.dataset_at(ws, prod["space"], prod["version"]).to_table(
+        columns=["doc_id", "chunk_index", "text"]).to_pylist()
+    assert max(c["chunk_index"] for c in chunks) >= 2  # documents of several chunks
+    docs = [{"doc_id": "aspell-en"}, {"doc_id": "celery"}]
+    passages = sample_passages(ws, prod["space"], prod["version"], docs, limit=None)
+    later = {s for c in chunks if c["chunk_index"] > 0 for s in split_sentences(c["text"])}
+    assert later & {p.text for p in passages}  # not only first chunks
+    owned = {s for c in chunks if c["doc_id"] in ("aspell-en", "celery") for s in split_sentences(c["text"])}
+    assert {p.text for p in passages if p.owner >= 0} <= owned and any(p.owner == 0 for p in passages)
+    assert passages == sample_passages(ws, prod["space"], prod["version"], docs, limit=None)  # deterministic
+    assert len(sample_passages(ws, prod["space"], prod["version"], docs, limit=50)) == 50
 
 
 @pytest.mark.slow

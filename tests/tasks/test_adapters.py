@@ -67,3 +67,45 @@ def test_recall_at_k_counts_the_relevant_row():
     index = np.eye(4)
     assert recall_at_k(index, index, np.arange(4), k=1) == 1.0
     assert recall_at_k(index, index, np.array([1, 0, 3, 2]), k=1) == 0.0
+
+
+def test_a_fold_drops_the_passages_of_the_documents_it_holds_out(spaces):
+    old, new, old_queries, new_queries = spaces
+    owner = np.array([0, 0, 1, 2, -1, -1])
+    pairs = Pairs(new[:3], old[:3], new_queries[:3], old_queries[:3], new_queries[3:5], old_queries[3:5],
+                  new[10:16], old[10:16], owner)
+    fit_x, fit_y = pairs.fit_rows(np.array([True, False, True]))
+    # kept: documents 0 and 2, their queries, both extra texts, passages of 0 and 2 and the unowned ones
+    expected = np.vstack([new[[0, 2]], new_queries[[0, 2]], new_queries[3:5], new[[10, 11, 13, 14, 15]]])
+    assert np.array_equal(fit_x, expected) and len(fit_y) == len(fit_x)
+    assert pairs.counts() == {"documents": 3, "queries": 3, "extra": 2, "passages": 6}
+    back = pairs.reversed()
+    assert np.array_equal(back.passages_x, old[10:16]) and np.array_equal(back.passage_owner, owner)
+
+
+def test_passages_raise_retention_on_a_small_sample_and_the_choice_is_recorded():
+    """40 documents in 96 dims fit a poor map; sentence-like pairs cut from them (cheap, in-domain) fix it."""
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((40, 96))
+    mix = rng.standard_normal((96, 128))
+    old, new = unit(latent), unit(latent @ mix + 0.05 * rng.standard_normal((40, 128)))
+    queries_latent = latent + 1.5 * rng.standard_normal((40, 96))
+    old_queries, new_queries = unit(queries_latent), unit(queries_latent @ mix)
+    owner = np.repeat(np.arange(40), 25)  # 25 "sentences" per document: its latent plus noise
+    parts = latent[owner] + 1.5 * rng.standard_normal((1000, 96))
+    empty = (np.zeros((0, 128)), np.zeros((0, 96)))
+    alone = choose_adapter(Pairs(new, old, new_queries, old_queries, *empty), k=1)
+    cut = (unit(parts @ mix), unit(parts), owner)
+    helped = choose_adapter(Pairs(new, old, new_queries, old_queries, *empty, *cut), k=1)
+    assert helped.retention >= 0.95 and helped.retention > alone.retention + 0.1
+    recalls = helped.recalls
+    assert (recalls["folds"], recalls["pairs_passages"], recalls["pairs_documents"]) == (5, 1000, 40)
+    assert recalls[helped.adapter.kind] == max(recalls[k] for k in ("procrustes", "ridge", "residual_mlp"))
+    assert helped.retention == round(recalls[helped.adapter.kind] / recalls["full_reembed"], 4)
+
+
+def test_pairs_refuse_passages_without_one_owner_each(spaces):
+    old, new, old_queries, new_queries = spaces
+    with pytest.raises(ValueError):
+        Pairs(new[:3], old[:3], new_queries[:3], old_queries[:3], new_queries[3:5], old_queries[3:5],
+              new[10:16], old[10:16], np.zeros(5, int))
