@@ -124,7 +124,9 @@ def main() -> None:
     print(f"\n{'case':8} {'docs':>5} {'fit pairs d/q/t/s/g':>24} {'chosen':>12} {'retention':>9} "
           f"{'old→new':>8} {'serve s':>8} {'serve/64k re-embed':>18}")
     for row in rows:
-        pairs = "/".join(str(row[key]) for key in ("sample", "sample", "query_texts", "passages", "general_texts"))
+        pairs = "/".join(
+            str(row[key]) for key in ("sample", "sample", "query_texts", "passages", "general_texts")
+        )
         print(f"{row['corpus']:8} {row['docs']:>5} {pairs:>24} {row['chosen']:>12} {row['retention']:>9.1%} "
               f"{row['backward']['retention']:>8.1%} {row['serve_seconds']:>8.1f} "
               f"{row['serve_share_of_full_reembed']:>18.2%}")

@@ -21,7 +21,9 @@ def connect(home: str | PathLike | None = None, **settings) -> "Embedline":
     `BadSetting` naming the variable.
     """
     given = {"home": home, **settings}
-    return Embedline(Workspace.from_env(home, load(**given)), {k: v for k, v in given.items() if v is not None})
+    return Embedline(
+        Workspace.from_env(home, load(**given)), {k: v for k, v in given.items() if v is not None}
+    )
 
 
 class Embedline:
@@ -53,11 +55,25 @@ class Embedline:
             yield
 
     # -- ingest ------------------------------------------------------------------------------------
-    def ingest(self, source: str | PathLike | None = None, corpus: str | None = None, *, query: str | None = None,
-               model: str | None = None, id_field: str = "id", text_field: str = "text", title_field: str = "title",
-               keep_deleted: bool = False, chunk_tokens: int | None = None, overlap: int = 32,
-               shard_size: int | None = None, precision: str | None = None, gates: dict | None = None,
-               max_delete_share: float = 0.5, max_embed: int | None = None):
+    def ingest(
+        self,
+        source: str | PathLike | None = None,
+        corpus: str | None = None,
+        *,
+        query: str | None = None,
+        model: str | None = None,
+        id_field: str = "id",
+        text_field: str = "text",
+        title_field: str = "title",
+        keep_deleted: bool = False,
+        chunk_tokens: int | None = None,
+        overlap: int = 32,
+        shard_size: int | None = None,
+        precision: str | None = None,
+        gates: dict | None = None,
+        max_delete_share: float = 0.5,
+        max_embed: int | None = None,
+    ):
         """Embed `source` (JSONL[.gz], CSV, Parquet, a folder of .txt/.md/.html, a glob like `docs/*.md`) or
         the rows of a DuckDB `query` into `corpus` as a new validated version; returns the run's `RunSummary`.
 
@@ -215,8 +231,17 @@ class Embedline:
         with self._context():
             return add_model(self.workspace.ensure(), name, str(path), truncate_dim)
 
-    def refresh(self, corpus: str, model: str, sample: int = 5000, query_sample: int = 2000, wait: bool = False,
-                batch_docs: int = 5000, order: str = "source", passage_sample: int = 3000):
+    def refresh(
+        self,
+        corpus: str,
+        model: str,
+        sample: int = 5000,
+        query_sample: int = 2000,
+        wait: bool = False,
+        batch_docs: int = 5000,
+        order: str = "source",
+        passage_sample: int = 3000,
+    ):
         """Move `corpus` to `model` without downtime: fit adapters (new-model queries are served at once),
         backfill the new space, swap prod when it passes its gates. Returns (RefreshFit, swap or None);
         without `wait` the backfill runs in a background process and the swap is None."""

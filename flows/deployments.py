@@ -45,7 +45,9 @@ def render(config: dict) -> dict:
                          **{f"{k}_field": v for k, v in (settings.get("fields") or {}).items()}}
         if settings.get("precision"):
             ingest_params["precision"] = settings["precision"]
-        ingest_params["default_gates"] = check_gates(settings.get("gates") or {})  # `gates --set` outlasts these
+        ingest_params["default_gates"] = check_gates(
+            settings.get("gates") or {}
+        )  # `gates --set` outlasts these
         ingest = _deployment(f"ingest-{corpus}", "embedline.flows.ingest:ingest_corpus", "cpu", ingest_params,
                              settings.get("schedule"), timezone)
         if settings.get("env"):

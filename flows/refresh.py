@@ -43,18 +43,33 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str 
     if recorded is None:
         raise NotFound(f"corpus {corpus!r} is not in the catalog")
     if is_redacted(recorded["source"]):
-        raise BadInput(f"corpus {corpus!r} was ingested from a source with credentials, recorded redacted"
-                       f" ({recorded['source']}): give them through the environment or a DuckDB secret instead"
-                       " (README: Credentials) and ingest once more, then backfill")
+        raise BadInput(
+            f"corpus {corpus!r} was ingested from a source with credentials, recorded redacted"
+            f" ({recorded['source']}): give them through the environment or a DuckDB secret instead"
+            " (README: Credentials) and ingest once more, then backfill"
+        )
     fields = json.loads(recorded["fields"])
-    space, total = space_name(corpus, model), catalog.space_progress(ws, catalog.get_alias(ws, corpus)["space"])["documents"]
-    progress = Progress(total, key=f"backfill-{corpus}-{model}".replace("_", "-"), description=f"backfill {corpus} → {model}")
+    space, total = (
+        space_name(corpus, model),
+        catalog.space_progress(ws, catalog.get_alias(ws, corpus)["space"])["documents"],
+    )
+    key = f"backfill-{corpus}-{model}".replace("_", "-")
+    progress = Progress(total, key=key, description=f"backfill {corpus} → {model}")
     batches = 0
     try:
         while True:
-            summary = ingest_corpus(recorded["source"], corpus, model, fields["id_field"], fields["text_field"],
-                                    fields["title_field"], promote=False, max_embed=batch_docs, order=order,
-                                    home=str(ws.home))
+            summary = ingest_corpus(
+                recorded["source"],
+                corpus,
+                model,
+                fields["id_field"],
+                fields["text_field"],
+                fields["title_field"],
+                promote=False,
+                max_embed=batch_docs,
+                order=order,
+                home=str(ws.home),
+            )
             batches += 1
             progress(catalog.space_progress(ws, space)["documents"], 0)
             print(f"backfill batch {batches}: {summary.docs_new + summary.docs_changed} embedded, "

@@ -256,8 +256,8 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
         )
         run_id = con.execute("SELECT nextval('run_ids')").fetchone()[0]
         con.execute(
-            "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key, chunk_key,"
-            " device, precision)"
+            "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key,"
+            " chunk_key, device, precision)"
             " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
             [run_id, corpus, model, space, redact(source), now(), model_key, chunk_key, device, precision],
         )

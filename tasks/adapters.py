@@ -52,7 +52,9 @@ def fit_procrustes(x: np.ndarray, y: np.ndarray) -> Adapter:
     started = time.perf_counter()
     u, _, vt = np.linalg.svd(x.T.astype(np.float64) @ y.astype(np.float64), full_matrices=False)
     weight = (u @ vt).astype(np.float32)
-    return Adapter("procrustes", weight, np.zeros(y.shape[1], np.float32), fit_seconds=time.perf_counter() - started)
+    return Adapter(
+        "procrustes", weight, np.zeros(y.shape[1], np.float32), fit_seconds=time.perf_counter() - started
+    )
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 0.1) -> Adapter:
@@ -80,7 +82,9 @@ def fit_residual_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 256, epochs: in
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
     linear = torch.from_numpy(x.astype(np.float32) @ base.weight + base.bias)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, y.shape[1]))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, y.shape[1])
+    )
     torch.nn.init.zeros_(net[2].weight)
     torch.nn.init.zeros_(net[2].bias)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -153,7 +157,7 @@ class Pairs:
 @dataclass
 class AdapterChoice:
     adapter: Adapter
-    retention: float  # Recall@k(adapted source query → target index) / Recall@k(source query → source index)
+    retention: float  # Recall@k(adapted query → target index) / Recall@k(source query → source index)
     recalls: dict  # every candidate's figures, for the note and the catalog
 
 

@@ -55,7 +55,9 @@ def sample_documents(ws: Workspace, space: str, version: int, limit: int, extra:
     if table.num_rows > limit:
         table = table.take(np.sort(order[:limit]))
     vectors = embeddings.vector_matrix(table.column("vector"))
-    docs = [{**row, "vector": vector} for row, vector in zip(table.drop_columns(["vector"]).to_pylist(), vectors)]
+    docs = [
+        {**row, "vector": vector} for row, vector in zip(table.drop_columns(["vector"]).to_pylist(), vectors)
+    ]
     return docs, [query_text(row) for row in others]
 
 
@@ -115,18 +117,34 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     backward = choose_adapter(pairs.reversed())
     record(ws, corpus, prod["model"], new_model, backward, len(docs))
     back = {"kind": backward.adapter.kind, "retention": backward.retention, "recalls": backward.recalls}
-    return RefreshFit(corpus, prod["model"], new_model, forward.adapter.kind, forward.retention, forward.recalls,
-                      len(docs), len(extra), serve_seconds, back, len(passages), len(general))
+    return RefreshFit(
+        corpus,
+        prod["model"],
+        new_model,
+        forward.adapter.kind,
+        forward.retention,
+        forward.recalls,
+        len(docs),
+        len(extra),
+        serve_seconds,
+        back,
+        len(passages),
+        len(general),
+    )
 
 
-def record(ws: Workspace, corpus: str, from_model: str, to_model: str, choice: AdapterChoice, sample: int) -> None:
+def record(
+    ws: Workspace, corpus: str, from_model: str, to_model: str, choice: AdapterChoice, sample: int
+) -> None:
     """Save an adapter's weights and record it with its figures; queries use it from then on."""
     path = choice.adapter.save(adapter_path(ws, corpus, from_model, to_model))
     catalog.record_adapter(ws, corpus, from_model, to_model, choice.adapter.kind, choice.retention, str(path),
                            choice.recalls, sample)
 
 
-def save_residual_model(path, old_docs: np.ndarray, new_docs: np.ndarray, adapter: Adapter, alpha: float = 1.0):
+def save_residual_model(
+    path, old_docs: np.ndarray, new_docs: np.ndarray, adapter: Adapter, alpha: float = 1.0
+):
     """Fit, on the sample, a ridge predictor of the adapter's residual (1 − cos between a document's
     adapted new vector and its old vector) from the old vector alone — which every document already
     has — so a backfill can embed first the documents the adapter serves worst."""
@@ -155,7 +173,10 @@ def embed_priority(ws: Workspace, corpus: str, model: str, order: str) -> dict[s
         return {doc_id: float(t) for doc_id, t in rows}
     path = residual_path(ws, corpus, model)
     if not path.exists():
-        raise NotFound(f"no residual model for {corpus!r} → {model!r}: run `embedline refresh {corpus} --model {model}`")
+        raise NotFound(
+            f"no residual model for {corpus!r} → {model!r}: "
+            f"run `embedline refresh {corpus} --model {model}`"
+        )
     fitted = np.load(path)
     table = embeddings.dataset_at(ws, prod["space"], prod["version"]).to_table(
         columns=["doc_id", "vector"], filter="chunk_index = 0")
@@ -188,7 +209,9 @@ class QueryRoutes:
                            f"run `embedline ingest {corpus} SOURCE` first")
         model = model or served
         if model not in self.specs:
-            raise NotFound(f"model {model!r} is not registered: run `embedline models add {model} PATH` first")
+            raise NotFound(
+                f"model {model!r} is not registered: run `embedline models add {model} PATH` first"
+            )
         vector = get_engine(self.specs[model]).embed([text], kind="query")
         if model == served:
             return vector[0]
@@ -248,10 +271,16 @@ def refresh_status(ws: Workspace, corpus: str) -> list[dict]:
     if prod is None:
         raise NotFound(f"corpus {corpus!r} has no prod version")
     with catalog.reading(ws) as con:
-        targets = [r[0] for r in con.execute(
-            "SELECT DISTINCT from_model FROM adapters WHERE corpus = ? AND from_model <> ?", [corpus, prod["model"]]
-        ).fetchall()]
-        prod_docs = con.execute("SELECT count(*) FROM documents WHERE space = ?", [prod["space"]]).fetchone()[0]
+        targets = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT from_model FROM adapters WHERE corpus = ? AND from_model <> ?",
+                [corpus, prod["model"]],
+            ).fetchall()
+        ]
+        prod_docs = con.execute("SELECT count(*) FROM documents WHERE space = ?", [prod["space"]]).fetchone()[
+            0
+        ]
     rows = []
     for model in sorted(targets):
         adapter = catalog.get_adapter(ws, corpus, model, prod["model"])

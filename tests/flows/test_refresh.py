@@ -32,8 +32,16 @@ def two_models(workspace, tiny_model_dir, debian_case):
 def test_adapter_serves_new_model_queries_over_the_old_index_at_once(two_models, debian_case):
     ws = two_models
     fitted = fit_refresh_adapters(ws, "debian", "small", sample=80)
-    assert (fitted.old_model, fitted.new_model, fitted.sample_size, fitted.query_texts) == ("tiny", "small", 80, 40)
-    assert fitted.backward["kind"] in ("procrustes", "ridge", "residual_mlp") and 0 < fitted.backward["retention"]
+    assert (fitted.old_model, fitted.new_model, fitted.sample_size, fitted.query_texts) == (
+        "tiny",
+        "small",
+        80,
+        40,
+    )
+    assert (
+        fitted.backward["kind"] in ("procrustes", "ridge", "residual_mlp")
+        and 0 < fitted.backward["retention"]
+    )
     assert fitted.recalls["raw_mismatch"] == 0.0  # 16-d queries cannot search a 32-d index at all
     assert fitted.recalls[fitted.kind] > 0 and fitted.retention >= 0.5
     vector = query_vector(ws, "debian", "window manager", "small")
@@ -47,8 +55,10 @@ def test_adapter_serves_new_model_queries_over_the_old_index_at_once(two_models,
         "SELECT typeof(query_vector('debian', 'window manager')), typeof(query_vector('debian', 'window manager', 'small'))"
     ).fetchone()
     assert native == adapted == "FLOAT[32]"
-    top = con.execute("SELECT array_cosine_similarity(vector, query_vector('debian', 'window manager', 'small')) AS s"
-                      " FROM debian ORDER BY s DESC LIMIT 5").fetchall()
+    top = con.execute(
+        "SELECT array_cosine_similarity(vector, query_vector('debian', 'window manager', 'small')) AS s"
+        " FROM debian ORDER BY s DESC LIMIT 5"
+    ).fetchall()
     assert [s for (s,) in top] == pytest.approx([h["score"] for h in hits], abs=1e-4)  # SQL and search agree
 
 
@@ -94,8 +104,12 @@ def test_backfill_killed_then_resumed_swaps_after_its_gates_and_rolls_back(two_m
     fit_refresh_adapters(ws, "debian", "small", sample=120)
     env = {**os.environ, "EMBEDLINE_HOME": str(ws.home), "PREFECT_API_URL": PREFECT_API_URL.value()}
     exe = Path(sys.executable).with_name("embedline")
-    proc = subprocess.Popen([str(exe), "backfill", "debian", "--model", "small", "--batch-docs", "40",
-                             "--order", "residual"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "backfill", "debian", "--model", "small", "--batch-docs", "40", "--order", "residual"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 180
     while proc.poll() is None and time.monotonic() < deadline:  # kill it once its first batch is committed
         if catalog.space_progress(ws, "debian__small")["documents"] >= 40:
@@ -105,7 +119,9 @@ def test_backfill_killed_then_resumed_swaps_after_its_gates_and_rolls_back(two_m
     assert proc.wait() == -signal.SIGKILL
     assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"  # a dead backfill never swaps
     with catalog.reading(ws) as con:
-        first_batch = {d for (d,) in con.execute("SELECT doc_id FROM documents WHERE space = 'debian__small'").fetchall()}
+        first_batch = {
+            d for (d,) in con.execute("SELECT doc_id FROM documents WHERE space = 'debian__small'").fetchall()
+        }
     assert len(first_batch) == 40
     priority = embed_priority(ws, "debian", "small", "residual")
     assert first_batch == set(sorted(priority, key=priority.get, reverse=True)[:40])  # worst-served first

@@ -33,13 +33,20 @@ def test_procrustes_recovers_a_rotation_exactly():
 
 def test_adapter_recovers_most_of_the_recall_lost_to_a_model_change(spaces):
     old, new, old_queries, new_queries = spaces
-    pairs = Pairs(new[:1000], old[:1000], new_queries[:1000], old_queries[:1000], new_queries[1000:], old_queries[1000:])
+    pairs = Pairs(
+        new[:1000], old[:1000], new_queries[:1000], old_queries[:1000], new_queries[1000:], old_queries[1000:]
+    )
     choice = choose_adapter(pairs)
     assert choice.recalls["raw_mismatch"] == 0.0  # dims differ: raw new vectors cannot query the old index
     assert choice.retention >= 0.9
-    assert choice.recalls[choice.adapter.kind] == max(choice.recalls[k] for k in ("procrustes", "ridge", "residual_mlp"))
+    assert choice.recalls[choice.adapter.kind] == max(
+        choice.recalls[k] for k in ("procrustes", "ridge", "residual_mlp")
+    )
     # the stored adapter is refitted on every pair: it maps held-in queries at least as well as the folds did
-    assert recall_at_k(choice.adapter(new_queries[:1000]), old[:1000], np.arange(1000)) >= choice.recalls[choice.adapter.kind]
+    assert (
+        recall_at_k(choice.adapter(new_queries[:1000]), old[:1000], np.arange(1000))
+        >= choice.recalls[choice.adapter.kind]
+    )
 
 
 def test_query_pairs_outside_the_sample_raise_retention():
