@@ -7,6 +7,7 @@ matching files of those types.
 import csv
 import glob
 import gzip
+from functools import partial
 import io
 import json
 from collections.abc import Iterator
@@ -173,23 +174,19 @@ def _open_bytes(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
+def _rejected(src: str, number: int, reason: str, text: str) -> tuple[str, int, Rejected]:
+    return src, number, Rejected(src, number, f"{src}:{number}: {reason}", text)
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
     src = str(path)
     with _open_bytes(path) as fh:
         for number, raw in enumerate(fh, start=1):
+            rejected = partial(_rejected, src, number)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield (
-                    src,
-                    number,
-                    Rejected(
-                        src,
-                        number,
-                        f"{src}:{number}: undecodable bytes ({exc.reason} at byte {exc.start})",
-                        raw.decode("utf-8", "replace"),
-                    ),
-                )
+                yield rejected(f"undecodable bytes ({exc.reason} at byte {exc.start})", raw.decode("utf-8", "replace"))
                 continue
             if not line.strip():
                 continue
@@ -197,25 +194,10 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield (
-                    src,
-                    number,
-                    Rejected(
-                        src, number, f"{src}:{number}: invalid JSON ({exc.msg} at column {exc.colno})", line
-                    ),
-                )
+                yield rejected(f"invalid JSON ({exc.msg} at column {exc.colno})", line)
                 continue
             if not isinstance(record, dict):
-                yield (
-                    src,
-                    number,
-                    Rejected(
-                        src,
-                        number,
-                        f"{src}:{number}: expected a JSON object, got {type(record).__name__}",
-                        line,
-                    ),
-                )
+                yield rejected(f"expected a JSON object, got {type(record).__name__}", line)
                 continue
             yield src, number, record
 
