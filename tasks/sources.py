@@ -7,11 +7,11 @@ matching files of those types.
 import csv
 import glob
 import gzip
-from functools import partial
 import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from embedline.errors import BadInput
