@@ -40,6 +40,7 @@ def test_each_corpus_gets_its_own_schedule_and_the_pools_split_cpu_and_gpu_work(
         "initial_model": "mpnet",
         "id_field": "key",
         "text_field": "body",
+        "default_gates": {},  # none in corpora.yaml: a scheduled run clears the deployment layer
     }
     assert by_name["ingest-docs"]["parameters"]["precision"] == "bf16"
     assert by_name["maintain-docs"]["schedules"][0]["cron"] == "17 3 * * *"
