@@ -52,6 +52,7 @@ bench-all: bench
 	$(PY) bench/search.py --docs 64000
 	$(PY) bench/scale_out.py
 	$(PY) bench/footprint.py
+	$(PY) bench/index_costs.py
 
 # A Prefect server with its UI on 127.0.0.1:4200, the cpu/gpu pools, every deployment, workers.
 serve: setup
