@@ -42,8 +42,8 @@ def per_query_scans_recall(table, queries: int = 100, k: int = 10, seed: int = 0
         vectors.shape[1] ** 0.5)
     hits = 0
     for query in noisy:
-        exact = table.search(query).distance_type("cosine").limit(k).select(["chunk_id"]).bypass_vector_index()
-        kth = max(r["_distance"] for r in exact.to_list())
+        exact = table.search(query).distance_type("cosine").limit(k).select(["chunk_id"])
+        kth = max(r["_distance"] for r in exact.bypass_vector_index().to_list())
         ann = table.to_lance().to_table(nearest=index.nearest(query, k), columns=["_distance"],
                                         disable_scoring_autoprojection=True).to_pylist()
         hits += sum(r["_distance"] <= kth + index.TIE_TOLERANCE for r in ann)
@@ -83,11 +83,13 @@ def main() -> None:
     baseline = median["per-query scans (0.2.0)"]
     report = {
         "cpu": cpu_description(), "rows": args.rows, "dim": args.dim, "index_build_s": round(build, 2),
-        "rows_out": [{"name": name, "seconds": round(median[name], 3), "speedup": round(baseline / median[name], 2),
-                      "recall@10": recalls[name]} for name in timings],
+        "rows_out": [{"name": name, "seconds": round(median[name], 3),
+                      "speedup": round(baseline / median[name], 2), "recall@10": recalls[name]}
+                     for name in timings],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
-    print(f"CPU: {report['cpu']['model']}, {report['cpu']['cores']} cores, flags {' '.join(report['cpu']['flags'])}")
+    cpu = report["cpu"]
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags {' '.join(cpu['flags'])}")
     print(f"{args.rows:,} vectors of {args.dim} dims; IVF_HNSW_SQ built in {build:.1f} s")
     print(f"{'recall measurement after a write':<34} {'seconds':>8} {'× 0.2.0':>8} {'recall@10':>10}")
     for row in report["rows_out"]:
