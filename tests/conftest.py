@@ -127,7 +127,8 @@ def postgres_server() -> str:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     data, port = root / "data", _free_port()
-    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "embedline", "-E", "UTF8", "--no-sync"]
+    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "embedline", "-E", "UTF8",
+              "--no-sync"]
     subprocess.run(_as_server_user(initdb), check=True, capture_output=True, cwd=root)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     start = [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]

@@ -1,4 +1,4 @@
-"""The catalog's contract on both backends: the local DuckDB file, and PostgreSQL through DuckDB's extension."""
+"""The catalog's contract on both backends: the local DuckDB file, and PostgreSQL through DuckDB."""
 
 import os
 import signal
