@@ -269,8 +269,10 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Bring the catalog to SCHEMA_VERSION, one transaction per step, on either backend (the caller holds
     the write turn). On Postgres, what DuckDB cannot create there (sequences) goes to the server as is."""
     pg = _is_postgres(con)
+    if _schema_version(con) >= SCHEMA_VERSION:
+        return
     if pg:
-        con.execute("CALL pg_clear_cache()")  # see what other hosts migrated since this session began
+        con.execute("CALL pg_clear_cache()")  # see what other hosts created or migrated meanwhile
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
     current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
     for version in sorted(v for v in MIGRATIONS if current < v <= SCHEMA_VERSION):

@@ -249,7 +249,8 @@ def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
         ).fetchall()
     ]
     for (view,) in con.execute(
-        "SELECT view_name FROM duckdb_views() WHERE temporary AND view_name NOT LIKE 'lance_%'"
+        "SELECT view_name FROM duckdb_views() WHERE temporary AND database_name = 'temp'"
+        " AND view_name NOT LIKE 'lance_%'"  # the session's views, not DuckDB's pg_catalog/information_schema
         " ORDER BY view_name"
     ).fetchall():
         if "__v" in view:

@@ -32,3 +32,9 @@ def test_ingest_sql_versions_and_search_with_a_postgres_catalog(tmp_path, tiny_m
     unchanged = json.loads(run_cli("sql", "SELECT chunks_embedded AS c FROM runs ORDER BY run_id DESC LIMIT 1",
                                    "--format", "json", home=ws.home, check=True).stdout)
     assert unchanged == [{"c": 0}], again.stdout
+    run_cli("sql", "UPDATE runs SET device = 'by-hand' WHERE run_id = 1", "--write", home=ws.home, check=True)
+    edited = run_cli("sql", "SELECT device FROM runs WHERE run_id = 1", "--format", "csv", home=ws.home,
+                     check=True).stdout.split()
+    assert edited == ["device", "by-hand"]  # --write attaches the Postgres catalog itself
+    schema = run_cli("sql", "--schema", home=ws.home, check=True).stdout
+    assert "runs" in schema and "pg_" not in schema and "information_schema" not in schema

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from embedline.errors import NotFound, SpaceBusy, SwapRefused
+from embedline.errors import BadSetting, NotFound, SpaceBusy, SwapRefused
 from embedline.settings import load
 from embedline.storage import catalog
 from embedline.storage.locks import space_lock
@@ -176,3 +176,11 @@ def test_the_postgres_space_lock_is_released_when_its_holder_is_killed(tmp_path,
             assert holder.returncode == -signal.SIGKILL
     finally:
         holder.kill()
+
+
+def test_the_catalog_url_is_checked_and_its_password_never_shown():
+    shown = dict((name, value) for name, value, _ in load(catalog_url="postgresql://app:s3cret@db/cat").shown())
+    assert shown["EMBEDLINE_CATALOG_URL"] == "postgresql://app:***@db/cat"
+    with pytest.raises(BadSetting, match="EMBEDLINE_CATALOG_URL='mysql://x'"):
+        load(catalog_url="mysql://x")
+    assert load(catalog_url="").catalog_url is None
