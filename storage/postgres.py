@@ -13,6 +13,7 @@ the same Postgres. Plain tables in Postgres through the extension keep one engin
 """
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ def extension_path(cache: Path) -> Path:
     cache.mkdir(mode=0o700, parents=True, exist_ok=True)
     link = cache / f"{EXTENSION}.duckdb_extension"
     if not link.is_symlink() or link.resolve() != shipped.resolve():
-        temporary = cache / f".{EXTENSION}.{threading.get_ident()}"
+        temporary = cache / f".{EXTENSION}.{os.getpid()}.{threading.get_ident()}"
         temporary.unlink(missing_ok=True)
         temporary.symlink_to(shipped)
         temporary.replace(link)  # atomic: a concurrent process sees the old link or the new one

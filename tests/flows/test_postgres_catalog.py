@@ -1,4 +1,5 @@
-"""A user's session with the catalog in PostgreSQL (`EMBEDLINE_CATALOG_URL`): ingest, SQL, versions, search."""
+"""A user's session with the catalog in PostgreSQL (`EMBEDLINE_CATALOG_URL`): ingest, SQL, versions,
+search."""
 
 import json
 
@@ -26,11 +27,12 @@ def test_ingest_sql_versions_and_search_with_a_postgres_catalog(tmp_path, tiny_m
     versions = json.loads(run_cli("versions", "debian", "--json", home=ws.home, check=True).stdout)
     assert [(v["validation"], v["aliases"]) for v in versions] == [("passed", ["prod"])]
     title = json.loads(debian_case.read_text().splitlines()[3])["title"]
-    hits = json.loads(run_cli("search", "debian", title, "-k", "3", "--json", home=ws.home, check=True).stdout)
+    hits = json.loads(run_cli("search", "debian", title, "-k", "3", "--json", home=ws.home,
+                              check=True).stdout)
     assert len(hits) == 3 and all(h["doc_id"] for h in hits)
     again = run_cli("ingest", "debian", str(debian_case), "--model", "tiny", home=ws.home, check=True)
-    unchanged = json.loads(run_cli("sql", "SELECT chunks_embedded AS c FROM runs ORDER BY run_id DESC LIMIT 1",
-                                   "--format", "json", home=ws.home, check=True).stdout)
+    latest = "SELECT chunks_embedded AS c FROM runs ORDER BY run_id DESC LIMIT 1"
+    unchanged = json.loads(run_cli("sql", latest, "--format", "json", home=ws.home, check=True).stdout)
     assert unchanged == [{"c": 0}], again.stdout
     run_cli("sql", "UPDATE runs SET device = 'by-hand' WHERE run_id = 1", "--write", home=ws.home, check=True)
     edited = run_cli("sql", "SELECT device FROM runs WHERE run_id = 1", "--format", "csv", home=ws.home,

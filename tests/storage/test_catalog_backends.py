@@ -179,7 +179,8 @@ def test_the_postgres_space_lock_is_released_when_its_holder_is_killed(tmp_path,
 
 
 def test_the_catalog_url_is_checked_and_its_password_never_shown():
-    shown = dict((name, value) for name, value, _ in load(catalog_url="postgresql://app:s3cret@db/cat").shown())
+    settings = load(catalog_url="postgresql://app:s3cret@db/cat")
+    shown = {name: value for name, value, _ in settings.shown()}
     assert shown["EMBEDLINE_CATALOG_URL"] == "postgresql://app:***@db/cat"
     with pytest.raises(BadSetting, match="EMBEDLINE_CATALOG_URL='mysql://x'"):
         load(catalog_url="mysql://x")
