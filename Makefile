@@ -30,10 +30,17 @@ CHROMIUM ?= /usr/bin/chromium
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 
+# Debian's PostgreSQL, which the Postgres-catalog tests start on a private port (needs root and apt).
+INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+POSTGRES_PKG := $(if $(INITDB),,postgresql)
+.PHONY: postgresql
+postgresql:
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+
 # Two processes, whole files each (module fixtures such as the served Prefect stay in one process).
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-test: setup $(CHROMIUM)
+test: setup $(CHROMIUM) $(POSTGRES_PKG)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The integrity state machine (tests/flows/test_integrity_properties.py) for as long as asked.

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from embedline.errors import BadSetting
+from embedline.redaction import redact
 
 PREFIX = "EMBEDLINE_"
 # Keys whose values are secrets wherever they appear (storage options, URLs, key=value pairs).
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     )
     lance_storage_options: dict[str, str] | None = Field(
         None, description='Object-store options for lance_uri, JSON: {"aws_endpoint": ..., "aws_region": ...}'
+    )
+    catalog_url: str | None = Field(
+        None, description="Catalog: unset = <home>/catalog.duckdb; postgresql://user@host/db = PostgreSQL"
     )
     model: str | None = Field(None, description="Default model of SQL's embed(text)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -54,6 +58,15 @@ class Settings(BaseSettings):
     def _device(cls, value: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ValueError("use auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _catalog_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.match(r"postgres(ql)?://", value):
+            raise ValueError("use a postgresql://user[:password]@host[:port]/database URL, or leave it unset")
         return value
 
     @field_validator("lance_storage_options", mode="before")
@@ -82,6 +95,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, dict):
                 value = json.dumps(mask_mapping(value))
+            elif name == "catalog_url" and value:
+                value = redact(value)
             rows.append((PREFIX + name.upper(), "" if value is None else str(value), info.description or ""))
         return rows
 

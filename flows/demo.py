@@ -36,6 +36,7 @@ def run_demo(db, echo=print) -> None:
     """Ingest the slice into corpus `debian` of `db` (an `embedline.Embedline`), then query it."""
     from embedline.flows.cli import format_summary
     from embedline.flows.output import render
+    from embedline.storage import catalog
     from embedline.tasks.evaluation import save_golden
 
     started = time.perf_counter()
@@ -61,5 +62,5 @@ def run_demo(db, echo=print) -> None:
     echo(render(["score", "doc_id", "title"], [(h["score"], h["doc_id"], h["title"]) for h in hits]))
     echo(f"\nDone in {time.perf_counter() - started:.0f} s. Data lives in {ws.home}:")
     echo(f"  LanceDB tables  {ws.lance_uri}  (lancedb.connect(...).open_table('debian__minilm'))")
-    echo(f"  DuckDB catalog  {ws.catalog_path}")
+    echo(f"  Catalog         {catalog.location(ws)}")
     echo("Try: embedline sql \"SELECT * FROM runs\"   |   embedline versions debian")

@@ -1,22 +1,31 @@
-"""The DuckDB catalog: corpora, models, runs, versions, aliases, documents, adapters, quarantine.
+"""The catalog: corpora, models, runs, versions, aliases, documents, adapters, quarantine.
 
-One writer at a time (DuckDB's file lock): every write opens the file, runs one short
-transaction and closes it, retrying while another process holds the lock.
+Two backends, one DuckDB dialect. `EMBEDLINE_CATALOG_URL` unset: the DuckDB file `<home>/catalog.duckdb`;
+one writer at a time (DuckDB's file lock): every write opens the file, runs one short transaction and
+closes it, retrying while another process holds the lock. `postgresql://...`: the same tables in
+PostgreSQL, attached to DuckDB by its `postgres` extension (see `storage.postgres`, which also says why
+not DuckLake); each process keeps one attached session, every write is one Postgres transaction, and
+writers on every host take turns through a Postgres advisory lock held around it (so a transaction
+never reads a snapshot older than the last commit, and compare-and-set promotions stay exact).
 
 `space_heads` keeps each space's clean head: the Lance version that holds exactly the content of
 runs that passed their gates. `documents` lists what that content holds, so both change together.
 """
 
 import json
+import os
+import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import duckdb
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused
 from embedline.redaction import redact
+from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
 
 SCHEMA_VERSION = 11
@@ -123,6 +132,16 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def location(ws: Workspace) -> str:
+    """Where the catalog lives, as a user may be shown it (a URL's password masked)."""
+    url = ws.settings.catalog_url
+    return redact(url) if url else str(ws.catalog_path)
+
+
+def on_postgres(ws: Workspace) -> bool:
+    return ws.settings.catalog_url is not None
+
+
 def _is_lock_error(exc: Exception) -> bool:
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
@@ -144,12 +163,45 @@ def _open(ws: Workspace, read_only: bool) -> duckdb.DuckDBPyConnection:
         raise
 
 
+_SESSIONS: dict[tuple[int, str], duckdb.DuckDBPyConnection] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _postgres_cursor(ws: Workspace) -> duckdb.DuckDBPyConnection:
+    """A cursor on this process's DuckDB session with the Postgres catalog attached as `catalog` (loading
+    the extension costs ~0.4 s: once per process, not per call)."""
+    url = ws.settings.catalog_url
+    key = (os.getpid(), url)  # a forked child attaches again: a connection is never shared across a fork
+    with _SESSIONS_LOCK:
+        if key not in _SESSIONS:
+            con = duckdb.connect()
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            postgres.attach(con, url, "catalog", ws.home / "extensions")
+            _SESSIONS[key] = con
+        cursor = _SESSIONS[key].cursor()
+    cursor.execute("USE catalog")
+    return cursor
+
+
+@contextmanager
+def _write_turn(ws: Workspace) -> Iterator[None]:
+    """On Postgres, this process's turn among every host's catalog writers; nothing to do on a file."""
+    if not on_postgres(ws):
+        yield
+        return
+    with postgres.advisory_lock(ws.settings.catalog_url, postgres.CATALOG_WRITE_LOCK, wait_seconds=60) as got:
+        if not got:
+            raise CatalogBusy(f"another process has held the catalog {location(ws)} for 60 s; retry later")
+        yield
+
+
 @contextmanager
 def writing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short write transaction on the catalog (migrated to the current schema first)."""
     ws.ensure()
-    with private_files():  # a new catalog file and its write-ahead log are 0600
-        con = _open(ws, read_only=False)
+    with private_files(), _write_turn(ws):  # a new catalog file and its write-ahead log are 0600
+        con = _postgres_cursor(ws) if on_postgres(ws) else _open(ws, read_only=False)
         try:
             migrate(con)
             con.execute("BEGIN")
@@ -166,6 +218,10 @@ def writing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
 def reading(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection; creates the catalog first if this workspace has none, and migrates one
     an older embedline wrote (a workspace that only ever reads must still see today's schema)."""
+    if on_postgres(ws):
+        with _reading_postgres(ws) as con:
+            yield con
+        return
     if not ws.catalog_path.exists():
         with writing(ws):
             pass
@@ -181,30 +237,92 @@ def reading(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
+@contextmanager
+def _reading_postgres(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = _postgres_cursor(ws)
+    try:
+        if _schema_version(con) < SCHEMA_VERSION:
+            with writing(ws):
+                pass
+            con.execute("CALL pg_clear_cache()")  # tables another session created or altered
+        yield con
+    finally:
+        con.close()
+
+
 def _rollback(con) -> None:
     """Undo the open transaction; the error that got us here is what the caller sees."""
     try:
         con.execute("ROLLBACK")
-    except duckdb.TransactionException:
-        pass  # nothing was open (the failure came before BEGIN)
+    except duckdb.Error:
+        pass  # nothing was open (the failure came before BEGIN), or the connection is gone with it
 
 
 def _schema_version(con) -> int:
     try:
         return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-    except duckdb.CatalogException:  # a file created but never migrated
+    except duckdb.CatalogException:  # a file created but never migrated (or a Postgres database)
         return 0
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring the catalog to SCHEMA_VERSION, one transaction per step, on either backend (the caller holds
+    the write turn). On Postgres, what DuckDB cannot create there (sequences) goes to the server as is."""
+    pg = _is_postgres(con)
+    if _schema_version(con) >= SCHEMA_VERSION:
+        return
+    if pg:
+        con.execute("CALL pg_clear_cache()")  # see what other hosts created or migrated meanwhile
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
     current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
     for version in sorted(v for v in MIGRATIONS if current < v <= SCHEMA_VERSION):
         con.execute("BEGIN")
         step = MIGRATIONS[version]
-        step(con) if callable(step) else con.execute(step)
+        if callable(step):
+            step(con)
+        elif pg:
+            _run_on_postgres(con, step)
+        else:
+            con.execute(step)
         con.execute("INSERT INTO schema_version VALUES (?)", [version])
         con.execute("COMMIT")
+
+
+def _is_postgres(con) -> bool:
+    return con.execute(
+        "SELECT type = 'postgres' FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()[0]
+
+
+_SERVER_SIDE = re.compile(r"\s*(CREATE SEQUENCE|ALTER TABLE)\b", re.IGNORECASE)
+
+
+def _run_on_postgres(con, step: str) -> None:
+    """A migration's DuckDB SQL on an attached Postgres. What the extension cannot pass on (CREATE SEQUENCE;
+    ALTER TABLE, whose DuckDB type names it sends as they are) goes to the server in its own dialect."""
+    for statement in filter(str.strip, step.split(";")):
+        if _SERVER_SIDE.match(statement):
+            pg_sql = re.sub(r"\bDOUBLE\b", "DOUBLE PRECISION", statement.strip())
+            pg_sql = re.sub(r"\bJSON\b", "TEXT", pg_sql)  # the extension writes JSON as text: a json column
+            # refuses it; DuckDB's json functions read text the same
+            con.execute("CALL postgres_execute('catalog', ?)", [pg_sql])
+            con.execute("CALL pg_clear_cache()")
+        else:
+            con.execute(statement)
+
+
+def _next_run_id(con) -> int:
+    if _is_postgres(con):
+        sql = "SELECT * FROM postgres_query('catalog', 'SELECT nextval(''run_ids'')')"
+        return con.execute(sql).fetchone()[0]
+    return con.execute("SELECT nextval('run_ids')").fetchone()[0]
+
+
+def table_names(con) -> list[str]:
+    """The catalog's tables (the session's current database and schema, file or Postgres)."""
+    return [t for (t,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        " AND schema_name = current_schema() ORDER BY table_name").fetchall()]
 
 
 def _rows(con, sql: str, params: list | None = None) -> list[dict]:
@@ -254,7 +372,7 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
             "UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ? AND status = 'running'",
             [now(), space],
         )
-        run_id = con.execute("SELECT nextval('run_ids')").fetchone()[0]
+        run_id = _next_run_id(con)
         con.execute(
             "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key,"
             " chunk_key, device, precision)"
@@ -289,7 +407,7 @@ def get_run(ws: Workspace, run_id: int) -> dict:
     with reading(ws) as con:
         rows = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
     if not rows:
-        raise NotFound(f"no run {run_id} in {ws.catalog_path}")
+        raise NotFound(f"no run {run_id} in {location(ws)}")
     return rows[0]
 
 
@@ -424,16 +542,18 @@ def _set_clean_version(con, space: str, version: int) -> None:
 
 
 def _add_metadata_columns(con, corpus: str, run_id: int, types: dict[str, str]) -> None:
-    for name, kind in types.items():
+    added = now()  # one microsecond apart: their order is the columns' order on either backend
+    for i, (name, kind) in enumerate(types.items()):
         con.execute("INSERT INTO metadata_columns VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [corpus, name, kind, run_id, now()])
+                    [corpus, name, kind, run_id, added + timedelta(microseconds=i)])
 
 
 def metadata_types(ws: Workspace, corpus: str) -> dict[str, str]:
     """column → type (int64, double, bool, string, list<string>) of the corpus's metadata columns, in
     the order they first came; a type is fixed by the first run that wrote the column."""
     with reading(ws) as con:
-        rows = con.execute("SELECT name, type FROM metadata_columns WHERE corpus = ? ORDER BY run_id, rowid",
+        rows = con.execute("SELECT name, type FROM metadata_columns WHERE corpus = ?"
+                           " ORDER BY run_id, added_at, rowid",
                            [corpus]).fetchall()
     return dict(rows)
 
@@ -504,14 +624,15 @@ def rollback(ws: Workspace, corpus: str, alias: str = "prod") -> dict:
     with writing(ws) as con:
         history = _rows(
             con,
-            "SELECT rowid AS id, space, version, model FROM alias_history"
+            "SELECT moved_at, space, version, model FROM alias_history"
             " WHERE corpus = ? AND alias = ? AND NOT undone ORDER BY moved_at DESC, rowid DESC LIMIT 2",
             [corpus, alias],
         )
         if len(history) < 2:
             raise NotFound(f"{corpus!r} {alias!r} has no earlier version to roll back to")
         latest, previous = history
-        con.execute("UPDATE alias_history SET undone = true WHERE rowid = ?", [latest["id"]])
+        con.execute("UPDATE alias_history SET undone = true WHERE corpus = ? AND alias = ? AND moved_at = ?",
+                    [corpus, alias, latest["moved_at"]])
         _set_alias(con, corpus, alias, previous["space"], previous["version"], previous["model"], log=False,
                    held=True)
         return {"corpus": corpus, "alias": alias, "space": previous["space"], "version": previous["version"],

@@ -1,7 +1,8 @@
 """The DuckDB session of the SQL contract.
 
-- catalog tables (`corpora`, `runs`, `versions`, ...) straight from `catalog.duckdb`, attached
-  read-only unless the session was opened for writing;
+- catalog tables (`corpora`, `runs`, `versions`, ...) from the catalog (`catalog.duckdb`, or PostgreSQL
+  when `EMBEDLINE_CATALOG_URL` names it): a snapshot unless the session was opened for writing, then
+  the catalog itself, attached;
 - one view per corpus over its `prod` alias and one per space over its latest version, scanned
   from Lance through Arrow (projections and filters are pushed down); a space storing float16 vectors
   is scanned with them cast to float32 (`storage.vectors.WidenedDataset`), so `vector` is `FLOAT[d]`
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 from duckdb.sqltypes import FLOAT, VARCHAR
 
-from embedline.storage import catalog, embeddings, sql_guard
+from embedline.storage import catalog, embeddings, postgres, sql_guard
 from embedline.storage.vectors import readable_by_duckdb
 from embedline.errors import BadInput, BadName, ReadOnly
 from embedline.names import check_name, check_space
@@ -42,8 +43,7 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
     if write:
         with catalog.reading(ws):  # creates and migrates the catalog if this workspace is new
             pass
-        con.execute(f"ATTACH '{_quote(str(ws.catalog_path))}' AS catalog")
-        con.execute("USE catalog")
+        _attach_catalog(con, ws)
     else:
         con.execute("SET allow_persistent_secrets = false")  # no ~/.duckdb/stored_secrets to read
         _snapshot_catalog(con, ws)
@@ -82,13 +82,21 @@ def _session_rule(con) -> sql_guard.ReadRule:
                               tuple(stored["prefixes"]))
 
 
+def _attach_catalog(con, ws: Workspace) -> None:
+    """The catalog itself, writable: the DuckDB file, or the Postgres database through the extension."""
+    if ws.settings.catalog_url:
+        postgres.attach(con, ws.settings.catalog_url, "catalog", ws.home / "extensions")
+    else:
+        con.execute(f"ATTACH '{_quote(str(ws.catalog_path))}' AS catalog")
+    con.execute("USE catalog")
+
+
 def _snapshot_catalog(con, ws: Workspace) -> None:
     """Copy the catalog's tables into the session: one consistent snapshot, and no file handle held,
     so ingests (in this process or another) can write while the session is open."""
     con.execute("ATTACH ':memory:' AS catalog")
     with catalog.reading(ws) as source:
-        tables = [t for (t,) in source.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()]
+        tables = catalog.table_names(source)
         snapshot = {t: source.execute(f'SELECT * FROM "{t}"').fetch_arrow_table() for t in tables}
     for name, table in snapshot.items():
         con.register("snapshot_source", table)
@@ -137,7 +145,7 @@ def write_plan(ws: Workspace, sql: str) -> str:
     kinds = [sql_guard.statement_kind(s) for s in parse(duckdb.connect(), sql)]
     return (
         f"--write: running {len(kinds)} statement(s) ({', '.join(kinds)}) with write access to the catalog"
-        f" {ws.catalog_path}, the Lance data (__lance_* functions) and any file DuckDB can reach"
+        f" {catalog.location(ws)}, the Lance data (__lance_* functions) and any file DuckDB can reach"
     )
 
 
@@ -236,11 +244,13 @@ def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
     names = [
         (t, "table", "catalog")
         for (t,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'catalog' ORDER BY table_name"
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'catalog'"
+            " AND schema_name = current_schema() ORDER BY table_name"
         ).fetchall()
     ]
     for (view,) in con.execute(
-        "SELECT view_name FROM duckdb_views() WHERE temporary AND view_name NOT LIKE 'lance_%'"
+        "SELECT view_name FROM duckdb_views() WHERE temporary AND database_name = 'temp'"
+        " AND view_name NOT LIKE 'lance_%'"  # the session's views, not DuckDB's pg_catalog/information_schema
         " ORDER BY view_name"
     ).fetchall():
         if "__v" in view:

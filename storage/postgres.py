@@ -1,0 +1,114 @@
+"""PostgreSQL, for a catalog and locks shared by many hosts (`EMBEDLINE_CATALOG_URL=postgresql://...`).
+
+The catalog stays a DuckDB session: DuckDB's `postgres` extension (loaded offline from the
+`duckdb-extension-postgres` package) attaches the database, so every query, view and the SQL contract are
+the same as on the local file. Locks are Postgres session advisory locks, each held by a dedicated psycopg
+connection: when the holder dies, its connection drops and the server releases the lock.
+
+Why not DuckLake (`duckdb-extension-ducklake`)? It is a lakehouse format (Parquet data files plus a
+metadata database) built for large, append-mostly tables; our catalog is small, row-updated state (runs,
+aliases, compare-and-set promotions) that needs row-level transactions and locks from several hosts, and
+DuckLake would add a data path (object store for its Parquet files) and its own snapshot model on top of
+the same Postgres. Plain tables in Postgres through the extension keep one engine and one transaction.
+"""
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from embedline.errors import BadSetting, CatalogBusy
+from embedline.redaction import redact
+
+EXTENSION = "postgres_scanner"  # the name DuckDB's loader expects (its entry point is derived from it)
+CATALOG_WRITE_LOCK = "embedline-catalog-write"
+
+
+def extension_path(cache: Path) -> Path:
+    """The signed extension from its registry package, under the file name DuckDB's loader expects (the
+    package ships it as `postgres.duckdb_extension`): a link in `cache`."""
+    try:
+        import duckdb_extension_postgres
+    except ImportError as exc:
+        raise BadSetting("EMBEDLINE_CATALOG_URL names PostgreSQL but duckdb-extension-postgres is not "
+                         "installed: pip install duckdb-extension-postgres==1.5.5") from exc
+    shipped = (Path(duckdb_extension_postgres.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+               / "postgres.duckdb_extension")
+    if not shipped.is_file():
+        raise BadSetting(f"duckdb-extension-postgres has no build for duckdb {duckdb.__version__}: "
+                         "install the package version that matches duckdb")
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    link = cache / f"{EXTENSION}.duckdb_extension"
+    if not link.is_symlink() or link.resolve() != shipped.resolve():
+        temporary = cache / f".{EXTENSION}.{os.getpid()}.{threading.get_ident()}"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(shipped)
+        temporary.replace(link)  # atomic: a concurrent process sees the old link or the new one
+    return link
+
+
+def attach(con: duckdb.DuckDBPyConnection, url: str, name: str, cache: Path, read_only: bool = False) -> None:
+    """Load the extension (offline; signature checked) and attach the database at `url` as `name`."""
+    path = str(extension_path(cache)).replace("'", "''")
+    con.execute(f"LOAD '{path}'")
+    mode = ", READ_ONLY" if read_only else ""
+    try:
+        con.execute(f"ATTACH '{url.replace(chr(39), chr(39) * 2)}' AS {name} (TYPE postgres{mode})")
+    except duckdb.Error as exc:
+        raise CatalogBusy(f"cannot reach the catalog at {redact(url)} ({_first_line(exc)}); check "
+                          "EMBEDLINE_CATALOG_URL and that PostgreSQL is up, then retry") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a name (the same on every host)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[bool]:
+    """Hold the session advisory lock `name` on a connection of its own for the block; yields False (and
+    holds nothing) when `wait_seconds` passed without getting it (None: wait as long as it takes).
+    The server releases it when the block ends or the holding process dies (its connection closes)."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(url, autocommit=True, application_name=f"embedline lock {name}"[:63])
+    except psycopg.Error as exc:
+        raise CatalogBusy(f"cannot reach PostgreSQL at {redact(url)} for a lock ({_first_line(exc)}); "
+                          "check EMBEDLINE_CATALOG_URL, then retry") from exc
+    try:
+        key = lock_key(name)
+        if wait_seconds is None:
+            conn.execute("SELECT pg_advisory_lock(%s)", [key])
+            got = True
+        else:
+            got = _try_lock(conn, key, wait_seconds)
+        yield got
+    finally:
+        conn.close()  # closing the session releases every lock it holds
+
+
+def _try_lock(conn, key: int, wait_seconds: float) -> bool:
+    """pg_try_advisory_lock, then (if allowed to wait) a blocking lock under a statement timeout."""
+    if conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
+        return True
+    if wait_seconds <= 0:
+        return False
+    import psycopg
+
+    conn.execute(f"SET statement_timeout = {int(wait_seconds * 1000)}")
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", [key])
+        return True
+    except psycopg.errors.QueryCanceled:
+        return False
+    finally:
+        conn.execute("SET statement_timeout = 0")

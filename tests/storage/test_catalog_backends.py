@@ -1,0 +1,187 @@
+"""The catalog's contract on both backends: the local DuckDB file, and PostgreSQL through DuckDB."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from embedline.errors import BadSetting, NotFound, SpaceBusy, SwapRefused
+from embedline.settings import load
+from embedline.storage import catalog
+from embedline.storage.locks import space_lock
+from embedline.workspace import Workspace
+
+CONTRACT_TABLES = {"corpora", "models", "runs", "versions", "aliases", "documents", "adapters", "quarantine"}
+
+
+def make_workspace(tmp_path, url: str | None) -> Workspace:
+    settings = load(home=tmp_path / "home", catalog_url=url)
+    return Workspace.from_env(tmp_path / "home", settings=settings).ensure()
+
+
+def record_run(ws: Workspace, space: str = "debian__tiny", version: int = 1, passed: bool = True,
+               docs: tuple[str, ...] = ("a", "b")) -> int:
+    run_id = catalog.start_run(ws, space.split("__")[0], "tiny", space, "debian.jsonl", {"id_field": "id"},
+                               "model-key", "chunk-key", "cpu", "fp32")
+    documents = pa.table({"doc_id": list(docs), "content_hash": [f"h-{d}" for d in docs],
+                          "change_key": [f"k-{d}" for d in docs], "chunk_count": [1] * len(docs)})
+    catalog.finish_run(
+        ws, run_id, counts={"docs_read": len(docs), "docs_new": len(docs)}, seconds=0.5,
+        documents_arrow=documents, deleted_doc_ids=[],
+        quarantined=[{"source": "debian.jsonl", "position": 7, "reason": "no text", "raw": "{}"}],
+        version={"space": space, "version": version, "tag": f"run-{run_id}", "row_count": len(docs),
+                 "validation": "passed" if passed else "failed", "failures": None if passed else "recall",
+                 "metrics": {"recall": float("nan")}},
+        promote_to="prod", metadata_types={"section": "string", "priority": "int64"},
+    )
+    return run_id
+
+
+def test_a_new_catalog_is_migrated_to_the_current_schema(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    with catalog.reading(ws) as con:
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == catalog.SCHEMA_VERSION
+        assert CONTRACT_TABLES <= set(catalog.table_names(con))
+        columns = {c for (c,) in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name ="
+                                             " 'versions' AND database_name = current_database()").fetchall()}
+    assert {"index_recall", "metrics"} <= columns  # added by migrations 2 and 3
+
+
+def test_a_run_is_recorded_with_its_documents_version_quarantine_and_alias(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    run_id = record_run(ws)
+    run = catalog.get_run(ws, run_id)
+    assert (run["status"], run["docs_read"], run["version"]) == ("succeeded", 2, 1)
+    assert catalog.known_documents(ws, "debian__tiny") == {"a": "k-a", "b": "k-b"}
+    assert catalog.get_alias(ws, "debian")["version"] == 1
+    assert catalog.clean_version(ws, "debian__tiny") == 1
+    assert catalog.metadata_types(ws, "debian") == {"section": "string", "priority": "int64"}
+    [listed] = catalog.list_versions(ws, "debian")
+    assert (listed["aliases"], listed["validation"]) == (["prod"], "passed")
+    with catalog.reading(ws) as con:
+        assert con.execute("SELECT count(*), any_value(reason) FROM quarantine").fetchone() == (1, "no text")
+
+
+def test_a_failed_run_records_no_documents_and_moves_no_alias(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    record_run(ws, version=1, docs=("a",))
+    failed = record_run(ws, version=2, passed=False, docs=("a", "b"))
+    assert catalog.get_run(ws, failed)["status"] == "failed"
+    assert catalog.known_documents(ws, "debian__tiny") == {"a": "k-a"}
+    assert catalog.get_alias(ws, "debian")["version"] == 1
+
+
+def test_a_write_that_fails_midway_leaves_nothing(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    with pytest.raises(RuntimeError, match="midway"):
+        with catalog.writing(ws) as con:
+            con.execute("INSERT INTO corpora (name, source) VALUES ('half', 'x')")
+            con.execute("INSERT INTO aliases (corpus, alias, space, version) VALUES ('half', 'prod', 'h', 1)")
+            raise RuntimeError("midway")
+    assert catalog.get_corpus(ws, "half") is None
+    assert catalog.list_aliases(ws) == []
+
+
+def test_promote_is_a_compare_and_set_and_rollback_holds_the_alias(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    record_run(ws, version=1)
+    record_run(ws, version=2)
+    assert catalog.get_alias(ws, "debian")["version"] == 2
+    with pytest.raises(SwapRefused, match="moved to"):
+        catalog.promote(ws, "debian", 1, expect=("debian__tiny", 1))
+    back = catalog.rollback(ws, "debian")
+    assert (back["version"], back["from_version"]) == (1, 2)
+    alias = catalog.get_alias(ws, "debian")
+    assert (alias["version"], alias["held"]) == (1, True)
+    with pytest.raises(SwapRefused, match="held"):
+        catalog.promote(ws, "debian", 2, expect=("debian__tiny", 1))
+    assert catalog.promote(ws, "debian", 2)["version"] == 2
+    with pytest.raises(NotFound):
+        catalog.promote(ws, "debian", 9)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from tests.storage.test_catalog_backends import make_workspace, record_run
+    from pathlib import Path
+    ws = make_workspace(Path(sys.argv[1]), sys.argv[2] or None)
+    ids = [record_run(ws, space=f"c{{sys.argv[3]}}__tiny", version=v) for v in (1, 2)]
+    print(*ids)
+""")
+
+
+def test_many_processes_record_runs_at_once_and_all_land(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    with catalog.reading(ws):
+        pass  # created once, so the writers race on runs, not on the first migration
+    script = WRITER.format(root=str(Path(__file__).parents[2]))
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), catalog_url or "", str(i)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
+    outputs = [w.communicate(timeout=240) for w in writers]
+    assert [w.returncode for w in writers] == [0] * 6, [err[-2000:] for _, err in outputs]
+    reported = [int(i) for out, _ in outputs for i in out.split()]
+    assert len(reported) == len(set(reported)) == 12
+    with catalog.reading(ws) as con:
+        rows = con.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
+        spaces = con.execute("SELECT count(DISTINCT space), count(*) FROM versions").fetchone()
+    assert sorted(reported) == [r for r, _ in rows] and {s for _, s in rows} == {"succeeded"}
+    assert spaces == (6, 12)
+    assert len(catalog.list_aliases(ws)) == 6
+
+
+def test_a_held_space_lock_turns_a_second_writer_away(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    with space_lock(ws, "debian__tiny"):
+        with pytest.raises(SpaceBusy, match="another run is writing space 'debian__tiny'"):
+            with space_lock(ws, "debian__tiny"):
+                pass
+        with space_lock(ws, "other__tiny"):  # other spaces are free
+            pass
+    with space_lock(ws, "debian__tiny"):  # released when the block ended
+        pass
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from embedline.settings import load
+    from embedline.storage.locks import space_lock
+    from embedline.workspace import Workspace
+    ws = Workspace.from_env(Path(sys.argv[1]), settings=load(home=sys.argv[1], catalog_url=sys.argv[2]))
+    with space_lock(ws, "debian__tiny"):
+        print("held", flush=True)
+        time.sleep(600)
+""")
+
+
+def test_the_postgres_space_lock_is_released_when_its_holder_is_killed(tmp_path, postgres_url):
+    ws = make_workspace(tmp_path, postgres_url)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ws.home), postgres_url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+        assert not (ws.home / "locks").exists()  # held in Postgres, not on this disk
+        with pytest.raises(SpaceBusy):
+            with space_lock(ws, "debian__tiny", wait_seconds=0.5):
+                pass
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+        with space_lock(ws, "debian__tiny", wait_seconds=30):  # the server released it with the connection
+            assert holder.returncode == -signal.SIGKILL
+    finally:
+        holder.kill()
+
+
+def test_the_catalog_url_is_checked_and_its_password_never_shown():
+    settings = load(catalog_url="postgresql://app:s3cret@db/cat")
+    shown = {name: value for name, value, _ in settings.shown()}
+    assert shown["EMBEDLINE_CATALOG_URL"] == "postgresql://app:***@db/cat"
+    with pytest.raises(BadSetting, match="EMBEDLINE_CATALOG_URL='mysql://x'"):
+        load(catalog_url="mysql://x")
+    assert load(catalog_url="").catalog_url is None
