@@ -91,7 +91,7 @@ def ingest_corpus(
         spec.out_dim, spec.key(), spec.normalize, **run_gates(ws, corpus, gates, default_gates)
     )
     space = space_name(corpus, model)
-    with space_lock(ws, space):  # 2. one writer per space
+    with space_lock(ws, space) as lease:  # 2. one writer per space
         run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),
                                    params.key(), device, spec.precision)
         staging = ws.staging_dir / f"run-{run_id}"
@@ -123,10 +123,12 @@ def ingest_corpus(
                 shard_size,  # 5. chunk + embed
                 precision=precision,
             )
+            lease.confirm()  # still this space's writer (a Postgres lock ends with its connection)
             version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
             metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall
             report = validate(space, embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 8. GX gates
                               expect, metrics, ws.reports_dir / "gx")
+            lease.confirm()
             summary = record(
                 ws,
                 corpus,

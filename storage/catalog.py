@@ -190,8 +190,9 @@ def _write_turn(ws: Workspace) -> Iterator[None]:
     if not on_postgres(ws):
         yield
         return
-    with postgres.advisory_lock(ws.settings.catalog_url, postgres.CATALOG_WRITE_LOCK, wait_seconds=60) as got:
-        if not got:
+    url = ws.settings.catalog_url
+    with postgres.advisory_lock(url, postgres.CATALOG_WRITE_LOCK, wait_seconds=60) as conn:
+        if conn is None:
             raise CatalogBusy(f"another process has held the catalog {location(ws)} for 60 s; retry later")
         yield
 
@@ -245,7 +246,12 @@ def _reading_postgres(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
             with writing(ws):
                 pass
             con.execute("CALL pg_clear_cache()")  # tables another session created or altered
+        con.execute("BEGIN")  # one snapshot for every query of the read, as the file gives
         yield con
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
     finally:
         con.close()
 

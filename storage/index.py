@@ -11,6 +11,7 @@ import math
 import os
 
 import numpy as np
+import pyarrow as pa
 
 # Tuned on MiniLM chunks of the Debian corpus (bench/search.py, 200 synopsis queries, tie-aware
 # recall@10): HNSW over scalar-quantized vectors, re-ranking 4×k candidates on the exact vectors.
@@ -59,13 +60,13 @@ def refresh_indexes(table, min_rows: int | None = None, index_type: str = DEFAUL
     has_vector = "vector_idx" in existing
     other_kind = has_vector and existing["vector_idx"] != INDEX_TYPES[index_type][0]
     rebuild = other_kind or (has_vector and outgrown(table, index_type))
-    if not first_write:
-        table.optimize(cleanup_older_than=forever())  # fold new rows into the indexes, prune nothing
     if rebuild or (not has_vector and table.count_rows() >= min_rows):
-        build_vector_index(table, index_type)
-        has_vector = True
-    if not has_vector:
-        return {"index_type": None, "index_recall": None}
+        build_vector_index(table, index_type)  # the text and id indexes fold this write's rows in next time
+        has_vector = True  # (an optimize right after a build left Lance 14 reporting one partition)
+    elif not first_write:
+        table.optimize(cleanup_older_than=forever())  # fold new rows into the indexes, prune nothing
+    if not has_vector or table.count_rows() == 0:
+        return {"index_type": None if not has_vector else index_type.upper(), "index_recall": None}
     return {"index_type": index_type.upper(), "index_recall": measure_recall(table)}
 
 
@@ -131,9 +132,10 @@ def nearest(vector, k: int, refine: bool = True) -> dict:
 def measure_recall(table, queries: int = 100, k: int = 10, seed: int = 0) -> float:
     """recall@k of the indexed search against exact search, for perturbed stored vectors as queries.
 
-    Tie-aware: a hit counts when its (exact, re-ranked) distance is within the exact k-th distance,
-    since corpora hold duplicate texts whose vectors tie and either of them is a right answer. The
-    exact side is one streamed pass over the vectors for all queries (`exact_kth_distances`), not a
+    Tie-aware: a hit counts when its distance is within the exact k-th distance, since corpora hold
+    duplicate texts whose vectors tie and either of them is a right answer. Both sides' distances come
+    from one kernel (`cosine_distances`, in float32 whatever the stored type), so ties compare exactly;
+    the exact side is one streamed pass over the vectors for all queries (`exact_kth_distances`), not a
     scan per query, so the cost after a write is one read of the column.
     """
     dataset = table.to_lance()  # opened once: opening it costs more than an indexed search
@@ -146,25 +148,38 @@ def measure_recall(table, queries: int = 100, k: int = 10, seed: int = 0) -> flo
     kth = exact_kth_distances(dataset, noisy, k)
     hits = 0
     for query, limit in zip(noisy, kth):
-        ann = dataset.to_table(nearest=nearest(query, k), columns=["_distance"],
-                               disable_scoring_autoprojection=True).to_pylist()
-        hits += sum(r["_distance"] <= limit + TIE_TOLERANCE for r in ann)
+        found = dataset.to_table(nearest=nearest(query, k), columns=["vector"],
+                                 disable_scoring_autoprojection=True).column("vector")
+        hits += int((cosine_distances(query[None], as_matrix(found))[0] <= limit + TIE_TOLERANCE).sum())
     return round(hits / (k * len(noisy)), 4)
 
 
-TIE_TOLERANCE = 1e-5  # Lance's and NumPy's float32 cosine kernels round differently in the last digits
+TIE_TOLERANCE = 1e-6  # float32 rounding of one kernel's two evaluations of the same pair
 
 
 def exact_kth_distances(dataset, queries: np.ndarray, k: int, batch_rows: int = 65_536) -> np.ndarray:
     """Each query's exact k-th smallest cosine distance over the dataset's vectors, in one streamed pass
     (memory: one batch of vectors and a k-wide running best per query)."""
-    unit = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
     best = np.full((len(queries), 0), np.inf, dtype=np.float32)
     for batch in dataset.to_batches(columns=["vector"], batch_size=batch_rows):
-        column = batch.column("vector")
-        block = column.values.to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
-        block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
-        candidates = np.concatenate([best, 1.0 - unit @ block.T], axis=1)
+        distances = cosine_distances(queries, as_matrix(batch.column("vector")))
+        candidates = np.concatenate([best, distances], axis=1)
         keep = min(k, candidates.shape[1])
         best = np.partition(candidates, keep - 1, axis=1)[:, :keep]
     return best.max(axis=1)
+
+
+def as_matrix(column) -> np.ndarray:
+    """A fixed-size-list vector column (float32 or float16; an array or a chunked one) as an (n, d) float32
+    matrix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1).astype(np.float32)
+
+
+def cosine_distances(queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """1 − cos for every (query, vector) pair; a zero vector is at distance 1 from everything."""
+    def unit(m):
+        return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+    return 1.0 - unit(queries) @ unit(vectors).T

@@ -13,11 +13,13 @@ the same Postgres. Plain tables in Postgres through the extension keep one engin
 """
 
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import duckdb
 
@@ -52,15 +54,30 @@ def extension_path(cache: Path) -> Path:
 
 
 def attach(con: duckdb.DuckDBPyConnection, url: str, name: str, cache: Path, read_only: bool = False) -> None:
-    """Load the extension (offline; signature checked) and attach the database at `url` as `name`."""
+    """Load the extension (offline; signature checked) and attach the database at `url` as `name`. The
+    password goes to libpq through PGPASSWORD, never into DuckDB: its errors and `duckdb_databases()`
+    quote the URL it was given."""
     path = str(extension_path(cache)).replace("'", "''")
     con.execute(f"LOAD '{path}'")
     mode = ", READ_ONLY" if read_only else ""
+    bare = without_password(url)
     try:
-        con.execute(f"ATTACH '{url.replace(chr(39), chr(39) * 2)}' AS {name} (TYPE postgres{mode})")
+        con.execute(f"ATTACH '{bare.replace(chr(39), chr(39) * 2)}' AS {name} (TYPE postgres{mode})")
     except duckdb.Error as exc:
         raise CatalogBusy(f"cannot reach the catalog at {redact(url)} ({_first_line(exc)}); check "
                           "EMBEDLINE_CATALOG_URL and that PostgreSQL is up, then retry") from exc
+
+
+def without_password(url: str) -> str:
+    """`url` with its password moved to PGPASSWORD (which libpq reads for every connection of this
+    process and its children): the URL left may appear in any error or listing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    os.environ["PGPASSWORD"] = unquote(parts.password)
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
 def _first_line(exc: Exception) -> str:
@@ -72,15 +89,23 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+# A holder whose host dies or drops off the network holds nothing for long: the server probes an idle
+# lock connection after 10 s and gives up after three 5-second probes (the default waits two hours).
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+              "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"}
+
+
 @contextmanager
-def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[bool]:
-    """Hold the session advisory lock `name` on a connection of its own for the block; yields False (and
-    holds nothing) when `wait_seconds` passed without getting it (None: wait as long as it takes).
-    The server releases it when the block ends or the holding process dies (its connection closes)."""
+def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[object | None]:
+    """Hold the session advisory lock `name` on a connection of its own for the block; yields that
+    connection (`still_held` checks it), or None (holding nothing) when `wait_seconds` passed without
+    getting it (None: wait as long as it takes). The server releases the lock when the block ends or the
+    holding process dies (its connection closes)."""
     import psycopg
 
     try:
-        conn = psycopg.connect(url, autocommit=True, application_name=f"embedline lock {name}"[:63])
+        conn = psycopg.connect(without_password(url), autocommit=True, **KEEPALIVES,
+                               application_name=f"embedline lock {name}"[:63])
     except psycopg.Error as exc:
         raise CatalogBusy(f"cannot reach PostgreSQL at {redact(url)} for a lock ({_first_line(exc)}); "
                           "check EMBEDLINE_CATALOG_URL, then retry") from exc
@@ -91,9 +116,21 @@ def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[b
             got = True
         else:
             got = _try_lock(conn, key, wait_seconds)
-        yield got
+        yield conn if got else None
     finally:
         conn.close()  # closing the session releases every lock it holds
+
+
+def still_held(conn) -> bool:
+    """Whether the lock connection is alive, so its lock is still ours: a session lock ends only with
+    its session, and psycopg never reconnects a broken one behind our back."""
+    import psycopg
+
+    try:
+        conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
 
 
 def _try_lock(conn, key: int, wait_seconds: float) -> bool:
@@ -104,7 +141,7 @@ def _try_lock(conn, key: int, wait_seconds: float) -> bool:
         return False
     import psycopg
 
-    conn.execute(f"SET statement_timeout = {int(wait_seconds * 1000)}")
+    conn.execute(f"SET statement_timeout = {max(1, math.ceil(wait_seconds * 1000))}")  # 0 means forever
     try:
         conn.execute("SELECT pg_advisory_lock(%s)", [key])
         return True

@@ -120,19 +120,27 @@ def _as_server_user(command: list[str]) -> list[str]:
 def postgres_server() -> str:
     """A throwaway PostgreSQL from Debian's packages on a free loopback port, for the session; its base URL
     (`make test` installs the `postgresql` package where initdb is missing)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     assert found, "PostgreSQL is not installed: apt-get install postgresql (make test does it)"
     bin_dir = Path(found[-1]).parent
     root = Path(tempfile.mkdtemp(prefix="embedline-pg-"))  # not under pytest's 0700 root-owned folder
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
-    data, port = root / "data", _free_port()
+    data = root / "data"
     initdb = [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "embedline", "-E", "UTF8",
               "--no-sync"]
     subprocess.run(_as_server_user(initdb), check=True, capture_output=True, cwd=root)
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    start = [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
-    subprocess.run(_as_server_user(start), check=True, capture_output=True, cwd=root)
+    for attempt in range(3):  # a free port may be taken between choosing it and binding it
+        port = _free_port()
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        start = [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w",
+                 "start"]
+        if subprocess.run(_as_server_user(start), capture_output=True, cwd=root).returncode == 0:
+            break
+    else:
+        log = (root / "log").read_text() if (root / "log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"PostgreSQL did not start:\n{log[-2000:]}")
     try:
         yield f"postgresql://embedline@127.0.0.1:{port}"
     finally:

@@ -12,7 +12,7 @@ import pytest
 
 from embedline.errors import BadSetting, NotFound, SpaceBusy, SwapRefused
 from embedline.settings import load
-from embedline.storage import catalog
+from embedline.storage import catalog, postgres
 from embedline.storage.locks import space_lock
 from embedline.workspace import Workspace
 
@@ -185,3 +185,24 @@ def test_the_catalog_url_is_checked_and_its_password_never_shown():
     with pytest.raises(BadSetting, match="EMBEDLINE_CATALOG_URL='mysql://x'"):
         load(catalog_url="mysql://x")
     assert load(catalog_url="").catalog_url is None
+
+
+def test_a_run_that_lost_its_postgres_lock_is_stopped_before_it_writes(tmp_path, postgres_url):
+    import psycopg
+
+    ws = make_workspace(tmp_path, postgres_url)
+    with space_lock(ws, "debian__tiny") as lease:
+        lease.confirm()  # held: nothing raised
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # a server restart, a network blip
+            admin.execute("SELECT pg_terminate_backend(%s)", [lease.connection.info.backend_pid])
+        with space_lock(ws, "debian__tiny"):  # another host may take the space now...
+            with pytest.raises(SpaceBusy, match="lost the lock of space 'debian__tiny'"):
+                lease.confirm()  # ...so the first run stops before its next write
+
+
+def test_the_password_reaches_libpq_only_never_the_url_duckdb_is_given(monkeypatch):
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    assert postgres.without_password("postgresql://app:p%40ss@db:5433/cat?sslmode=require") == (
+        "postgresql://app@db:5433/cat?sslmode=require")
+    assert os.environ["PGPASSWORD"] == "p@ss"
+    assert postgres.without_password("postgresql://app@db/cat") == "postgresql://app@db/cat"

@@ -21,7 +21,7 @@ def test_the_streamed_exact_pass_finds_each_querys_kth_distance_as_a_scan_does(t
     streamed = index.exact_kth_distances(table.to_lance(), queries, k=10, batch_rows=256)
     for query, kth in zip(queries, streamed):
         scan = table.search(query).distance_type("cosine").limit(10).bypass_vector_index().to_list()
-        assert abs(max(r["_distance"] for r in scan) - kth) < index.TIE_TOLERANCE
+        assert abs(max(r["_distance"] for r in scan) - kth) < 1e-5  # Lance's kernel rounds otherwise
 
 
 def test_an_index_is_retrained_once_the_table_wants_twice_its_partitions(tmp_path, monkeypatch):
@@ -45,3 +45,21 @@ def add_rows(table, vectors: np.ndarray, prefix: str) -> None:
     ids = [f"{prefix}{i}" for i in range(len(vectors))]
     table.add(pa.table({"chunk_id": ids, "doc_id": ids, "text": ["y"] * len(ids),
                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 16)}))
+
+
+def test_recall_on_float16_vectors_counts_ties_as_hits(tmp_path):
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((600, 32)).astype(np.float16)
+    ids = [f"c{i}" for i in range(600)]
+    table = lancedb.connect(tmp_path).create_table("h", pa.table({
+        "chunk_id": ids, "doc_id": ids, "text": ["x"] * 600,
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float16()), 32)}))
+    assert index.refresh_indexes(table, min_rows=1, index_type="ivf_flat")["index_recall"] == 1.0  # flat: exact
+
+
+def test_an_index_whose_rows_were_all_deleted_reports_no_recall(tmp_path):
+    table = table_of(tmp_path, np.random.default_rng(4).standard_normal((300, 8)).astype(np.float32))
+    index.refresh_indexes(table, min_rows=1, index_type="ivf_flat")
+    table.delete("true")
+    assert index.refresh_indexes(table, min_rows=1, index_type="ivf_flat") == {
+        "index_type": "IVF_FLAT", "index_recall": None}
