@@ -6,6 +6,7 @@ already answering on this machine's default address (`make serve`), else starts 
 thread while it imports its libraries and loads its model here, so the two waits overlap.
 """
 
+import base64
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,12 +17,19 @@ from embedline.errors import EmbedlineError
 LOCAL_API = "http://127.0.0.1:4200/api"  # where `prefect server start` (and `make serve`) listens
 
 
-def local_server(url: str = LOCAL_API, timeout: float = 0.5) -> str | None:
-    """`url` when a Prefect server answers its health check there, else None (nothing listens: at once)."""
+def local_server(url: str = LOCAL_API, timeout: float = 3.0) -> str | None:
+    """`url` when a Prefect server there answers this process (nothing listening: None at once). It
+    asks `/admin/version`, not `/health`: a server with an auth string answers health checks to
+    anyone, and a command without the credential must not take it for its own."""
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    request = urllib.request.Request(f"{url}/admin/version")
+    if credential := PREFECT_API_AUTH_STRING.value():
+        request.add_header("Authorization", "Basic " + base64.b64encode(credential.encode()).decode())
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return url if response.status == 200 else None
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # refused, timed out, or an HTTP error status (401, 503, ...)
         return None
 
 

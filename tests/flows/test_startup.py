@@ -19,12 +19,13 @@ def closed_url() -> str:
 
 
 @pytest.fixture
-def unhealthy_server():
-    """A real HTTP server whose /api/health answers 503."""
+def locked_server():
+    """A real HTTP server that answers 401, as a Prefect server with an auth string does a caller
+    without the credential (its health check answers anyone)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(503)
+            self.send_response(200 if self.path == "/api/health" else 401)
             self.end_headers()
 
         def log_message(self, *args):
@@ -48,10 +49,10 @@ def no_api_url():
         yield
 
 
-def test_local_server_is_reused_only_when_its_health_check_passes(prefect_api_url, unhealthy_server):
+def test_local_server_is_reused_only_when_it_answers_this_process(prefect_api_url, locked_server):
     assert startup.local_server(prefect_api_url) == prefect_api_url
     assert startup.local_server(closed_url()) is None
-    assert startup.local_server(unhealthy_server) is None
+    assert startup.local_server(locked_server) is None
 
 
 def test_a_configured_api_is_used_as_is_and_nothing_is_warmed(prefect_api_url):
