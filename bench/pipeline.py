@@ -54,8 +54,9 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
 
-    def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
-        return max((rss for t, rss in self.samples if start <= t <= end), default=0)
+    def peak(self, start: float = 0.0, end: float = float("inf")) -> int | None:
+        """The highest sample in [start, end]; None when the span fell between two samples."""
+        return max((rss for t, rss in self.samples if start <= t <= end), default=None)
 
 
 def cpu_flags() -> str:
@@ -139,8 +140,9 @@ def main() -> None:
     pipe_tps = summary.tokens_embedded / wall
     rows = []
     for name, begin, end in stages:
+        peak = rss.peak(begin, end)
         rows.append({"stage": name, "seconds": round(end - begin, 2), "share": round((end - begin) / wall, 4),
-                     "peak_rss_mb": round(rss.peak(begin, end) / 2**20)})
+                     "peak_rss_mb": None if peak is None else round(peak / 2**20)})
     rest = wall - sum(r["seconds"] for r in rows)
     rows.append({"stage": FLOW_STAGES, "seconds": round(rest, 2), "share": round(rest / wall, 4),
                  "peak_rss_mb": None})
