@@ -53,6 +53,7 @@ bench: setup
 	$(PY) bench/embed_throughput.py
 
 bench-all: bench
+	$(PY) bench/pipeline.py
 	$(PY) bench/incremental.py
 	$(PY) bench/validation_cost.py
 	$(PY) bench/model_change.py

@@ -84,18 +84,26 @@ class Embedline:
         `BadInput` (1.0 allows all). `max_embed` embeds at most that many documents and defers the rest
         to the next run (`docs_deferred`), so a large re-embed goes in committed batches.
         """
-        from pydantic import SecretStr
-
-        from embedline.flows.ingest import ingest_corpus
-        from embedline.redaction import has_secret
-        from embedline.tasks.sources import QUERY_PREFIX
-
         if corpus is None:
             raise UsageError("give the corpus name: ingest(source, corpus='docs')")
         if (source is None) == (query is None):
             raise UsageError("give either a source or query=..., not both or neither")
-        given = str(source) if query is None else QUERY_PREFIX + query
-        with self._context():  # a credential in the source reaches Prefect as ******** (a SecretStr)
+        from embedline.flows.startup import prefect_api, warm_ingest
+
+        def warm() -> None:  # here, while Prefect's temporary server starts on a thread (if it must)
+            from embedline.flows.ingest import ingest_corpus  # noqa: F401
+
+            warm_ingest(self.home, corpus, model, precision)
+
+        with self._context(), prefect_api(warm):
+            from pydantic import SecretStr
+
+            from embedline.flows.ingest import ingest_corpus
+            from embedline.redaction import has_secret
+            from embedline.tasks.sources import QUERY_PREFIX
+
+            given = str(source) if query is None else QUERY_PREFIX + query
+            # a credential in the source reaches Prefect as ******** (a SecretStr)
             return ingest_corpus(SecretStr(given) if has_secret(given) else given, corpus, model,
                                  id_field, text_field, title_field, keep_deleted, overlap, chunk_tokens,
                                  shard_size=shard_size, precision=precision, gates=gates,

@@ -95,6 +95,13 @@ def _short(expectation: str) -> str:
     return expectation
 
 
+def preload_library() -> None:
+    """Import great-expectations now (seconds of imports), e.g. while a command waits for a server."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations  # noqa: F401
+    from great_expectations import expectations  # noqa: F401
+
+
 def validate_frames(name: str, chunks: pd.DataFrame, summary: pd.DataFrame, metrics: dict,
                     expect: Expectations, report_dir: Path | None = None) -> ValidationReport:
     """Run the three suites; with `report_dir`, persist them there and update the Data Docs."""

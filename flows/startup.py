@@ -1,0 +1,107 @@
+"""Prefect's API for a one-shot command, ready by the time the command has loaded what it needs.
+
+Without `PREFECT_API_URL`, Prefect starts a temporary server at a process's first flow run and waits
+for it (~7-15 s here) before anything else happens. A command that runs flows instead uses a server
+already answering on this machine's default address (`make serve`), else starts the temporary one on a
+thread while it imports its libraries and loads its model here, so the two waits overlap.
+"""
+
+import base64
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from embedline.errors import EmbedlineError
+
+LOCAL_API = "http://127.0.0.1:4200/api"  # where `prefect server start` (and `make serve`) listens
+
+
+def local_server(url: str = LOCAL_API, timeout: float = 3.0) -> str | None:
+    """`url` when a Prefect server there answers this process (nothing listening: None at once). It
+    asks `/admin/version`, not `/health`: a server with an auth string answers health checks to
+    anyone, and a command without the credential must not take it for its own."""
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    request = urllib.request.Request(f"{url}/admin/version")
+    if credential := PREFECT_API_AUTH_STRING.value():
+        request.add_header("Authorization", "Basic " + base64.b64encode(credential.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return url if response.status == 200 else None
+    except (OSError, ValueError):  # refused, timed out, or an HTTP error status (401, 503, ...)
+        return None
+
+
+def temporary_server():
+    """The temporary server Prefect's first flow run would start (one per process; `.start()` is
+    idempotent). Imported here, not on the starting thread: its imports hold the GIL for seconds,
+    and once `start()` has spawned the server process it only sleeps while waiting for it."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    return SubprocessASGIServer()
+
+
+@contextmanager
+def prefect_api(warm: Callable[[], None] | None = None, local_url: str | None = None) -> Iterator[str]:
+    """Run the block against a Prefect API that is up: `$PREFECT_API_URL` as Prefect reads it, else a
+    server answering at `local_url` (default `LOCAL_API`), else the temporary server, started on a
+    thread while `warm()` (imports, model load) runs here. Yields which one: "configured", "local" or
+    "temporary". `warm` runs only in the last case, where it can overlap the wait: elsewhere the run
+    may not load a model here at all (shards on a gpu pool)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        yield "configured"  # (a missing URL with ephemeral mode off: Prefect itself says what to set)
+        return
+    url = local_server(local_url or LOCAL_API)
+    if url is not None:
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield "local"
+        return
+    failure: list[BaseException] = []
+    starter = threading.Thread(target=_capture, args=(temporary_server().start, failure), daemon=True,
+                               name="prefect-server-start")
+    starter.start()
+    try:
+        _run(warm)
+    finally:
+        starter.join()
+    if failure:
+        raise failure[0]
+    yield "temporary"
+
+
+def _run(warm: Callable[[], None] | None) -> None:
+    """Warm up; a user error it meets (unknown model, bad name) is left for the flow to report and
+    record, as it would be without the warm-up."""
+    if warm is None:
+        return
+    try:
+        warm()
+    except EmbedlineError:
+        pass
+
+
+def _capture(work: Callable[[], None], failure: list[BaseException]) -> None:
+    try:
+        work()
+    except BaseException as exc:  # handed to the caller's thread, which raises it
+        failure.append(exc)
+
+
+def warm_ingest(home: str, corpus: str, model: str | None, precision: str | None) -> None:
+    """What an ingest run loads anyway, loaded early: LanceDB, great-expectations and the engine of the
+    model the run will embed with (the one cache `get_engine` keeps per process)."""
+    from embedline.storage import catalog, embeddings  # noqa: F401  (lancedb)
+    from embedline.tasks.embedding import get_engine, resolve_runtime
+    from embedline.tasks.models import DEFAULT_MODEL, resolve_model
+    from embedline.validation.suite import preload_library
+    from embedline.workspace import Workspace
+
+    preload_library()  # validation always runs
+    ws = Workspace.from_env(home).ensure()
+    if model is None:
+        model = catalog.serving_model(ws, corpus)
+    engine = get_engine(resolve_runtime(resolve_model(ws, model or DEFAULT_MODEL), precision=precision)[0])
+    engine.embed(["warm up"])  # the first forward pass builds the CPU kernels (seconds under bf16)
