@@ -20,9 +20,10 @@ import numpy as np
 
 from embedline.errors import BadInput
 from embedline.settings import load
+from embedline.workspace import Workspace
 from embedline.tasks.head import load_dense, pool
 from embedline.tasks.models import ModelSpec
-from embedline.tasks.runtime_openvino import OpenVinoForward, import_openvino, say_once
+from embedline.tasks.runtime_openvino import OpenVinoForward, Tuning, import_openvino, say_once
 
 RUNTIMES = ("torch", "openvino")
 
@@ -76,8 +77,8 @@ def choose_runtime(device: str, requested: str | None = None) -> str:
 
 
 def default_cache_dir() -> Path:
-    """Converted models of this workspace: `<home>/cache/openvino`."""
-    return load().resolved_home() / "cache" / "openvino"
+    """Converted models of the workspace `$EMBEDLINE_HOME` names: `<home>/cache/openvino`."""
+    return Workspace.from_env().openvino_cache_dir
 
 
 def choose_device(requested: str | None = None) -> str:
@@ -134,6 +135,7 @@ class Engine:
         window: int = 2048,
         runtime: str | None = None,
         cache_dir: Path | None = None,
+        tuning: Tuning | None = None,
     ):
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -152,7 +154,7 @@ class Engine:
         self._torch = torch
         self._prompt_tokens: dict[str, int] = {}
         wants_openvino = choose_runtime(self.device, runtime) == "openvino"
-        self.openvino = self._start_openvino(cache_dir) if wants_openvino else None
+        self.openvino = self._start_openvino(cache_dir, tuning) if wants_openvino else None
         self.runtime = "openvino" if self.openvino else "torch"
 
     # -- public -------------------------------------------------------------------------------
@@ -206,11 +208,11 @@ class Engine:
         return self._prompt_tokens[kind]
 
     # -- internals ----------------------------------------------------------------------------
-    def _start_openvino(self, cache_dir: Path | None) -> OpenVinoForward | None:
+    def _start_openvino(self, cache_dir: Path | None, tuning: Tuning | None) -> OpenVinoForward | None:
         """The OpenVINO forward pass, or None (said once) where OpenVINO is absent or refuses the model."""
         try:
             return OpenVinoForward(self.model, self.spec.fingerprint, self.spec.precision,
-                                   cache_dir or default_cache_dir())
+                                   cache_dir or default_cache_dir(), tuning)
         except ImportError:
             say_once("EMBEDLINE_RUNTIME=openvino but openvino is not installed "
                      "(pip install 'embedline[openvino]'): embedding with torch")

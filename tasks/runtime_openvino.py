@@ -40,7 +40,7 @@ def import_openvino():
 
 @dataclass(frozen=True)
 class Tuning:
-    """How the compiled model runs: what the bench prints and `EMBEDLINE_OV_*` can change."""
+    """How the compiled model runs (the bench prints it and can sweep it)."""
 
     precision: str  # OpenVINO's: f32 or bf16
     hint: str  # PERFORMANCE_HINT: LATENCY (one stream, all threads) or THROUGHPUT (several streams)
