@@ -140,7 +140,7 @@ def main() -> None:
     )
     parser.add_argument("--ov-streams", type=int, default=None, help="OpenVINO streams (default 1)")
     parser.add_argument("--st-python", default=None,
-                        help="interpreter with sentence-transformers' openvino/onnx extras (make bench: .venv-bench)")
+                        help="interpreter with sentence-transformers' openvino/onnx extras (.venv-bench)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "embed_throughput.json"))
     args = parser.parse_args()
 
@@ -166,7 +166,6 @@ def main() -> None:
             if fn is not None:
                 contenders[f"sentence-transformers {backend} batch 32"] = fn
 
-    tuning = choose_tuning(auto_precision, args.ov_streams) if auto_runtime == "openvino" else None
     wanted = [(auto_runtime, auto_precision, " (auto)"), ("torch", "fp32", ""), ("openvino", "fp32", "")]
     if auto_precision == "bf16" or device != "cpu":
         wanted += [("torch", "bf16", ""), ("openvino", "bf16", "")]
@@ -182,8 +181,10 @@ def main() -> None:
         name = f"embedline {engine.runtime} {precision}{suffix}"
         engines[name] = engine
         notes[name] = f"loaded in {time.perf_counter() - started:.1f} s" + (
-            " (converted)" if engine.openvino and engine.openvino.converted else "")
-    first_engine = next(iter(engines.values()))
+            " (converted)" if engine.openvino and engine.openvino.converted else "") + (
+            f", token budget {engine.token_budget}")
+    first_engine = next(iter(engines.values()))  # the auto one
+    tuning = first_engine.openvino.tuning if first_engine.openvino else None
     tokens = sum(len(ids) for ids in first_engine.tokenize(texts))
     contenders.update({name: engine.embed for name, engine in engines.items()})
     for fn in contenders.values():  # warm-up: first calls pay allocator and kernel set-up
@@ -204,9 +205,9 @@ def main() -> None:
     print(f"CPU {cpu_description()}")
     print(f"model {Path(path).name} · device {device} · {len(texts)} docs · {tokens} tokens "
           f"(≤{spec.max_tokens}/doc) · {args.rounds} interleaved rounds · torch threads "
-          f"{__import__('torch').get_num_threads()} · token budget {first_engine.token_budget}")
+          f"{__import__('torch').get_num_threads()} · auto's token budget {first_engine.token_budget}")
     if tuning:
-        print(f"OpenVINO tuning: {tuning.config()} · {tuning.requests} infer request(s) in flight")
+        print(f"OpenVINO tuning (as compiled): {tuning.config()} · {tuning.requests} requests in flight")
     for name, note in notes.items():
         print(f"  {name}: {note}")
     print(

@@ -30,7 +30,8 @@ RUNTIMES = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Tokens per forward pass. On CPU small batches stay in cache (2,048 ran ~1.7x faster than 8,192 on
 # our 2-core AVX2 machines, see bench/embed_throughput.py); a GPU wants big ones to fill its SMs.
-TOKEN_BUDGET = {"cpu": 2048, "cuda": 32768}
+# OpenVINO's streams each take a batch: 1,024 tokens ran ~1.15x 2,048 there (bench/embed_throughput.py).
+TOKEN_BUDGET = {"cpu": 2048, "openvino": 1024, "cuda": 32768}
 
 
 def cpu_has_bf16() -> bool:
@@ -145,7 +146,6 @@ class Engine:
 
         self.device = choose_device(device)
         self.spec = spec.with_precision(choose_precision(self.device, precision or _spec_precision(spec)))
-        self.token_budget = token_budget or TOKEN_BUDGET["cuda" if self.device.startswith("cuda") else "cpu"]
         self.window = window
         self.tokens_embedded = 0
         self.tokenizer = AutoTokenizer.from_pretrained(spec.path, local_files_only=True)
@@ -156,6 +156,8 @@ class Engine:
         wants_openvino = choose_runtime(self.device, runtime) == "openvino"
         self.openvino = self._start_openvino(cache_dir, tuning) if wants_openvino else None
         self.runtime = "openvino" if self.openvino else "torch"
+        budget = "openvino" if self.openvino else "cuda" if self.device.startswith("cuda") else "cpu"
+        self.token_budget = token_budget or TOKEN_BUDGET[budget]
 
     # -- public -------------------------------------------------------------------------------
     def embed(self, texts: list[str], kind: str = "document") -> np.ndarray:
