@@ -216,7 +216,7 @@ class Engine:
             return OpenVinoForward(self.model, self.spec.fingerprint, self.spec.precision,
                                    cache_dir or default_cache_dir(), tuning)
         except ImportError:
-            say_once("EMBEDLINE_RUNTIME=openvino but openvino is not installed "
+            say_once("runtime openvino was asked for, but openvino is not installed "
                      "(pip install 'embedline[openvino]'): embedding with torch")
         except Exception as exc:  # noqa: BLE001 - any conversion or compile failure: torch runs instead
             say_once(f"OpenVINO cannot run model {self.spec.name} at {self.spec.precision} "
