@@ -102,3 +102,13 @@ def test_openvino_vectors_match_sentence_transformers_fp32(spec, tiny_model_dir,
     cosines = (vectors * expected).sum(axis=1) / np.linalg.norm(expected, axis=1)
     assert cosines.min() >= 0.9999, cosines
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_shards_of_a_mixed_pool_report_each_runtime(tmp_path):
+    from embedline.tasks.batch import EmbeddedBatch
+
+    def part(runtime: str) -> EmbeddedBatch:
+        return EmbeddedBatch([str(tmp_path / runtime)], [], 10, 100, 1.0, 32, {}, "key", ["bf16"], [runtime])
+
+    combined = EmbeddedBatch.combine([part("torch"), part("openvino"), part("openvino")])
+    assert (combined.runtime, combined.precision, combined.model_key) == ("openvino+torch", "bf16", "key")
