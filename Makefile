@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,openvino]"
 	touch $@
 
 demo: setup
@@ -49,8 +49,23 @@ soak: setup
 	EMBEDLINE_SOAK_SECONDS=$$(( $(SOAK_MINUTES) * 60 )) $(PY) -m pytest -q -s -p no:cacheprovider \
 		tests/flows/test_integrity_properties.py -k test_soak
 
-bench: setup
-	$(PY) bench/embed_throughput.py
+# sentence-transformers' own OpenVINO backend, for the bench only: its optimum-intel pulls
+# transformers 5.5 (the project pins >=5.23 through sentence-transformers 6.2's peers), so it lives in an
+# overlay venv whose own packages shadow the project's. Nothing of the project imports from it.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: $(VENV)/.installed
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(PY) -c "import sysconfig; print(f\"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\")" \
+		> $$($(BENCH_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-project.pth
+	$(BENCH_VENV)/bin/python -m pip -q --disable-pip-version-check install \
+		"sentence-transformers[openvino]==6.2.0" "$$($(PY) -c 'import torch; print("torch==" + torch.__version__.split("+")[0])')"
+	$(BENCH_VENV)/bin/python -m pip -q --disable-pip-version-check uninstall -y torchvision  # breaks on CPU torch
+	touch $@
+
+# BENCH_ARGS reach bench/embed_throughput.py, e.g. make bench BENCH_ARGS="--docs 300 --rounds 5".
+BENCH_ARGS ?=
+bench: setup $(BENCH_VENV)/.installed
+	$(PY) bench/embed_throughput.py --st-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 bench-all: bench
 	$(PY) bench/pipeline.py
@@ -70,4 +85,4 @@ stop:
 	deploy/local/stop.sh
 
 clean:
-	rm -rf .embedline bench/out
+	rm -rf .embedline bench/out $(BENCH_VENV)

@@ -1,17 +1,24 @@
-"""Embedding throughput: sentence-transformers `encode` vs embedline's engine, same model, same machine.
+"""Embedding throughput: embedline's engine against what a speed-minded user would run instead.
 
-Runs both interleaved in one process for several rounds (machines here are shared and noisy), then
-prints docs/s and tokens/s per contender (median round), the ratio against sentence-transformers, and
-the minimum cosine between each contender's vectors and sentence-transformers' fp32 vectors.
+In one process, interleaved rounds (machines here are shared and noisy): sentence-transformers fp32
+batch 32 (the baseline), sentence-transformers with `backend="openvino"` and `"onnx"` (in this process
+where their extras import, else under `--st-python`, see bench/st_backend.py; a row is left out, saying
+why, where neither can load it), embedline auto (the runtime and precision this machine gets), embedline
+torch fp32 / bf16 and embedline openvino. Prints the CPU's flags, the OpenVINO tuning, and per contender
+the median round's docs/s and tokens/s, the ratio to the baseline and the minimum cosine to its vectors.
 
     python bench/embed_throughput.py [--docs 600] [--rounds 3] [--model-path DIR] [--device cpu|cuda]
+        [--token-budget N] [--ov-streams N] [--st-python .venv-bench/bin/python]
 """
 
 import argparse
 import gzip
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +27,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from embedline.tasks.embedding import Engine, choose_device, choose_precision  # noqa: E402
+from embedline.tasks.embedding import Engine, choose_device, choose_precision, choose_runtime  # noqa: E402
 from embedline.tasks.models import default_model_path, read_model_dir  # noqa: E402
+from embedline.tasks.runtime_openvino import choose_tuning  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "corpora" / "debian-packages.jsonl.gz"
 BUNDLED = ROOT / "embedline" / "data" / "debian-2k.jsonl.gz"
+BASELINE = "sentence-transformers fp32 batch 32"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def load_texts(n: int) -> list[str]:
@@ -41,10 +51,80 @@ def load_texts(n: int) -> list[str]:
     return texts
 
 
+def cpu_description() -> str:
+    """The CPU's model name, usable cores and the flags that decide the precision policy."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    shown = " ".join(f if f in flags else f"-{f}" for f in CPU_FLAGS)
+    return f"{name} · {len(os.sched_getaffinity(0))} cores · {shown}"
+
+
+class RemoteST:
+    """sentence-transformers with another backend, in a child process (see bench/st_backend.py)."""
+
+    def __init__(self, python: str, backend: str, path: str, texts: list[str], max_tokens: int,
+                 folder: Path):
+        (folder / "texts.json").write_text(json.dumps(texts))
+        self.texts, self.folder, self.backend = texts, folder, backend
+        self.child = subprocess.Popen(
+            [python, str(ROOT / "bench" / "st_backend.py"), "--backend", backend, "--model-path", path,
+             "--texts", str(folder / "texts.json"), "--max-tokens", str(max_tokens),
+             "--out-dir", str(folder)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        reply = self._reply()
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        self.config = reply.get("config") or {}
+        self.seconds: float | None = None
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.child.stdin.write(json.dumps({"n": len(texts)}) + "\n")
+        self.child.stdin.flush()
+        self.seconds = self._reply()["seconds"]
+        return np.load(self.folder / f"{self.backend}.npy")
+
+    def _reply(self) -> dict:
+        for line in self.child.stdout:
+            if line.startswith("@@ "):
+                return json.loads(line[3:])
+        return {"error": f"exited with {self.child.wait()}"}
+
+    def close(self) -> None:
+        self.child.stdin.close()
+        self.child.wait(timeout=60)
+
+
+def st_backend(backend: str, path: str, texts: list[str], max_tokens: int, st_python: str | None,
+               folder: Path):
+    """sentence-transformers `backend=...` here, else in `st_python`; (callable or None, what it is)."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        st = SentenceTransformer(path, device="cpu", backend=backend, local_files_only=True)
+        st.max_seq_length = max_tokens
+        return (lambda batch: st.encode(batch, batch_size=32, normalize_embeddings=True,
+                                        convert_to_numpy=True)), "in this process"
+    except Exception as exc:  # noqa: BLE001 - its extra is not installed here: try the other interpreter
+        here = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    if not st_python or not Path(st_python).exists():
+        return None, f"not importable here ({here}) and no --st-python"
+    try:
+        remote = RemoteST(st_python, backend, path, texts, max_tokens, folder)
+    except RuntimeError as exc:
+        return None, f"not importable here nor under {st_python}: {str(exc).splitlines()[0][:200]}"
+    return remote, f"under {st_python} {json.dumps(remote.config)}"
+
+
 def timed(fn, texts):
     started = time.perf_counter()
     out = fn(texts)
-    return out, time.perf_counter() - started
+    took = time.perf_counter() - started
+    return out, (fn.seconds if isinstance(fn, RemoteST) else took)
 
 
 def main() -> None:
@@ -58,6 +138,9 @@ def main() -> None:
     parser.add_argument(
         "--token-budget", type=int, default=None, help="default: the engine's per-device budget"
     )
+    parser.add_argument("--ov-streams", type=int, default=None, help="OpenVINO streams (default 1)")
+    parser.add_argument("--st-python", default=None,
+                        help="interpreter with sentence-transformers' openvino/onnx extras (.venv-bench)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "embed_throughput.json"))
     args = parser.parse_args()
 
@@ -67,23 +150,42 @@ def main() -> None:
     device = choose_device(args.device)
     spec = read_model_dir("bench", path)
     texts = load_texts(args.docs)
-    auto_precision = choose_precision(device)
+    auto_precision, auto_runtime = choose_precision(device), choose_runtime(device)
+    folder = Path(tempfile.mkdtemp(prefix="embed-bench-"))
+    cache_dir = folder / "openvino"  # a cold cache: every run converts (and says how long that took)
 
     st = SentenceTransformer(path, device=device, local_files_only=True)
     st.max_seq_length = spec.max_tokens
-    engines = {f"embedline {auto_precision} (auto)": Engine(spec, device=device, precision=auto_precision,
-                                                             token_budget=args.token_budget)}
-    if auto_precision != "fp32":
-        engines["embedline fp32"] = Engine(
-            spec, device=device, precision="fp32", token_budget=args.token_budget
-        )
-    tokens = sum(len(ids) for ids in next(iter(engines.values())).tokenize(texts))
+    contenders = {BASELINE: lambda batch: st.encode(batch, batch_size=32, normalize_embeddings=True,
+                                                    convert_to_numpy=True)}
+    notes = {}
+    if device == "cpu":
+        for backend in ("openvino", "onnx"):
+            fn, where = st_backend(backend, path, texts, spec.max_tokens, args.st_python, folder)
+            notes[f"sentence-transformers {backend} batch 32"] = where
+            if fn is not None:
+                contenders[f"sentence-transformers {backend} batch 32"] = fn
 
-    contenders = {
-        "sentence-transformers fp32 batch 32": lambda batch: st.encode(
-            batch, batch_size=32, normalize_embeddings=True, convert_to_numpy=True
-        )
-    }
+    wanted = [(auto_runtime, auto_precision, " (auto)"), ("torch", "fp32", ""), ("openvino", "fp32", "")]
+    if auto_precision == "bf16" or device != "cpu":
+        wanted += [("torch", "bf16", ""), ("openvino", "bf16", "")]
+    engines, seen = {}, set()
+    for runtime, precision, suffix in wanted:
+        if (runtime, precision) in seen or (runtime == "openvino" and device != "cpu"):
+            continue
+        seen.add((runtime, precision))
+        started = time.perf_counter()
+        engine = Engine(spec, device=device, precision=precision, token_budget=args.token_budget,
+                        runtime=runtime, cache_dir=cache_dir,
+                        tuning=choose_tuning(precision, args.ov_streams) if runtime == "openvino" else None)
+        name = f"embedline {engine.runtime} {precision}{suffix}"
+        engines[name] = engine
+        notes[name] = f"loaded in {time.perf_counter() - started:.1f} s" + (
+            " (converted)" if engine.openvino and engine.openvino.converted else "") + (
+            f", token budget {engine.token_budget}")
+    first_engine = next(iter(engines.values()))  # the auto one
+    tuning = first_engine.openvino.tuning if first_engine.openvino else None
+    tokens = sum(len(ids) for ids in first_engine.tokenize(texts))
     contenders.update({name: engine.embed for name, engine in engines.items()})
     for fn in contenders.values():  # warm-up: first calls pay allocator and kernel set-up
         fn(texts[:64])
@@ -93,15 +195,23 @@ def main() -> None:
         for name, fn in contenders.items():
             outputs[name], took = timed(fn, texts)
             seconds[name].append(took)
+    for fn in contenders.values():
+        if isinstance(fn, RemoteST):
+            fn.close()
 
-    reference = outputs["sentence-transformers fp32 batch 32"]
-    baseline = statistics.median(seconds["sentence-transformers fp32 batch 32"])
+    reference = outputs[BASELINE]
+    baseline = statistics.median(seconds[BASELINE])
     rows = []
+    print(f"CPU {cpu_description()}")
     print(f"model {Path(path).name} · device {device} · {len(texts)} docs · {tokens} tokens "
           f"(≤{spec.max_tokens}/doc) · {args.rounds} interleaved rounds · torch threads "
-          f"{__import__('torch').get_num_threads()}")
+          f"{__import__('torch').get_num_threads()} · auto's token budget {first_engine.token_budget}")
+    if tuning:
+        print(f"OpenVINO tuning (as compiled): {tuning.config()} · {tuning.requests} requests in flight")
+    for name, note in notes.items():
+        print(f"  {name}: {note}")
     print(
-        f"{'contender':40} {'median s':>9} {'docs/s':>9} {'tokens/s':>10} {'× ST':>6} {'min cos vs ST':>14}"
+        f"{'contender':44} {'median s':>9} {'docs/s':>9} {'tokens/s':>10} {'× ST':>6} {'min cos vs ST':>14}"
     )
     for name, took in seconds.items():
         median = statistics.median(took)
@@ -114,14 +224,16 @@ def main() -> None:
             "ratio_vs_st": round(baseline / median, 2),
             "min_cosine_vs_st": round(cosine, 6),
             "rounds": [round(t, 3) for t in took],
+            "note": notes.get(name, ""),
         }
         rows.append(row)
-        print(f"{name:40} {median:9.2f} {row['docs_per_s']:9.1f} {row['tokens_per_s']:10d} "
+        print(f"{name:44} {median:9.2f} {row['docs_per_s']:9.1f} {row['tokens_per_s']:10d} "
               f"{row['ratio_vs_st']:6.2f} {cosine:14.6f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps({"device": device, "docs": len(texts), "tokens": tokens, "rows": rows}, indent=2)
-    )
+    Path(args.out).write_text(json.dumps(
+        {"device": device, "cpu": cpu_description(), "docs": len(texts), "tokens": tokens,
+         "token_budget": first_engine.token_budget, "openvino_tuning": tuning.config() if tuning else None,
+         "notes": notes, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

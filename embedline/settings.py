@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="Default model of SQL's embed(text)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Embedding precision")
+    runtime: Literal["auto", "torch", "openvino"] = Field(
+        "auto", description="Forward pass: auto (OpenVINO on CPU where installed, else torch), torch, openvino"
+    )
     shard_size: int = Field(
         50_000, ge=0, description="Documents to embed above which a run is split (0: never)"
     )

@@ -58,6 +58,11 @@ class Workspace:
         return self.home / "models"
 
     @property
+    def openvino_cache_dir(self) -> Path:
+        """Models converted for OpenVINO, keyed by fingerprint + precision (see tasks/runtime_openvino)."""
+        return self.home / "cache" / "openvino"
+
+    @property
     def golden_dir(self) -> Path:
         return self.home / "golden"
 

@@ -5,7 +5,8 @@ Otherwise (CLI, ephemeral Prefect, no worker online) it runs in this process.
 
 Each shard writes its own staged rows; the parent validates and commits them as one version. Shards
 embed under the run's precision when it asked for one, else under their own machine's policy:
-precision is not part of the model key, so a mixed pool is one model, and the run records what ran.
+precision is not part of the model key, so a mixed pool is one model, and the run records what ran;
+the same holds for the runtime (torch or OpenVINO) each worker's engine chose.
 """
 
 import json
@@ -39,8 +40,8 @@ def default_shard_size() -> int:
 
 @task(name="embed-documents", cache_policy=NO_CACHE, tags=["gpu"])
 def embed(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, run_id: int,
-          staging_dir: Path, label: str = "") -> EmbeddedBatch:
-    engine = get_engine(spec, device)
+          staging_dir: Path, label: str = "", cache_dir: Path | None = None) -> EmbeddedBatch:
+    engine = get_engine(spec, device, cache_dir)
     to_embed = plan.counts["docs_new"] + plan.counts["docs_changed"]
     key = f"embed-run-{run_id}" + (f"-{label}" if label else "")
     progress = Progress(
@@ -75,7 +76,8 @@ def embed_shard(
                              f"expects {model_key}: give every worker the same model files")
     plan = ChangePlan(docs_path, {"docs_new": docs, "docs_changed": 0}, [], [], [], metadata_types)
     folder = Path(docs_path).parent
-    result = embed(plan, spec, device, ChunkParams(max_tokens, overlap), run_id, folder, f"shard {shard}")
+    result = embed(plan, spec, device, ChunkParams(max_tokens, overlap), run_id, folder, f"shard {shard}",
+                   ws.openvino_cache_dir)
     (folder / "embedded.json").write_text(json.dumps(asdict(result)))
     return asdict(result)
 
@@ -96,7 +98,7 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
     if shards == 1 and not on_pool:
         if reason:
             print(f"{reason}: embedding {to_embed} documents in this process instead")
-        return embed(plan, spec, device, params, run_id, staging_dir)
+        return embed(plan, spec, device, params, run_id, staging_dir, cache_dir=ws.openvino_cache_dir)
     runs = [
         {
             "docs_path": part.docs_path,

@@ -28,7 +28,7 @@ from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 MIGRATIONS = {
     1: """
@@ -104,6 +104,9 @@ MIGRATIONS = {
     11: """
     ALTER TABLE corpora ADD COLUMN deploy_gates JSON;
     """,  # the thresholds corpora.yaml gives, as the corpus's scheduled runs last passed them
+    12: """
+    ALTER TABLE runs ADD COLUMN runtime VARCHAR;
+    """,  # the forward pass's runtime (torch, openvino): provenance next to device and precision
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -439,8 +442,10 @@ def finish_run(
     version: dict | None,  # space, version, tag, row_count, validation, failures, corpus, model, ...
     promote_to: str | None,
     metadata_types: dict[str, str] | None = None,
+    runtime: str | None = None,
 ) -> dict:
     """Record everything a run produced in one transaction: it all lands, or none of it does.
+    `runtime`: what ran its forward passes ("openvino", "openvino+torch" from a mixed pool): provenance.
 
     Only a run that passed its gates records its documents and becomes the space's clean head: a failed
     run's documents stay unknown, so the next run embeds and validates them again. The alias moves only
@@ -454,8 +459,8 @@ def finish_run(
         status = "succeeded" if passed else "failed"
         sets = ", ".join(f"{name} = ?" for name in RUN_COUNTS)
         con.execute(
-            f"UPDATE runs SET {sets}, status = ?, seconds = ?, finished_at = ?, version = ?, error = ?"
-            " WHERE run_id = ?",
+            f"UPDATE runs SET {sets}, status = ?, seconds = ?, finished_at = ?, version = ?, error = ?,"
+            " runtime = coalesce(?, runtime) WHERE run_id = ?",
             [counts.get(name, 0) for name in RUN_COUNTS]
             + [
                 status,
@@ -463,6 +468,7 @@ def finish_run(
                 now(),
                 version["version"] if version else _current_version(con, run["corpus"], space),
                 None if status == "succeeded" else version["failures"],
+                runtime or None,
                 run_id,
             ],
         )

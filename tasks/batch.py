@@ -37,11 +37,17 @@ class EmbeddedBatch:
     metadata_types: dict
     model_key: str = ""
     precisions: list[str] = field(default_factory=list)  # what each part ran under (provenance, not key)
+    runtimes: list[str] = field(default_factory=list)  # what ran each part's forward passes (likewise)
 
     @property
     def precision(self) -> str:
         """The precisions its parts used, joined: "bf16", or "bf16+fp32" from a mixed pool."""
         return "+".join(self.precisions)
+
+    @property
+    def runtime(self) -> str:
+        """The runtimes its parts used, joined: "openvino", or "openvino+torch" from a mixed pool."""
+        return "+".join(self.runtimes)
 
     def schema(self) -> pa.Schema:
         return chunk_schema(self.dim, metadata_schema(self.metadata_types))
@@ -78,6 +84,7 @@ class EmbeddedBatch:
             parts[0].metadata_types,
             parts[0].model_key,
             sorted({precision for p in parts for precision in p.precisions}),
+            sorted({runtime for p in parts for runtime in p.runtimes}),
         )
 
 
@@ -147,6 +154,7 @@ def embed_documents(
         plan.metadata_types,
         engine.spec.key(),
         [engine.spec.precision],
+        [engine.runtime],
     )
 
 

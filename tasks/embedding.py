@@ -3,7 +3,9 @@
 Why not `SentenceTransformer.encode`: it batches by row count, so one long text pads 31 short ones,
 and it runs fp32 on CPUs that have bf16 units. Here batches are filled to a token budget after
 sorting by length, each batch is padded only to its own longest row, the forward pass runs under the
-device's precision policy, and tokenizing the next window overlaps the current forward pass. The head
+device's precision policy, and tokenizing the next window overlaps the current forward pass. On CPU the
+forward pass runs on OpenVINO where it is installed (`runtime_openvino`; `$EMBEDLINE_RUNTIME` overrides),
+else on torch; the runtime, like the precision, is provenance and not part of the model key. The head
 after the forward pass (pooling mode, Dense layers, Normalize) and the query / document prompts are the
 model's own, read from its sentence-transformers files (see `model_stack` and `head`).
 """
@@ -12,18 +14,24 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 
 from embedline.errors import BadInput
 from embedline.settings import load
+from embedline.workspace import Workspace
 from embedline.tasks.head import load_dense, pool
 from embedline.tasks.models import ModelSpec
+from embedline.tasks.runtime_openvino import OpenVinoForward, Tuning, import_openvino, say_once
+
+RUNTIMES = ("torch", "openvino")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Tokens per forward pass. On CPU small batches stay in cache (2,048 ran ~1.7x faster than 8,192 on
 # our 2-core AVX2 machines, see bench/embed_throughput.py); a GPU wants big ones to fill its SMs.
-TOKEN_BUDGET = {"cpu": 2048, "cuda": 32768}
+# OpenVINO's streams each take a batch: 1,024 tokens ran ~1.15x 2,048 there (bench/embed_throughput.py).
+TOKEN_BUDGET = {"cpu": 2048, "openvino": 1024, "cuda": 32768}
 
 
 def cpu_has_bf16() -> bool:
@@ -51,6 +59,27 @@ def choose_precision(device: str, requested: str | None = None) -> str:
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def choose_runtime(device: str, requested: str | None = None) -> str:
+    """OpenVINO on CPU where it is installed, else torch; `requested` (or `$EMBEDLINE_RUNTIME`) overrides.
+
+    A request for OpenVINO where it cannot run is answered with torch (said once, by the engine)."""
+    requested = requested or load().runtime
+    if requested not in ("auto", *RUNTIMES):
+        raise BadInput(f"runtime {requested!r}: use one of auto, {', '.join(RUNTIMES)}")
+    if requested == "torch" or not device.startswith("cpu"):
+        return "torch"
+    if requested == "auto" and import_openvino() is None:
+        say_once("openvino is not installed (pip install 'embedline[openvino]'): embedding with torch",
+                 level="info")
+        return "torch"
+    return "openvino"
+
+
+def default_cache_dir() -> Path:
+    """Converted models of the workspace `$EMBEDLINE_HOME` names: `<home>/cache/openvino`."""
+    return Workspace.from_env().openvino_cache_dir
 
 
 def choose_device(requested: str | None = None) -> str:
@@ -105,6 +134,9 @@ class Engine:
         precision: str | None = None,
         token_budget: int | None = None,
         window: int = 2048,
+        runtime: str | None = None,
+        cache_dir: Path | None = None,
+        tuning: Tuning | None = None,
     ):
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -114,7 +146,6 @@ class Engine:
 
         self.device = choose_device(device)
         self.spec = spec.with_precision(choose_precision(self.device, precision or _spec_precision(spec)))
-        self.token_budget = token_budget or TOKEN_BUDGET["cuda" if self.device.startswith("cuda") else "cpu"]
         self.window = window
         self.tokens_embedded = 0
         self.tokenizer = AutoTokenizer.from_pretrained(spec.path, local_files_only=True)
@@ -122,6 +153,11 @@ class Engine:
         self.dense = [load_dense(torch, spec.path, folder, self.device) for folder in spec.dense]
         self._torch = torch
         self._prompt_tokens: dict[str, int] = {}
+        wants_openvino = choose_runtime(self.device, runtime) == "openvino"
+        self.openvino = self._start_openvino(cache_dir, tuning) if wants_openvino else None
+        self.runtime = "openvino" if self.openvino else "torch"
+        budget = "openvino" if self.openvino else "cuda" if self.device.startswith("cuda") else "cpu"
+        self.token_budget = token_budget or TOKEN_BUDGET[budget]
 
     # -- public -------------------------------------------------------------------------------
     def embed(self, texts: list[str], kind: str = "document") -> np.ndarray:
@@ -174,27 +210,51 @@ class Engine:
         return self._prompt_tokens[kind]
 
     # -- internals ----------------------------------------------------------------------------
+    def _start_openvino(self, cache_dir: Path | None, tuning: Tuning | None) -> OpenVinoForward | None:
+        """The OpenVINO forward pass, or None (said once) where OpenVINO is absent or refuses the model."""
+        try:
+            return OpenVinoForward(self.model, self.spec.fingerprint, self.spec.precision,
+                                   cache_dir or default_cache_dir(), tuning)
+        except ImportError:
+            say_once("runtime openvino was asked for, but openvino is not installed "
+                     "(pip install 'embedline[openvino]'): embedding with torch")
+        except Exception as exc:  # noqa: BLE001 - any conversion or compile failure: torch runs instead
+            say_once(f"OpenVINO cannot run model {self.spec.name} at {self.spec.precision} "
+                     f"({type(exc).__name__}: {str(exc)[:200]}): embedding with torch")
+        return None
+
     def _embed_tokens(self, token_ids: list[list[int]], skip: int = 0) -> np.ndarray:
         out = np.empty((len(token_ids), self.spec.out_dim), dtype=np.float32)
         pad_id = self.tokenizer.pad_token_id or 0
         lengths = [len(t) for t in token_ids]
-        for rows in plan_batches(lengths, self.token_budget):
-            batch = pad_batch(token_ids, rows, pad_id)
-            out[batch.rows] = self._forward(batch, skip)
+        batches = (pad_batch(token_ids, rows, pad_id) for rows in plan_batches(lengths, self.token_budget))
+        for batch, hidden, mask in self._hidden_states(batches):
+            out[batch.rows] = self._head(hidden, mask, skip)
             self.tokens_embedded += int(batch.attention_mask.sum())
         return out
 
-    def _forward(self, batch: Batch, skip: int = 0) -> np.ndarray:
+    def _hidden_states(self, batches: Iterator[Batch]):
+        """(batch, last hidden state as float32 tensor, mask tensor) per batch, from the chosen runtime."""
         torch = self._torch
-        ids = torch.from_numpy(batch.input_ids)
-        mask = torch.from_numpy(batch.attention_mask)
-        if self.device.startswith("cuda"):
-            ids = ids.pin_memory().to(self.device, non_blocking=True)
-            mask = mask.pin_memory().to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            with _autocast(torch, self.device, self.spec.precision):
+        if self.openvino is not None:
+            for batch, hidden in self.openvino.run(batches):
+                yield batch, torch.from_numpy(hidden), torch.from_numpy(batch.attention_mask)
+            return
+        for batch in batches:
+            ids = torch.from_numpy(batch.input_ids)
+            mask = torch.from_numpy(batch.attention_mask)
+            if self.device.startswith("cuda"):
+                ids = ids.pin_memory().to(self.device, non_blocking=True)
+                mask = mask.pin_memory().to(self.device, non_blocking=True)
+            with torch.inference_mode(), _autocast(torch, self.device, self.spec.precision):
                 hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-            vectors = pool(torch, hidden.float(), mask, self.spec.pooling, skip)
+            yield batch, hidden.float(), mask
+
+    def _head(self, hidden, mask, skip: int = 0) -> np.ndarray:
+        """Pooling → Dense → truncation → Normalize, in fp32 torch whichever runtime ran the model."""
+        torch = self._torch
+        with torch.inference_mode():
+            vectors = pool(torch, hidden, mask, self.spec.pooling, skip)
             for dense in self.dense:  # fp32, outside autocast, as the model's own Dense layers run
                 vectors = dense(vectors)
             if self.spec.truncate_dim:
@@ -243,10 +303,12 @@ def resolve_runtime(
 _ENGINES: dict[tuple, Engine] = {}
 
 
-def get_engine(spec: ModelSpec, device: str | None = None) -> Engine:
-    """One loaded engine per (model, precision, device) per process: loading costs seconds."""
+def get_engine(spec: ModelSpec, device: str | None = None, cache_dir: Path | None = None) -> Engine:
+    """One loaded engine per (model, precision, device, runtime) per process: loading costs seconds."""
     resolved, chosen_device = resolve_runtime(spec, device)
-    key = (resolved, chosen_device)
+    runtime = choose_runtime(chosen_device)
+    key = (resolved, chosen_device, runtime)
     if key not in _ENGINES:
-        _ENGINES[key] = Engine(resolved, device=chosen_device, precision=resolved.precision)
+        _ENGINES[key] = Engine(resolved, device=chosen_device, precision=resolved.precision, runtime=runtime,
+                               cache_dir=cache_dir)
     return _ENGINES[key]

@@ -35,6 +35,8 @@ class RunSummary:
     failures: list[str]
     quarantine_reasons: list[str]
     notes: list[str] = field(default_factory=list)  # what an operator should know: prod held, not moved, ...
+    precision: str = ""  # what the forward passes ran under (provenance)
+    runtime: str = ""  # torch or openvino (provenance)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -87,7 +89,7 @@ def record_run(
     outcome = catalog.finish_run(
         ws, run_id, counts=counts, seconds=seconds, documents_arrow=batch.read_documents(),
         deleted_doc_ids=plan.deleted_doc_ids, quarantined=plan.quarantined, version=version,
-        promote_to=promote_to, metadata_types=plan.metadata_types,
+        promote_to=promote_to, metadata_types=plan.metadata_types, runtime=batch.runtime,
     )
     number = version["version"] if version else None
     return RunSummary(
@@ -116,6 +118,8 @@ def record_run(
         failures=report.failures,
         quarantine_reasons=[q["reason"] for q in plan.quarantined[:20]],
         notes=serving_notes(corpus, space, outcome["model"], number, report.passed, outcome, promote_to),
+        precision=batch.precision,
+        runtime=batch.runtime,
     )
 
 

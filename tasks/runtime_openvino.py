@@ -1,0 +1,159 @@
+"""The OpenVINO CPU runtime: the transformer's forward pass, converted from the loaded torch module.
+
+Why: on CPUs OpenVINO's fused kernels beat torch eager (bf16 where the CPU has AVX-512 BF16 or AMX).
+The model is still loaded by transformers; `openvino.convert_model` traces it once with dynamic batch
+and sequence dims, and the IR is cached on disk keyed by model fingerprint + precision, so a worker
+converts once. Only the last hidden state comes out of OpenVINO: pooling, Dense and Normalize stay in
+the engine's torch code, exactly as for the torch runtime. Only `tasks/` imports openvino.
+"""
+
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("embedline.runtime")
+# OpenVINO's inference precision per embedline precision; fp16 on CPU stays with torch.
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+_SAID: set[str] = set()  # fallback reasons already logged by this process
+
+
+def say_once(message: str, level: str = "warning") -> None:
+    """Log a runtime fallback once per process (every engine of a worker would repeat it)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        getattr(log, level)(message)
+
+
+def import_openvino():
+    """The openvino module, or None where the `openvino` extra is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the compiled model runs (the bench prints it and can sweep it)."""
+
+    precision: str  # OpenVINO's: f32 or bf16
+    hint: str  # PERFORMANCE_HINT: LATENCY (one stream, all threads) or THROUGHPUT (several streams)
+    streams: int | None = None  # None: what OpenVINO picks for the hint (the compiled model says after)
+    threads: int | None = None
+    requests: int | None = None  # async infer requests in flight; None: OpenVINO's optimal number
+
+    def config(self) -> dict:
+        config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": self.hint}
+        if self.streams:
+            config["NUM_STREAMS"] = str(self.streams)
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        return config
+
+
+def choose_tuning(precision: str, streams: int | None = None, threads: int | None = None) -> Tuning:
+    """THROUGHPUT (several streams, one async request each) unless one stream is asked for: on our 2-core
+    AVX-512-BF16 machines two streams of small token-budget batches ran ~1.2-1.4x one LATENCY stream."""
+    return Tuning(OV_PRECISION[precision], "LATENCY" if streams == 1 else "THROUGHPUT", streams, threads,
+                  streams)
+
+
+def cache_path(cache_dir: Path, fingerprint: str, precision: str, version: str) -> Path:
+    """Where the converted IR of one model lives: keyed by fingerprint, precision and OpenVINO version."""
+    tag = version.split("-")[0]
+    return Path(cache_dir) / f"{fingerprint[:32]}-{precision}-ov{tag}.xml"
+
+
+class OpenVinoForward:
+    """The compiled transformer: token id batches in, last hidden states (float32 numpy) out."""
+
+    def __init__(self, torch_model, fingerprint: str, precision: str, cache_dir: Path,
+                 tuning: Tuning | None = None):
+        ov = import_openvino()
+        if ov is None:
+            raise ImportError("openvino is not installed")
+        if precision not in OV_PRECISION:
+            raise ValueError(f"precision {precision} runs on torch")
+        self.tuning = tuning or choose_tuning(precision)
+        self.path = cache_path(cache_dir, fingerprint, precision, ov.__version__)
+        self.converted = False  # whether this engine converted (False: read from the cache)
+        core = ov.Core()
+        self.compiled = core.compile_model(self._read_or_convert(ov, core, torch_model), "CPU",
+                                           self.tuning.config())
+        self.tuning = replace(  # what OpenVINO made of the hints
+            self.tuning, streams=int(self.compiled.get_property("NUM_STREAMS")),
+            threads=int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+            requests=self.tuning.requests
+            or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
+        )
+        self._ov = ov
+
+    def run(self, batches: Iterable) -> Iterator[tuple[object, np.ndarray]]:
+        """(batch, hidden states) for each padded batch (`input_ids`, `attention_mask`), in completion
+        order; `requests` of them run at once."""
+        if self.tuning.requests == 1:
+            request = self.compiled.create_infer_request()
+            for batch in batches:
+                request.infer({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+                yield batch, request.get_output_tensor(0).data.copy()
+            return
+        done: list[tuple[object, np.ndarray]] = []
+        queue = self._ov.AsyncInferQueue(self.compiled, self.tuning.requests)
+        queue.set_callback(
+            lambda request, batch: done.append((batch, request.get_output_tensor(0).data.copy()))
+        )
+        for batch in batches:
+            queue.start_async({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, batch)
+            while done:
+                yield done.pop(0)
+        queue.wait_all()
+        while done:
+            yield done.pop(0)
+
+    def _read_or_convert(self, ov, core, torch_model):
+        """The cached IR, else convert the module and cache it (written aside, then renamed into place)."""
+        if self.path.is_file():
+            return core.read_model(self.path)
+        import torch
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            if self.path.is_file():  # another process of this worker converted meanwhile
+                return core.read_model(self.path)
+            example = {"input_ids": torch.ones((2, 8), dtype=torch.int64),
+                       "attention_mask": torch.ones((2, 8), dtype=torch.int64)}
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
+                model = ov.convert_model(
+                    last_hidden_module(torch_model), example_input=example,
+                    input=[("input_ids", [-1, -1], ov.Type.i64), ("attention_mask", [-1, -1], ov.Type.i64)],
+                )
+            staged = self.path.with_name(self.path.stem + f".{os.getpid()}.xml")
+            ov.save_model(model, staged, compress_to_fp16=False)  # fp16 weights would move the vectors
+            staged.with_suffix(".bin").replace(self.path.with_suffix(".bin"))
+            staged.replace(self.path)
+            self.converted = True
+            return model
+
+
+def last_hidden_module(torch_model):
+    """A module returning only the last hidden state (no pooler head, no output dict to trace)."""
+    import torch
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return LastHidden(torch_model).eval()
+

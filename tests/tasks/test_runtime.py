@@ -1,0 +1,114 @@
+"""The forward-pass runtime: OpenVINO on CPU where installed, torch otherwise or when told; a fallback is
+said once; the converted model is cached by fingerprint + precision; vectors match sentence-transformers."""
+
+import logging
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from embedline.errors import BadSetting
+from embedline.tasks import runtime_openvino
+from embedline.tasks.embedding import Engine, choose_runtime
+from embedline.tasks.models import read_model_dir
+
+HAS_OPENVINO = runtime_openvino.import_openvino() is not None
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (the `openvino` extra)")
+TEXTS = ["tiling window manager", "Secure shell server: remote login with encryption " * 5, "x", "",
+         "word " * 300, "dynamic window manager for X"]
+
+
+@pytest.fixture(scope="module")
+def spec(tiny_model_dir):
+    return read_model_dir("tiny", tiny_model_dir)
+
+
+@pytest.fixture
+def said(monkeypatch, caplog):
+    """A fresh "said once" memory, and the runtime log's records."""
+    monkeypatch.setattr(runtime_openvino, "_SAID", set())
+    caplog.set_level(logging.INFO, logger="embedline.runtime")
+    return caplog
+
+
+def test_torch_is_chosen_off_cpu_when_told_and_where_openvino_is_absent(monkeypatch, said):
+    assert choose_runtime("cuda", "auto") == "torch"
+    assert choose_runtime("cuda:1", "openvino") == "torch"
+    assert choose_runtime("cpu", "torch") == "torch"
+    assert choose_runtime("cpu", "auto") == ("openvino" if HAS_OPENVINO else "torch")
+    monkeypatch.setenv("EMBEDLINE_RUNTIME", "torch")
+    assert choose_runtime("cpu") == "torch"
+    monkeypatch.setenv("EMBEDLINE_RUNTIME", "onnx")
+    with pytest.raises(BadSetting, match="EMBEDLINE_RUNTIME"):
+        choose_runtime("cpu")
+    monkeypatch.delenv("EMBEDLINE_RUNTIME")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as where the extra is not installed
+    assert choose_runtime("cpu", "auto") == "torch"
+    assert choose_runtime("cpu", "auto") == "torch"
+    assert [r.getMessage() for r in said.records].count(
+        "openvino is not installed (pip install 'embedline[openvino]'): embedding with torch") == 1
+
+
+def test_openvino_asked_for_but_absent_runs_torch_and_says_so_once(spec, monkeypatch, said, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    reference = Engine(spec, device="cpu", precision="fp32", runtime="torch").embed(TEXTS)
+    engines = [Engine(spec, device="cpu", precision="fp32", runtime="openvino", cache_dir=tmp_path)
+               for _ in range(2)]
+    assert [e.runtime for e in engines] == ["torch", "torch"]
+    np.testing.assert_array_equal(engines[1].embed(TEXTS), reference)
+    warnings = [r for r in said.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "openvino is not installed" in warnings[0].getMessage()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_precision_openvino_does_not_run_here_falls_back_to_torch_once(spec, said, tmp_path):
+    engines = [Engine(spec, device="cpu", precision="fp16", runtime="openvino", cache_dir=tmp_path)
+               for _ in range(2)]
+    assert [e.runtime for e in engines] == ["torch", "torch"]
+    warnings = [r.getMessage() for r in said.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "embedding with torch" in warnings[0]
+
+
+@needs_openvino
+def test_the_converted_model_is_cached_by_fingerprint_and_precision(spec, tmp_path):
+    first = Engine(spec, device="cpu", precision="fp32", runtime="openvino", cache_dir=tmp_path)
+    again = Engine(spec, device="cpu", precision="fp32", runtime="openvino", cache_dir=tmp_path)
+    bf16 = Engine(spec, device="cpu", precision="bf16", runtime="openvino", cache_dir=tmp_path)
+    other = Engine(replace(spec, fingerprint="f" * 64), device="cpu", precision="fp32", runtime="openvino",
+                   cache_dir=tmp_path)
+    assert [e.runtime for e in (first, again, bf16, other)] == ["openvino"] * 4
+    assert [e.openvino.converted for e in (first, again, bf16, other)] == [True, False, True, True]
+    assert first.openvino.path == again.openvino.path
+    assert len({e.openvino.path for e in (first, bf16, other)}) == 3
+    assert spec.fingerprint[:16] in first.openvino.path.name and "-fp32-" in first.openvino.path.name
+    assert sorted(p.suffix for p in tmp_path.iterdir() if p.suffix != ".lock") == [".bin"] * 3 + [".xml"] * 3
+    np.testing.assert_allclose(again.embed(TEXTS), first.embed(TEXTS), atol=1e-6)
+
+
+@needs_openvino
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_vectors_match_sentence_transformers_fp32(spec, tiny_model_dir, tmp_path, precision):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(tiny_model_dir), device="cpu", local_files_only=True)
+    expected = st.encode(TEXTS, batch_size=32, convert_to_numpy=True)
+    engine = Engine(spec, device="cpu", precision=precision, runtime="openvino", cache_dir=tmp_path,
+                    token_budget=256)  # several batches, each padded to its own longest row
+    vectors = engine.embed(TEXTS)
+    assert engine.runtime == "openvino" and engine.openvino.tuning.precision == {"fp32": "f32"}.get(
+        precision, precision)
+    assert vectors.shape == expected.shape
+    cosines = (vectors * expected).sum(axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosines.min() >= 0.9999, cosines
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_shards_of_a_mixed_pool_report_each_runtime(tmp_path):
+    from embedline.tasks.batch import EmbeddedBatch
+
+    def part(runtime: str) -> EmbeddedBatch:
+        return EmbeddedBatch([str(tmp_path / runtime)], [], 10, 100, 1.0, 32, {}, "key", ["bf16"], [runtime])
+
+    combined = EmbeddedBatch.combine([part("torch"), part("openvino"), part("openvino")])
+    assert (combined.runtime, combined.precision, combined.model_key) == ("openvino+torch", "bf16", "key")
