@@ -217,12 +217,18 @@ def format_summary(summary) -> str:
         f"unchanged {summary.docs_unchanged}, quarantined {summary.docs_quarantined}; "
         f"deleted {summary.docs_deleted}",
         f"  chunks embedded {summary.chunks_embedded} ({summary.tokens_embedded} tokens in "
-        f"{summary.embed_seconds:.1f} s); total {summary.seconds:.1f} s",
+        f"{summary.embed_seconds:.1f} s{_engine(summary)}); total {summary.seconds:.1f} s",
     ]
     lines += [f"  quarantined: {reason}" for reason in summary.quarantine_reasons]
     lines += [f"  failed: {failure}" for failure in summary.failures]
     lines += [f"  note: {note}" for note in summary.notes]
     return "\n".join(lines)
+
+
+def _engine(summary) -> str:
+    """", openvino bf16": the runtime and precision that embedded the run's chunks (none: nothing)."""
+    parts = [part for part in (summary.runtime, summary.precision) if part]
+    return f", {' '.join(parts)}" if summary.chunks_embedded and parts else ""
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The runtime is provenance, like precision: each run records what ran its forward passes, and a run on
 another runtime re-embeds nothing (the model key does not include it)."""
 
+from embedline.flows.cli import format_summary
 from embedline.storage import catalog
 from embedline.tasks.runtime_openvino import import_openvino
 from tests.conftest import ingest
@@ -21,3 +22,5 @@ def test_each_run_records_its_runtime_and_a_runtime_change_re_embeds_nothing(wor
         runs = con.execute("SELECT runtime, precision, device, model_key FROM runs ORDER BY run_id").fetchall()
     assert [r[:3] for r in runs] == [("torch", "fp32", "cpu"), (auto, "fp32", "cpu")]
     assert len({r[3] for r in runs}) == 1  # one model key, whatever the runtime
+    assert "tokens in" in format_summary(first) and ", torch fp32); total" in format_summary(first)
+    assert ", torch" not in format_summary(second) and "openvino" not in format_summary(second)  # nothing ran
