@@ -56,7 +56,7 @@ def run_case(ws, corpus: str, source: Path, docs: int, args, backfill_docs: int)
             "passages": fitted.passages, "general_texts": fitted.general_texts, "chosen": fitted.kind,
             "retention": fitted.retention, "recalls": fitted.recalls, "backward": fitted.backward,
             "old_old": fitted.backward["recalls"]["full_reembed"],  # old→new fit's ceiling: MiniLM both sides
-            "serve_seconds": fitted.serve_seconds, "fit_seconds": fit_seconds,
+            "serve_seconds": fitted.serve_seconds, "serve_split": fitted.seconds, "fit_seconds": fit_seconds,
             "backfill_docs": embedded, "backfill_seconds": backfill_seconds, "docs_per_second": rate,
             "swapped": swapped}
 
@@ -71,10 +71,12 @@ def print_case(title: str, row: dict) -> None:
     print(f"  raw mismatch (MPNet 768-d → MiniLM 384-d)   {r['raw_mismatch']:.3f}")
     for kind in KINDS:
         print(f"  adapter {kind:13} MPNet → MiniLM index   {r[kind]:.3f}  "
-              f"(retention {r[kind] / r['full_reembed']:.1%}, fit {r[kind + '_fit_seconds']:.2f} s)")
+              f"(retention {r[kind] / r['full_reembed']:.1%}, fit {r[kind + '_fit_seconds']:.2f} s, "
+              f"{r[kind + '_folds']} of {r['folds']} folds)")
     back = row["backward"]
     print(f"  chosen new→old: {row['chosen']}, retention {row['retention']:.1%}; "
           f"old→new (old clients after the swap): {back['kind']}, retention {back['retention']:.1%}")
+    print("  time to serve, by stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in row["serve_split"].items()))
     print(f"  time to serve {row['serve_seconds']:.1f} s (old→new fit and residual ranking done at "
           f"{row['fit_seconds']:.1f} s); MPNet backfill of {row['backfill_docs']} docs "
           f"{row['backfill_seconds']:.1f} s ({row['docs_per_second']:.2f} docs/s)"

@@ -17,7 +17,7 @@ from embedline.tasks.passages import Passage, cut_passages, general_passages
 
 
 PASSAGE_SAMPLE = 3000  # sentences cut from the corpus's chunks; both models embed them
-MIN_PAIRS = 5000  # fewer in-domain pairs than this and general text fills the gap
+MIN_PAIRS = 5000  # the fit's pair target: sentences fill up to it, general text only where they run out
 
 
 @dataclass
@@ -34,6 +34,7 @@ class RefreshFit:
     backward: dict = field(default_factory=dict)  # the old→new adapter: kind, retention, recalls
     passages: int = 0  # sentences cut from the corpus's chunks, in the fit
     general_texts: int = 0  # sentences of the package's general text, only when in-domain pairs were few
+    seconds: dict = field(default_factory=dict)  # time to serve, split by stage (load, read, embed, choose)
 
 
 def adapter_path(ws: Workspace, corpus: str, from_model: str, to_model: str):
@@ -47,9 +48,11 @@ def residual_path(ws: Workspace, corpus: str, new_model: str):
 def sample_documents(ws: Workspace, space: str, version: int, limit: int, extra: int = 0,
                      seed: int = 0) -> tuple[list[dict], list[str]]:
     """Up to `limit` documents of a version (each document's first chunk, its title and its stored
-    vector), and the query texts of up to `extra` other documents."""
+    vector), and the query texts of up to `extra` other documents. Rows are sorted by doc_id before the
+    seeded shuffle (Lance returns them in no set order), so one corpus gives one sample run after run."""
     table = embeddings.dataset_at(ws, space, version).to_table(
         columns=["doc_id", "title", "text", "vector"], filter="chunk_index = 0")
+    table = table.sort_by([("doc_id", "ascending")])
     order = np.random.default_rng(seed).permutation(table.num_rows)
     others = table.select(["title", "text"]).take(order[limit:limit + extra]).to_pylist()
     if table.num_rows > limit:
@@ -84,12 +87,15 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     starts the moment it is recorded), then the old→new one; each the best family by retention.
 
     The fit pairs the sample's documents, their query texts (titles, or opening words), the query texts
-    of `query_sample` further documents, and up to `passage_sample` sentences cut from every chunk of the
-    corpus: queries are what an adapter maps, and short texts are cheap to embed (MPNet on CPU: a title
-    costs ~1/7 of a description). Only when all of these make fewer than `min_pairs` pairs (a corpus of a
-    few hundred documents) do sentences of general text shipped with the package fill the gap.
+    of `query_sample` further documents, and sentences cut from every chunk of the corpus (at most
+    `passage_sample`, and only as many as bring the fit to `min_pairs` pairs: each costs a new-model
+    forward pass, and time to serve is what a refresh promises to keep short): queries are what an
+    adapter maps, and short texts are cheap to embed (MPNet on CPU: a title costs ~1/7 of a description).
+    Only when all of these make fewer than `min_pairs` pairs (a corpus of a few hundred documents) do
+    sentences of general text shipped with the package fill the gap.
     """
     started = time.perf_counter()
+    clock = Stopwatch()
     check_name(corpus, "corpus name")
     prod = catalog.get_alias(ws, corpus)
     if prod is None:
@@ -98,20 +104,31 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
         raise BadInput(f"corpus {corpus!r} already serves model {new_model!r}")
     old_engine = get_engine(resolve_model(ws, prod["model"]))
     new_engine = get_engine(resolve_model(ws, new_model))
+    clock.lap("load_models")
     docs, extra = sample_documents(ws, prod["space"], prod["version"], sample, query_sample)
     if len(docs) < 20:
         raise BadInput(f"corpus {corpus!r} has {len(docs)} documents; an adapter needs at least 20")
-    passages = sample_passages(ws, prod["space"], prod["version"], docs, passage_sample)
+    # Sentences fill the fit up to `min_pairs` pairs, no further: each costs a new-model forward pass.
+    wanted = min(passage_sample, max(0, min_pairs - 2 * len(docs) - len(extra)))
+    passages = sample_passages(ws, prod["space"], prod["version"], docs, wanted)
     general = general_passages(min_pairs - 2 * len(docs) - len(extra) - len(passages))
     short = [query_text(d) for d in docs] + extra + general + [p.text for p in passages]
+    clock.lap("read")
     # The old model's document vectors are already in the index: only the new model embeds documents.
-    old_short, new_short = old_engine.embed(short, kind="query"), new_engine.embed(short, kind="query")
+    old_short = embed_once(old_engine, short)
+    clock.lap("embed_short_old")
+    new_short = embed_once(new_engine, short)
+    clock.lap("embed_short_new")
+    new_docs = new_engine.embed([d["text"] for d in docs])
+    clock.lap("embed_docs_new")
     n, m = len(docs), len(docs) + len(extra) + len(general)
-    pairs = Pairs(new_engine.embed([d["text"] for d in docs]), np.stack([d["vector"] for d in docs]),
+    pairs = Pairs(new_docs, np.stack([d["vector"] for d in docs]),
                   new_short[:n], old_short[:n], new_short[n:m], old_short[n:m], new_short[m:], old_short[m:],
                   np.array([p.owner for p in passages], dtype=np.int64))
     forward = choose_adapter(pairs)
+    clock.lap("choose")
     record(ws, corpus, new_model, prod["model"], forward, len(docs))
+    clock.lap("record")
     serve_seconds = time.perf_counter() - started  # `--model NEW` queries are served from here on
     save_residual_model(residual_path(ws, corpus, new_model), pairs.docs_y, pairs.docs_x, forward.adapter)
     backward = choose_adapter(pairs.reversed())
@@ -130,7 +147,28 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
         back,
         len(passages),
         len(general),
+        clock.seconds,
     )
+
+
+class Stopwatch:
+    """Seconds per named stage, each from the end of the previous one: where time to serve goes."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 3)
+        self._last = now
+
+
+def embed_once(engine, texts: list[str], kind: str = "query") -> np.ndarray:
+    """Vectors for `texts` in order, each distinct text embedded once (titles and sentences repeat)."""
+    distinct = list(dict.fromkeys(texts))
+    row = {text: i for i, text in enumerate(distinct)}
+    return engine.embed(distinct, kind=kind)[[row[text] for text in texts]]
 
 
 def record(

@@ -15,7 +15,11 @@ import pytest
 from embedline.storage import catalog, embeddings
 from embedline.tasks.models import add_model
 from embedline.tasks.passages import split_sentences
-from embedline.tasks.refresh import fit_refresh_adapters, query_vector, refresh_status, sample_passages
+from embedline.tasks.embedding import get_engine
+from embedline.tasks.models import resolve_model
+from embedline.tasks.refresh import (
+    embed_once, fit_refresh_adapters, query_vector, refresh_status, sample_documents, sample_passages,
+)
 from embedline.storage import sql
 from embedline.tasks.search import make_embedder, make_query_embedder, search_corpus
 from tests.conftest import ingest
@@ -70,9 +74,51 @@ def test_a_tiny_corpus_fills_its_fit_with_general_text_only_when_in_domain_pairs
     recorded = json.loads(catalog.get_adapter(ws, "debian", "small", "tiny")["recalls"])
     assert (recorded["folds"], recorded["pairs_documents"], recorded["pairs_passages"]) == (5, 80, 300)
     assert recorded["pairs_extra"] == 40 + short.general_texts  # general text only ever enters fits
-    assert recorded[short.kind] == max(recorded[k] for k in ("procrustes", "ridge", "residual_mlp"))
+    ran_all = [k for k in ("procrustes", "ridge", "residual_mlp") if recorded[f"{k}_folds"] == 5]
+    assert recorded[short.kind] == max(recorded[k] for k in ran_all)
     enough = fit_refresh_adapters(ws, "debian", "small", sample=80, passage_sample=300, min_pairs=500)
     assert enough.general_texts == 0 and enough.passages == 300
+
+
+def test_sentences_fill_the_fit_up_to_the_pair_target_and_no_further(two_models):
+    """Each sentence costs a new-model forward pass before serving starts: only the gap is cut."""
+    capped = fit_refresh_adapters(two_models, "debian", "small", sample=80, passage_sample=300, min_pairs=260)
+    assert (capped.passages, capped.general_texts) == (260 - 2 * 80 - 40, 0)
+    assert set(capped.seconds) == {"load_models", "read", "embed_short_old", "embed_short_new",
+                                   "embed_docs_new", "choose", "record"}
+    assert sum(capped.seconds.values()) <= capped.serve_seconds + 0.01
+
+
+def test_texts_that_repeat_are_embedded_once(two_models):
+    engine = get_engine(resolve_model(two_models, "tiny"))
+    texts = ["tiling window manager", "a mail client", "tiling window manager"]
+    before = engine.tokens_embedded
+    vectors = embed_once(engine, texts)
+    once = engine.tokens_embedded - before
+    assert np.allclose(vectors, engine.embed(texts, kind="query"), atol=1e-2)
+    assert engine.tokens_embedded - before - once > once  # three texts cost more than their two distinct ones
+
+
+def test_the_sample_is_the_same_whatever_order_lance_returns_rows(two_models, debian_case, tmp_path,
+                                                                  tiny_model_dir):
+    """Rows come from Lance in write order: the same corpus ingested in reverse gives the same sample."""
+    from embedline.workspace import Workspace
+
+    reversed_case = tmp_path / "reversed.jsonl"
+    reversed_case.write_text("".join(reversed(debian_case.read_text().splitlines(keepends=True))))
+    other = Workspace.from_env(tmp_path / "other").ensure()
+    add_model(other, "tiny", str(tiny_model_dir))
+    ingest(other, reversed_case)
+    samples = []
+    for ws in (two_models, other):
+        prod = catalog.get_alias(ws, "debian")
+        order = embeddings.dataset_at(ws, prod["space"], prod["version"]).to_table(columns=["doc_id"])
+        samples.append((order.column("doc_id").to_pylist(), *sample_documents(ws, prod["space"],
+                                                                             prod["version"], 50, 30)))
+    (written, docs, extra), (written_back, docs_back, extra_back) = samples
+    assert written != written_back  # the two tables really hold their rows in different orders
+    assert [d["doc_id"] for d in docs] == [d["doc_id"] for d in docs_back] and extra == extra_back
+    assert [d["text"] for d in docs] == [d["text"] for d in docs_back]
 
 
 def test_passages_are_cut_from_every_chunk_and_owned_by_their_sampled_document(workspace, debian_case):
