@@ -54,7 +54,7 @@ soak: setup
 # overlay venv whose own packages shadow the project's. Nothing of the project imports from it.
 BENCH_VENV ?= .venv-bench
 $(BENCH_VENV)/.installed: $(VENV)/.installed
-	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)
 	$(PY) -c "import sysconfig; print(f\"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\")" \
 		> $$($(BENCH_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-project.pth
 	$(BENCH_VENV)/bin/python -m pip -q --disable-pip-version-check install \

@@ -7,6 +7,7 @@ thread while it imports its libraries and loads its model here, so the two waits
 """
 
 import base64
+import json
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,9 +19,9 @@ LOCAL_API = "http://127.0.0.1:4200/api"  # where `prefect server start` (and `ma
 
 
 def local_server(url: str = LOCAL_API, timeout: float = 3.0) -> str | None:
-    """`url` when a Prefect server there answers this process (nothing listening: None at once). It
-    asks `/admin/version`, not `/health`: a server with an auth string answers health checks to
-    anyone, and a command without the credential must not take it for its own."""
+    """`url` when a Prefect server of this release there answers this process (nothing listening: None at
+    once). It asks `/admin/version`, not `/health`: a server with an auth string answers health checks
+    to anyone, and a command without the credential must not take it for its own."""
     from prefect.settings import PREFECT_API_AUTH_STRING
 
     request = urllib.request.Request(f"{url}/admin/version")
@@ -28,9 +29,18 @@ def local_server(url: str = LOCAL_API, timeout: float = 3.0) -> str | None:
         request.add_header("Authorization", "Basic " + base64.b64encode(credential.encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return url if response.status == 200 else None
-    except (OSError, ValueError):  # refused, timed out, or an HTTP error status (401, 503, ...)
+            answer = json.loads(response.read(256)) if response.status == 200 else None
+    except (OSError, ValueError):  # refused, timed out, an HTTP error status (401, 503, ...), not JSON
         return None
+    return url if same_minor_version(answer) else None
+
+
+def same_minor_version(answer) -> bool:
+    """Whether `/admin/version` answered this Prefect's major.minor: another web server on the port (a
+    dev server answering every path) or another Prefect release is not taken for ours."""
+    import prefect
+
+    return isinstance(answer, str) and answer.split(".")[:2] == prefect.__version__.split(".")[:2]
 
 
 def temporary_server():

@@ -156,6 +156,8 @@ class Engine:
         wants_openvino = choose_runtime(self.device, runtime) == "openvino"
         self.openvino = self._start_openvino(cache_dir, tuning) if wants_openvino else None
         self.runtime = "openvino" if self.openvino else "torch"
+        if self.openvino and self.openvino.precision != self.spec.precision:  # provenance: what really runs
+            self.spec = self.spec.with_precision(self.openvino.precision)
         budget = "openvino" if self.openvino else "cuda" if self.device.startswith("cuda") else "cpu"
         self.token_budget = token_budget or TOKEN_BUDGET[budget]
 

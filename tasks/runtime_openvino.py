@@ -65,9 +65,35 @@ def choose_tuning(precision: str, streams: int | None = None, threads: int | Non
 
 
 def cache_path(cache_dir: Path, fingerprint: str, precision: str, version: str) -> Path:
-    """Where the converted IR of one model lives: keyed by fingerprint, precision and OpenVINO version."""
+    """Where the converted IR of one model lives: keyed by the weights' digest, precision and the versions
+    of OpenVINO, torch and transformers (the IR is a trace of their code)."""
+    import torch
+    import transformers
+
     tag = version.split("-")[0]
-    return Path(cache_dir) / f"{fingerprint[:32]}-{precision}-ov{tag}.xml"
+    libs = f"{torch.__version__.split('+')[0]}-{transformers.__version__}"
+    return Path(cache_dir) / f"{fingerprint[:32]}-{precision}-ov{tag}-pt{libs}.xml"
+
+
+def weights_digest(torch_model) -> str:
+    """A digest of every weight the loaded module holds: the cached IR must be a trace of these weights,
+    not of whatever files the model's registered (sampled) fingerprint once described."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in torch_model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def compiled_precision(compiled) -> str:
+    """The precision the compiled model really runs at ("bf16" or "fp32"): a bf16 hint on a CPU without
+    bf16 units runs f32, and provenance must say what ran."""
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return "bf16" if getattr(hint, "get_type_name", lambda: str(hint))() == "bf16" else "fp32"
 
 
 class OpenVinoForward:
@@ -80,12 +106,20 @@ class OpenVinoForward:
             raise ImportError("openvino is not installed")
         if precision not in OV_PRECISION:
             raise ValueError(f"precision {precision} runs on torch")
-        self.tuning = tuning or choose_tuning(precision)
-        self.path = cache_path(cache_dir, fingerprint, precision, ov.__version__)
+        self.tuning = tuning or choose_tuning(precision, threads=_torch_threads())
+        self.path = cache_path(cache_dir, weights_digest(torch_model), precision, ov.__version__)
         self.converted = False  # whether this engine converted (False: read from the cache)
         core = ov.Core()
-        self.compiled = core.compile_model(self._read_or_convert(ov, core, torch_model), "CPU",
-                                           self.tuning.config())
+        try:
+            self.compiled = core.compile_model(self._read_or_convert(ov, core, torch_model), "CPU",
+                                               self.tuning.config())
+        except Exception:  # noqa: BLE001 - a damaged cache (a cut .bin, a kill -9): convert once more
+            if self.converted:
+                raise
+            self._discard_cache()
+            self.compiled = core.compile_model(self._read_or_convert(ov, core, torch_model), "CPU",
+                                               self.tuning.config())
+        self.precision = compiled_precision(self.compiled)
         self.tuning = replace(  # what OpenVINO made of the hints
             self.tuning, streams=int(self.compiled.get_property("NUM_STREAMS")),
             threads=int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
@@ -116,6 +150,14 @@ class OpenVinoForward:
         while done:
             yield done.pop(0)
 
+    def _discard_cache(self) -> None:
+        from filelock import FileLock
+
+        with FileLock(str(self.path) + ".lock"):
+            say_once(f"the converted model {self.path} could not be read; converting it again")
+            self.path.unlink(missing_ok=True)
+            self.path.with_suffix(".bin").unlink(missing_ok=True)
+
     def _read_or_convert(self, ov, core, torch_model):
         """The cached IR, else convert the module and cache it (written aside, then renamed into place)."""
         if self.path.is_file():
@@ -135,12 +177,23 @@ class OpenVinoForward:
                     last_hidden_module(torch_model), example_input=example,
                     input=[("input_ids", [-1, -1], ov.Type.i64), ("attention_mask", [-1, -1], ov.Type.i64)],
                 )
+            for leftover in self.path.parent.glob(self.path.stem + ".*.*"):  # staged by a killed process
+                if leftover.suffix in (".xml", ".bin"):
+                    leftover.unlink(missing_ok=True)
             staged = self.path.with_name(self.path.stem + f".{os.getpid()}.xml")
             ov.save_model(model, staged, compress_to_fp16=False)  # fp16 weights would move the vectors
             staged.with_suffix(".bin").replace(self.path.with_suffix(".bin"))
             staged.replace(self.path)
             self.converted = True
             return model
+
+
+def _torch_threads() -> int:
+    """The threads torch was given (`OMP_NUM_THREADS`, as `make serve` splits cores between workers):
+    OpenVINO does not read that variable and would take every core."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def last_hidden_module(torch_model):

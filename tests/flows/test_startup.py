@@ -3,6 +3,8 @@ while the command loads its model (flows/startup.py)."""
 
 import socket
 import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -53,6 +55,30 @@ def test_local_server_is_reused_only_when_it_answers_this_process(prefect_api_ur
     assert startup.local_server(prefect_api_url) == prefect_api_url
     assert startup.local_server(closed_url()) is None
     assert startup.local_server(locked_server) is None
+    for body in (b"<html>a dev server answers every path</html>", b'"2.19.0"'):  # not ours: another release
+        with answering(body) as url:
+            assert startup.local_server(url) is None
+
+
+@contextmanager
+def answering(body: bytes):
+    """A web server on a free loopback port answering every GET with 200 and `body`."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/api"
+    finally:
+        server.shutdown()
 
 
 def test_a_configured_api_is_used_as_is_and_nothing_is_warmed(prefect_api_url):
@@ -72,13 +98,17 @@ def test_a_running_local_server_is_reused_and_the_run_appears_there(
 
     from tests.conftest import ingest
 
-    warmed = []
+    warmed, started = [], datetime.now(timezone.utc)
     with startup.prefect_api(lambda: warmed.append(1), local_url=prefect_api_url) as kind:
         assert kind == "local" and PREFECT_API_URL.value() == prefect_api_url
         summary = ingest(workspace, debian_case, corpus="reused")
     assert warmed == [] and not PREFECT_API_URL.value()
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
     with get_client(sync_client=True, httpx_settings={"base_url": prefect_api_url}) as client:
-        runs = [r for r in client.read_flow_runs(limit=200) if r.parameters.get("corpus") == "reused"]
+        since = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started))  # the server holds many
+        runs = [r for r in client.read_flow_runs(flow_run_filter=since, limit=50)
+                if r.parameters.get("corpus") == "reused"]
     assert summary.status == "succeeded" and [r.state_name for r in runs] == ["Completed"]
 
 

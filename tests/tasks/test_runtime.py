@@ -1,5 +1,5 @@
 """The forward-pass runtime: OpenVINO on CPU where installed, torch otherwise or when told; a fallback is
-said once; the converted model is cached by fingerprint + precision; vectors match sentence-transformers."""
+said once; the converted model is cached by its weights + precision; vectors match sentence-transformers."""
 
 import logging
 import sys
@@ -14,7 +14,8 @@ from embedline.tasks.embedding import Engine, choose_runtime
 from embedline.tasks.models import read_model_dir
 
 HAS_OPENVINO = runtime_openvino.import_openvino() is not None
-needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (the `openvino` extra)")
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO,
+                                    reason="openvino is not installed (the `openvino` extra)")
 TEXTS = ["tiling window manager", "Secure shell server: remote login with encryption " * 5, "x", "",
          "word " * 300, "dynamic window manager for X"]
 
@@ -71,18 +72,30 @@ def test_a_precision_openvino_does_not_run_here_falls_back_to_torch_once(spec, s
 
 
 @needs_openvino
-def test_the_converted_model_is_cached_by_fingerprint_and_precision(spec, tmp_path):
+def test_the_converted_model_is_cached_by_its_weights_and_precision_and_a_damaged_one_is_converted_again(
+        spec, tmp_path):
+    import copy
+
+    from embedline.tasks.runtime_openvino import OpenVinoForward
+
     first = Engine(spec, device="cpu", precision="fp32", runtime="openvino", cache_dir=tmp_path)
     again = Engine(spec, device="cpu", precision="fp32", runtime="openvino", cache_dir=tmp_path)
     bf16 = Engine(spec, device="cpu", precision="bf16", runtime="openvino", cache_dir=tmp_path)
-    other = Engine(replace(spec, fingerprint="f" * 64), device="cpu", precision="fp32", runtime="openvino",
-                   cache_dir=tmp_path)
-    assert [e.runtime for e in (first, again, bf16, other)] == ["openvino"] * 4
-    assert [e.openvino.converted for e in (first, again, bf16, other)] == [True, False, True, True]
-    assert first.openvino.path == again.openvino.path
-    assert len({e.openvino.path for e in (first, bf16, other)}) == 3
-    assert spec.fingerprint[:16] in first.openvino.path.name and "-fp32-" in first.openvino.path.name
-    assert sorted(p.suffix for p in tmp_path.iterdir() if p.suffix != ".lock") == [".bin"] * 3 + [".xml"] * 3
+    assert [e.runtime for e in (first, again, bf16)] == ["openvino"] * 3
+    assert [e.openvino.converted for e in (first, again, bf16)] == [True, False, True]
+    assert first.openvino.path == again.openvino.path != bf16.openvino.path
+    assert "-fp32-" in first.openvino.path.name and "-bf16-" in bf16.openvino.path.name
+    changed = copy.deepcopy(first.model)  # weights edited in place, the registered fingerprint unchanged
+    next(iter(changed.parameters())).data[0, 0] += 1.0
+    edited = OpenVinoForward(changed, spec.fingerprint, "fp32", tmp_path)
+    assert edited.converted and edited.path != first.openvino.path
+    weights = first.openvino.path.with_suffix(".bin")
+    cut = weights.with_name("cut.bin")  # a cut file (a disk that filled); renamed in, as live engines map it
+    cut.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    cut.replace(weights)
+    repaired = Engine(spec, device="cpu", precision="fp32", runtime="openvino", cache_dir=tmp_path)
+    assert repaired.runtime == "openvino" and repaired.openvino.converted
+    np.testing.assert_allclose(repaired.embed(TEXTS), first.embed(TEXTS), atol=1e-6)
     np.testing.assert_allclose(again.embed(TEXTS), first.embed(TEXTS), atol=1e-6)
 
 
