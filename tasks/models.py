@@ -157,13 +157,34 @@ def resolve_model(ws, name: str) -> ModelSpec:
 
     row = catalog.get_model(ws, check_name(name, "model name"))
     if row is not None:
-        spec = ModelSpec.from_json(row["spec"])
+        spec = locate_files(ws, ModelSpec.from_json(row["spec"]))
         if _stack_unknown(row["spec"]):
             _warn_if_stack_ignored(spec)
         return spec
     if name == DEFAULT_MODEL:
         return add_model(ws, name, default_model_path())
     raise NotFound(f"model {name!r} is not registered: run `embedline models add {name} PATH` first")
+
+
+def locate_files(ws, spec: ModelSpec) -> ModelSpec:
+    """The spec with `path` at this host's copy of the model's files. A model is known by name and
+    fingerprint: the path registered on one host (a virtual environment's site-packages, another home)
+    need not exist on another, so a folder holding the same files (same fingerprint) is found where this
+    host keeps models: the bundled default's package, `<home>/models/<name>`, an installed model's folder."""
+    from embedline.errors import NotFound
+
+    if Path(spec.path, "config.json").is_file():
+        return spec
+    for folder in _model_folders(ws, spec.name):
+        if Path(folder, "config.json").is_file() and fingerprint_model_dir(Path(folder)) == spec.fingerprint:
+            return replace(spec, path=str(folder))
+    raise NotFound(f"model {spec.name!r} (fingerprint {spec.fingerprint}) has no files on this host: put the "
+                   f"same model folder at {ws.models_dir / spec.name} (or its registered path {spec.path})")
+
+
+def _model_folders(ws, name: str) -> list[Path]:
+    folders = [Path(default_model_path()), ws.models_dir / name]
+    return folders + [ws.models_dir / r["folder"] for r in INSTALLABLE.values() if r["name"] == name]
 
 
 STACK_FIELDS = ("include_prompt", "dense", "query_prompt", "document_prompt")
