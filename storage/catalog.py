@@ -16,7 +16,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -206,16 +206,8 @@ def writing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     ws.ensure()
     with private_files(), _write_turn(ws):  # a new catalog file and its write-ahead log are 0600
         con = _postgres_cursor(ws) if on_postgres(ws) else _open(ws, read_only=False)
-        try:
-            migrate(con)
-            con.execute("BEGIN")
+        with _transaction(con, before=lambda: migrate(con)):
             yield con
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
-        finally:
-            con.close()
 
 
 @contextmanager
@@ -243,13 +235,26 @@ def reading(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
 
 @contextmanager
 def _reading_postgres(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read in one transaction: one snapshot for every query of it, as the file gives."""
     con = _postgres_cursor(ws)
-    try:
+
+    def catch_up() -> None:
         if _schema_version(con) < SCHEMA_VERSION:
             with writing(ws):
                 pass
             con.execute("CALL pg_clear_cache()")  # tables another session created or altered
-        con.execute("BEGIN")  # one snapshot for every query of the read, as the file gives
+
+    with _transaction(con, before=catch_up):
+        yield con
+
+
+@contextmanager
+def _transaction(con, before: Callable[[], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`before()`, then BEGIN … COMMIT around the block; rolled back on any error; `con` closed after."""
+    try:
+        if before is not None:
+            before()
+        con.execute("BEGIN")
         yield con
         con.execute("COMMIT")
     except BaseException:
