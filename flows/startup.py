@@ -13,7 +13,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from embedline.errors import EmbedlineError
 
 LOCAL_API = "http://127.0.0.1:4200/api"  # where `prefect server start` (and `make serve`) listens
 
@@ -83,13 +82,13 @@ def prefect_api(warm: Callable[[], None] | None = None, local_url: str | None = 
 
 
 def _run(warm: Callable[[], None] | None) -> None:
-    """Warm up; a user error it meets (unknown model, bad name) is left for the flow to report and
-    record, as it would be without the warm-up."""
+    """Warm up; an error it meets (an unknown model, a bad name, unreadable weights) is left for the flow
+    to meet again, report and record as a failed run, as it would be without the warm-up."""
     if warm is None:
         return
     try:
         warm()
-    except EmbedlineError:
+    except Exception:  # noqa: BLE001 - the run itself raises it, after recording it
         pass
 
 
