@@ -164,13 +164,15 @@ def test_compose_binds_loopback_and_requires_an_auth_string():
     services = compose["services"]
     server = services["prefect-server"]
     assert server["ports"] == ["${PREFECT_BIND:-127.0.0.1}:4200:4200"]  # loopback unless told otherwise
-    assert server["env_file"] == ["./prefect-auth.env"]
-    for name in ("setup", "worker-cpu", "worker-gpu"):
-        assert services[name]["env_file"] == ["./prefect-auth.env"]
+    for name in ("prefect-server", "postgres", "minio", "setup", "worker-cpu", "worker-gpu"):
+        assert services[name]["env_file"] == ["./secrets.env"]  # no credential written in the file
+        assert "PASSWORD" not in str(services[name].get("environment", {}))
     assert "umask 077" in services["worker-cpu"]["entrypoint"][2]
     readme = (ROOT / "deploy/compose/README.md").read_text()
     assert "PREFECT_SERVER_API_AUTH_STRING" in readme and "PREFECT_API_AUTH_STRING" in readme
-    assert "prefect-auth.env" in (ROOT / ".gitignore").read_text()
+    assert "deploy/compose/secrets.env" in (ROOT / ".gitignore").read_text()
+    script = (ROOT / "deploy/compose/make-secrets.sh").read_text()
+    assert "umask 077" in script and "openssl rand" in script
     assert "PREFECT_API_AUTH_STRING" in (ROOT / "deploy/k8s/README.md").read_text()
     serve = (ROOT / "deploy/local/serve.sh").read_text()
     assert "HOST=127.0.0.1" in serve and "open without a credential, on $HOST only" in serve

@@ -55,7 +55,6 @@ def test_each_corpus_gets_its_own_schedule_and_the_pools_split_cpu_and_gpu_work(
 def test_compose_has_postgres_a_cpu_worker_and_a_gpu_worker_with_a_device_request():
     compose = yaml.safe_load((ROOT / "deploy/compose/compose.yaml").read_text())
     services = compose["services"]
-    assert "postgresql" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert "--pool" in services["worker-cpu"]["command"] and "cpu" in services["worker-cpu"]["command"]
     (device,) = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
@@ -67,11 +66,36 @@ def test_compose_has_postgres_a_cpu_worker_and_a_gpu_worker_with_a_device_reques
     )
 
 
+def test_compose_workers_share_nothing_but_postgres_s3_and_the_prefect_api():
+    compose = yaml.safe_load((ROOT / "deploy/compose/compose.yaml").read_text())
+    services = compose["services"]
+    env = services["worker-gpu"]["environment"]
+    assert env["EMBEDLINE_CATALOG_URL"].startswith("postgresql://") and "@postgres:" in env["EMBEDLINE_CATALOG_URL"]
+    assert env["EMBEDLINE_LANCE_URI"].startswith("s3://") and env["EMBEDLINE_STORE_URI"].startswith("s3://")
+    assert json.loads(env["EMBEDLINE_LANCE_STORAGE_OPTIONS"])["aws_endpoint"] == "http://minio:9000"
+    assert env == {k: v for k, v in services["worker-cpu"]["environment"].items() if k != "CUDA_VISIBLE_DEVICES"}
+    mounts = {name: {v.split(":")[0] for v in services[name].get("volumes", [])}
+              for name in ("worker-cpu", "worker-gpu")}
+    assert mounts["worker-cpu"] and mounts["worker-gpu"] and not mounts["worker-cpu"] & mounts["worker-gpu"]
+    # one Postgres for Prefect and the catalog: the catalog database is made by the init script
+    init = services["postgres"]["volumes"]
+    assert any("postgres-init.sql" in v for v in init)
+    assert "CREATE DATABASE catalog" in (ROOT / "deploy/compose/postgres-init.sql").read_text()
+    assert services["postgres"]["environment"]["POSTGRES_DB"] == "prefect"
+    secrets = (ROOT / "deploy/compose/make-secrets.sh").read_text()
+    assert "postgresql+asyncpg://embedline:$PG@postgres:5432/prefect" in secrets
+
+
 def test_kubernetes_template_limits_gpus_per_job():
     template = json.loads((ROOT / "deploy/k8s/gpu-base-job-template.json").read_text())
     container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
     assert template["variables"]["properties"]["gpus"]["default"] == 1
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    assert [v for v in pod["volumes"] if "persistentVolumeClaim" in v] == []  # no shared volume
+    assert container["envFrom"] == [{"secretRef": {"name": "{{ secret_name }}"}}]
+    env = template["variables"]["properties"]["env"]["default"]
+    assert env["EMBEDLINE_CATALOG_URL"].startswith("postgresql://") and env["EMBEDLINE_LANCE_URI"].startswith("s3://")
 
 
 def test_every_deployment_names_a_flow_and_valid_parameters():
