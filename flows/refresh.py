@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.deployments import run_deployment
 from prefect.cache_policies import NO_CACHE
 
 from embedline.flows.ingest import ingest_corpus
 from embedline.flows.progress import Progress
+from embedline.flows.shards import deployment_exists
 from embedline.storage import catalog
 from embedline.errors import BadInput, NotFound
 from embedline.names import space_name
@@ -104,8 +106,23 @@ def refresh_model(corpus: str, model: str, sample: int = 5000, wait: bool = Fals
 
 
 def start_background_backfill(ws: Workspace, corpus: str, model: str, batch_docs: int = 5000,
-                              order: str = "source") -> Path:
-    """Run `embedline backfill` detached from this process; its log goes under <home>/logs."""
+                              order: str = "source") -> str:
+    """Start the backfill without waiting for it, and say where to follow it. Where the Prefect API
+    serves the corpus's `backfill-<corpus>` deployment (`make serve`, compose, k8s), it is a flow run
+    of that deployment, on whichever cpu-pool worker takes it; else `embedline backfill` detached from
+    this process on this machine, its log under <home>/logs."""
+    deployment = f"backfill-corpus/backfill-{corpus}"
+    if deployment_exists(deployment):
+        run = run_deployment(deployment, parameters={"corpus": corpus, "model": model, "batch_docs": batch_docs,
+                                                     "order": order}, timeout=0)
+        where = f"flow run {run.name} of deployment {deployment}"
+    else:
+        where = str(_backfill_here(ws, corpus, model, batch_docs, order))
+    print(f"backfilling {corpus} with {model} in the background: {where}")
+    return where
+
+
+def _backfill_here(ws: Workspace, corpus: str, model: str, batch_docs: int, order: str) -> Path:
     logs = ws.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"backfill-{corpus}-{model}.log"
