@@ -94,7 +94,7 @@ def ingest_corpus(
     with space_lock(ws, space) as lease:  # 2. one writer per space
         run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),
                                    params.key(), device, spec.precision)
-        staging = ws.staging_dir / f"run-{run_id}"
+        staging = publishing.staging_uri(ws, run_id)  # the file store: shards on other machines reach it
         try:
             clean_head(ws, space)  # 3. build on passed rows only: undo a failed or killed run's commit
             known = catalog.known_documents(ws, space)  # what the clean head holds

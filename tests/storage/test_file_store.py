@@ -1,0 +1,89 @@
+"""The file store runs share (`storage.files`): with Lance on an object store, staging and shard
+hand-offs live in the bucket, never on one machine's disk."""
+
+import json
+from types import SimpleNamespace
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from embedline.errors import BadInput
+from embedline.storage import embeddings, files
+from embedline.workspace import Workspace
+from tests.conftest import ingest
+
+STORE = "lance/_embedline"  # the store's prefix in the bucket when only EMBEDLINE_LANCE_URI is set
+
+
+@pytest.fixture
+def s3(workspace, monkeypatch):
+    """A moto S3 server with bucket `embeddings`; Lance at s3://embeddings/lance, the store beside it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    keys = {"aws_access_key_id": "embedline", "aws_secret_access_key": "embedline"}
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys)
+    client.create_bucket(Bucket="embeddings")
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", "s3://embeddings/lance")
+    monkeypatch.setenv("EMBEDLINE_LANCE_STORAGE_OPTIONS", json.dumps(
+        {"aws_endpoint": endpoint, "aws_region": "us-east-1", "allow_http": "true", **keys}))
+
+    def objects(prefix: str) -> list[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket="embeddings", Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    yield SimpleNamespace(ws=Workspace.from_env(workspace.home), client=client, objects=objects)
+    server.stop()
+
+
+def local_files(folder) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_the_store_is_the_home_locally_and_beside_lance_on_an_object_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMBEDLINE_LANCE_URI", raising=False)
+    monkeypatch.delenv("EMBEDLINE_STORE_URI", raising=False)
+    local = Workspace.from_env(tmp_path / "home")
+    assert files.store_uri(local) == str(local.home)  # today's layout: <home>/staging, <home>/quarantine
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", "s3://bucket/lance/")
+    assert files.store_uri(Workspace.from_env(tmp_path / "home")) == "s3://bucket/lance/_embedline"
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", "s3://other/shared/")
+    assert files.store_uri(Workspace.from_env(tmp_path / "home")) == "s3://other/shared"
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", "gs://bucket/x")
+    with pytest.raises(BadInput, match="EMBEDLINE_STORE_URI='gs://bucket/x': use s3://"):
+        Workspace.from_env(tmp_path / "home")
+
+
+def test_a_sharded_run_hands_off_through_the_bucket_and_leaves_nothing_on_local_disk(s3, debian_case,
+                                                                                     monkeypatch):
+    from embedline.flows import embed
+
+    shard_calls, seen_during = [], []
+    original = embed.embed_shard
+
+    def shard_on_another_machine(**parameters):
+        """Run the shard, then return nothing: the parent must read its result from the bucket."""
+        shard_calls.append(parameters)
+        original(**parameters)
+        seen_during.append((local_files(s3.ws.staging_dir), s3.objects(f"{STORE}/staging/")))
+
+    monkeypatch.setattr(embed, "embed_shard", shard_on_another_machine)
+    summary = ingest(s3.ws, debian_case, shard_size=50)  # 120 documents → 3 shards, here in turn
+
+    assert summary.status == "succeeded" and summary.docs_new == 120 and len(shard_calls) == 3
+    staging = f"s3://embeddings/{STORE}/staging/run-{summary.run_id}"
+    assert [call["docs_uri"] for call in shard_calls] == [
+        f"{staging}/shard-{i}/documents.arrow" for i in range(3)]
+    assert all("home" not in call for call in shard_calls)  # a worker opens its own home
+    assert all(found == [] for found, _ in seen_during)  # nothing staged on this machine's disk
+    last_objects = seen_during[-1][1]
+    prefix = f"{STORE}/staging/run-{summary.run_id}"
+    assert {f"{prefix}/documents.arrow", f"{prefix}/shard-2/chunks.arrow",
+            f"{prefix}/shard-2/chunk_counts.arrow", f"{prefix}/shard-2/embedded.json"} <= set(last_objects)
+    assert s3.objects(f"{STORE}/staging/run-") == []  # cleared once the run was recorded
+    assert local_files(s3.ws.staging_dir) == []
+
+    assert embeddings.connect(s3.ws).table_names() == ["debian__tiny"]  # the store is not a table
+
