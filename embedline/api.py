@@ -157,6 +157,14 @@ class Embedline:
 
         return catalog.list_versions(self.workspace, check_name(corpus, "corpus name"))
 
+    def quarantine(self, corpus: str, run: int | None = None) -> list[dict]:
+        """The whole records a run rejected (`run` None: the corpus's latest run that rejected any), each
+        with run_id, source, position, doc_id, reason and raw; read from the file store."""
+        from embedline.names import check_name
+        from embedline.tasks.publishing import read_quarantine
+
+        return read_quarantine(self.workspace, check_name(corpus, "corpus name"), run)
+
     def models(self) -> list[dict]:
         """The registered models: name, dim, pooling, normalize, max_tokens, fingerprint, path."""
         from embedline.storage import catalog

@@ -310,6 +310,23 @@ def versions(corpus: Corpus, fmt: Fmt = Format.table, as_json: Json = False, hom
 
 
 @app.command()
+def quarantine(
+    corpus: Corpus,
+    run: Annotated[
+        Optional[int], typer.Option("--run", help="Run id (default: the latest that rejected any)")
+    ] = None,
+    fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
+):
+    """Show the records a run rejected, whole, with why (kept in the file store).
+
+    \b
+    Example: embedline quarantine debian --run 3 --format json
+    """
+    columns = ["run_id", "source", "position", "doc_id", "reason", "raw"]
+    _print_dicts(columns, _db(home).quarantine(corpus, run), _format(fmt, as_json))
+
+
+@app.command()
 def promote(
     corpus: Corpus,
     version: Annotated[int, typer.Argument(help="Version number (see `versions`)")],

@@ -417,6 +417,14 @@ def running_run_ids(ws: Workspace) -> set[int]:
         return {r for (r,) in con.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()}
 
 
+def quarantined_runs(ws: Workspace, corpus: str) -> list[int]:
+    """Runs of `corpus` that rejected records, oldest first."""
+    with reading(ws) as con:
+        rows = con.execute("SELECT DISTINCT run_id FROM quarantine WHERE corpus = ? ORDER BY run_id",
+                           [corpus]).fetchall()
+    return [r for (r,) in rows]
+
+
 def get_run(ws: Workspace, run_id: int) -> dict:
     with reading(ws) as con:
         rows = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])

@@ -161,11 +161,29 @@ def clear_staging(ws: Workspace) -> list[str]:
     return [store.uri_of(key) for key in stale]
 
 
+def quarantine_key(run_id: int) -> str:
+    return f"quarantine/run-{run_id}.jsonl"
+
+
 def _save_quarantine(ws: Workspace, run_id: int, rows: list[dict]) -> None:
-    """Keep every rejected record whole on disk; the catalog row holds a truncated copy."""
+    """Keep every rejected record whole in the file store; the catalog row holds a truncated copy."""
     if not rows:
         return
-    ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
-    with (ws.quarantine_dir / f"run-{run_id}.jsonl").open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    files.open_store(ws).write_text(quarantine_key(run_id), text)
+
+
+def read_quarantine(ws: Workspace, corpus: str, run_id: int | None = None) -> list[dict]:
+    """The whole records a run of `corpus` rejected, with why (`run_id` None: its latest run that
+    rejected any), read from the file store; each row carries its run_id."""
+    from embedline.errors import NotFound
+
+    runs = catalog.quarantined_runs(ws, corpus)
+    if run_id is None and not runs:
+        return []
+    chosen = runs[-1] if run_id is None else run_id
+    if chosen not in runs:
+        raise NotFound(f"run {chosen} of corpus {corpus!r} quarantined no records: runs that did: "
+                       f"{', '.join(map(str, runs)) or 'none'}")
+    lines = files.open_store(ws).read_text(quarantine_key(chosen)).splitlines()
+    return [{"run_id": chosen, **json.loads(line)} for line in lines if line]

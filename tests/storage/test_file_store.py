@@ -1,5 +1,5 @@
-"""The file store runs share (`storage.files`): with Lance on an object store, staging and shard
-hand-offs live in the bucket, never on one machine's disk."""
+"""The file store runs share (`storage.files`): with Lance on an object store, staging, shard hand-offs,
+quarantine records and GX reports live in the bucket, never on one machine's disk."""
 
 import json
 from types import SimpleNamespace
@@ -8,10 +8,11 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from embedline.api import connect
 from embedline.errors import BadInput
 from embedline.storage import embeddings, files
 from embedline.workspace import Workspace
-from tests.conftest import ingest
+from tests.conftest import ingest, run_cli
 
 STORE = "lance/_embedline"  # the store's prefix in the bucket when only EMBEDLINE_LANCE_URI is set
 
@@ -85,5 +86,25 @@ def test_a_sharded_run_hands_off_through_the_bucket_and_leaves_nothing_on_local_
     assert s3.objects(f"{STORE}/staging/run-") == []  # cleared once the run was recorded
     assert local_files(s3.ws.staging_dir) == []
 
+    reports = s3.objects(f"{STORE}/reports/gx/debian__tiny/run-{summary.run_id}/")
+    assert any(key.endswith("data_docs/local_site/index.html") for key in reports)
+    assert any("/validations/" in key for key in reports)  # GX's results, beside its Data Docs
+    assert local_files(s3.ws.reports_dir) == []
     assert embeddings.connect(s3.ws).table_names() == ["debian__tiny"]  # the store is not a table
+
+
+def test_quarantined_records_land_in_the_bucket_and_read_back(s3, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    good = [json.dumps({"id": f"d{i}", "text": f"document {i} about tiling window managers"}) for i in range(4)]
+    source.write_text("\n".join(good[:2] + ['{"id": "broken", "text": '] + good[2:]) + "\n")
+
+    summary = ingest(s3.ws, source, corpus="bad")
+
+    assert summary.docs_quarantined == 1
+    assert s3.objects(f"{STORE}/quarantine/") == [f"{STORE}/quarantine/run-{summary.run_id}.jsonl"]
+    assert local_files(s3.ws.quarantine_dir) == []
+    (row,) = connect(s3.ws.home).quarantine("bad")
+    assert (row["run_id"], row["position"], row["raw"]) == (summary.run_id, 3, '{"id": "broken", "text": ')
+    shown = run_cli("quarantine", "bad", "--json", home=s3.ws.home, check=True)
+    assert [r["reason"] for r in json.loads(shown.stdout)] == [row["reason"]]
 
