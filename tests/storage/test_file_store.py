@@ -1,16 +1,20 @@
 """The file store runs share (`storage.files`): with Lance on an object store, staging, shard hand-offs,
-quarantine records and GX reports live in the bucket, never on one machine's disk."""
+quarantine records, GX reports and adapters live in the bucket, never on one machine's disk."""
 
 import json
 from types import SimpleNamespace
 
 import boto3
+import numpy as np
 import pytest
 from moto.server import ThreadedMotoServer
 
 from embedline.api import connect
 from embedline.errors import BadInput
-from embedline.storage import embeddings, files
+from embedline.storage import catalog, embeddings, files
+from embedline.tasks.adapter_files import cache_path, load_adapter, save_adapter
+from embedline.tasks.adapters import Adapter
+from embedline.tasks.models import add_model
 from embedline.workspace import Workspace
 from tests.conftest import ingest, run_cli
 
@@ -108,3 +112,34 @@ def test_quarantined_records_land_in_the_bucket_and_read_back(s3, tmp_path):
     shown = run_cli("quarantine", "bad", "--json", home=s3.ws.home, check=True)
     assert [r["reason"] for r in json.loads(shown.stdout)] == [row["reason"]]
 
+
+def test_an_adapter_saved_by_one_workspace_loads_in_another_with_an_empty_home(
+        s3, tmp_path, tiny_model_dir, postgres_url, monkeypatch):
+    monkeypatch.setenv("EMBEDLINE_CATALOG_URL", postgres_url)  # one catalog, two machines' homes
+    first = Workspace.from_env(tmp_path / "first").ensure()
+    add_model(first, "tiny", str(tiny_model_dir))
+    rng = np.random.default_rng(0)
+    adapter = Adapter("ridge", rng.normal(size=(16, 32)).astype(np.float32), np.zeros(32, np.float32))
+    key, digest = save_adapter(first, adapter, "debian", "small", "tiny")
+    catalog.record_adapter(first, "debian", "small", "tiny", "ridge", 0.9, key, {}, 80, digest)
+    assert s3.objects(f"{STORE}/adapters/") == [f"{STORE}/{key}"]
+    assert not (first.home / "adapters").exists()
+
+    second = Workspace.from_env(tmp_path / "second").ensure()  # nothing on its disk but an empty home
+    found = catalog.latest_adapters(second)[("debian", "small", "tiny")]
+    assert found == (key, digest)
+    loaded = load_adapter(second, *found)
+    np.testing.assert_array_equal(loaded.weight, adapter.weight)
+    assert cache_path(second, digest).is_file()  # fetched once, by digest
+
+    wrong = "0" * 64
+    catalog.record_adapter(first, "debian", "small", "tiny", "ridge", 0.9, key, {}, 80, wrong)
+    third = Workspace.from_env(tmp_path / "third").ensure()
+    with pytest.raises(BadInput, match="has sha256 .*, the catalog expects 0000000000000000…"):
+        load_adapter(third, *catalog.latest_adapters(third)[("debian", "small", "tiny")])
+    assert not cache_path(third, wrong).exists()
+
+    old = adapter.save(tmp_path / "old.npz")  # a catalog from before kept an absolute path, no digest
+    catalog.record_adapter(first, "debian", "old", "tiny", "ridge", 0.9, str(old), {}, 80)
+    legacy = load_adapter(second, *catalog.latest_adapters(second)[("debian", "old", "tiny")])
+    np.testing.assert_array_equal(legacy.weight, adapter.weight)
