@@ -247,6 +247,14 @@ class Embedline:
         with self._context():
             return add_model(self.workspace.ensure(), name, str(path), truncate_dim)
 
+    def push_model(self, name: str) -> str:
+        """Put this host's files of registered model `name` in the file store, where workers without them
+        fetch them (by name + fingerprint); returns the store URI."""
+        from embedline.tasks.model_store import push_model
+
+        with self._context():
+            return push_model(self.workspace.ensure(), name)
+
     def refresh(
         self,
         corpus: str,

@@ -639,6 +639,18 @@ def models_install(
     _registered(install_model(_db(home).workspace.ensure(), package_model))
 
 
+@models_app.command("push")
+def models_push(
+    name: Annotated[str, typer.Argument(help="Registered model name")], home: Home = None
+):
+    """Put this host's files of model NAME in the file store, for workers that lack them.
+
+    \b
+    Example: EMBEDLINE_LANCE_URI=s3://bucket/lance embedline models push mpnet
+    """
+    typer.echo(f"pushed model {name} to {_db(home).push_model(name)}")
+
+
 @models_app.command("list")
 def models_list(fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
     """List registered models.

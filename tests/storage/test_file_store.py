@@ -1,7 +1,9 @@
 """The file store runs share (`storage.files`): with Lance on an object store, staging, shard hand-offs,
-quarantine records, GX reports and adapters live in the bucket, never on one machine's disk."""
+quarantine records, GX reports, adapters and pushed model files live in the bucket, never on one
+machine's disk."""
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import boto3
@@ -10,11 +12,11 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from embedline.api import connect
-from embedline.errors import BadInput
+from embedline.errors import BadInput, NotFound
 from embedline.storage import catalog, embeddings, files
 from embedline.tasks.adapter_files import cache_path, load_adapter, save_adapter
 from embedline.tasks.adapters import Adapter
-from embedline.tasks.models import add_model
+from embedline.tasks.models import add_model, resolve_model
 from embedline.workspace import Workspace
 from tests.conftest import ingest, run_cli
 
@@ -99,7 +101,8 @@ def test_a_sharded_run_hands_off_through_the_bucket_and_leaves_nothing_on_local_
 
 def test_quarantined_records_land_in_the_bucket_and_read_back(s3, tmp_path):
     source = tmp_path / "bad.jsonl"
-    good = [json.dumps({"id": f"d{i}", "text": f"document {i} about tiling window managers"}) for i in range(4)]
+    good = [json.dumps({"id": f"d{i}", "text": f"document {i} about tiling window managers"})
+            for i in range(4)]
     source.write_text("\n".join(good[:2] + ['{"id": "broken", "text": '] + good[2:]) + "\n")
 
     summary = ingest(s3.ws, source, corpus="bad")
@@ -143,3 +146,20 @@ def test_an_adapter_saved_by_one_workspace_loads_in_another_with_an_empty_home(
     catalog.record_adapter(first, "debian", "old", "tiny", "ridge", 0.9, str(old), {}, 80)
     legacy = load_adapter(second, *catalog.latest_adapters(second)[("debian", "old", "tiny")])
     np.testing.assert_array_equal(legacy.weight, adapter.weight)
+
+
+def test_a_host_without_a_models_files_fetches_the_pushed_ones_by_fingerprint(s3, tiny_model_dir, tmp_path):
+    specs = {name: add_model(s3.ws, name, str(shutil.copytree(tiny_model_dir, tmp_path / name)))
+             for name in ("moved", "unpushed")}  # registered from folders another host had
+    spec = specs["moved"]
+    pushed = connect(s3.ws.home).push_model("moved")
+    assert pushed == f"s3://embeddings/{STORE}/models/moved-{spec.fingerprint}"
+    assert f"{STORE}/models/moved-{spec.fingerprint}/config.json" in s3.objects(f"{STORE}/models/")
+    for name in ("moved", "unpushed"):
+        shutil.rmtree(tmp_path / name)  # this host no longer has them
+
+    with pytest.raises(NotFound, match=r"no files on this host nor in the file store .*models push unpushed"):
+        resolve_model(s3.ws, "unpushed")
+    found = resolve_model(s3.ws, "moved")
+    assert found.path == str(s3.ws.home / "cache" / "models" / spec.fingerprint)  # fetched, checked
+    assert found.key() == spec.key()
