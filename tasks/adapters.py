@@ -164,8 +164,9 @@ class AdapterChoice:
     recalls: dict  # every candidate's figures, for the note and the catalog
 
 
-def choose_adapter(pairs: Pairs, folds: int = 5, k: int = 10, margin: float = 0.01) -> AdapterChoice:
-    """Score every family by cross-validated retention, then refit the best on all pairs.
+def choose_adapter(pairs: Pairs, folds: int = 5, k: int = 10, margin: float = 0.01,
+                   families: tuple[str, ...] | None = None) -> AdapterChoice:
+    """Score every family (or only `families`) by cross-validated retention, then refit the best on all pairs.
 
     In each of `folds` folds, a fifth of the sample documents is held out: their queries, mapped by an
     adapter fitted on the rest, must retrieve them among all sample documents in the target space,
@@ -180,11 +181,12 @@ def choose_adapter(pairs: Pairs, folds: int = 5, k: int = 10, margin: float = 0.
     """
     n = len(pairs.docs_x)
     same_dim = pairs.queries_x.shape[1] == pairs.docs_y.shape[1]
-    hits = {"full_reembed": 0.0, "raw_mismatch": 0.0, **{name: 0.0 for name in FITTERS}}
-    seconds = {name: 0.0 for name in FITTERS}
-    scored = {name: 0 for name in FITTERS}  # held-out queries each family was scored on
-    runs = {name: 0 for name in FITTERS}  # folds each family ran
-    racing = list(FITTERS)
+    fitters = {name: FITTERS[name] for name in families or FITTERS}
+    hits = {"full_reembed": 0.0, "raw_mismatch": 0.0, **{name: 0.0 for name in fitters}}
+    seconds = {name: 0.0 for name in fitters}
+    scored = {name: 0 for name in fitters}  # held-out queries each family was scored on
+    runs = {name: 0 for name in fitters}  # folds each family ran
+    racing = list(fitters)
     for fold in range(folds):
         held = np.arange(n) % folds == fold
         relevant, queries = np.flatnonzero(held), pairs.queries_x[held]
@@ -205,8 +207,8 @@ def choose_adapter(pairs: Pairs, folds: int = 5, k: int = 10, margin: float = 0.
         if "residual_mlp" in racing and hits["residual_mlp"] < best_linear - margin * scored["residual_mlp"]:
             racing.remove("residual_mlp")
     recalls = {name: round(total / (scored.get(name) or n), 4) for name, total in hits.items()}
-    recalls.update({f"{name}_fit_seconds": round(seconds[name] / max(runs[name], 1), 3) for name in FITTERS})
-    recalls.update({f"{name}_folds": runs[name] for name in FITTERS})
+    recalls.update({f"{name}_fit_seconds": round(seconds[name] / max(runs[name], 1), 3) for name in fitters})
+    recalls.update({f"{name}_folds": runs[name] for name in fitters})
     recalls.update({"folds": folds, "k": k})
     recalls.update({f"pairs_{kind}": count for kind, count in pairs.counts().items()})
     best = max(racing, key=lambda name: recalls[name])

@@ -11,7 +11,7 @@ from embedline.errors import BadInput, NotFound, SwapRefused
 from embedline.names import check_name, space_name
 from embedline.workspace import Workspace
 from embedline.tasks.adapter_files import load_adapter, save_adapter
-from embedline.tasks.adapters import Adapter, AdapterChoice, Pairs, choose_adapter
+from embedline.tasks.adapters import LINEAR, Adapter, AdapterChoice, Pairs, choose_adapter
 from embedline.tasks.embedding import get_engine
 from embedline.tasks.models import ModelSpec, resolve_model
 from embedline.tasks.passages import Passage, cut_passages, general_passages
@@ -36,6 +36,8 @@ class RefreshFit:
     passages: int = 0  # sentences cut from the corpus's chunks, in the fit
     general_texts: int = 0  # sentences of the package's general text, only when in-domain pairs were few
     seconds: dict = field(default_factory=dict)  # time to serve, split by stage (load, read, embed, choose)
+    served_kind: str = ""  # what served first: the best linear family (the MLP, racing after, may replace it)
+    served_retention: float = 0.0
 
 
 def residual_path(ws: Workspace, corpus: str, new_model: str):
@@ -82,6 +84,8 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
                          min_pairs: int = MIN_PAIRS) -> RefreshFit:
     """Pair a sample's stored old vectors with new-model ones and fit the new→old adapter (serving
     starts the moment it is recorded), then the old→new one; each the best family by retention.
+    New-model queries are served as soon as the best linear family is chosen; the residual MLP, which
+    costs far more to fit, races after that on the same folds and replaces it only where it wins.
 
     The fit pairs the sample's documents, their query texts (titles, or opening words), the query texts
     of `query_sample` further documents, and sentences cut from every chunk of the corpus (at most
@@ -122,11 +126,14 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     pairs = Pairs(new_docs, np.stack([d["vector"] for d in docs]),
                   new_short[:n], old_short[:n], new_short[n:m], old_short[n:m], new_short[m:], old_short[m:],
                   np.array([p.owner for p in passages], dtype=np.int64))
-    forward = choose_adapter(pairs)
+    first = choose_adapter(pairs, families=LINEAR)  # closed forms: a second or so for all five folds
     clock.lap("choose")
-    record(ws, corpus, new_model, prod["model"], forward, len(docs))
+    record(ws, corpus, new_model, prod["model"], first, len(docs))
     clock.lap("record")
     serve_seconds = time.perf_counter() - started  # `--model NEW` queries are served from here on
+    forward = choose_adapter(pairs)  # the residual MLP races the linear families (the same folds)
+    if forward.adapter.kind != first.adapter.kind:  # it won by cross-validated retention: it serves now
+        record(ws, corpus, new_model, prod["model"], forward, len(docs))
     save_residual_model(residual_path(ws, corpus, new_model), pairs.docs_y, pairs.docs_x, forward.adapter)
     backward = choose_adapter(pairs.reversed())
     record(ws, corpus, prod["model"], new_model, backward, len(docs))
@@ -145,6 +152,8 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
         len(passages),
         len(general),
         clock.seconds,
+        first.adapter.kind,
+        first.retention,
     )
 
 

@@ -48,6 +48,9 @@ def test_adapter_serves_new_model_queries_over_the_old_index_at_once(two_models,
     )
     assert fitted.recalls["raw_mismatch"] == 0.0  # 16-d queries cannot search a 32-d index at all
     assert fitted.recalls[fitted.kind] > 0 and fitted.retention >= 0.5
+    assert fitted.served_kind in ("procrustes", "ridge")  # served before the MLP's race, never on it
+    newest = catalog.get_adapter(ws, "debian", "small", "tiny")  # what serves now: the race's winner
+    assert newest["kind"] == fitted.kind and newest["retention"] == pytest.approx(fitted.retention)
     vector = query_vector(ws, "debian", "window manager", "small")
     assert vector.shape == (32,) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-5)
     hits = search_corpus(ws, "debian", "window manager", k=5, model="small")

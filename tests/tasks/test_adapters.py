@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from embedline.tasks.adapters import Adapter, Pairs, choose_adapter, fit_procrustes, fit_ridge, recall_at_k
+from embedline.tasks.adapters import (
+    LINEAR, Adapter, Pairs, choose_adapter, fit_procrustes, fit_ridge, recall_at_k,
+)
 
 
 def unit(x):
@@ -132,3 +134,20 @@ def test_the_residual_mlp_races_and_only_a_family_that_ran_every_fold_is_chosen(
     assert dropped.retention == round(linear / dropped.recalls["full_reembed"], 4)
     for key in ("full_reembed", "procrustes", "ridge"):  # the linear families' figures do not depend on it
         assert dropped.recalls[key] == kept.recalls[key]
+
+
+def test_the_linear_choice_that_serves_first_is_the_full_race_s_linear_result(spaces):
+    """A refresh serves on the best linear family before the MLP races: it fits no MLP, and its
+    figures are exactly the full race's for the families both ran (same folds, same closed forms)."""
+    old, new, old_queries, new_queries = spaces
+    pairs = Pairs(new[:600], old[:600], new_queries[:600], old_queries[:600], new_queries[600:],
+                  old_queries[600:])
+    first = choose_adapter(pairs, families=LINEAR)
+    raced = choose_adapter(pairs, margin=1.0)
+    assert "residual_mlp" not in first.recalls and "residual_mlp_folds" not in first.recalls
+    assert not first.adapter.mlp
+    for key in ("full_reembed", "procrustes", "ridge"):
+        assert first.recalls[key] == raced.recalls[key]
+    if raced.adapter.kind != "residual_mlp":
+        assert raced.adapter.kind == first.adapter.kind
+        assert np.array_equal(raced.adapter.weight, first.adapter.weight)
