@@ -13,26 +13,33 @@ from embedline.tasks.models import ModelSpec
 from embedline.validation.metrics import drift
 
 
-def golden_path(ws: Workspace, corpus: str) -> Path:
-    """Where a corpus's golden queries live: JSONL of {"query": ..., "doc_id": ...}."""
-    return ws.home / "golden" / f"{corpus}.jsonl"
+def golden_key(corpus: str) -> str:
+    """Where a corpus's golden queries live in the file store (`<home>/golden/` by default, the bucket
+    when Lance is on one, so every worker's gate reads the same ones): JSONL of {"query", "doc_id"}."""
+    return f"golden/{corpus}.jsonl"
 
 
-def save_golden(ws: Workspace, corpus: str, pairs: list[dict]) -> Path:
-    path = golden_path(ws, corpus)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"query": p["query"], "doc_id": p["doc_id"]}) + "\n" for p in pairs))
-    return path
+def save_golden(ws: Workspace, corpus: str, pairs: list[dict]) -> str:
+    """Write a corpus's golden queries; returns where they went."""
+    store = files.open_store(ws)
+    store.write_text(golden_key(corpus),
+                     "".join(json.dumps({"query": p["query"], "doc_id": p["doc_id"]}) + "\n" for p in pairs))
+    return store.uri_of(golden_key(corpus))
+
+
+def read_golden(ws: Workspace, corpus: str) -> list[dict]:
+    """A corpus's golden queries; none when it has none."""
+    store = files.open_store(ws)
+    if not store.exists(golden_key(corpus)):
+        return []
+    return [json.loads(line) for line in store.read_text(golden_key(corpus)).splitlines() if line.strip()]
 
 
 def golden_recall(
     ws: Workspace, corpus: str, space: str, version: int, spec: ModelSpec, k: int = 10
 ) -> float | None:
     """Share of golden queries whose expected document is among the top-k chunks' documents."""
-    path = golden_path(ws, corpus)
-    if not path.exists():
-        return None
-    pairs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    pairs = read_golden(ws, corpus)
     if not pairs:
         return None
     vectors = get_engine(spec).embed([p["query"] for p in pairs], kind="query")

@@ -2,7 +2,7 @@
 
 For every option (float32 exact search as the baseline, float16, Matryoshka-style truncation, and each
 of Lance's vector index kinds) a copy of the prod version's vectors is laid out that way in a scratch
-table, then searched with the corpus's golden queries (`<home>/golden/<corpus>.jsonl`), or, without
+table, then searched with the corpus's golden queries (`golden/<corpus>.jsonl` in the file store), or, without
 any, with the titles of its documents, each expected to find its own document. Per option: bytes per
 stored vector, the index's bytes on disk, recall@10 against full-precision exact search (tie-aware: a
 hit counts when its exact similarity reaches the exact 10th) searched as a space serves (nprobes,
@@ -12,7 +12,6 @@ the p50 latency of a served search on an open dataset. The serving space is
 only read; the scratch tables are removed after.
 """
 
-import json
 import shutil
 import tempfile
 import time
@@ -28,7 +27,7 @@ from embedline.storage.index import INDEX_TYPES
 from embedline.storage.scratch import build_scratch_space
 from embedline.storage.vectors import bytes_per_vector
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.evaluation import golden_path
+from embedline.tasks.evaluation import read_golden
 from embedline.tasks.models import resolve_model
 from embedline.workspace import Workspace
 
@@ -90,11 +89,9 @@ def measure_footprint(ws: Workspace, corpus: str, queries: int = 200, k: int = 1
 
 def query_pairs(ws: Workspace, corpus: str, stored: pa.Table, limit: int) -> list[dict]:
     """The corpus's golden queries, else (title → its document) pairs drawn from the version itself."""
-    path = golden_path(ws, corpus)
-    if path.exists():
-        pairs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if pairs:
-            return pairs[:limit]
+    pairs = read_golden(ws, corpus)
+    if pairs:
+        return pairs[:limit]
     first = stored.filter(pa.compute.equal(stored.column("chunk_index"), 0))
     seen, pairs = set(), []
     for doc_id, title in sorted(zip(first.column("doc_id").to_pylist(), first.column("title").to_pylist()),

@@ -1,12 +1,13 @@
 """Backward-compatible model change: fit adapters between the prod model and a new one, serve
 new-model queries over the old index through them, and swap once the new space is proven."""
 
+import io
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedline.storage import catalog, embeddings
+from embedline.storage import catalog, embeddings, files
 from embedline.errors import BadInput, NotFound, SwapRefused
 from embedline.names import check_name, space_name
 from embedline.workspace import Workspace
@@ -40,8 +41,9 @@ class RefreshFit:
     served_retention: float = 0.0
 
 
-def residual_path(ws: Workspace, corpus: str, new_model: str):
-    return ws.home / "adapters" / f"{corpus}__{new_model}__residual.npz"
+def residual_key(corpus: str, new_model: str) -> str:
+    """The residual predictor's place in the file store: a backfill on any worker ranks by it."""
+    return f"adapters/{corpus}__{new_model}__residual.npz"
 
 
 def sample_documents(ws: Workspace, space: str, version: int, limit: int, extra: int = 0,
@@ -134,7 +136,7 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     forward = choose_adapter(pairs)  # the residual MLP races the linear families (the same folds)
     if forward.adapter.kind != first.adapter.kind:  # it won by cross-validated retention: it serves now
         record(ws, corpus, new_model, prod["model"], forward, len(docs))
-    save_residual_model(residual_path(ws, corpus, new_model), pairs.docs_y, pairs.docs_x, forward.adapter)
+    save_residual_model(ws, residual_key(corpus, new_model), pairs.docs_y, pairs.docs_x, forward.adapter)
     backward = choose_adapter(pairs.reversed())
     record(ws, corpus, prod["model"], new_model, backward, len(docs))
     back = {"kind": backward.adapter.kind, "retention": backward.retention, "recalls": backward.recalls}
@@ -188,16 +190,17 @@ def record(
 
 
 def save_residual_model(
-    path, old_docs: np.ndarray, new_docs: np.ndarray, adapter: Adapter, alpha: float = 1.0
-):
+    ws: Workspace, key: str, old_docs: np.ndarray, new_docs: np.ndarray, adapter: Adapter, alpha: float = 1.0
+) -> None:
     """Fit, on the sample, a ridge predictor of the adapter's residual (1 − cos between a document's
     adapted new vector and its old vector) from the old vector alone — which every document already
     has — so a backfill can embed first the documents the adapter serves worst."""
     residual = 1.0 - np.sum(adapter(new_docs) * old_docs, axis=1)
     x = np.hstack([old_docs, np.ones((len(old_docs), 1), np.float32)]).astype(np.float64)
     w = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ residual)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, weight=w[:-1].astype(np.float32), bias=np.float32(w[-1]))
+    buffer = io.BytesIO()
+    np.savez(buffer, weight=w[:-1].astype(np.float32), bias=np.float32(w[-1]))
+    files.open_store(ws).write_bytes(key, buffer.getvalue())
 
 
 BACKFILL_ORDERS = ("source", "recent", "residual")
@@ -216,13 +219,13 @@ def embed_priority(ws: Workspace, corpus: str, model: str, order: str) -> dict[s
             rows = con.execute("SELECT doc_id, epoch(updated_at) FROM documents WHERE space = ?",
                                [prod["space"]]).fetchall()
         return {doc_id: float(t) for doc_id, t in rows}
-    path = residual_path(ws, corpus, model)
-    if not path.exists():
+    store = files.open_store(ws)
+    if not store.exists(residual_key(corpus, model)):
         raise NotFound(
             f"no residual model for {corpus!r} → {model!r}: "
             f"run `embedline refresh {corpus} --model {model}`"
         )
-    fitted = np.load(path)
+    fitted = np.load(io.BytesIO(store.read_bytes(residual_key(corpus, model))))
     table = embeddings.dataset_at(ws, prod["space"], prod["version"]).to_table(
         columns=["doc_id", "vector"], filter="chunk_index = 0")
     scores = embeddings.vector_matrix(table.column("vector")) @ fitted["weight"] + fitted["bias"]

@@ -170,3 +170,21 @@ def test_a_host_without_a_models_files_fetches_the_pushed_ones_by_fingerprint(s3
     found = resolve_model(s3.ws, "moved")
     assert found.path == str(s3.ws.home / "cache" / "models" / spec.fingerprint)  # fetched, checked
     assert found.key() == spec.key()
+
+
+def test_golden_queries_and_the_residual_ranking_live_in_the_bucket_for_every_host(s3, tmp_path):
+    from embedline.tasks.adapters import fit_procrustes
+    from embedline.tasks.evaluation import read_golden, save_golden
+    from embedline.tasks.refresh import residual_key, save_residual_model
+
+    pairs = [{"query": "tiling window manager", "doc_id": "i3"}, {"query": "text editor", "doc_id": "vim"}]
+    save_golden(s3.ws, "debian", pairs)
+    rng = np.random.default_rng(0)
+    old, new = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(40, 8)).astype(np.float32)
+    save_residual_model(s3.ws, residual_key("debian", "small"), old, new, fit_procrustes(new, old))
+    assert s3.objects(f"{STORE}/golden/") == [f"{STORE}/golden/debian.jsonl"]
+    assert s3.objects(f"{STORE}/adapters/") == [f"{STORE}/adapters/debian__small__residual.npz"]
+    assert local_files(s3.ws.home / "golden") == local_files(s3.ws.home / "adapters") == []
+    other = Workspace.from_env(tmp_path / "another-host")  # an empty home, the same bucket
+    assert read_golden(other, "debian") == pairs
+    assert read_golden(other, "tickets") == []
