@@ -38,7 +38,7 @@ postgresql:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 
 # Two processes, whole files each (module fixtures such as the served Prefect stay in one process).
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 
 test: setup $(CHROMIUM) $(POSTGRES_PKG)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
