@@ -157,6 +157,14 @@ class Embedline:
 
         return catalog.list_versions(self.workspace, check_name(corpus, "corpus name"))
 
+    def quarantine(self, corpus: str, run: int | None = None) -> list[dict]:
+        """The whole records a run rejected (`run` None: the corpus's latest run that rejected any), each
+        with run_id, source, position, doc_id, reason and raw; read from the file store."""
+        from embedline.names import check_name
+        from embedline.tasks.publishing import read_quarantine
+
+        return read_quarantine(self.workspace, check_name(corpus, "corpus name"), run)
+
     def models(self) -> list[dict]:
         """The registered models: name, dim, pooling, normalize, max_tokens, fingerprint, path."""
         from embedline.storage import catalog
@@ -238,6 +246,14 @@ class Embedline:
 
         with self._context():
             return add_model(self.workspace.ensure(), name, str(path), truncate_dim)
+
+    def push_model(self, name: str) -> str:
+        """Put this host's files of registered model `name` in the file store, where workers without them
+        fetch them (by name + fingerprint); returns the store URI."""
+        from embedline.tasks.model_store import push_model
+
+        with self._context():
+            return push_model(self.workspace.ensure(), name)
 
     def refresh(
         self,

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     lance_storage_options: dict[str, str] | None = Field(
         None, description='Object-store options for lance_uri, JSON: {"aws_endpoint": ..., "aws_region": ...}'
     )
+    store_uri: str | None = Field(
+        None, description="Files runs share (staging, quarantine, reports, adapters): unset = <home>, or "
+        "<lance_uri>/_embedline when lance_uri is s3://...; may be s3://bucket/prefix (Lance's options)"
+    )
     catalog_url: str | None = Field(
         None, description="Catalog: unset = <home>/catalog.duckdb; postgresql://user@host/db = PostgreSQL"
     )
@@ -70,6 +74,15 @@ class Settings(BaseSettings):
             return None
         if not re.match(r"postgres(ql)?://", value):
             raise ValueError("use a postgresql://user[:password]@host[:port]/database URL, or leave it unset")
+        return value
+
+    @field_validator("store_uri")
+    @classmethod
+    def _store_uri(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if "://" in value and not re.match(r"(s3|s3a|file)://", value):
+            raise ValueError("use s3://bucket/prefix or a local folder, or leave it unset")
         return value
 
     @field_validator("lance_storage_options", mode="before")

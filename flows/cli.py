@@ -310,6 +310,23 @@ def versions(corpus: Corpus, fmt: Fmt = Format.table, as_json: Json = False, hom
 
 
 @app.command()
+def quarantine(
+    corpus: Corpus,
+    run: Annotated[
+        Optional[int], typer.Option("--run", help="Run id (default: the latest that rejected any)")
+    ] = None,
+    fmt: Fmt = Format.table, as_json: Json = False, home: Home = None,
+):
+    """Show the records a run rejected, whole, with why (kept in the file store).
+
+    \b
+    Example: embedline quarantine debian --run 3 --format json
+    """
+    columns = ["run_id", "source", "position", "doc_id", "reason", "raw"]
+    _print_dicts(columns, _db(home).quarantine(corpus, run), _format(fmt, as_json))
+
+
+@app.command()
 def promote(
     corpus: Corpus,
     version: Annotated[int, typer.Argument(help="Version number (see `versions`)")],
@@ -620,6 +637,18 @@ def models_install(
     from embedline.tasks.models import install_model
 
     _registered(install_model(_db(home).workspace.ensure(), package_model))
+
+
+@models_app.command("push")
+def models_push(
+    name: Annotated[str, typer.Argument(help="Registered model name")], home: Home = None
+):
+    """Put this host's files of model NAME in the file store, for workers that lack them.
+
+    \b
+    Example: EMBEDLINE_LANCE_URI=s3://bucket/lance embedline models push mpnet
+    """
+    typer.echo(f"pushed model {name} to {_db(home).push_model(name)}")
 
 
 @models_app.command("list")

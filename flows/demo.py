@@ -37,6 +37,7 @@ def run_demo(db, echo=print) -> None:
     from embedline.flows.cli import format_summary
     from embedline.flows.output import render
     from embedline.storage import catalog
+    from embedline.storage.files import open_store
     from embedline.tasks.evaluation import save_golden
 
     started = time.perf_counter()
@@ -52,7 +53,7 @@ def run_demo(db, echo=print) -> None:
         " FROM versions v JOIN aliases a ON a.space = v.space AND a.version = v.version"
         " WHERE a.corpus = 'debian' AND a.alias = 'prod'").fetchone()
     echo(f"  validation {quality[0]}: golden recall@10 {quality[1]}, effective rank {quality[2]} "
-         f"(GX Data Docs under {ws.reports_dir / 'gx'})")
+         f"(GX Data Docs under {open_store(ws).uri_of('reports/gx')})")
     for title, query in QUERIES:
         echo(f"\n== {title}\n$ embedline sql \"{query}\"")
         relation = db.sql(query)

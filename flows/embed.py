@@ -4,6 +4,10 @@ shards run in parallel when it is over the shard size — watched with a deadlin
 Otherwise (CLI, ephemeral Prefect, no worker online) it runs in this process.
 
 Each shard writes its own staged rows; the parent validates and commits them as one version. Shards
+and the parent hand data over through the file store (`storage.files`), never a machine's local path:
+a shard gets its documents' store URI and leaves its chunks and its result (`embedded.json`) beside
+them; it opens its own workspace (its `EMBEDLINE_HOME`), and gets the parent's home only when the store
+is that home (same machine). Shards
 embed under the run's precision when it asked for one, else under their own machine's policy:
 precision is not part of the model key, so a mixed pool is one model, and the run records what ran;
 the same holds for the runtime (torch or OpenVINO) each worker's engine chose.
@@ -20,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from embedline.flows.progress import Progress
 from embedline.flows.shards import deployment_exists, run_shards, unavailable_reason
 from embedline.settings import load
-from embedline.storage import catalog
+from embedline.storage import catalog, files
 from embedline.errors import EmbedlineError
 from embedline.workspace import Workspace
 from embedline.tasks import batch as batches
@@ -40,7 +44,7 @@ def default_shard_size() -> int:
 
 @task(name="embed-documents", cache_policy=NO_CACHE, tags=["gpu"])
 def embed(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, run_id: int,
-          staging_dir: Path, label: str = "", cache_dir: Path | None = None) -> EmbeddedBatch:
+          staging: str, label: str = "", cache_dir: Path | None = None) -> EmbeddedBatch:
     engine = get_engine(spec, device, cache_dir)
     to_embed = plan.counts["docs_new"] + plan.counts["docs_changed"]
     key = f"embed-run-{run_id}" + (f"-{label}" if label else "")
@@ -48,14 +52,14 @@ def embed(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, r
         to_embed, key=key.replace(" ", "-"), description=f"embedding run {run_id} {label}".strip()
     )
     try:
-        return batches.embed_documents(plan, engine, params, run_id, staging_dir, on_progress=progress)
+        return batches.embed_documents(plan, engine, params, run_id, staging, on_progress=progress)
     finally:
         progress.close()
 
 
 @flow(name="embed-shard", log_prints=True)
 def embed_shard(
-    docs_path: str,
+    docs_uri: str,
     docs: int,
     metadata_types: dict,
     model: str,
@@ -65,25 +69,27 @@ def embed_shard(
     overlap: int,
     run_id: int,
     shard: int,
-    home: str,
+    home: str | None = None,
 ) -> dict:
-    """Embed one shard of a run's staged documents; the result is also left next to them as JSON.
-    `precision`: the run's request, or None for this worker's own policy (`$EMBEDLINE_PRECISION`, auto)."""
+    """Embed one shard of a run's staged documents (`docs_uri`, in the file store); the result is also left
+    next to them as JSON. `precision`: the run's request, or None for this worker's own policy
+    (`$EMBEDLINE_PRECISION`, auto). `home`: the parent's, given only when the store is that home (same
+    machine); else this worker's own workspace."""
     ws = Workspace.from_env(home)
     spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)
     if spec.key() != model_key:
         raise EmbedlineError(f"shard {shard}: this worker resolves model {model!r} to {spec.key()}, the run "
                              f"expects {model_key}: give every worker the same model files")
-    plan = ChangePlan(docs_path, {"docs_new": docs, "docs_changed": 0}, [], [], [], metadata_types)
-    folder = Path(docs_path).parent
+    plan = ChangePlan(docs_uri, {"docs_new": docs, "docs_changed": 0}, [], [], [], metadata_types)
+    folder = files.parent(docs_uri)
     result = embed(plan, spec, device, ChunkParams(max_tokens, overlap), run_id, folder, f"shard {shard}",
                    ws.openvino_cache_dir)
-    (folder / "embedded.json").write_text(json.dumps(asdict(result)))
+    files.write_text(files.join(folder, "embedded.json"), json.dumps(asdict(result)))
     return asdict(result)
 
 
 def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, device: str, params: ChunkParams,
-               run_id: int, staging_dir: Path, shard_size: int | None = None,
+               run_id: int, staging: str, shard_size: int | None = None,
                shard_deployment: str = SHARD_DEPLOYMENT, precision: str | None = None) -> EmbeddedBatch:
     """Embed what the plan staged: on the gpu pool when a worker of it is online, in shards over
     `shard_size`; else here. `precision`: what the run asked for, forced on every shard (None: each
@@ -98,10 +104,11 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
     if shards == 1 and not on_pool:
         if reason:
             print(f"{reason}: embedding {to_embed} documents in this process instead")
-        return embed(plan, spec, device, params, run_id, staging_dir, cache_dir=ws.openvino_cache_dir)
+        return embed(plan, spec, device, params, run_id, staging, cache_dir=ws.openvino_cache_dir)
+    local = not files.open_store(ws).remote
     runs = [
         {
-            "docs_path": part.docs_path,
+            "docs_uri": part.docs_path,
             "docs": part.counts["docs_new"],
             "metadata_types": plan.metadata_types,
             "model": model,
@@ -111,7 +118,7 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
             "overlap": params.overlap,
             "run_id": run_id,
             "shard": i,
-            "home": str(ws.home),
+            **({"home": str(ws.home)} if local else {}),
         }
         for i, part in enumerate(split_plan(plan, shards))
     ]
@@ -122,12 +129,15 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
     else:
         print(f"{reason or f'no {shard_deployment} deployment on this Prefect API'}: "
               f"embedding {shards} shards here, in turn")
-        batch = EmbeddedBatch.combine([EmbeddedBatch(**embed_shard(**parameters)) for parameters in runs])
+        for parameters in runs:
+            embed_shard(**parameters)
+        batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs])
     if batch.precision and batch.precision != spec.precision:
         catalog.set_run_precision(ws, run_id, batch.precision)
     return batch
 
 
 def read_shard_result(parameters: dict) -> EmbeddedBatch:
-    """What a finished shard left next to its documents."""
-    return EmbeddedBatch(**json.loads((Path(parameters["docs_path"]).parent / "embedded.json").read_text()))
+    """What a finished shard left next to its documents in the file store."""
+    return EmbeddedBatch(**json.loads(files.read_text(files.join(files.parent(parameters["docs_uri"]),
+                                                                  "embedded.json"))))

@@ -27,7 +27,7 @@ from embedline.tasks.gates import run_gates
 from embedline.tasks.models import DEFAULT_MODEL, resolve_model
 from embedline.tasks.sources import FieldMap, canonical_source
 from embedline.validation.gate import require
-from embedline.validation.suite import Expectations, validate_batch
+from embedline.validation.suite import Expectations
 
 plan_changes = task(changes.plan_changes, name="plan-changes", cache_policy=NO_CACHE)
 clean_head = task(maintenance.restore_clean_head, name="restore-clean-head", cache_policy=NO_CACHE)
@@ -36,7 +36,7 @@ publish = task(publishing.publish_batch, name="publish-version", cache_policy=NO
 record = task(publishing.record_run, name="record-run", cache_policy=NO_CACHE, retries=2,
               retry_condition_fn=retry_transient)
 evaluate = task(evaluation.evaluate_version, name="evaluate-version", cache_policy=NO_CACHE)
-validate = task(validate_batch, name="validate-batch", cache_policy=NO_CACHE)
+validate = task(evaluation.validate_with_report, name="validate-batch", cache_policy=NO_CACHE)
 
 
 @flow(name="ingest-corpus", log_prints=True)
@@ -94,7 +94,7 @@ def ingest_corpus(
     with space_lock(ws, space) as lease:  # 2. one writer per space
         run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),
                                    params.key(), device, spec.precision)
-        staging = ws.staging_dir / f"run-{run_id}"
+        staging = publishing.staging_uri(ws, run_id)  # the file store: shards on other machines reach it
         try:
             clean_head(ws, space)  # 3. build on passed rows only: undo a failed or killed run's commit
             known = catalog.known_documents(ws, space)  # what the clean head holds
@@ -126,8 +126,8 @@ def ingest_corpus(
             lease.confirm()  # still this space's writer (a Postgres lock ends with its connection)
             version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
             metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall
-            report = validate(space, embedded.read_chunks(), plan.counts, embedded.chunk_count,  # 8. GX gates
-                              expect, metrics, ws.reports_dir / "gx")
+            report = validate(ws, space, f"run-{run_id}", embedded.read_chunks(), plan.counts,  # 8. GX gates
+                              embedded.chunk_count, expect, metrics)  # results + Data Docs: the file store
             lease.confirm()
             summary = record(
                 ws,

@@ -10,7 +10,7 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from embedline.storage import catalog
+from embedline.storage import catalog, files
 from embedline.workspace import Workspace
 from embedline.tasks import plots
 
@@ -36,7 +36,8 @@ def publish_validation_artifacts(report, space: str, run_id: int) -> None:
 
 def publish_version_artifacts(ws: Workspace, space: str, run_id: int, version: int | None,
                               changed_doc_ids: list[str], color_by: str | None = None) -> list[str]:
-    """Link the Lance version and plot it; returns the PNG files written under <home>/reports/plots."""
+    """Link the Lance version and plot it; returns the PNG files written under <store>/reports/plots (the
+    file store: the home unless Lance or EMBEDLINE_STORE_URI is on an object store)."""
     if version is None:
         return []
     key = space.replace("_", "-")
@@ -47,8 +48,7 @@ def publish_version_artifacts(ws: Workspace, space: str, run_id: int, version: i
     previous = catalog.latest_passed_version(ws, space, before=version)
     pictures = {"pca": plots.pca_map(ws, space, version, color_by)[0],
                 "drift": plots.drift_histogram(ws, space, version, previous, changed_doc_ids)}
-    folder = ws.reports_dir / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
+    store = files.open_store(ws)
     written, sections = [], []
     for name, png in pictures.items():
         if png is None:
@@ -56,9 +56,10 @@ def publish_version_artifacts(ws: Workspace, space: str, run_id: int, version: i
                 "No previous version shares documents with this one: nothing drifted."
             sections.append(f"#### {name}\n\n{why}")
             continue
-        path = folder / f"{space}-run-{run_id}-{name}.png"
-        path.write_bytes(png)
-        written.append(str(path))
+        key = f"reports/plots/{space}-run-{run_id}-{name}.png"
+        store.write_bytes(key, png)
+        path = store.uri_of(key)
+        written.append(path)
         sections.append(
             f"#### {name} ({path})\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
         )

@@ -28,7 +28,7 @@ from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 MIGRATIONS = {
     1: """
@@ -107,6 +107,9 @@ MIGRATIONS = {
     12: """
     ALTER TABLE runs ADD COLUMN runtime VARCHAR;
     """,  # the forward pass's runtime (torch, openvino): provenance next to device and precision
+    13: """
+    ALTER TABLE adapters ADD COLUMN fingerprint VARCHAR;
+    """,  # sha256 of the adapter file; with it `path` is a key in the file store (before: a local path)
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -417,6 +420,14 @@ def running_run_ids(ws: Workspace) -> set[int]:
         return {r for (r,) in con.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()}
 
 
+def quarantined_runs(ws: Workspace, corpus: str) -> list[int]:
+    """Runs of `corpus` that rejected records, oldest first."""
+    with reading(ws) as con:
+        rows = con.execute("SELECT DISTINCT run_id FROM quarantine WHERE corpus = ? ORDER BY run_id",
+                           [corpus]).fetchall()
+    return [r for (r,) in rows]
+
+
 def get_run(ws: Workspace, run_id: int) -> dict:
     with reading(ws) as con:
         rows = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
@@ -714,19 +725,23 @@ def get_version(ws: Workspace, space: str, version: int) -> dict | None:
 
 
 def record_adapter(ws: Workspace, corpus: str, from_model: str, to_model: str, kind: str, retention: float,
-                   path: str, recalls: dict, sample_size: int) -> None:
+                   path: str, recalls: dict, sample_size: int, fingerprint: str | None = None) -> None:
+    """`path`: the adapter file's key in the file store, with its sha256 `fingerprint` (None: an absolute
+    local path, as catalogs before schema 13 kept them)."""
     with writing(ws) as con:
-        con.execute("INSERT INTO adapters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        con.execute("INSERT INTO adapters (corpus, from_model, to_model, kind, retention, path, created_at,"
+                    " recalls, sample_size, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [corpus, from_model, to_model, kind, retention, path, now(),
-                     json.dumps(_nan_to_none(recalls), default=_json_number), sample_size])
+                     json.dumps(_nan_to_none(recalls), default=_json_number), sample_size, fingerprint])
 
 
-def latest_adapters(ws: Workspace) -> dict[tuple[str, str, str], str]:
-    """(corpus, from_model, to_model) → path of the newest adapter for each."""
+def latest_adapters(ws: Workspace) -> dict[tuple[str, str, str], tuple[str, str | None]]:
+    """(corpus, from_model, to_model) → (path or store key, fingerprint) of the newest adapter for each."""
     with reading(ws) as con:
-        rows = con.execute("SELECT corpus, from_model, to_model, arg_max(path, created_at) FROM adapters"
-                           " GROUP BY ALL").fetchall()
-    return {(corpus, source, target): path for corpus, source, target, path in rows}
+        rows = con.execute("SELECT corpus, from_model, to_model,"
+                           " arg_max({'path': path, 'digest': fingerprint}, created_at)"
+                           " FROM adapters GROUP BY ALL").fetchall()
+    return {(corpus, source, target): (row["path"], row["digest"]) for corpus, source, target, row in rows}
 
 
 def get_adapter(ws: Workspace, corpus: str, from_model: str, to_model: str) -> dict | None:

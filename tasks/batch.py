@@ -1,6 +1,7 @@
 """Chunk and embed the documents a plan staged, writing chunk rows with vectors to staging.
 
-Rows stream through in bounded memory: documents → chunks → engine windows → Arrow batches on disk.
+Rows stream through in bounded memory: documents → chunks → engine windows → Arrow batches in the file
+store (local disk, or an object store that the run's other machines read too).
 """
 
 import json
@@ -8,11 +9,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from embedline.storage import files
 from embedline.storage.embeddings import chunk_schema
 from embedline.errors import EmbedlineError
 from embedline.tasks.changes import ChangePlan, coerce_value, column_name, read_staged_documents
@@ -20,16 +21,19 @@ from embedline.tasks.chunking import ChunkParams, chunk_documents
 from embedline.tasks.documents import Document
 from embedline.tasks.embedding import Engine
 
+DOC_SCHEMA = pa.schema([("doc_id", pa.string()), ("content_hash", pa.string()),
+                        ("change_key", pa.string()), ("chunk_count", pa.int32())])
 ARROW_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "double": pa.float64(),
                "list<string>": pa.list_(pa.string()), "string": pa.string()}
 
 
 @dataclass
 class EmbeddedBatch:
-    """Staged output of one run (or of its shards): chunk rows with vectors, per-document chunk counts."""
+    """Staged output of one run (or of its shards): chunk rows with vectors, per-document chunk counts,
+    as store URIs (never a machine's local path unless the store is that machine's folder)."""
 
-    chunks_paths: list[str]
-    documents_paths: list[str]
+    chunks_uris: list[str]
+    documents_uris: list[str]
     chunk_count: int
     tokens: int
     seconds: float
@@ -53,16 +57,12 @@ class EmbeddedBatch:
         return chunk_schema(self.dim, metadata_schema(self.metadata_types))
 
     def read_chunks(self) -> Iterator[pa.RecordBatch]:
-        for path in self.chunks_paths:
-            with pa.OSFile(path, "rb") as source:
-                yield from pa.ipc.open_stream(source)
+        for uri in self.chunks_uris:
+            yield from files.read_arrow(uri)
 
     def read_documents(self) -> pa.Table:
-        tables = []
-        for path in self.documents_paths:
-            with pa.OSFile(path, "rb") as source:
-                tables.append(pa.ipc.open_stream(source).read_all())
-        return pa.concat_tables(tables)
+        return pa.concat_tables(
+            [pa.Table.from_batches(list(files.read_arrow(uri)), DOC_SCHEMA) for uri in self.documents_uris])
 
     @classmethod
     def combine(cls, parts: list["EmbeddedBatch"]) -> "EmbeddedBatch":
@@ -75,8 +75,8 @@ class EmbeddedBatch:
                 "worker of the pool the same model files"
             )
         return cls(
-            [c for p in parts for c in p.chunks_paths],
-            [d for p in parts for d in p.documents_paths],
+            [c for p in parts for c in p.chunks_uris],
+            [d for p in parts for d in p.documents_uris],
             sum(p.chunk_count for p in parts),
             sum(p.tokens for p in parts),
             max(p.seconds for p in parts),
@@ -98,16 +98,15 @@ def embed_documents(
     engine: Engine,
     params: ChunkParams,
     run_id: int,
-    staging_dir: Path,
+    staging: str,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> EmbeddedBatch:
-    """Chunk + embed every staged document; `on_progress(docs_done, chunks_done)` after each window."""
+    """Chunk + embed every staged document into `staging` (a store URI); `on_progress(docs_done,
+    chunks_done)` after each window."""
     started = time.perf_counter()
     tokens_before = engine.tokens_embedded
     schema = chunk_schema(engine.spec.out_dim, metadata_schema(plan.metadata_types))
-    doc_schema = pa.schema([("doc_id", pa.string()), ("content_hash", pa.string()),
-                            ("change_key", pa.string()), ("chunk_count", pa.int32())])
-    chunks_path, docs_path = staging_dir / "chunks.arrow", staging_dir / "chunk_counts.arrow"
+    chunks_path, docs_path = files.join(staging, "chunks.arrow"), files.join(staging, "chunk_counts.arrow")
     in_flight: deque[dict] = deque()
     chunk_counts: dict[str, int] = {}
     doc_rows: list[dict] = []
@@ -132,7 +131,7 @@ def embed_documents(
                               "text": chunk.text})
             yield chunk.text
 
-    with pa.OSFile(str(chunks_path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+    with files.write_arrow(chunks_path, schema) as writer:
         for vectors in engine.embed_stream(rows(), kind="document"):
             window = [in_flight.popleft() for _ in range(len(vectors))]
             writer.write_batch(_chunk_batch(window, vectors, schema, engine.spec.key(), run_id))
@@ -140,13 +139,13 @@ def embed_documents(
             docs_done = len(doc_rows)
             if on_progress:
                 on_progress(docs_done, total)
-    with pa.OSFile(str(docs_path), "wb") as sink, pa.ipc.new_stream(sink, doc_schema) as writer:
+    with files.write_arrow(docs_path, DOC_SCHEMA) as writer:
         for row in doc_rows:
             row["chunk_count"] = chunk_counts.get(row["doc_id"], 0)
-        writer.write_table(pa.Table.from_pylist(doc_rows, schema=doc_schema))
+        writer.write_table(pa.Table.from_pylist(doc_rows, schema=DOC_SCHEMA))
     return EmbeddedBatch(
-        [str(chunks_path)],
-        [str(docs_path)],
+        [chunks_path],
+        [docs_path],
         total,
         engine.tokens_embedded - tokens_before,
         time.perf_counter() - started,

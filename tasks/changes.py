@@ -8,12 +8,12 @@ changed; a precision change does not (precision is provenance, see `tasks/models
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 
 from embedline.errors import BadInput
 from embedline.redaction import redact
+from embedline.storage import files
 from embedline.storage.embeddings import BASE_FIELDS
 from embedline.tasks.documents import Document, Rejected
 from embedline.tasks.sources import FieldMap, read_source
@@ -29,7 +29,8 @@ STAGED_DOCS = pa.schema([
 
 @dataclass
 class ChangePlan:
-    """What a run must do. Small: documents to embed are staged on disk at `docs_path`."""
+    """What a run must do. Small: documents to embed are staged in the file store at `docs_path` (a store
+    URI: a local path, or s3://... that a shard on another machine reads too)."""
 
     docs_path: str
     counts: dict
@@ -54,12 +55,13 @@ def plan_changes(
     known: dict[str, str],
     model_key: str,
     chunk_key: str,
-    staging_dir: Path,
+    staging: str,
     keep_deleted: bool = False,
     max_delete_share: float = 0.5,
     metadata_types: dict[str, str] | None = None,
 ) -> ChangePlan:
-    """Stream `source`, stage the documents that need embedding, and count everything.
+    """Stream `source`, stage the documents that need embedding under `staging` (a store URI), and
+    count everything.
 
     A bad source never deletes good data: a rejected record of a known document keeps its old chunks
     serving, a record whose id cannot be read stops every deletion of the run, and deleting more than
@@ -68,8 +70,7 @@ def plan_changes(
     record, and columns new to the corpus get the narrowest type that holds all their values.
     """
     _check_share(max_delete_share)
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    docs_path = staging_dir / "documents.arrow"
+    docs_path = files.join(str(staging), "documents.arrow")
     counts = dict.fromkeys(("docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_quarantined"), 0)
     changed, quarantined, seen, accepted = [], [], set(), set()
     types, recorded = dict(metadata_types or {}), set(metadata_types or {})
@@ -102,10 +103,10 @@ def plan_changes(
     try:
         _check_deletions(source, counts["docs_read"], len(deleted), len(known), max_delete_share)
     except BadInput:
-        docs_path.unlink(missing_ok=True)
+        files.delete_file(docs_path)
         raise
     counts["docs_deleted"] = len(deleted)
-    return ChangePlan(str(docs_path), counts, deleted, changed, quarantined, types)
+    return ChangePlan(docs_path, counts, deleted, changed, quarantined, types)
 
 
 def _deletions(absent: set[str], quarantined: list[dict], known: dict[str, str],
@@ -159,8 +160,8 @@ def defer_beyond(plan: ChangePlan, limit: int, priority: dict[str, float] | None
         else range(len(ids))
     )
     keep = {ids[i] for i in list(ranked)[:limit]}
-    path = Path(plan.docs_path).with_name("documents.selected.arrow")
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, STAGED_DOCS) as writer:
+    path = files.join(files.parent(plan.docs_path), "documents.selected.arrow")
+    with files.write_arrow(path, STAGED_DOCS) as writer:
         for batch in read_staged_documents(plan.docs_path):
             mask = pa.array([doc_id in keep for doc_id in batch.column("doc_id").to_pylist()])
             writer.write_batch(batch.filter(mask))
@@ -169,22 +170,21 @@ def defer_beyond(plan: ChangePlan, limit: int, priority: dict[str, float] | None
     counts = {**plan.counts, "docs_changed": len(kept_changed),
               "docs_new": sum(1 for d in keep if d not in changed), "docs_deferred": len(ids) - len(keep)}
     return ChangePlan(
-        str(path), counts, plan.deleted_doc_ids, kept_changed, plan.quarantined, plan.metadata_types
+        path, counts, plan.deleted_doc_ids, kept_changed, plan.quarantined, plan.metadata_types
     )
 
 
 def split_plan(plan: ChangePlan, shards: int) -> list[ChangePlan]:
     """Split the staged documents into `shards` files of about equal text length (each document goes
     whole to the lightest shard so far); deletions and counts stay with the parent plan."""
-    folder = Path(plan.docs_path).parent
+    folder = files.parent(plan.docs_path)
     sizes, counts = [0] * shards, [0] * shards
     pending: list[list[dict]] = [[] for _ in range(shards)]
-    paths = [folder / f"shard-{i}" / "documents.arrow" for i in range(shards)]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    sinks = [pa.OSFile(str(path), "wb") for path in paths]
-    writers = [pa.ipc.new_stream(sink, STAGED_DOCS) for sink in sinks]
+    paths = [files.join(folder, f"shard-{i}", "documents.arrow") for i in range(shards)]
+    writers: list[files.ArrowWriter] = []
     try:
+        for path in paths:
+            writers.append(files.write_arrow(path, STAGED_DOCS))
         for batch in read_staged_documents(plan.docs_path):
             for row in batch.to_pylist():
                 lightest = sizes.index(min(sizes))
@@ -200,19 +200,17 @@ def split_plan(plan: ChangePlan, shards: int) -> list[ChangePlan]:
             if rows:
                 writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=STAGED_DOCS))
     finally:
-        for writer, sink in zip(writers, sinks):
+        for writer in writers:
             writer.close()
-            sink.close()
-    return [ChangePlan(str(path), {"docs_new": n, "docs_changed": 0}, [], [], [], plan.metadata_types)
+    return [ChangePlan(path, {"docs_new": n, "docs_changed": 0}, [], [], [], plan.metadata_types)
             for path, n in zip(paths, counts)]
 
 
 class _StagedWriter:
     """Documents to embed, appended to an Arrow stream file in batches of 1,024."""
 
-    def __init__(self, path: Path):
-        self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, STAGED_DOCS)
+    def __init__(self, uri: str):
+        self._writer = files.write_arrow(uri, STAGED_DOCS)
         self._pending: list[dict] = []
 
     def add(self, row: dict) -> None:
@@ -234,13 +232,11 @@ class _StagedWriter:
                 self._flush()
         finally:
             self._writer.close()
-            self._sink.close()
 
 
-def read_staged_documents(path: str):
-    """Batches of staged documents (pyarrow RecordBatch), in source order."""
-    with pa.OSFile(path, "rb") as source:
-        yield from pa.ipc.open_stream(source)
+def read_staged_documents(uri: str):
+    """Batches of staged documents (pyarrow RecordBatch), in source order, streamed from the store."""
+    yield from files.read_arrow(uri)
 
 
 def _staged_row(doc: Document, content: str, key: str) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from embedline.storage import catalog, embeddings
+from embedline.storage import catalog, embeddings, files
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
 from embedline.tasks.models import ModelSpec
@@ -88,6 +88,25 @@ def evaluate_version(
             "golden_recall": golden_recall(ws, corpus, space, version["version"], spec)}
 
 
+def validate_with_report(ws: Workspace, space: str, label: str, chunk_batches, counts: dict,
+                         chunks_reported: int, expect, metrics: dict | None = None):
+    """Run the GX suites and keep their results and Data Docs in the file store: `<home>/reports/gx`
+    (one GX project, its Data Docs listing every run) when the store is local; when it is remote, a
+    project per run validated in a temporary folder and uploaded to `<store>/reports/gx/<space>/<label>/`
+    (the report's `docs_url` is then the uploaded index.html's store URI)."""
+    from embedline.validation.suite import validate_batch
+
+    store = files.open_store(ws)
+    key = f"reports/gx/{space}/{label}" if store.remote else "reports/gx"
+    with store.local_folder(key) as folder:
+        report = validate_batch(space, chunk_batches, counts, chunks_reported, expect, metrics, folder)
+        docs = report.docs_url
+    if store.remote and docs:
+        local = docs.removeprefix("file://")
+        report.docs_url = store.uri_of(f"{key}/{Path(local).relative_to(folder.resolve()).as_posix()}")
+    return report
+
+
 def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, space: str | None = None):
     """Re-run every gate on a stored version (prod's when `version` is None) and record the outcome.
 
@@ -96,7 +115,7 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
     from embedline.errors import BadInput, NotFound
     from embedline.tasks.gates import corpus_gates
     from embedline.tasks.models import resolve_model
-    from embedline.validation.suite import Expectations, validate_batch
+    from embedline.validation.suite import Expectations
 
     alias = catalog.get_alias(ws, corpus)
     if version is None:
@@ -120,8 +139,8 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
     metrics = {**drift_against_previous(ws, space, dataset.to_batches(), exclude_version=version),
                "golden_recall": golden_recall(ws, corpus, space, version, spec)}
     expect = Expectations(spec.out_dim, recorded["model_key"], spec.normalize, **corpus_gates(ws, corpus))
-    report = validate_batch(space, dataset.to_batches(), counts, recorded["row_count"], expect, metrics,
-                            ws.reports_dir / "gx")
+    report = validate_with_report(ws, space, f"version-{version}", dataset.to_batches(), counts,
+                                  recorded["row_count"], expect, metrics)
     catalog.set_validation(
         ws, space, version, report.passed, "; ".join(report.failures) or None, report.metrics
     )

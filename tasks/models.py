@@ -170,16 +170,23 @@ def locate_files(ws, spec: ModelSpec) -> ModelSpec:
     """The spec with `path` at this host's copy of the model's files. A model is known by name and
     fingerprint: the path registered on one host (a virtual environment's site-packages, another home)
     need not exist on another, so a folder holding the same files (same fingerprint) is found where this
-    host keeps models: the bundled default's package, `<home>/models/<name>`, an installed model's folder."""
+    host keeps models: the bundled default's package, `<home>/models/<name>`, an installed model's folder,
+    else the file store's `models/<name>-<fingerprint>/` (fetched into `<home>/cache/models/`)."""
     from embedline.errors import NotFound
+
+    from embedline.tasks.model_store import fetch_model, model_key
 
     if Path(spec.path, "config.json").is_file():
         return spec
     for folder in _model_folders(ws, spec.name):
         if Path(folder, "config.json").is_file() and fingerprint_model_dir(Path(folder)) == spec.fingerprint:
             return replace(spec, path=str(folder))
-    raise NotFound(f"model {spec.name!r} (fingerprint {spec.fingerprint}) has no files on this host: put the "
-                   f"same model folder at {ws.models_dir / spec.name} (or its registered path {spec.path})")
+    fetched = fetch_model(ws, spec.name, spec.fingerprint)  # <store>/models/<name>-<fingerprint>/
+    if fetched is not None:
+        return replace(spec, path=str(fetched))
+    raise NotFound(f"model {spec.name!r} (fingerprint {spec.fingerprint}) has no files on this host nor in "
+                   f"the file store ({model_key(spec.name, spec.fingerprint)}): run `embedline models push "
+                   f"{spec.name}` where it has them, or put the same folder at {ws.models_dir / spec.name}")
 
 
 def _model_folders(ws, name: str) -> list[Path]:

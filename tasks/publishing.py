@@ -2,10 +2,9 @@
 if the batch passed its gates and prod may move, moves it; say why when it may not."""
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 
-from embedline.storage import catalog, embeddings
+from embedline.storage import catalog, embeddings, files
 from embedline.workspace import Workspace
 from embedline.tasks.batch import EmbeddedBatch
 from embedline.tasks.changes import ChangePlan
@@ -145,22 +144,46 @@ def serving_notes(corpus: str, space: str, model: str, version: int | None, pass
     return []
 
 
+def staging_uri(ws: Workspace, run_id: int) -> str:
+    """Where a run stages its documents, chunks and shard results: `<store>/staging/run-<id>`."""
+    return files.open_store(ws).uri_of(f"staging/run-{run_id}")
+
+
 def clear_staging(ws: Workspace) -> list[str]:
     """Remove the staging folders of every run that is no longer running (this one once it is recorded,
-    failed ones, and ones a killed process left behind); returns the folders removed."""
-    folders = list(ws.staging_dir.glob("run-*"))  # before reading who runs: a run starting now is not here
-    running = {f"run-{run_id}" for run_id in catalog.running_run_ids(ws)}
-    stale = [path for path in folders if path.name not in running]
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return [str(path) for path in stale]
+    failed ones, and ones a killed process left behind), in the file store; returns the URIs removed."""
+    store = files.open_store(ws)
+    folders = store.list("staging")  # before reading who runs: a run starting now is not here
+    running = {f"staging/run-{run_id}" for run_id in catalog.running_run_ids(ws)}
+    stale = [key for key in folders if key.startswith("staging/run-") and key not in running]
+    for key in stale:
+        store.delete(key)
+    return [store.uri_of(key) for key in stale]
+
+
+def quarantine_key(run_id: int) -> str:
+    return f"quarantine/run-{run_id}.jsonl"
 
 
 def _save_quarantine(ws: Workspace, run_id: int, rows: list[dict]) -> None:
-    """Keep every rejected record whole on disk; the catalog row holds a truncated copy."""
+    """Keep every rejected record whole in the file store; the catalog row holds a truncated copy."""
     if not rows:
         return
-    ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
-    with (ws.quarantine_dir / f"run-{run_id}.jsonl").open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    files.open_store(ws).write_text(quarantine_key(run_id), text)
+
+
+def read_quarantine(ws: Workspace, corpus: str, run_id: int | None = None) -> list[dict]:
+    """The whole records a run of `corpus` rejected, with why (`run_id` None: its latest run that
+    rejected any), read from the file store; each row carries its run_id."""
+    from embedline.errors import NotFound
+
+    runs = catalog.quarantined_runs(ws, corpus)
+    if run_id is None and not runs:
+        return []
+    chosen = runs[-1] if run_id is None else run_id
+    if chosen not in runs:
+        raise NotFound(f"run {chosen} of corpus {corpus!r} quarantined no records: runs that did: "
+                       f"{', '.join(map(str, runs)) or 'none'}")
+    lines = files.open_store(ws).read_text(quarantine_key(chosen)).splitlines()
+    return [{"run_id": chosen, **json.loads(line)} for line in lines if line]

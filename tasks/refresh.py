@@ -10,6 +10,7 @@ from embedline.storage import catalog, embeddings
 from embedline.errors import BadInput, NotFound, SwapRefused
 from embedline.names import check_name, space_name
 from embedline.workspace import Workspace
+from embedline.tasks.adapter_files import load_adapter, save_adapter
 from embedline.tasks.adapters import Adapter, AdapterChoice, Pairs, choose_adapter
 from embedline.tasks.embedding import get_engine
 from embedline.tasks.models import ModelSpec, resolve_model
@@ -35,10 +36,6 @@ class RefreshFit:
     passages: int = 0  # sentences cut from the corpus's chunks, in the fit
     general_texts: int = 0  # sentences of the package's general text, only when in-domain pairs were few
     seconds: dict = field(default_factory=dict)  # time to serve, split by stage (load, read, embed, choose)
-
-
-def adapter_path(ws: Workspace, corpus: str, from_model: str, to_model: str):
-    return ws.home / "adapters" / f"{corpus}__{from_model}__to__{to_model}.npz"
 
 
 def residual_path(ws: Workspace, corpus: str, new_model: str):
@@ -174,10 +171,11 @@ def embed_once(engine, texts: list[str], kind: str = "query") -> np.ndarray:
 def record(
     ws: Workspace, corpus: str, from_model: str, to_model: str, choice: AdapterChoice, sample: int
 ) -> None:
-    """Save an adapter's weights and record it with its figures; queries use it from then on."""
-    path = choice.adapter.save(adapter_path(ws, corpus, from_model, to_model))
-    catalog.record_adapter(ws, corpus, from_model, to_model, choice.adapter.kind, choice.retention, str(path),
-                           choice.recalls, sample)
+    """Save an adapter's weights to the file store and record it (store key + sha256) with its figures;
+    queries use it from then on, on any machine sharing the catalog and the store."""
+    key, digest = save_adapter(ws, choice.adapter, corpus, from_model, to_model)
+    catalog.record_adapter(ws, corpus, from_model, to_model, choice.adapter.kind, choice.retention, key,
+                           choice.recalls, sample, digest)
 
 
 def save_residual_model(
@@ -230,13 +228,14 @@ class QueryRoutes:
 
     prod_models: dict[str, str]  # corpus → model its prod alias serves
     specs: dict[str, ModelSpec]
-    adapters: dict[tuple[str, str, str], str]  # (corpus, from model, to model) → adapter file
+    adapters: dict[tuple[str, str, str], tuple[str, str | None]]  # (corpus, from, to) → (key, sha256)
+    workspace: Workspace | None = None  # where adapter files are fetched to (its cache)
 
     @classmethod
     def read(cls, ws: Workspace) -> "QueryRoutes":
         prod = {a["corpus"]: a["model"] for a in catalog.list_aliases(ws) if a["alias"] == "prod"}
         specs = {row["name"]: ModelSpec.from_json(row["spec"]) for row in catalog.list_models(ws)}
-        return cls(prod, specs, catalog.latest_adapters(ws))
+        return cls(prod, specs, catalog.latest_adapters(ws), ws)
 
     def vector(self, corpus: str, text: str, model: str | None = None) -> np.ndarray:
         """A query vector in the space the corpus's prod alias serves; through an adapter when `model`
@@ -253,11 +252,11 @@ class QueryRoutes:
         vector = get_engine(self.specs[model]).embed([text], kind="query")
         if model == served:
             return vector[0]
-        path = self.adapters.get((corpus, model, served))
-        if path is None:
+        found = self.adapters.get((corpus, model, served))
+        if found is None:
             raise NotFound(f"no adapter maps {model!r} into {corpus!r}'s prod model {served!r}: "
                            f"run `embedline refresh {corpus} --model {model}` first")
-        return Adapter.load(path)(vector)[0]
+        return load_adapter(self.workspace, *found)(vector)[0]
 
 
 def query_vector(ws: Workspace, corpus: str, text: str, model: str | None = None) -> np.ndarray:

@@ -1,0 +1,254 @@
+"""The file store runs share: staging, quarantine records, GX reports and adapters.
+
+Its root is `$EMBEDLINE_STORE_URI`; unset, it is the home when Lance is local (today's layout, file for
+file) and `<lance uri>/_embedline` when Lance is on an object store. LanceDB lists only `<name>.lance`
+folders as tables (and space names start with a letter), so that folder never shows up as a table.
+A remote store uses the Lance storage options (`$EMBEDLINE_LANCE_STORAGE_OPTIONS`): on another machine
+a worker with the same settings reads and writes the same files. Only this module touches `pyarrow.fs`
+for the store; callers name files by key (`staging/run-3/documents.arrow`) or by the URI `uri_of` gives.
+"""
+
+import functools
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from embedline.errors import BadSetting, NotFound
+from embedline.settings import load
+from embedline.workspace import Workspace
+
+STORE_FOLDER = "_embedline"  # under a remote Lance root; not `<name>.lance`, so never a table
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def store_uri(ws: Workspace) -> str:
+    """The store's root for this workspace (see the module)."""
+    if ws.settings.store_uri:
+        return ws.settings.store_uri.rstrip("/")
+    if is_remote(ws.lance_uri):
+        return f"{ws.lance_uri.rstrip('/')}/{STORE_FOLDER}"
+    return str(ws.home)
+
+
+class Store:
+    """A root (local folder or `s3://bucket/prefix`) and the filesystem that reaches it."""
+
+    def __init__(self, uri: str, options: dict[str, str] | None = None):
+        self.uri = uri.rstrip("/")
+        self.remote = is_remote(self.uri)
+        self.options = options
+        self.fs, self.root = locate(self.uri, options)
+
+    def uri_of(self, key: str) -> str:
+        return f"{self.uri}/{key.strip('/')}"
+
+    def key_of(self, uri: str) -> str:
+        """The key of a URI under this store (a local path works too); `NotFound` if it is elsewhere."""
+        for root in (self.uri, self.root):
+            if uri.startswith(root + "/"):
+                return uri[len(root) + 1:]
+        raise NotFound(f"{uri} is not under the file store {self.uri}: give every machine of the run the "
+                       "same EMBEDLINE_STORE_URI (or EMBEDLINE_LANCE_URI)")
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key.strip('/')}"
+
+    def open_output(self, key: str):
+        return open_output(self.uri_of(key), self.options)
+
+    def open_input(self, key: str):
+        return open_input(self.uri_of(key), self.options)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        with self.open_output(key) as out:
+            out.write(data)
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open_input(key) as source:
+            return source.read()
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode())
+
+    def read_text(self, key: str) -> str:
+        return self.read_bytes(key).decode()
+
+    def exists(self, key: str) -> bool:
+        return self.fs.get_file_info(self._path(key)).type == pafs.FileType.File
+
+    def list(self, prefix: str, recursive: bool = False) -> list[str]:
+        """Keys of the files and folders directly under `prefix` (all files below it if `recursive`)."""
+        selector = pafs.FileSelector(self._path(prefix), allow_not_found=True, recursive=recursive)
+        infos = self.fs.get_file_info(selector)
+        if recursive:
+            infos = [i for i in infos if i.type == pafs.FileType.File]
+        return sorted(self.key_of(info.path) for info in infos)
+
+    def delete(self, prefix: str) -> None:
+        """Remove a folder and everything below it (nothing if it is not there)."""
+        path = self._path(prefix)
+        if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(path)
+
+    def upload_folder(self, folder: Path, prefix: str) -> None:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            with path.open("rb") as source, self.open_output(f"{prefix}/{path.relative_to(folder)}") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+
+    def download(self, key: str, target: Path) -> Path:
+        """Copy one file to `target` (written under a temporary name, then renamed into place)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self.open_input(key) as source:
+            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+        Path(out.name).replace(target)
+        return target
+
+    @contextmanager
+    def local_folder(self, prefix: str) -> Iterator[Path]:
+        """A local folder for a tool that writes files (GX): the store's own folder when it is local,
+        else a temporary one uploaded under `prefix` when the block ends without error."""
+        if not self.remote:
+            folder = Path(self._path(prefix))
+            folder.mkdir(parents=True, exist_ok=True)
+            yield folder
+            return
+        with tempfile.TemporaryDirectory(prefix="embedline-store-") as tmp:
+            yield Path(tmp)
+            self.upload_folder(Path(tmp), prefix)
+
+
+# -- files by URI (a local path, or s3://bucket/key) ---------------------------------------------------
+def locate(uri: str, options: dict[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and its path for `uri`; `options`: Lance's storage options (default: this
+    process's `$EMBEDLINE_LANCE_STORAGE_OPTIONS`)."""
+    if not is_remote(uri):
+        return pafs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).resolve())
+    scheme, _, rest = uri.partition("://")
+    if scheme not in ("s3", "s3a"):
+        raise BadSetting(f"{uri!r}: the file store takes s3://bucket/prefix or a local folder")
+    options = load().lance_storage_options if options is None else options
+    return s3_filesystem(json.dumps(options or {}, sort_keys=True)), rest.rstrip("/")
+
+
+def join(uri: str, *names: str) -> str:
+    return "/".join([str(uri).rstrip("/"), *names])
+
+
+def parent(uri: str) -> str:
+    return str(uri).rstrip("/").rsplit("/", 1)[0]
+
+
+def open_output(uri: str, options: dict[str, str] | None = None):
+    """A write stream on a new file (replacing any); closing it finishes the upload."""
+    fs, path = locate(uri, options)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    return fs.open_output_stream(path)
+
+
+def open_input(uri: str, options: dict[str, str] | None = None):
+    fs, path = locate(uri, options)
+    try:
+        return fs.open_input_stream(path)
+    except FileNotFoundError:
+        raise NotFound(f"{uri} does not exist: the run that wrote it may have been cleared, or this "
+                       "machine uses another EMBEDLINE_STORE_URI") from None
+
+
+def write_arrow(uri: str, schema: pa.Schema) -> "ArrowWriter":
+    """An Arrow IPC stream writer on a new file; closing it closes the file."""
+    return ArrowWriter(open_output(uri), schema)
+
+
+def read_arrow(uri: str) -> Iterator[pa.RecordBatch]:
+    """The record batches of an Arrow IPC stream file, one at a time (bounded memory)."""
+    with open_input(uri) as source:
+        yield from pa.ipc.open_stream(source)
+
+
+def read_text(uri: str) -> str:
+    with open_input(uri) as source:
+        return source.read().decode()
+
+
+def write_text(uri: str, text: str) -> None:
+    with open_output(uri) as out:
+        out.write(text.encode())
+
+
+def delete_file(uri: str) -> None:
+    fs, path = locate(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+class ArrowWriter:
+    """An Arrow IPC stream writer that owns its output stream."""
+
+    def __init__(self, sink, schema: pa.Schema):
+        self._sink = sink
+        try:
+            self._writer = pa.ipc.new_stream(sink, schema)
+        except BaseException:
+            sink.close()
+            raise
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def write_table(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._sink.close()
+
+    def __enter__(self) -> "ArrowWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@functools.lru_cache(maxsize=8)
+def s3_filesystem(options_json: str) -> pafs.S3FileSystem:
+    """An S3 filesystem from Lance's storage options (aws_endpoint, aws_region, allow_http, keys)."""
+    options = {k.lower(): v for k, v in json.loads(options_json).items()}
+    kwargs = {}
+    endpoint = options.get("aws_endpoint") or options.get("endpoint")
+    if endpoint:
+        scheme, _, host = endpoint.rpartition("://")
+        kwargs["endpoint_override"] = host
+        kwargs["scheme"] = scheme or ("http" if _true(options.get("allow_http")) else "https")
+    elif _true(options.get("allow_http")):
+        kwargs["scheme"] = "http"
+    for ours, theirs in (("region", ("aws_region", "region")),
+                         ("access_key", ("aws_access_key_id", "access_key_id")),
+                         ("secret_key", ("aws_secret_access_key", "secret_access_key")),
+                         ("session_token", ("aws_session_token", "session_token"))):
+        value = next((options[name] for name in theirs if options.get(name)), None)
+        if value:
+            kwargs[ours] = value
+    return pafs.S3FileSystem(**kwargs)
+
+
+def _true(value) -> bool:
+    return str(value).lower() in ("1", "true", "yes")
+
+
+def open_store(ws: Workspace) -> Store:
+    """The workspace's file store (see the module)."""
+    return Store(store_uri(ws), ws.lance_storage_options)
+

@@ -1,0 +1,165 @@
+"""The file store runs share (`storage.files`): with Lance on an object store, staging, shard hand-offs,
+quarantine records, GX reports, adapters and pushed model files live in the bucket, never on one
+machine's disk."""
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import boto3
+import numpy as np
+import pytest
+from moto.server import ThreadedMotoServer
+
+from embedline.api import connect
+from embedline.errors import BadInput, NotFound
+from embedline.storage import catalog, embeddings, files
+from embedline.tasks.adapter_files import cache_path, load_adapter, save_adapter
+from embedline.tasks.adapters import Adapter
+from embedline.tasks.models import add_model, resolve_model
+from embedline.workspace import Workspace
+from tests.conftest import ingest, run_cli
+
+STORE = "lance/_embedline"  # the store's prefix in the bucket when only EMBEDLINE_LANCE_URI is set
+
+
+@pytest.fixture
+def s3(workspace, monkeypatch):
+    """A moto S3 server with bucket `embeddings`; Lance at s3://embeddings/lance, the store beside it."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    keys = {"aws_access_key_id": "embedline", "aws_secret_access_key": "embedline"}
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys)
+    client.create_bucket(Bucket="embeddings")
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", "s3://embeddings/lance")
+    monkeypatch.setenv("EMBEDLINE_LANCE_STORAGE_OPTIONS", json.dumps(
+        {"aws_endpoint": endpoint, "aws_region": "us-east-1", "allow_http": "true", **keys}))
+
+    def objects(prefix: str) -> list[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket="embeddings", Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    yield SimpleNamespace(ws=Workspace.from_env(workspace.home), client=client, objects=objects)
+    server.stop()
+
+
+def local_files(folder) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_the_store_is_the_home_locally_and_beside_lance_on_an_object_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMBEDLINE_LANCE_URI", raising=False)
+    monkeypatch.delenv("EMBEDLINE_STORE_URI", raising=False)
+    local = Workspace.from_env(tmp_path / "home")
+    assert files.store_uri(local) == str(local.home)  # today's layout: <home>/staging, <home>/quarantine
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", "s3://bucket/lance/")
+    assert files.store_uri(Workspace.from_env(tmp_path / "home")) == "s3://bucket/lance/_embedline"
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", "s3://other/shared/")
+    assert files.store_uri(Workspace.from_env(tmp_path / "home")) == "s3://other/shared"
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", "gs://bucket/x")
+    with pytest.raises(BadInput, match="EMBEDLINE_STORE_URI='gs://bucket/x': use s3://"):
+        Workspace.from_env(tmp_path / "home")
+
+
+def test_a_sharded_run_hands_off_through_the_bucket_and_leaves_nothing_on_local_disk(s3, debian_case,
+                                                                                     monkeypatch):
+    from embedline.flows import embed
+
+    shard_calls, seen_during = [], []
+    original = embed.embed_shard
+
+    def shard_on_another_machine(**parameters):
+        """Run the shard, then return nothing: the parent must read its result from the bucket."""
+        shard_calls.append(parameters)
+        original(**parameters)
+        seen_during.append((local_files(s3.ws.staging_dir), s3.objects(f"{STORE}/staging/")))
+
+    monkeypatch.setattr(embed, "embed_shard", shard_on_another_machine)
+    summary = ingest(s3.ws, debian_case, shard_size=50)  # 120 documents → 3 shards, here in turn
+
+    assert summary.status == "succeeded" and summary.docs_new == 120 and len(shard_calls) == 3
+    staging = f"s3://embeddings/{STORE}/staging/run-{summary.run_id}"
+    assert [call["docs_uri"] for call in shard_calls] == [
+        f"{staging}/shard-{i}/documents.arrow" for i in range(3)]
+    assert all("home" not in call for call in shard_calls)  # a worker opens its own home
+    assert all(found == [] for found, _ in seen_during)  # nothing staged on this machine's disk
+    last_objects = seen_during[-1][1]
+    prefix = f"{STORE}/staging/run-{summary.run_id}"
+    assert {f"{prefix}/documents.arrow", f"{prefix}/shard-2/chunks.arrow",
+            f"{prefix}/shard-2/chunk_counts.arrow", f"{prefix}/shard-2/embedded.json"} <= set(last_objects)
+    assert s3.objects(f"{STORE}/staging/run-") == []  # cleared once the run was recorded
+    assert local_files(s3.ws.staging_dir) == []
+
+    reports = s3.objects(f"{STORE}/reports/gx/debian__tiny/run-{summary.run_id}/")
+    assert any(key.endswith("data_docs/local_site/index.html") for key in reports)
+    assert any("/validations/" in key for key in reports)  # GX's results, beside its Data Docs
+    assert local_files(s3.ws.reports_dir) == []
+    assert embeddings.connect(s3.ws).table_names() == ["debian__tiny"]  # the store is not a table
+
+
+def test_quarantined_records_land_in_the_bucket_and_read_back(s3, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    good = [json.dumps({"id": f"d{i}", "text": f"document {i} about tiling window managers"})
+            for i in range(4)]
+    source.write_text("\n".join(good[:2] + ['{"id": "broken", "text": '] + good[2:]) + "\n")
+
+    summary = ingest(s3.ws, source, corpus="bad")
+
+    assert summary.docs_quarantined == 1
+    assert s3.objects(f"{STORE}/quarantine/") == [f"{STORE}/quarantine/run-{summary.run_id}.jsonl"]
+    assert local_files(s3.ws.quarantine_dir) == []
+    (row,) = connect(s3.ws.home).quarantine("bad")
+    assert (row["run_id"], row["position"], row["raw"]) == (summary.run_id, 3, '{"id": "broken", "text": ')
+    shown = run_cli("quarantine", "bad", "--json", home=s3.ws.home, check=True)
+    assert [r["reason"] for r in json.loads(shown.stdout)] == [row["reason"]]
+
+
+def test_an_adapter_saved_by_one_workspace_loads_in_another_with_an_empty_home(
+        s3, tmp_path, tiny_model_dir, postgres_url, monkeypatch):
+    monkeypatch.setenv("EMBEDLINE_CATALOG_URL", postgres_url)  # one catalog, two machines' homes
+    first = Workspace.from_env(tmp_path / "first").ensure()
+    add_model(first, "tiny", str(tiny_model_dir))
+    rng = np.random.default_rng(0)
+    adapter = Adapter("ridge", rng.normal(size=(16, 32)).astype(np.float32), np.zeros(32, np.float32))
+    key, digest = save_adapter(first, adapter, "debian", "small", "tiny")
+    catalog.record_adapter(first, "debian", "small", "tiny", "ridge", 0.9, key, {}, 80, digest)
+    assert s3.objects(f"{STORE}/adapters/") == [f"{STORE}/{key}"]
+    assert not (first.home / "adapters").exists()
+
+    second = Workspace.from_env(tmp_path / "second").ensure()  # nothing on its disk but an empty home
+    found = catalog.latest_adapters(second)[("debian", "small", "tiny")]
+    assert found == (key, digest)
+    loaded = load_adapter(second, *found)
+    np.testing.assert_array_equal(loaded.weight, adapter.weight)
+    assert cache_path(second, digest).is_file()  # fetched once, by digest
+
+    wrong = "0" * 64
+    catalog.record_adapter(first, "debian", "small", "tiny", "ridge", 0.9, key, {}, 80, wrong)
+    third = Workspace.from_env(tmp_path / "third").ensure()
+    with pytest.raises(BadInput, match="has sha256 .*, the catalog expects 0000000000000000…"):
+        load_adapter(third, *catalog.latest_adapters(third)[("debian", "small", "tiny")])
+    assert not cache_path(third, wrong).exists()
+
+    old = adapter.save(tmp_path / "old.npz")  # a catalog from before kept an absolute path, no digest
+    catalog.record_adapter(first, "debian", "old", "tiny", "ridge", 0.9, str(old), {}, 80)
+    legacy = load_adapter(second, *catalog.latest_adapters(second)[("debian", "old", "tiny")])
+    np.testing.assert_array_equal(legacy.weight, adapter.weight)
+
+
+def test_a_host_without_a_models_files_fetches_the_pushed_ones_by_fingerprint(s3, tiny_model_dir, tmp_path):
+    specs = {name: add_model(s3.ws, name, str(shutil.copytree(tiny_model_dir, tmp_path / name)))
+             for name in ("moved", "unpushed")}  # registered from folders another host had
+    spec = specs["moved"]
+    pushed = connect(s3.ws.home).push_model("moved")
+    assert pushed == f"s3://embeddings/{STORE}/models/moved-{spec.fingerprint}"
+    assert f"{STORE}/models/moved-{spec.fingerprint}/config.json" in s3.objects(f"{STORE}/models/")
+    for name in ("moved", "unpushed"):
+        shutil.rmtree(tmp_path / name)  # this host no longer has them
+
+    with pytest.raises(NotFound, match=r"no files on this host nor in the file store .*models push unpushed"):
+        resolve_model(s3.ws, "unpushed")
+    found = resolve_model(s3.ws, "moved")
+    assert found.path == str(s3.ws.home / "cache" / "models" / spec.fingerprint)  # fetched, checked
+    assert found.key() == spec.key()
