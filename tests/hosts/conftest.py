@@ -15,6 +15,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from embedline.settings import load
+from embedline.tasks.model_store import push_model
 from embedline.tasks.models import add_model
 from embedline.workspace import Workspace
 from tests.conftest import running_postgres
@@ -78,7 +79,7 @@ def cluster(host_mode, tmp_path_factory, tiny_model_dir):
         create_shard_deployment(api)
         for name, ns in zip(HOSTS, namespaces or [None] * len(HOSTS)):
             host = Host(name, root / "hosts" / name, ns)
-            shutil.copytree(tiny_model_dir, host.home / "models" / "tiny")  # found by name + fingerprint
+            host.home.mkdir(parents=True)  # empty: hosts fetch the model's files from the store
             cluster.hosts[name] = host
             stack.callback(cluster.kill_worker, host)
         for name in ("a", "b"):
@@ -88,8 +89,8 @@ def cluster(host_mode, tmp_path_factory, tiny_model_dir):
 
 
 def register_model(cluster: Cluster, tiny_model_dir: Path) -> Workspace:
-    """`tiny` registered from a folder no host can see: hosts find their own copy by its fingerprint.
-    The returned workspace (the test's) reads the shared catalog and Lance."""
+    """`tiny` registered from a folder no host can see, and pushed to the file store, where hosts find it
+    by name + fingerprint. The returned workspace (the test's) reads the shared catalog, store and Lance."""
     setup = cluster.root / "setup"
     shutil.copytree(tiny_model_dir, setup / "tiny")
     settings = load(home=str(setup / "home"), catalog_url=cluster.catalog_url,
@@ -97,4 +98,5 @@ def register_model(cluster: Cluster, tiny_model_dir: Path) -> Workspace:
                     lance_storage_options=cluster.lance_env["EMBEDLINE_LANCE_STORAGE_OPTIONS"])
     ws = Workspace.from_env(setup / "home", settings=settings).ensure()
     add_model(ws, "tiny", str(setup / "tiny"))
+    push_model(ws, "tiny")
     return ws

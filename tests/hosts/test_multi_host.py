@@ -40,9 +40,15 @@ def summary_of(cluster, returncode: int, stdout: str, stderr: str) -> dict:
     return summary
 
 
-def json_rows(result) -> list[dict]:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+def json_rows(process, stdout: str, stderr: str) -> list[dict]:
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads(stdout)
+
+
+def kept_files(host) -> list[str]:
+    """What `host` keeps in its home besides caches (fetched model files, the DuckDB extension link)."""
+    return sorted(str(p.relative_to(host.home)) for p in host.home.rglob("*")
+                  if p.is_file() and p.relative_to(host.home).parts[0] not in ("cache", "extensions"))
 
 
 def versions_complete(ws, space: str) -> None:
@@ -68,6 +74,7 @@ def test_a_sharded_ingest_embeds_its_shards_on_both_hosts(cluster, tiny_model_di
     shards = cluster.shard_runs(summary["run_id"])
     assert [s["state_type"] for s in shards] == ["COMPLETED", "COMPLETED"]
     assert sorted(s["labels"].get("prefect.worker.name") for s in shards) == ["host-a", "host-b"]
+    assert kept_files(cluster.hosts["b"]) == []  # its shard came and went through the store
 
     ws = cluster.ws
     assert list(embeddings.open_space(ws, "debian__tiny").tags.list()) == [f"run-{summary['run_id']}"]
@@ -141,21 +148,28 @@ def test_a_worker_killed_mid_shard_leaves_no_half_committed_version(cluster):
 
 
 def test_with_the_first_host_gone_a_fresh_host_serves_and_reingests_nothing(cluster):
-    """Builds on debian's sharded run. Host c's home holds only its copy of the model's files."""
+    """Builds on debian's sharded run. Host c starts with an empty home."""
     ws = cluster.ws
     cluster.lost(cluster.hosts["a"])
     c = cluster.hosts["c"]
     prod = catalog.get_alias(ws, "debian")
     rows = catalog.get_version(ws, prod["space"], prod["version"])["row_count"]
 
-    hits = json_rows(cluster.embedline(c, "search", "debian", DOCS[3]["title"], "-k", "3", "--format", "json"))
-    assert len(hits) == 3 and {h["doc_id"] for h in hits} <= {d["id"] for d in DOCS[:40]}
-    (counts,) = json_rows(cluster.embedline(c, "sql", "SELECT count(*) AS chunks, count(DISTINCT doc_id) AS docs, "
-                                            "(SELECT list(doc_id) FROM quarantine WHERE corpus = 'debian') AS "
-                                            "quarantined FROM debian", "--format", "json"))
-    assert counts == {"chunks": rows, "docs": 40, "quarantined": ["empty-one"]}
-    versions = json_rows(cluster.embedline(c, "versions", "debian", "--format", "json"))
-    assert [(v["version"], v["validation"], v["aliases"]) for v in versions] == [
+    reads = {  # at once, as several users of the host would
+        "search": ("search", "debian", DOCS[3]["title"], "-k", "3"),
+        "sql": ("sql", "SELECT count(*) AS chunks, count(DISTINCT doc_id) AS docs, (SELECT list(doc_id) FROM "
+                "quarantine WHERE corpus = 'debian') AS quarantined FROM debian"),
+        "quarantine": ("quarantine", "debian"),
+        "versions": ("versions", "debian"),
+    }
+    started = {name: cluster.start_embedline(c, *args, "--format", "json") for name, args in reads.items()}
+    out = {name: json_rows(process, *process.communicate(timeout=300)) for name, process in started.items()}
+
+    assert len(out["search"]) == 3 and {h["doc_id"] for h in out["search"]} <= {d["id"] for d in DOCS[:40]}
+    assert out["sql"] == [{"chunks": rows, "docs": 40, "quarantined": ["empty-one"]}]
+    (rejected,) = out["quarantine"]
+    assert rejected["doc_id"] == "empty-one" and json.loads(rejected["raw"]) == BAD  # whole, from the store
+    assert [(v["version"], v["validation"], v["aliases"]) for v in out["versions"]] == [
         (prod["version"], "passed", ["prod"])]
 
     result = cluster.embedline(c, "ingest", "debian", str(cluster.data / "debian.jsonl"), "--model", "tiny",
@@ -163,4 +177,4 @@ def test_with_the_first_host_gone_a_fresh_host_serves_and_reingests_nothing(clus
     summary = summary_of(cluster, result.returncode, result.stdout, result.stderr)
     assert (summary["status"], summary["docs_unchanged"], summary["chunks_embedded"]) == ("succeeded", 40, 0)
     assert summary["docs_quarantined"] == 1
-    assert not (c.home / "catalog.duckdb").exists() and not (c.home / "lance").exists()  # all remote
+    assert kept_files(c) == []
