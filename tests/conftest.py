@@ -119,7 +119,8 @@ def _as_server_user(command: list[str]) -> list[str]:
 
 
 @contextmanager
-def running_postgres(listen: tuple[str, ...] = ("127.0.0.1",), trusted: tuple[str, ...] = ()) -> Iterator[str]:
+def running_postgres(listen: tuple[str, ...] = ("127.0.0.1",),
+                     trusted: tuple[str, ...] = ()) -> Iterator[str]:
     """A throwaway PostgreSQL from Debian's packages on a free port of `listen`, its base URL (on the first
     address); clients from the `trusted` networks (CIDR) connect without a password too."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))

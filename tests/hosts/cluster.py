@@ -54,6 +54,7 @@ class Cluster:
     hosts: dict[str, Host]
     mode: str  # "netns" or "loopback"
     ws: object = None  # the test's Workspace on the shared catalog and Lance (no host's home)
+    commands: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
     @property
     def data(self) -> Path:
@@ -77,22 +78,25 @@ class Cluster:
         """`argv` on `host` in a process group of its own (so it can be killed with its children)."""
         with open(log, "ab") as out:
             return subprocess.Popen(self.command(host, argv), env=self.env(host, **extra), stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def embedline(self, host: Host, *args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess:
-        """The `embedline` command on `host`, as a user there runs it."""
-        exe = str(Path(sys.executable).with_name("embedline"))
-        return subprocess.run(self.command(host, [exe, *args]), env=self.env(host, **extra), capture_output=True,
-                              text=True, timeout=timeout)
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
 
     def start_embedline(self, host: Host, *args: str, **extra: str) -> subprocess.Popen:
+        """The `embedline` command on `host`, as a user there runs it (stopped at teardown if running)."""
         exe = str(Path(sys.executable).with_name("embedline"))
-        return subprocess.Popen(self.command(host, [exe, *args]), env=self.env(host, **extra),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(self.command(host, [exe, *args]), env=self.env(host, **extra),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                   text=True, start_new_session=True)
+        self.commands.append(process)
+        return process
+
+    def stop_commands(self) -> None:
+        for process in self.commands:
+            stop_process(process)
 
     def start_worker(self, host: Host) -> None:
-        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--name", host.worker_name,
-                "--limit", "1"]
+        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL,
+                "--name", host.worker_name, "--limit", "1"]
         host.worker = self.start(host, argv, self.root / "logs" / f"worker-{host.name}.log",
                                  PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_HEARTBEAT_SECONDS="5")
 
@@ -150,8 +154,8 @@ def start_prefect_server(root: Path, service: str, database_url: str) -> tuple[s
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", service, "--port", str(port),
             "--no-ui", "--no-scheduler"]
     with open(root / "logs" / "server.log", "ab") as log:
-        server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
+        server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
     return server, f"http://{service}:{port}/api"
 
 
@@ -199,4 +203,5 @@ def create_shard_deployment(api: str) -> None:
 
 def storage_env(endpoint: str) -> dict[str, str]:
     options = {"aws_endpoint": endpoint, "aws_region": "us-east-1", "allow_http": "true", **KEYS}
-    return {"EMBEDLINE_LANCE_URI": f"s3://{BUCKET}/lance", "EMBEDLINE_LANCE_STORAGE_OPTIONS": json.dumps(options)}
+    return {"EMBEDLINE_LANCE_URI": f"s3://{BUCKET}/lance",
+            "EMBEDLINE_LANCE_STORAGE_OPTIONS": json.dumps(options)}

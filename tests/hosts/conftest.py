@@ -70,10 +70,12 @@ def cluster(host_mode, tmp_path_factory, tiny_model_dir):
         moto.start()
         stack.callback(moto.stop)
         endpoint = "http://{}:{}".format(*moto.get_host_and_port())
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **KEYS).create_bucket(Bucket=BUCKET)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **KEYS)
+        s3.create_bucket(Bucket=BUCKET)
 
         lance_env = storage_env(endpoint)
         cluster = Cluster(root, service, f"{server_url}/catalog", lance_env, api, {}, host_mode)
+        stack.callback(cluster.stop_commands)
         cluster.ws = register_model(cluster, tiny_model_dir)
         wait_healthy(prefect, api, root / "logs" / "server.log")
         create_shard_deployment(api)

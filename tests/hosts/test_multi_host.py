@@ -125,7 +125,8 @@ def test_a_worker_killed_mid_shard_leaves_no_half_committed_version(cluster):
     before = catalog.get_alias(ws, "alpha")
     revised = [dict(d, text=d["text"] + " Revised.") for d in DOCS[40:60]] + DOCS[80:100]
     source = write_source(cluster, "alpha-2.jsonl", revised)
-    seen = {r["id"] for r in cluster.post("/flow_runs/filter", {"flows": {"name": {"any_": ["embed-shard"]}}})}
+    shard_filter = {"flows": {"name": {"any_": ["embed-shard"]}}}
+    seen = {r["id"] for r in cluster.post("/flow_runs/filter", shard_filter)}
     process = cluster.start_embedline(cluster.hosts["a"], "ingest", "alpha", str(source), "--model", "tiny",
                                       "--shard-size", "20", "--format", "json", EMBEDLINE_SHARD_TIMEOUT="10")
     killed = kill_when_claimed(cluster, cluster.hosts["b"], process, seen)
@@ -172,9 +173,10 @@ def test_with_the_first_host_gone_a_fresh_host_serves_and_reingests_nothing(clus
     assert [(v["version"], v["validation"], v["aliases"]) for v in out["versions"]] == [
         (prod["version"], "passed", ["prod"])]
 
-    result = cluster.embedline(c, "ingest", "debian", str(cluster.data / "debian.jsonl"), "--model", "tiny",
-                               "--format", "json")
-    summary = summary_of(cluster, result.returncode, result.stdout, result.stderr)
+    process = cluster.start_embedline(c, "ingest", "debian", str(cluster.data / "debian.jsonl"), "--model",
+                                      "tiny", "--format", "json")
+    stdout, stderr = process.communicate(timeout=300)
+    summary = summary_of(cluster, process.returncode, stdout, stderr)
     assert (summary["status"], summary["docs_unchanged"], summary["chunks_embedded"]) == ("succeeded", 40, 0)
     assert summary["docs_quarantined"] == 1
     assert kept_files(c) == []
