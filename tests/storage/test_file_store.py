@@ -4,6 +4,7 @@ machine's disk."""
 
 import json
 import shutil
+import urllib.request
 from types import SimpleNamespace
 
 import boto3
@@ -30,6 +31,7 @@ def s3(workspace, monkeypatch):
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    reset_moto(endpoint)  # moto keeps buckets per process, across servers: start empty
     keys = {"aws_access_key_id": "embedline", "aws_secret_access_key": "embedline"}
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys)
     client.create_bucket(Bucket="embeddings")
@@ -42,7 +44,12 @@ def s3(workspace, monkeypatch):
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
     yield SimpleNamespace(ws=Workspace.from_env(workspace.home), client=client, objects=objects)
+    reset_moto(endpoint)  # and leave nothing for the next test's server
     server.stop()
+
+
+def reset_moto(endpoint: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
 
 
 def local_files(folder) -> list[str]:
