@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import boto3
+import httpx
 import psycopg
 import pytest
 from moto.server import ThreadedMotoServer
@@ -70,6 +71,8 @@ def cluster(host_mode, tmp_path_factory, tiny_model_dir):
         moto.start()
         stack.callback(moto.stop)
         endpoint = "http://{}:{}".format(*moto.get_host_and_port())
+        reset_moto(endpoint)  # moto keeps buckets per process, across servers: start empty
+        stack.callback(reset_moto, endpoint)  # and leave nothing to the next test in this process
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **KEYS)
         s3.create_bucket(Bucket=BUCKET)
 
@@ -88,6 +91,10 @@ def cluster(host_mode, tmp_path_factory, tiny_model_dir):
             cluster.start_worker(cluster.hosts[name])
         cluster.wait_online([cluster.hosts["a"], cluster.hosts["b"]])
         yield cluster
+
+
+def reset_moto(endpoint: str) -> None:
+    httpx.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
 
 
 def register_model(cluster: Cluster, tiny_model_dir: Path) -> Workspace:
