@@ -133,9 +133,11 @@ def test_a_worker_killed_mid_shard_leaves_no_half_committed_version(cluster):
     stdout, stderr = process.communicate(timeout=300)
     run = catalog.get_run(ws, int(killed["name"].split("-")[1]))
 
-    if process.returncode == 0:  # retried elsewhere and succeeded
-        assert run["status"] == "succeeded"
-        assert catalog.get_alias(ws, "alpha")["version"] != before["version"]
+    if process.returncode == 0:  # retried elsewhere and succeeded: prod serves every revised document
+        prod = catalog.get_alias(ws, "alpha")
+        assert run["status"] == "succeeded" and prod["version"] != before["version"]
+        served = embeddings.dataset_at(ws, space, prod["version"]).to_table(columns=["doc_id"])
+        assert set(served.column("doc_id").to_pylist()) == {d["id"] for d in revised}
     else:
         assert run["status"] == "failed" and "shard" in run["error"], run
         assert "shard" in stderr.strip().splitlines()[-1]
