@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -105,9 +107,9 @@ def ingest(ws, source, corpus: str = "debian", model: str = "tiny", **kwargs):
     return ingest_corpus(str(source), corpus, model, home=str(ws.home), **kwargs)
 
 
-def _free_port() -> int:
+def _free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return sock.getsockname()[1]
 
 
@@ -116,10 +118,11 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """A throwaway PostgreSQL from Debian's packages on a free loopback port, for the session; its base URL
-    (`make test` installs the `postgresql` package where initdb is missing)."""
+@contextmanager
+def running_postgres(listen: tuple[str, ...] = ("127.0.0.1",),
+                     trusted: tuple[str, ...] = ()) -> Iterator[str]:
+    """A throwaway PostgreSQL from Debian's packages on a free port of `listen`, its base URL (on the first
+    address); clients from the `trusted` networks (CIDR) connect without a password too."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     assert found, "PostgreSQL is not installed: apt-get install postgresql (make test does it)"
     bin_dir = Path(found[-1]).parent
@@ -130,9 +133,13 @@ def postgres_server() -> str:
     initdb = [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "embedline", "-E", "UTF8",
               "--no-sync"]
     subprocess.run(_as_server_user(initdb), check=True, capture_output=True, cwd=root)
+    if trusted:
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.writelines(f"host all all {network} trust\n" for network in trusted)
     for attempt in range(3):  # a free port may be taken between choosing it and binding it
-        port = _free_port()
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        port = _free_port(listen[0])
+        options = (f"-p {port} -k {root} -c listen_addresses={','.join(listen)} -c fsync=off "
+                   "-c max_connections=200")
         start = [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w",
                  "start"]
         if subprocess.run(_as_server_user(start), capture_output=True, cwd=root).returncode == 0:
@@ -142,11 +149,19 @@ def postgres_server() -> str:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start:\n{log[-2000:]}")
     try:
-        yield f"postgresql://embedline@127.0.0.1:{port}"
+        yield f"postgresql://embedline@{listen[0]}:{port}"
     finally:
         subprocess.run(_as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
                        capture_output=True, cwd=root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL on a free loopback port, for the session; its base URL (`make test` installs
+    the `postgresql` package where initdb is missing)."""
+    with running_postgres() as url:
+        yield url
 
 
 @pytest.fixture
