@@ -1,6 +1,6 @@
 """`make serve` for real: a Prefect server with its UI, the cpu/gpu pools, every deployment of
-prefect.yaml, one cpu and two gpu workers. An ingest deployment run is split into shards that the two
-gpu workers embed; headless Chromium then finds the run and its artifacts in the UI."""
+prefect.yaml, a cpu and a gpu worker. An ingest deployment run embeds on the gpu pool; headless Chromium
+then finds the run and its artifacts in the UI. (Shards on two hosts: tests/hosts/test_multi_host.py.)"""
 
 import os
 import shutil
@@ -16,7 +16,7 @@ import yaml
 from embedline.storage import catalog
 from embedline.workspace import Workspace
 from embedline.tasks.models import add_model
-from tests.conftest import DEBIAN_CASE, ingest
+from tests.conftest import DEBIAN_CASE
 from tests.flows.test_shards import table_content
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def served(tmp_path_factory, tiny_model_dir):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(EMBEDLINE_SERVE_DIR=str(root / "serve"), EMBEDLINE_HOME=str(ws.home), PREFECT_PORT=str(port),
-               GPU_WORKERS="2", PREFECT_WORKER_QUERY_SECONDS="2", VENV=sys.prefix)
+               GPU_WORKERS="1", PREFECT_WORKER_QUERY_SECONDS="2", VENV=sys.prefix)
     started = subprocess.run(
         [str(ROOT / "deploy/local/serve.sh")], env=env, capture_output=True, text=True, timeout=300
     )
@@ -57,8 +57,9 @@ def served(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def sharded_run(served):
-    """The ingest deployment, run the way the UI's "Run" button runs it, over 2 shards."""
-    params = {"source": str(DEBIAN_CASE), "model": "tiny", "shard_size": 60}
+    """The ingest deployment, run the way the UI's "Run" button runs it; its embedding goes to the gpu pool
+    (shards on two hosts, and equal to a one-process run: tests/hosts/test_multi_host.py)."""
+    params = {"source": str(DEBIAN_CASE), "model": "tiny"}
     args = [
         str(Path(sys.prefix) / "bin" / "prefect"),
         "deployment",
@@ -88,26 +89,19 @@ def test_every_deployment_of_prefect_yaml_is_served_with_pools_and_the_gpu_limit
     assert {d["name"]: d["work_pool_name"] for d in deployments} == expected
     assert any(d["name"] == "ingest-debian" and d["schedules"] for d in deployments)
     limits = httpx.post(f"{api}/concurrency_limits/filter", json={}, timeout=30).raise_for_status().json()
-    assert [(c["tag"], c["concurrency_limit"]) for c in limits] == [("gpu", 2)]
+    assert [(c["tag"], c["concurrency_limit"]) for c in limits] == [("gpu", 1)]
 
 
-def test_served_ingest_splits_into_shards_on_two_gpu_workers(served, sharded_run, tmp_path, tiny_model_dir):
+def test_served_ingest_embeds_on_the_gpu_pool_and_promotes(served, sharded_run):
     assert sharded_run["state_type"] == "COMPLETED"
-    shards = flow_runs(served["api"], "embed-shard")
-    assert len(shards) == 2 and {s["state_type"] for s in shards} == {"COMPLETED"}
-    assert {s["parent_task_run_id"] is not None for s in shards} == {True}  # linked under the ingest run
-    # The worker that won a run's Pending transition labels it (an aborted submission labels nothing):
-    ran_on = sorted(str(s["labels"].get("prefect.worker.name")) for s in shards)
-    assert ran_on == ["gpu-0", "gpu-1"], ran_on  # each gpu worker embedded one shard
-
+    (shard,) = flow_runs(served["api"], "embed-shard")
+    assert shard["state_type"] == "COMPLETED" and shard["parent_task_run_id"] is not None  # under the ingest
+    # The worker that won the run's Pending transition labels it (an aborted submission labels nothing):
+    assert shard["labels"].get("prefect.worker.name") == "gpu-0"
     ws = served["ws"]
-    single_ws = Workspace.from_env(tmp_path / "single").ensure()
-    add_model(single_ws, "tiny", str(tiny_model_dir))
-    single = ingest(single_ws, DEBIAN_CASE, shard_size=0)
-    a, b = table_content(ws, "debian__tiny"), table_content(single_ws, "debian__tiny")
-    assert a["keys"] == b["keys"] and len(a["keys"]) == single.chunks_embedded
-    assert abs(a["vectors"] - b["vectors"]).max() < 1e-5
-    assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"
+    prod = catalog.get_alias(ws, "debian")
+    assert prod["space"] == "debian__tiny"
+    assert table_content(ws, "debian__tiny")["keys"]  # the shard's rows were committed by the parent
 
 
 def test_the_ui_shows_the_run_and_its_artifacts(served, sharded_run):
