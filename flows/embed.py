@@ -6,8 +6,9 @@ Otherwise (CLI, ephemeral Prefect, no worker online) it runs in this process.
 Each shard writes its own staged rows; the parent validates and commits them as one version. Shards
 and the parent hand data over through the file store (`storage.files`), never a machine's local path:
 a shard gets its documents' store URI and leaves its chunks and its result (`embedded.json`) beside
-them; it opens its own workspace (its `EMBEDLINE_HOME`), and gets the parent's home only when the store
-is that home (same machine). Shards
+them; a shard run here uses the run's own workspace; one sent to the pool opens its worker's workspace (its
+`EMBEDLINE_HOME`) and gets the parent's home only when the catalog is the home's DuckDB file (workers
+must then share that home anyway). Shards
 embed under the run's precision when it asked for one, else under their own machine's policy:
 precision is not part of the model key, so a mixed pool is one model, and the run records what ran;
 the same holds for the runtime (torch or OpenVINO) each worker's engine chose.
@@ -73,8 +74,8 @@ def embed_shard(
 ) -> dict:
     """Embed one shard of a run's staged documents (`docs_uri`, in the file store); the result is also left
     next to them as JSON. `precision`: the run's request, or None for this worker's own policy
-    (`$EMBEDLINE_PRECISION`, auto). `home`: the parent's, given only when the store is that home (same
-    machine); else this worker's own workspace."""
+    (`$EMBEDLINE_PRECISION`, auto). `home`: the parent's (run here, or a catalog in the home's DuckDB
+    file); else this worker's own workspace."""
     ws = Workspace.from_env(home)
     spec, device = resolve_runtime(resolve_model(ws, model), precision=precision)
     if spec.key() != model_key:
@@ -105,7 +106,6 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
         if reason:
             print(f"{reason}: embedding {to_embed} documents in this process instead")
         return embed(plan, spec, device, params, run_id, staging, cache_dir=ws.openvino_cache_dir)
-    local = not files.open_store(ws).remote
     runs = [
         {
             "docs_uri": part.docs_path,
@@ -118,19 +118,20 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
             "overlap": params.overlap,
             "run_id": run_id,
             "shard": i,
-            **({"home": str(ws.home)} if local else {}),
         }
         for i, part in enumerate(split_plan(plan, shards))
     ]
     if on_pool:
         print(f"embedding {to_embed} documents in {shards} shard(s) on deployment {shard_deployment}")
+        if ws.settings.catalog_url is None:  # the catalog is a file in the home: workers share it
+            runs = [{**parameters, "home": str(ws.home)} for parameters in runs]
         run_shards(shard_deployment, runs, load().shard_timeout)
         batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs])
     else:
         print(f"{reason or f'no {shard_deployment} deployment on this Prefect API'}: "
               f"embedding {shards} shards here, in turn")
         for parameters in runs:
-            embed_shard(**parameters)
+            embed_shard(**parameters, home=str(ws.home))
         batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs])
     if batch.precision and batch.precision != spec.precision:
         catalog.set_run_precision(ws, run_id, batch.precision)

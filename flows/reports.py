@@ -28,7 +28,10 @@ def publish_validation_artifacts(report, space: str, run_id: int) -> None:
         key=f"quality-{space.replace('_', '-')}",
         description="RankMe, isotropy, duplicates, drift, golden recall",
     )
-    if report.docs_url:
+    if report.docs_url and files.is_remote(report.docs_url):  # s3://: no browser opens it as a link
+        create_markdown_artifact(f"GX Data Docs of run {run_id}: `{report.docs_url}`",
+                                 key=f"data-docs-{space.replace('_', '-')}")
+    elif report.docs_url:
         create_link_artifact(
             report.docs_url, link_text="GX Data Docs", key=f"data-docs-{space.replace('_', '-')}"
         )

@@ -1,15 +1,19 @@
 """The file store runs share: staging, quarantine records, GX reports and adapters.
 
-Its root is `$EMBEDLINE_STORE_URI`; unset, it is the home when Lance is local (today's layout, file for
-file) and `<lance uri>/_embedline` when Lance is on an object store. LanceDB lists only `<name>.lance`
-folders as tables (and space names start with a letter), so that folder never shows up as a table.
-A remote store uses the Lance storage options (`$EMBEDLINE_LANCE_STORAGE_OPTIONS`): on another machine
-a worker with the same settings reads and writes the same files. Only this module touches `pyarrow.fs`
+Its root is `$EMBEDLINE_STORE_URI`; unset, it is `<lance uri>/_embedline` when Lance is on S3 (`s3://`,
+`s3a://`) and the home otherwise (a local Lance: today's layout, file for file; any other remote scheme:
+the home too, so several hosts then need `EMBEDLINE_STORE_URI=s3://...` set explicitly). LanceDB lists
+only `<name>.lance` folders as tables (and space names start with a letter), so that folder never shows
+up as a table. A remote store uses what Lance uses: its storage options
+(`$EMBEDLINE_LANCE_STORAGE_OPTIONS`), else the `AWS_*` variables: on another machine a worker with the
+same settings reads and writes the same files. Store errors come out typed: `NotFound`, or a
+`TransientError` naming the store and the settings to check. Only this module touches `pyarrow.fs`
 for the store; callers name files by key (`staging/run-3/documents.arrow`) or by the URI `uri_of` gives.
 """
 
 import functools
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,11 +23,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from embedline.errors import BadSetting, NotFound
+from embedline.errors import BadSetting, NotFound, TransientError
 from embedline.settings import load
 from embedline.workspace import Workspace
 
-STORE_FOLDER = "_embedline"  # under a remote Lance root; not `<name>.lance`, so never a table
+STORE_FOLDER = "_embedline"  # under an S3 Lance root; not `<name>.lance`, so never a table
+READ_BUFFER = 8 << 20  # one ranged GET per 8 MiB read from S3, not one per Arrow batch
 
 
 def is_remote(uri: str) -> bool:
@@ -34,8 +39,8 @@ def store_uri(ws: Workspace) -> str:
     """The store's root for this workspace (see the module)."""
     if ws.settings.store_uri:
         return ws.settings.store_uri.rstrip("/")
-    if is_remote(ws.lance_uri):
-        return f"{ws.lance_uri.rstrip('/')}/{STORE_FOLDER}"
+    if ws.lance_uri.startswith(("s3://", "s3a://")):
+        return f"{ws.lance_uri.split('?', 1)[0].rstrip('/')}/{STORE_FOLDER}"
     return str(ws.home)
 
 
@@ -69,11 +74,11 @@ class Store:
         return open_input(self.uri_of(key), self.options)
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        with self.open_output(key) as out:
+        with store_errors(self.uri_of(key)), self.open_output(key) as out:
             out.write(data)
 
     def read_bytes(self, key: str) -> bytes:
-        with self.open_input(key) as source:
+        with store_errors(self.uri_of(key)), self.open_input(key) as source:
             return source.read()
 
     def write_text(self, key: str, text: str) -> None:
@@ -83,12 +88,14 @@ class Store:
         return self.read_bytes(key).decode()
 
     def exists(self, key: str) -> bool:
-        return self.fs.get_file_info(self._path(key)).type == pafs.FileType.File
+        with store_errors(self.uri_of(key)):
+            return self.fs.get_file_info(self._path(key)).type == pafs.FileType.File
 
     def list(self, prefix: str, recursive: bool = False) -> list[str]:
         """Keys of the files and folders directly under `prefix` (all files below it if `recursive`)."""
         selector = pafs.FileSelector(self._path(prefix), allow_not_found=True, recursive=recursive)
-        infos = self.fs.get_file_info(selector)
+        with store_errors(self.uri_of(prefix)):
+            infos = self.fs.get_file_info(selector)
         if recursive:
             infos = [i for i in infos if i.type == pafs.FileType.File]
         return sorted(self.key_of(info.path) for info in infos)
@@ -96,21 +103,30 @@ class Store:
     def delete(self, prefix: str) -> None:
         """Remove a folder and everything below it (nothing if it is not there)."""
         path = self._path(prefix)
-        if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
-            self.fs.delete_dir(path)
+        with store_errors(self.uri_of(prefix)):
+            if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+                self.fs.delete_dir(path)
 
     def upload_folder(self, folder: Path, prefix: str) -> None:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            with path.open("rb") as source, self.open_output(f"{prefix}/{path.relative_to(folder)}") as out:
+            key = f"{prefix}/{path.relative_to(folder)}"
+            with store_errors(self.uri_of(key)), path.open("rb") as source, self.open_output(key) as out:
                 shutil.copyfileobj(source, out, 1 << 20)
 
     def download(self, key: str, target: Path) -> Path:
-        """Copy one file to `target` (written under a temporary name, then renamed into place)."""
+        """Copy one file to `target` (written under a unique temporary name, then renamed into place, so
+        concurrent copies never see each other's halves; the temporary file goes if the copy fails)."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self.open_input(key) as source:
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
-                shutil.copyfileobj(source, out, 1 << 20)
-        Path(out.name).replace(target)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as out:
+            temporary = Path(out.name)
+            try:
+                with store_errors(self.uri_of(key)), self.open_input(key) as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+            except BaseException:
+                out.close()
+                temporary.unlink(missing_ok=True)
+                raise
+        temporary.replace(target)
         return target
 
     @contextmanager
@@ -127,17 +143,36 @@ class Store:
             self.upload_folder(Path(tmp), prefix)
 
 
+# -- errors ---------------------------------------------------------------------------------------------
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """pyarrow's errors as ours: a missing file is `NotFound`, any other I/O error a `TransientError`
+    (a network or permission problem a retry or a settings fix cures) naming what to check."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise NotFound(f"{uri} does not exist: the run that wrote it may have been cleared, or this "
+                       "machine uses another EMBEDLINE_STORE_URI") from None
+    except OSError as err:
+        raise TransientError(
+            f"file store {uri}: {err}. Check EMBEDLINE_STORE_URI (or EMBEDLINE_LANCE_URI) and the "
+            "credentials, endpoint and region in EMBEDLINE_LANCE_STORAGE_OPTIONS or the AWS_* variables"
+        ) from err
+
+
 # -- files by URI (a local path, or s3://bucket/key) ---------------------------------------------------
 def locate(uri: str, options: dict[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
     """The filesystem and its path for `uri`; `options`: Lance's storage options (default: this
-    process's `$EMBEDLINE_LANCE_STORAGE_OPTIONS`)."""
+    process's `$EMBEDLINE_LANCE_STORAGE_OPTIONS`), over the `AWS_*` variables."""
     if not is_remote(uri):
         return pafs.LocalFileSystem(), str(Path(uri.removeprefix("file://")).resolve())
     scheme, _, rest = uri.partition("://")
     if scheme not in ("s3", "s3a"):
         raise BadSetting(f"{uri!r}: the file store takes s3://bucket/prefix or a local folder")
     options = load().lance_storage_options if options is None else options
-    return s3_filesystem(json.dumps(options or {}, sort_keys=True)), rest.rstrip("/")
+    settings = s3_settings(options or {}, os.environ)
+    with store_errors(uri):
+        return s3_filesystem(json.dumps(settings, sort_keys=True)), rest.rstrip("/")
 
 
 def join(uri: str, *names: str) -> str:
@@ -151,18 +186,17 @@ def parent(uri: str) -> str:
 def open_output(uri: str, options: dict[str, str] | None = None):
     """A write stream on a new file (replacing any); closing it finishes the upload."""
     fs, path = locate(uri, options)
-    if isinstance(fs, pafs.LocalFileSystem):
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    return fs.open_output_stream(path)
+    with store_errors(uri):
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        return fs.open_output_stream(path)
 
 
 def open_input(uri: str, options: dict[str, str] | None = None):
+    """A buffered read stream (8 MiB reads: few requests to S3, bounded memory)."""
     fs, path = locate(uri, options)
-    try:
-        return fs.open_input_stream(path)
-    except FileNotFoundError:
-        raise NotFound(f"{uri} does not exist: the run that wrote it may have been cleared, or this "
-                       "machine uses another EMBEDLINE_STORE_URI") from None
+    with store_errors(uri):
+        return fs.open_input_stream(path, buffer_size=READ_BUFFER)
 
 
 def write_arrow(uri: str, schema: pa.Schema) -> "ArrowWriter":
@@ -172,24 +206,25 @@ def write_arrow(uri: str, schema: pa.Schema) -> "ArrowWriter":
 
 def read_arrow(uri: str) -> Iterator[pa.RecordBatch]:
     """The record batches of an Arrow IPC stream file, one at a time (bounded memory)."""
-    with open_input(uri) as source:
+    with store_errors(uri), open_input(uri) as source:
         yield from pa.ipc.open_stream(source)
 
 
 def read_text(uri: str) -> str:
-    with open_input(uri) as source:
+    with store_errors(uri), open_input(uri) as source:
         return source.read().decode()
 
 
 def write_text(uri: str, text: str) -> None:
-    with open_output(uri) as out:
+    with store_errors(uri), open_output(uri) as out:
         out.write(text.encode())
 
 
 def delete_file(uri: str) -> None:
     fs, path = locate(uri)
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        fs.delete_file(path)
+    with store_errors(uri):
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
 
 
 class ArrowWriter:
@@ -222,26 +257,47 @@ class ArrowWriter:
         self.close()
 
 
+# Each setting's spellings, as Lance (object_store) takes them: options first, then the variables.
+S3_SPELLINGS = {
+    "endpoint": (("aws_endpoint", "aws_endpoint_url", "endpoint", "endpoint_url"),
+                 ("AWS_ENDPOINT", "AWS_ENDPOINT_URL")),
+    "region": (("aws_region", "region", "aws_default_region", "default_region"),
+               ("AWS_REGION", "AWS_DEFAULT_REGION")),
+    "access_key": (("aws_access_key_id", "access_key_id"), ("AWS_ACCESS_KEY_ID",)),
+    "secret_key": (("aws_secret_access_key", "secret_access_key"), ("AWS_SECRET_ACCESS_KEY",)),
+    "session_token": (("aws_session_token", "session_token", "aws_token", "token"),
+                      ("AWS_SESSION_TOKEN", "AWS_TOKEN")),
+    "allow_http": (("aws_allow_http", "allow_http"), ("AWS_ALLOW_HTTP",)),
+}
+
+
+def s3_settings(options: dict[str, str], environ) -> dict[str, str]:
+    """Endpoint, region, keys and allow_http from Lance's storage options, else the `AWS_*` variables
+    (options win, as in Lance); the result is also the filesystem cache's key, so env changes count."""
+    options = {k.lower(): v for k, v in options.items() if v not in (None, "")}
+    found = {}
+    for setting, (names, variables) in S3_SPELLINGS.items():
+        value = next((options[n] for n in names if n in options), None)
+        value = value or next((environ[v] for v in variables if environ.get(v)), None)
+        if value is not None:
+            found[setting] = str(value)
+    return found
+
+
 @functools.lru_cache(maxsize=8)
-def s3_filesystem(options_json: str) -> pafs.S3FileSystem:
-    """An S3 filesystem from Lance's storage options (aws_endpoint, aws_region, allow_http, keys)."""
-    options = {k.lower(): v for k, v in json.loads(options_json).items()}
+def s3_filesystem(settings_json: str) -> pafs.S3FileSystem:
+    """An S3 filesystem from `s3_settings` (as JSON: the cache key)."""
+    settings = json.loads(settings_json)
+    allow_http = _true(settings.pop("allow_http", None))
     kwargs = {}
-    endpoint = options.get("aws_endpoint") or options.get("endpoint")
+    endpoint = settings.pop("endpoint", None)
     if endpoint:
         scheme, _, host = endpoint.rpartition("://")
-        kwargs["endpoint_override"] = host
-        kwargs["scheme"] = scheme or ("http" if _true(options.get("allow_http")) else "https")
-    elif _true(options.get("allow_http")):
+        kwargs["endpoint_override"] = host.rstrip("/")
+        kwargs["scheme"] = scheme or ("http" if allow_http else "https")
+    elif allow_http:
         kwargs["scheme"] = "http"
-    for ours, theirs in (("region", ("aws_region", "region")),
-                         ("access_key", ("aws_access_key_id", "access_key_id")),
-                         ("secret_key", ("aws_secret_access_key", "secret_access_key")),
-                         ("session_token", ("aws_session_token", "session_token"))):
-        value = next((options[name] for name in theirs if options.get(name)), None)
-        if value:
-            kwargs[ours] = value
-    return pafs.S3FileSystem(**kwargs)
+    return pafs.S3FileSystem(**kwargs, **settings)
 
 
 def _true(value) -> bool:

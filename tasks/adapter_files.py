@@ -9,6 +9,7 @@ Catalogs from before (schema < 13) kept an absolute local path and no digest: th
 
 import functools
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -57,19 +58,27 @@ def load_adapter(ws: Workspace, path: str, digest: str | None) -> Adapter:
 
 
 def fetch_adapter(ws: Workspace, key: str, digest: str) -> Path:
-    """The verified local copy of a stored adapter, fetched into the cache when missing."""
+    """The verified local copy of a stored adapter, fetched into the cache when missing: under a name of
+    its own, checked, then renamed into place, so loaders fetching at once on one host never collide."""
     cached = cache_path(ws, digest)
     if cached.is_file():
         return cached
     store = files.open_store(ws)
-    partial = store.download(key, cached.with_name(f"{digest}.partial"))
-    found = file_digest(partial)
-    if found != digest:
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{digest}.", suffix=".partial", dir=cached.parent)
+    os.close(handle)
+    partial = Path(name)
+    try:
+        store.download(key, partial)
+        found = file_digest(partial)
+        if found != digest:
+            raise BadInput(f"adapter {store.uri_of(key)} has sha256 {found[:16]}…, the catalog expects "
+                           f"{digest[:16]}…: the file was changed or replaced; fit it again with "
+                           "`embedline refresh CORPUS --model MODEL`")
+        os.replace(partial, cached)  # atomic; a copy another loader put there first had the same bytes
+        return cached
+    finally:
         partial.unlink(missing_ok=True)
-        raise BadInput(f"adapter {store.uri_of(key)} has sha256 {found[:16]}…, the catalog expects "
-                       f"{digest[:16]}…: the file was changed or replaced; fit it again with "
-                       "`embedline refresh CORPUS --model MODEL`")
-    return partial.replace(cached)
 
 
 @functools.lru_cache(maxsize=32)

@@ -2,10 +2,12 @@
 drift of unchanged chunks against the previous promoted version, and golden-query recall@10."""
 
 import json
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 
+from embedline.errors import TransientError
 from embedline.storage import catalog, embeddings, files
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
@@ -100,17 +102,28 @@ def validate_with_report(ws: Workspace, space: str, label: str, chunk_batches, c
     """Run the GX suites and keep their results and Data Docs in the file store: `<home>/reports/gx`
     (one GX project, its Data Docs listing every run) when the store is local; when it is remote, a
     project per run validated in a temporary folder and uploaded to `<store>/reports/gx/<space>/<label>/`
-    (the report's `docs_url` is then the uploaded index.html's store URI)."""
+    (the report's `docs_url` is then the uploaded index.html's store URI; None, with a warning, when the
+    upload fails: the reports are a view, the run's outcome stands)."""
     from embedline.validation.suite import validate_batch
 
     store = files.open_store(ws)
-    key = f"reports/gx/{space}/{label}" if store.remote else "reports/gx"
-    with store.local_folder(key) as folder:
+    if not store.remote:
+        with store.local_folder("reports/gx") as folder:
+            return validate_batch(space, chunk_batches, counts, chunks_reported, expect, metrics, folder)
+    key = f"reports/gx/{space}/{label}"
+    with tempfile.TemporaryDirectory(prefix="embedline-gx-") as tmp:
+        folder = Path(tmp).resolve()
         report = validate_batch(space, chunk_batches, counts, chunks_reported, expect, metrics, folder)
-        docs = report.docs_url
-    if store.remote and docs:
+        docs, report.docs_url = report.docs_url, None
+        try:
+            store.upload_folder(folder, key)
+        except (OSError, TransientError) as err:  # the reports are a view: the run's outcome stands
+            print(f"warning: GX results and Data Docs of {space} {label} not kept: upload to "
+                  f"{store.uri_of(key)} failed ({err})")
+            return report
+    if docs:
         local = docs.removeprefix("file://")
-        report.docs_url = store.uri_of(f"{key}/{Path(local).relative_to(folder.resolve()).as_posix()}")
+        report.docs_url = store.uri_of(f"{key}/{Path(local).relative_to(folder).as_posix()}")
     return report
 
 

@@ -185,7 +185,8 @@ def locate_files(ws, spec: ModelSpec) -> ModelSpec:
     if fetched is not None:
         return replace(spec, path=str(fetched))
     raise NotFound(f"model {spec.name!r} (fingerprint {spec.fingerprint}) has no files on this host nor in "
-                   f"the file store ({model_key(spec.name, spec.fingerprint)}): run `embedline models push "
+                   f"the file store ({model_key(spec.name, spec.fingerprint)}; a push still running or from "
+                   f"before manifests counts as none): run `embedline models push "
                    f"{spec.name}` where it has them, or put the same folder at {ws.models_dir / spec.name}")
 
 

@@ -4,6 +4,7 @@ if the batch passed its gates and prod may move, moves it; say why when it may n
 import json
 from dataclasses import asdict, dataclass, field
 
+from embedline.errors import TransientError
 from embedline.storage import catalog, embeddings, files
 from embedline.workspace import Workspace
 from embedline.tasks.batch import EmbeddedBatch
@@ -151,14 +152,25 @@ def staging_uri(ws: Workspace, run_id: int) -> str:
 
 def clear_staging(ws: Workspace) -> list[str]:
     """Remove the staging folders of every run that is no longer running (this one once it is recorded,
-    failed ones, and ones a killed process left behind), in the file store; returns the URIs removed."""
-    store = files.open_store(ws)
-    folders = store.list("staging")  # before reading who runs: a run starting now is not here
+    failed ones, and ones a killed process left behind), in the file store; returns the URIs removed.
+    Called where a run ends: a store error only warns (naming the folder), never replaces its outcome."""
+    try:
+        store = files.open_store(ws)
+        folders = store.list("staging")  # before reading who runs: a run starting now is not here
+    except (OSError, TransientError) as err:
+        print(f"warning: could not list {files.store_uri(ws)}/staging to clear old runs' staging ({err}); "
+              "the next run clears it")
+        return []
     running = {f"staging/run-{run_id}" for run_id in catalog.running_run_ids(ws)}
     stale = [key for key in folders if key.startswith("staging/run-") and key not in running]
+    removed = []
     for key in stale:
-        store.delete(key)
-    return [store.uri_of(key) for key in stale]
+        try:
+            store.delete(key)
+            removed.append(store.uri_of(key))
+        except (OSError, TransientError) as err:
+            print(f"warning: could not clear {store.uri_of(key)} ({err}); the next run clears it")
+    return removed
 
 
 def quarantine_key(run_id: int) -> str:

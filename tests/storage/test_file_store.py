@@ -3,7 +3,9 @@ quarantine records, GX reports, adapters and pushed model files live in the buck
 machine's disk."""
 
 import json
+import os
 import shutil
+import threading
 import urllib.request
 from types import SimpleNamespace
 
@@ -13,11 +15,13 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from embedline.api import connect
-from embedline.errors import BadInput, NotFound
+from embedline.errors import BadInput, EmbedlineError, NotFound, TransientError
 from embedline.storage import catalog, embeddings, files
-from embedline.tasks.adapter_files import cache_path, load_adapter, save_adapter
+from embedline.tasks.adapter_files import cache_path, fetch_adapter, load_adapter, save_adapter
 from embedline.tasks.adapters import Adapter
+from embedline.tasks.model_store import fetch_model, manifest_key, model_key
 from embedline.tasks.models import add_model, resolve_model
+from embedline.tasks.publishing import clear_staging
 from embedline.workspace import Workspace
 from tests.conftest import ingest, run_cli
 
@@ -90,7 +94,7 @@ def test_a_sharded_run_hands_off_through_the_bucket_and_leaves_nothing_on_local_
     staging = f"s3://embeddings/{STORE}/staging/run-{summary.run_id}"
     assert [call["docs_uri"] for call in shard_calls] == [
         f"{staging}/shard-{i}/documents.arrow" for i in range(3)]
-    assert all("home" not in call for call in shard_calls)  # a worker opens its own home
+    assert all(call["home"] == str(s3.ws.home) for call in shard_calls)  # run here: the run's own home
     assert all(found == [] for found, _ in seen_during)  # nothing staged on this machine's disk
     last_objects = seen_during[-1][1]
     prefix = f"{STORE}/staging/run-{summary.run_id}"
@@ -188,3 +192,116 @@ def test_golden_queries_and_the_residual_ranking_live_in_the_bucket_for_every_ho
     other = Workspace.from_env(tmp_path / "another-host")  # an empty home, the same bucket
     assert read_golden(other, "debian") == pairs
     assert read_golden(other, "tickets") == []
+
+
+def endpoint_of() -> str:
+    return json.loads(os.environ["EMBEDLINE_LANCE_STORAGE_OPTIONS"])["aws_endpoint"]
+
+
+def test_keys_and_endpoint_given_only_as_aws_variables_reach_the_bucket_as_they_reach_lance(s3, monkeypatch):
+    endpoint = endpoint_of()
+    monkeypatch.delenv("EMBEDLINE_LANCE_STORAGE_OPTIONS")  # compose passes only AWS_* variables
+    for name, value in {"AWS_ACCESS_KEY_ID": "embedline", "AWS_SECRET_ACCESS_KEY": "embedline",
+                        "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    files.open_store(Workspace.from_env(s3.ws.home)).write_text("staging/run-1/x.txt", "from env")
+    assert s3.objects(f"{STORE}/staging/") == [f"{STORE}/staging/run-1/x.txt"]
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: options must win
+    options = {"endpoint_url": endpoint, "aws_allow_http": "true", "aws_default_region": "us-east-1"}
+    store = files.Store("s3://embeddings/lance/_embedline", options)
+    assert store.read_text("staging/run-1/x.txt") == "from env"
+    assert files.s3_settings({"token": "t", "region": "eu-west-1"}, {"AWS_REGION": "us-east-1",
+                                                                    "AWS_SESSION_TOKEN": "env"}) == {
+        "region": "eu-west-1", "session_token": "t"}  # the cache key: env values count, options win
+
+
+def test_shards_run_here_use_the_runs_home_when_embedline_home_is_unset(s3, debian_case, monkeypatch,
+                                                                       tmp_path):
+    monkeypatch.delenv("EMBEDLINE_HOME", raising=False)  # a deployment run given home=..., env unset
+    monkeypatch.chdir(tmp_path)  # a shard on the default home would look in ./.embedline
+    summary = ingest(s3.ws, debian_case, shard_size=50)
+    assert (summary.status, summary.docs_new) == ("succeeded", 120)
+    assert not (tmp_path / ".embedline").exists()
+
+
+def test_clearing_staging_warns_about_a_folder_it_cannot_remove_and_clears_the_rest(workspace, capsys):
+    store = files.open_store(workspace)
+    (workspace.staging_dir / "run-98").mkdir(parents=True)
+    (workspace.staging_dir / "run-98" / "documents.arrow").write_bytes(b"x")
+    (workspace.staging_dir / "run-97").write_text("a file where a folder belongs: delete_dir fails")
+
+    removed = clear_staging(workspace)
+
+    assert removed == [store.uri_of("staging/run-98")]
+    assert f"could not clear {store.uri_of('staging/run-97')}" in capsys.readouterr().out
+    assert not (workspace.staging_dir / "run-98").exists()
+
+
+def test_an_unreachable_store_never_replaces_the_runs_own_error(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", "s3://embeddings/lance")
+    monkeypatch.setenv("EMBEDLINE_LANCE_STORAGE_OPTIONS", json.dumps(
+        {"aws_endpoint": "http://127.0.0.1:9", "aws_region": "us-east-1", "allow_http": "true",
+         "aws_access_key_id": "a", "aws_secret_access_key": "b"}))
+    ws = Workspace.from_env(workspace.home)
+    with pytest.raises(EmbedlineError, match="the run's own error"):
+        try:
+            raise EmbedlineError("the run's own error")
+        finally:
+            clear_staging(ws)  # as the ingest flow's `finally` does
+    assert "could not list s3://embeddings/lance/_embedline/staging" in capsys.readouterr().out
+    with pytest.raises(TransientError, match="file store s3://.*EMBEDLINE_LANCE_STORAGE_OPTIONS or the AWS_"):
+        files.open_store(ws).read_text("staging/x")
+
+
+def test_loaders_fetching_one_adapter_at_once_on_one_host_all_get_it(s3, tmp_path):
+    rng = np.random.default_rng(0)
+    adapter = Adapter("ridge", rng.normal(size=(64, 64)).astype(np.float32), np.zeros(64, np.float32))
+    key, digest = save_adapter(s3.ws, adapter, "debian", "small", "tiny")
+    for trial in range(4):
+        host = Workspace.from_env(tmp_path / f"host-{trial}").ensure()
+        barrier, found, errors = threading.Barrier(3), [], []
+
+        def load():
+            barrier.wait()
+            try:
+                found.append(fetch_adapter(host, key, digest))
+            except Exception as err:  # noqa: BLE001 - the assertion below shows it
+                errors.append(repr(err))
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert errors == [] and found == [cache_path(host, digest)] * 3
+        assert sorted(p.name for p in cache_path(host, digest).parent.iterdir()) == [digest]  # no halves
+
+    target = tmp_path / "dl" / "missing.npz"
+    with pytest.raises(NotFound, match="does not exist"):
+        files.open_store(s3.ws).download("adapters/missing.npz", target)
+    assert list(target.parent.iterdir()) == []  # the temporary file went with the failed copy
+
+
+def test_a_manifest_naming_a_file_outside_the_model_folder_is_refused(s3, tiny_model_dir, tmp_path):
+    spec = add_model(s3.ws, "moved", str(shutil.copytree(tiny_model_dir, tmp_path / "moved")))
+    connect(s3.ws.home).push_model("moved")
+    manifest = f"{STORE}/{manifest_key('moved', spec.fingerprint)}"
+    for bad in ("../escaped.txt", "/tmp/escaped.txt", "a//b", "."):
+        s3.client.put_object(Bucket="embeddings", Key=manifest, Body=json.dumps({"files": {bad: "0" * 64}}))
+        with pytest.raises(BadInput, match="not a plain relative file name"):
+            fetch_model(s3.ws, "moved", spec.fingerprint)
+    assert not (s3.ws.home / "cache" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+
+    s3.client.delete_object(Bucket="embeddings", Key=manifest)  # files there, no manifest: mid-push
+    assert f"{STORE}/{model_key('moved', spec.fingerprint)}/config.json" in s3.objects(f"{STORE}/models/")
+    assert fetch_model(s3.ws, "moved", spec.fingerprint) is None
+
+
+def test_the_store_goes_beside_lance_only_on_s3_and_never_takes_its_query(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMBEDLINE_STORE_URI", raising=False)
+    home = tmp_path / "home"
+    for lance, store in {"s3a://bucket/lance?region=x": "s3a://bucket/lance/_embedline",
+                         "gs://bucket/lance": str(home), "az://container/lance": str(home),
+                         "s3+ddb://bucket/lance?ddbTableName=t": str(home)}.items():
+        monkeypatch.setenv("EMBEDLINE_LANCE_URI", lance)
+        assert files.store_uri(Workspace.from_env(home)) == store
