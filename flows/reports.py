@@ -59,9 +59,9 @@ def publish_version_artifacts(ws: Workspace, space: str, run_id: int, version: i
                 "No previous version shares documents with this one: nothing drifted."
             sections.append(f"#### {name}\n\n{why}")
             continue
-        key = f"reports/plots/{space}-run-{run_id}-{name}.png"
-        store.write_bytes(key, png)
-        path = store.uri_of(key)
+        stored = f"reports/plots/{space}-run-{run_id}-{name}.png"
+        store.write_bytes(stored, png)
+        path = store.uri_of(stored)
         written.append(path)
         sections.append(
             f"#### {name} ({path})\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"

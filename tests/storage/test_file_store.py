@@ -305,3 +305,19 @@ def test_the_store_goes_beside_lance_only_on_s3_and_never_takes_its_query(tmp_pa
                          "s3+ddb://bucket/lance?ddbTableName=t": str(home)}.items():
         monkeypatch.setenv("EMBEDLINE_LANCE_URI", lance)
         assert files.store_uri(Workspace.from_env(home)) == store
+
+
+def test_a_run_s_plots_land_in_the_bucket_and_in_its_plots_artifact(s3, debian_case):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from embedline.flows.reports import publish_version_artifacts
+
+    summary = ingest(s3.ws, debian_case)
+    written = publish_version_artifacts(s3.ws, "debian__tiny", summary.run_id, summary.version, [])
+    assert written == [f"s3://embeddings/{STORE}/reports/plots/debian__tiny-run-{summary.run_id}-pca.png"]
+    assert s3.objects(f"{STORE}/reports/plots/") == [w.removeprefix("s3://embeddings/") for w in written]
+    with get_client(sync_client=True) as client:
+        (plots,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["plots-debian--tiny"])), limit=1)
+    assert "data:image/png;base64," in plots.data and written[0] in plots.data
