@@ -76,9 +76,9 @@ class DocumentDiff:
         if not doc_ids:
             return set()
         rows = self._con.execute(
-            "SELECT doc_id FROM known WHERE list_contains(?, doc_id)"
-            " AND doc_id NOT IN (SELECT doc_id FROM seen WHERE accepted AND list_contains(?, doc_id))",
-            [doc_ids, doc_ids],
+            "SELECT doc_id FROM known WHERE doc_id IN (SELECT unnest(?::VARCHAR[]))"
+            " AND doc_id NOT IN (SELECT doc_id FROM seen WHERE accepted)",
+            [doc_ids],
         ).fetchall()
         return {doc_id for (doc_id,) in rows}
 
