@@ -137,18 +137,19 @@ class Embedline:
 
         if write:
             sql_session.log.info(sql_session.write_plan(self.workspace, query))
-        return sql_session.execute(self.session(write), query, write=write)
+        return sql_session.execute(self.session(write, for_sql=query), query, write=write)
 
-    def session(self, write: bool = False):
+    def session(self, write: bool = False, for_sql: str | None = None):
         """A DuckDB connection with every view and function of the SQL contract, for many statements.
         Statements run on it directly are not checked (its settings are locked and it reads no file
-        outside the allowed folders, but `__lance_*` functions would run): use `sql()` for user SQL."""
+        outside the allowed folders, but `__lance_*` functions would run): use `sql()` for user SQL.
+        `for_sql`: the one statement it is for (its catalog snapshot then holds only the tables named)."""
         from embedline.storage import sql as sql_session
         from embedline.tasks.search import make_embedder, make_query_embedder
 
         with self._context():
             return sql_session.connect(self.workspace, make_embedder(self.workspace), write=write,
-                                       query_embedder=make_query_embedder(self.workspace))
+                                       query_embedder=make_query_embedder(self.workspace), for_sql=for_sql)
 
     def versions(self, corpus: str) -> list[dict]:
         """Every version of every space of `corpus`: validation, aliases, row count, cost, failures."""

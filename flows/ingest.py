@@ -97,7 +97,7 @@ def ingest_corpus(
         staging = publishing.staging_uri(ws, run_id)  # the file store: shards on other machines reach it
         try:
             clean_head(ws, space)  # 3. build on passed rows only: undo a failed or killed run's commit
-            known = catalog.known_documents(ws, space)  # what the clean head holds
+            known = catalog.space_documents(ws, space)  # what the clean head holds (streamed by the diff)
             plan = plan_changes(
                 source,
                 fields,

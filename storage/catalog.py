@@ -18,9 +18,11 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import duckdb
+import pyarrow as pa
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused
@@ -438,11 +440,34 @@ def get_run(ws: Workspace, run_id: int) -> dict:
 
 # -- documents ---------------------------------------------------------------------------------
 def known_documents(ws: Workspace, space: str) -> dict[str, str]:
-    """doc_id → change_key for every document the space holds."""
+    """doc_id → change_key for every document the space holds, as a dict: for small spaces and checks;
+    a run's diff streams them instead (`space_documents`)."""
     with reading(ws) as con:
         return dict(
             con.execute("SELECT doc_id, change_key FROM documents WHERE space = ?", [space]).fetchall()
         )
+
+
+@dataclass(frozen=True)
+class SpaceDocuments:
+    """The `documents` rows of one space, read only when a diff streams them (`storage.document_diff`)."""
+
+    ws: Workspace
+    space: str
+
+    @contextmanager
+    def reader(self, batch_rows: int = 65_536) -> Iterator[pa.RecordBatchReader]:
+        """(doc_id, change_key) as Arrow batches, in one read transaction. DuckDB streams the rows
+        (on Postgres a scan with `space = ?` pushed down to the server): Python never holds them."""
+        with reading(self.ws) as con:
+            yield con.execute(
+                "SELECT doc_id, change_key FROM documents WHERE space = ?", [self.space]
+            ).fetch_record_batch(batch_rows)
+
+
+def space_documents(ws: Workspace, space: str) -> SpaceDocuments:
+    """What the space holds, for a run's diff to stream (nothing is read yet)."""
+    return SpaceDocuments(ws, space)
 
 
 # -- finishing a run ---------------------------------------------------------------------------
@@ -526,8 +551,10 @@ def _record_documents(con, space: str, run_id: int, documents_arrow, deleted_doc
         )
         con.unregister("incoming_documents")
     if deleted_doc_ids:
-        con.execute("DELETE FROM documents WHERE space = ? AND list_contains(?, doc_id)",
-                    [space, deleted_doc_ids])
+        con.execute(  # a semi-join: one pass over the space's rows, not one list search per row
+            "DELETE FROM documents WHERE space = ? AND doc_id IN (SELECT unnest(?::VARCHAR[]))",
+            [space, deleted_doc_ids],
+        )
 
 
 def restored_head(ws: Workspace, space: str, version: int, held_doc_ids: set[str] | None) -> int:

@@ -15,6 +15,7 @@
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,10 +35,16 @@ log = logging.getLogger("embedline.sql")
 Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, d) float32
 QueryEmbedder = Callable[[str, str, str | None], np.ndarray]  # (corpus, text, model) -> prod-space vector
 
+SESSION_TABLES = frozenset({"models", "aliases", "space_heads", "versions"})  # what views and functions read
+
+
 def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False,
-            query_embedder: QueryEmbedder | None = None) -> duckdb.DuckDBPyConnection:
+            query_embedder: QueryEmbedder | None = None,
+            for_sql: str | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with every name of the SQL contract defined. Read-only (the default): once its
-    views and functions exist, the session reads only what `read_rule` allows and its settings are locked."""
+    views and functions exist, the session reads only what `read_rule` allows and its settings are locked.
+    `for_sql`: the one statement the session is for; its snapshot then copies only the catalog tables whose
+    names the text contains (`documents` holds a row per document: copying it costs seconds at 1M)."""
     con = duckdb.connect()
     sql_guard.no_network_extensions(con)
     if write:
@@ -46,7 +53,7 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
         _attach_catalog(con, ws)
     else:
         con.execute("SET allow_persistent_secrets = false")  # no ~/.duckdb/stored_secrets to read
-        _snapshot_catalog(con, ws)
+        _snapshot_catalog(con, ws, for_sql)
     load_lance_extension(con)
     models = _models(con)
     _create_space_views(con, ws)
@@ -91,12 +98,15 @@ def _attach_catalog(con, ws: Workspace) -> None:
     con.execute("USE catalog")
 
 
-def _snapshot_catalog(con, ws: Workspace) -> None:
+def _snapshot_catalog(con, ws: Workspace, for_sql: str | None = None) -> None:
     """Copy the catalog's tables into the session: one consistent snapshot, and no file handle held,
-    so ingests (in this process or another) can write while the session is open."""
+    so ingests (in this process or another) can write while the session is open. With `for_sql`, only
+    the tables the views need and those the text names (a word match, strings included: never fewer
+    than the statement reads)."""
     con.execute("ATTACH ':memory:' AS catalog")
     with catalog.reading(ws) as source:
-        tables = catalog.table_names(source)
+        tables = [t for t in catalog.table_names(source) if for_sql is None or t in SESSION_TABLES
+                  or re.search(rf"\b{re.escape(t)}\b", for_sql, re.IGNORECASE)]
         snapshot = {t: source.execute(f'SELECT * FROM "{t}"').fetch_arrow_table() for t in tables}
     for name, table in snapshot.items():
         con.register("snapshot_source", table)

@@ -7,19 +7,24 @@ changed; a precision change does not (precision is provenance, see `tasks/models
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+import tempfile
+from pathlib import Path
 
 import pyarrow as pa
 
 from embedline.errors import BadInput
 from embedline.redaction import redact
 from embedline.storage import files
+from embedline.storage.document_diff import DocumentDiff, KnownRows, open_diff
 from embedline.storage.embeddings import BASE_FIELDS
 from embedline.tasks.documents import Document, Rejected
 from embedline.tasks.sources import FieldMap, read_source
 
 # Names a metadata field cannot take: the chunk columns, and `model` / `version`, which the SQL views add.
 RESERVED_NAMES = frozenset(BASE_FIELDS) | {"model", "version"}
+DIFF_BATCH = 16_384  # source records per join (each scans the known documents; 65,536: same time, +76 MB)
 
 STAGED_DOCS = pa.schema([
     ("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string()), ("metadata", pa.string()),
@@ -52,7 +57,7 @@ def change_key(content_hash: str, model_key: str, chunk_key: str) -> str:
 def plan_changes(
     source: str,
     fields: FieldMap,
-    known: dict[str, str],
+    known: Mapping[str, str] | KnownRows,
     model_key: str,
     chunk_key: str,
     staging: str,
@@ -63,6 +68,11 @@ def plan_changes(
     """Stream `source`, stage the documents that need embedding under `staging` (a store URI), and
     count everything.
 
+    `known`: doc_id → change key of what the space holds (`catalog.space_documents`, or a mapping).
+    The diff runs in DuckDB (`storage.document_diff`): each batch of the source is joined with the known
+    documents, the absent ones are an anti-join at the end; Python holds a batch and what changed. Its
+    scratch DuckDB file is local to this process (a temporary folder), whatever the store is.
+
     A bad source never deletes good data: a rejected record of a known document keeps its old chunks
     serving, a record whose id cannot be read stops every deletion of the run, and deleting more than
     `max_delete_share` of the known documents is refused. `metadata_types` (column → type, as the
@@ -72,57 +82,82 @@ def plan_changes(
     _check_share(max_delete_share)
     docs_path = files.join(str(staging), "documents.arrow")
     counts = dict.fromkeys(("docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_quarantined"), 0)
-    changed, quarantined, seen, accepted = [], [], set(), set()
+    changed, quarantined = [], []
     types, recorded = dict(metadata_types or {}), set(metadata_types or {})
-    with _StagedWriter(docs_path) as staged:
-        for item in read_source(source, fields):
-            counts["docs_read"] += 1
-            if isinstance(item, Document):
-                seen.add(item.doc_id)
-                content = item.content_hash()
-                key = change_key(content, model_key, chunk_key)
-                previous = known.get(item.doc_id)
-                if previous == key:
-                    counts["docs_unchanged"] += 1
-                    accepted.add(item.doc_id)
-                    continue
-                misfit = fit_metadata(item.metadata, types, recorded)
-                if misfit is None:
-                    counts["docs_new" if previous is None else "docs_changed"] += 1
-                    changed += [] if previous is None else [item.doc_id]
-                    accepted.add(item.doc_id)
-                    staged.add(_staged_row(item, content, key))
-                    continue
-                item = Rejected(item.source, item.position, misfit, _raw_document(item, fields), item.doc_id)
-            counts["docs_quarantined"] += 1
-            quarantined.append(_quarantine_row(item))
-            if item.doc_id is not None:
-                seen.add(item.doc_id)
-    absent = set() if keep_deleted else set(known) - seen
-    deleted = _deletions(absent, quarantined, known, accepted)
-    try:
-        _check_deletions(source, counts["docs_read"], len(deleted), len(known), max_delete_share)
-    except BadInput:
-        files.delete_file(docs_path)
-        raise
+    with (tempfile.TemporaryDirectory(prefix="embedline-diff-") as scratch, _StagedWriter(docs_path) as staged,
+          open_diff(Path(scratch) / "diff.duckdb", known) as diff):
+        for items in _batches(read_source(source, fields), DIFF_BATCH):
+            keyed = [_keys(item, model_key, chunk_key) for item in items]
+            previous = diff.previous_keys([item.doc_id for item in items if isinstance(item, Document)])
+            seen = []  # (doc_id, accepted: the record is the document's current version)
+            for item, (content, key) in zip(items, keyed):
+                counts["docs_read"] += 1
+                if isinstance(item, Document):
+                    before = previous.get(item.doc_id)
+                    if before == key:
+                        counts["docs_unchanged"] += 1
+                        seen.append((item.doc_id, True))
+                        continue
+                    misfit = fit_metadata(item.metadata, types, recorded)
+                    if misfit is None:
+                        counts["docs_new" if before is None else "docs_changed"] += 1
+                        changed += [] if before is None else [item.doc_id]
+                        seen.append((item.doc_id, True))
+                        staged.add(_staged_row(item, content, key))
+                        continue
+                    raw = _raw_document(item, fields)
+                    item = Rejected(item.source, item.position, misfit, raw, item.doc_id)
+                counts["docs_quarantined"] += 1
+                quarantined.append(_quarantine_row(item))
+                if item.doc_id is not None:
+                    seen.append((item.doc_id, False))
+            diff.add_seen(seen)
+        deleting = _deletion_count(diff, quarantined, keep_deleted)
+        total = diff.known_count()
+        try:
+            _check_deletions(source, counts["docs_read"], deleting, total, max_delete_share)
+        except BadInput:
+            staged.discard()
+            raise
+        deleted = diff.absent_ids() if deleting else []
     counts["docs_deleted"] = len(deleted)
     return ChangePlan(docs_path, counts, deleted, changed, quarantined, types)
 
 
-def _deletions(absent: set[str], quarantined: list[dict], known: dict[str, str],
-               accepted: set[str]) -> list[str]:
-    """The documents to delete, and why a quarantined record deletes nothing, said on its row: a known
-    document keeps serving its previous version; an unreadable id keeps every absent document."""
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _keys(item: Document | Rejected, model_key: str, chunk_key: str) -> tuple[str | None, str | None]:
+    """A document's content hash and change key; (None, None) for a rejected record."""
+    if not isinstance(item, Document):
+        return None, None
+    content = item.content_hash()
+    return content, change_key(content, model_key, chunk_key)
+
+
+def _deletion_count(diff: DocumentDiff, quarantined: list[dict], keep_deleted: bool) -> int:
+    """How many documents the run deletes, and why a quarantined record deletes nothing, said on its row:
+    a known document keeps serving its previous version; an unreadable id keeps every absent document."""
     unreadable = [row for row in quarantined if row["doc_id"] is None]
+    kept = diff.kept_known([row["doc_id"] for row in quarantined if row["doc_id"] is not None])
     for row in quarantined:
-        if row["doc_id"] in known and row["doc_id"] not in accepted:
+        if row["doc_id"] in kept:
             row["reason"] += "; the document's previous version keeps serving"
+    absent = 0 if keep_deleted else diff.absent_count()
     if unreadable and absent:
         for row in unreadable:
-            row["reason"] += (f"; deletions skipped this run: {len(absent)} documents absent from the source "
+            row["reason"] += (f"; deletions skipped this run: {absent} documents absent from the source "
                               "are kept, since a record's id could not be read")
-        return []
-    return sorted(absent)
+        return 0
+    return absent
 
 
 def _check_share(share: float) -> None:
@@ -210,6 +245,7 @@ class _StagedWriter:
     """Documents to embed, appended to an Arrow stream file in batches of 1,024."""
 
     def __init__(self, uri: str):
+        self._uri, self._discarded = uri, False
         self._writer = files.write_arrow(uri, STAGED_DOCS)
         self._pending: list[dict] = []
 
@@ -223,6 +259,10 @@ class _StagedWriter:
             self._writer.write_batch(pa.RecordBatch.from_pylist(self._pending, schema=STAGED_DOCS))
             self._pending = []
 
+    def discard(self) -> None:
+        """Nothing of this plan is kept: the file is removed once closed."""
+        self._discarded = True
+
     def __enter__(self) -> "_StagedWriter":
         return self
 
@@ -232,6 +272,8 @@ class _StagedWriter:
                 self._flush()
         finally:
             self._writer.close()
+            if self._discarded:
+                files.delete_file(self._uri)
 
 
 def read_staged_documents(uri: str):

@@ -19,7 +19,7 @@ from embedline.settings import load
 from embedline.tasks.model_store import push_model
 from embedline.tasks.models import add_model
 from embedline.workspace import Workspace
-from tests.conftest import running_postgres
+from tests.postgres_server import running_postgres
 from tests.hosts.cluster import (BUCKET, KEYS, Cluster, Host, create_shard_deployment, start_prefect_server,
                                  storage_env, stop_process, wait_healthy)
 from tests.hosts.namespaces import make_namespaces, namespace_problem, remove_namespaces

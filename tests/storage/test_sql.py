@@ -52,3 +52,16 @@ def test_lance_extension_searches_a_space(session, workspace):
         f"SELECT doc_id FROM lance_vector_search('{uri}', 'vector', embed('window manager'), k = 3)"
     ).fetchall()
     assert len(rows) == 3
+
+
+def test_a_session_for_one_statement_copies_only_the_catalog_tables_it_names(workspace):
+    def copied(for_sql):
+        con = sql.connect(workspace, for_sql=for_sql)
+        return {t for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'catalog'").fetchall()}
+
+    everything = copied(None)
+    assert {"documents", "runs", "quarantine"} <= everything
+    one = copied("SELECT count(*) FROM runs")
+    assert "runs" in one and sql.SESSION_TABLES <= one and not {"documents", "quarantine"} & one
+    assert "documents" in copied("SELECT * FROM query_table('Documents')")  # named in a string counts too
