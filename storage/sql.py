@@ -56,7 +56,7 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
         _snapshot_catalog(con, ws, for_sql)
     load_lance_extension(con)
     models = _models(con)
-    _create_space_views(con, ws)
+    _create_space_views(con, ws, for_sql)
     if embedder is not None:
         _create_embed_functions(con, embedder, models, _default_model(con, ws, models))
     if query_embedder is not None:
@@ -106,13 +106,19 @@ def _snapshot_catalog(con, ws: Workspace, for_sql: str | None = None) -> None:
     con.execute("ATTACH ':memory:' AS catalog")
     with catalog.reading(ws) as source:
         tables = [t for t in catalog.table_names(source) if for_sql is None or t in SESSION_TABLES
-                  or re.search(rf"\b{re.escape(t)}\b", for_sql, re.IGNORECASE)]
+                  or _names(for_sql, t)]
         snapshot = {t: source.execute(f'SELECT * FROM "{t}"').fetch_arrow_table() for t in tables}
     for name, table in snapshot.items():
         con.register("snapshot_source", table)
         con.execute(f'CREATE TABLE catalog.main."{name}" AS SELECT * FROM snapshot_source')
         con.unregister("snapshot_source")
     con.execute("USE catalog")
+
+
+def _names(text: str, name: str) -> bool:
+    """Whether `text` contains `name` as a word, in any case, strings included: never fewer names than a
+    statement reads."""
+    return re.search(rf"\b{re.escape(name)}\b", text, re.IGNORECASE) is not None
 
 
 def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> duckdb.DuckDBPyRelation | None:
@@ -208,10 +214,12 @@ def _default_model(con, ws: Workspace, models: dict[str, int]) -> str | None:
     return next(iter(models), None)
 
 
-def _create_space_views(con, ws: Workspace) -> None:
+def _create_space_views(con, ws: Workspace, for_sql: str | None = None) -> None:
     """`<corpus>` over the prod alias; `<corpus>__<model>` over each space's clean head (the latest
     content that passed: never the rows of a run still being validated, or of one that failed); and
-    `<corpus>__<model>__v<N>` over every recorded version N (time travel, failed ones included)."""
+    `<corpus>__<model>__v<N>` over every recorded version N (time travel, failed ones included). A session
+    for one statement (`for_sql`) gets only the version views its text names: each opens a Lance
+    version, and a space gains one per run, so the session's start stays bounded."""
     prod = con.execute("SELECT corpus, space, version, model FROM aliases WHERE alias = 'prod'").fetchall()
     for corpus, space, version, model in prod:
         if _valid_row("aliases", (corpus, space, model), _check_row):
@@ -225,8 +233,11 @@ def _create_space_views(con, ws: Workspace) -> None:
             _register_view(con, ws, space, space, version, model)
     recorded = con.execute("SELECT space, version, model FROM versions ORDER BY space, version").fetchall()
     for space, version, model in recorded:
+        name = f"{space}__v{int(version)}"
+        if for_sql is not None and not _names(for_sql, name):
+            continue
         if _valid_row("versions", (None, space, model), _check_row):
-            _register_view(con, ws, f"{space}__v{int(version)}", space, version, model)
+            _register_view(con, ws, name, space, version, model)
 
 
 def _check_row(row: tuple) -> None:

@@ -65,3 +65,28 @@ def test_a_session_for_one_statement_copies_only_the_catalog_tables_it_names(wor
     one = copied("SELECT count(*) FROM runs")
     assert "runs" in one and sql.SESSION_TABLES <= one and not {"documents", "quarantine"} & one
     assert "documents" in copied("SELECT * FROM query_table('Documents')")  # named in a string counts too
+
+
+def test_a_session_for_one_statement_opens_only_the_version_views_it_names(workspace, debian_case, tmp_path):
+    import json
+
+    from tests.conftest import ingest
+
+    first = ingest(workspace, debian_case)
+    records = [json.loads(line) for line in debian_case.read_text().splitlines()]
+    records[0]["text"] += " Revised."
+    revised = tmp_path / "revised.jsonl"
+    revised.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert ingest(workspace, revised).version > first.version
+
+    def views(for_sql):
+        con = sql.connect(workspace, for_sql=for_sql)
+        return {v for (v,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+    every = views(None)
+    named = f"debian__tiny__v{first.version}"
+    assert named in every and {"debian", "debian__tiny"} <= every
+    one = views(f"SELECT count(*) FROM {named.upper()}")
+    versions = lambda found: {v for v in found if v.startswith("debian__tiny__v")}  # noqa: E731
+    assert versions(one) == {named} and {"debian", "debian__tiny"} <= one
+    assert versions(every) > {named} and not versions(views("SELECT count(*) FROM debian"))
