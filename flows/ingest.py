@@ -108,6 +108,7 @@ def ingest_corpus(
                 keep_deleted,  # 4. diff
                 max_delete_share,
                 publishing.known_metadata_types(ws, corpus, space),
+                scratch=publishing.scratch_dir(ws, run_id),  # the diff's tables: local, swept when it ends
             )
             if max_embed:
                 plan = changes.defer_beyond(plan, max_embed, refresh.embed_priority(ws, corpus, model, order))

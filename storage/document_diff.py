@@ -1,6 +1,7 @@
 """A run's source diffed against what its space holds, by DuckDB joins rather than Python dicts.
 
-A scratch DuckDB file (in the run's staging folder: it spills to disk rather than grow the process)
+A scratch DuckDB file (local to the process, in the run's scratch folder: it spills to disk rather than
+grow the process)
 holds two tables: `known`, the space's `documents` rows (doc_id, change_key) streamed from the catalog
 once as Arrow batches, and `seen`, the ids the source named, appended one batch at a time. The planner
 asks for the previous keys of one batch of source documents (a join over that batch), and at the end
@@ -88,7 +89,7 @@ def open_diff(path: Path, known: Mapping[str, str] | KnownRows) -> Iterator[Docu
     """A diff whose scratch tables live in the DuckDB file `path` (removed on exit), `known` copied in:
     a mapping (small, tests) or `KnownRows` whose batches DuckDB inserts as they stream."""
     _remove(path)
-    con = duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT})
+    con = duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT, "threads": 2})  # shares a worker
     try:
         con.execute("CREATE TABLE known (doc_id VARCHAR, change_key VARCHAR)")
         con.execute("CREATE TABLE seen (doc_id VARCHAR, accepted BOOLEAN)")

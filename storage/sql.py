@@ -36,6 +36,8 @@ Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, 
 QueryEmbedder = Callable[[str, str, str | None], np.ndarray]  # (corpus, text, model) -> prod-space vector
 
 SESSION_TABLES = frozenset({"models", "aliases", "space_heads", "versions"})  # what views and functions read
+LISTINGS = re.compile(r"\b(show|describe|summarize|information_schema|pg_catalog|duckdb_\w+|sqlite_master)\b",
+                      re.IGNORECASE)  # statements that list tables and views: their session holds every one
 
 
 def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False,
@@ -105,8 +107,8 @@ def _snapshot_catalog(con, ws: Workspace, for_sql: str | None = None) -> None:
     than the statement reads)."""
     con.execute("ATTACH ':memory:' AS catalog")
     with catalog.reading(ws) as source:
-        tables = [t for t in catalog.table_names(source) if for_sql is None or t in SESSION_TABLES
-                  or _names(for_sql, t)]
+        every = for_sql is None or LISTINGS.search(for_sql) is not None  # SHOW TABLES lists them all
+        tables = [t for t in catalog.table_names(source) if every or t in SESSION_TABLES or _names(for_sql, t)]
         snapshot = {t: source.execute(f'SELECT * FROM "{t}"').fetch_arrow_table() for t in tables}
     for name, table in snapshot.items():
         con.register("snapshot_source", table)
@@ -232,9 +234,10 @@ def _create_space_views(con, ws: Workspace, for_sql: str | None = None) -> None:
         if _valid_row("space_heads", (None, space, model), _check_row):
             _register_view(con, ws, space, space, version, model)
     recorded = con.execute("SELECT space, version, model FROM versions ORDER BY space, version").fetchall()
+    listing = for_sql is None or LISTINGS.search(for_sql) is not None
     for space, version, model in recorded:
         name = f"{space}__v{int(version)}"
-        if for_sql is not None and not _names(for_sql, name):
+        if not listing and not _names(for_sql, name):
             continue
         if _valid_row("versions", (None, space, model), _check_row):
             _register_view(con, ws, name, space, version, model)

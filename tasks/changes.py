@@ -25,6 +25,7 @@ from embedline.tasks.sources import FieldMap, read_source
 # Names a metadata field cannot take: the chunk columns, and `model` / `version`, which the SQL views add.
 RESERVED_NAMES = frozenset(BASE_FIELDS) | {"model", "version"}
 DIFF_BATCH = 16_384  # source records per join (each scans the known documents; 65,536: same time, +76 MB)
+MAX_DIFF_BATCH = 131_072  # past 500k known documents batches grow so that a run makes ~32 scans, up to this
 
 STAGED_DOCS = pa.schema([
     ("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string()), ("metadata", pa.string()),
@@ -64,6 +65,7 @@ def plan_changes(
     keep_deleted: bool = False,
     max_delete_share: float = 0.5,
     metadata_types: dict[str, str] | None = None,
+    scratch: Path | None = None,
 ) -> ChangePlan:
     """Stream `source`, stage the documents that need embedding under `staging` (a store URI), and
     count everything.
@@ -71,7 +73,8 @@ def plan_changes(
     `known`: doc_id → change key of what the space holds (`catalog.space_documents`, or a mapping).
     The diff runs in DuckDB (`storage.document_diff`): each batch of the source is joined with the known
     documents, the absent ones are an anti-join at the end; Python holds a batch and what changed. Its
-    scratch DuckDB file is local to this process (a temporary folder), whatever the store is.
+    scratch DuckDB file is local to this process, whatever the store is: a temporary folder under
+    `scratch` (the run's, so a sweep finds what a killed run left), else the system's.
 
     A bad source never deletes good data: a rejected record of a known document keeps its old chunks
     serving, a record whose id cannot be read stops every deletion of the run, and deleting more than
@@ -84,9 +87,12 @@ def plan_changes(
     counts = dict.fromkeys(("docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_quarantined"), 0)
     changed, quarantined = [], []
     types, recorded = dict(metadata_types or {}), set(metadata_types or {})
-    with (tempfile.TemporaryDirectory(prefix="embedline-diff-") as scratch, _StagedWriter(docs_path) as staged,
-          open_diff(Path(scratch) / "diff.duckdb", known) as diff):
-        for items in _batches(read_source(source, fields), DIFF_BATCH):
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with (tempfile.TemporaryDirectory(prefix="diff-", dir=scratch) as folder, _StagedWriter(docs_path) as staged,
+          open_diff(Path(folder) / "diff.duckdb", known) as diff):
+        size = min(max(DIFF_BATCH, diff.known_count() // 32), MAX_DIFF_BATCH)  # each batch scans `known`
+        for items in _batches(read_source(source, fields), size):
             keyed = [_keys(item, model_key, chunk_key) for item in items]
             previous = diff.previous_keys([item.doc_id for item in items if isinstance(item, Document)])
             seen = []  # (doc_id, accepted: the record is the document's current version)

@@ -2,7 +2,9 @@
 if the batch passed its gates and prod may move, moves it; say why when it may not."""
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from embedline.errors import TransientError
 from embedline.storage import catalog, embeddings, files
@@ -150,19 +152,29 @@ def staging_uri(ws: Workspace, run_id: int) -> str:
     return files.open_store(ws).uri_of(f"staging/run-{run_id}")
 
 
+def scratch_dir(ws: Workspace, run_id: int) -> Path:
+    """A run's local scratch folder (the diff's DuckDB tables): never shared, swept like staging."""
+    return ws.home / "scratch" / f"run-{run_id}"
+
+
 def clear_staging(ws: Workspace) -> list[str]:
     """Remove the staging folders of every run that is no longer running (this one once it is recorded,
-    failed ones, and ones a killed process left behind), in the file store; returns the URIs removed.
-    Called where a run ends: a store error only warns (naming the folder), never replaces its outcome."""
+    failed ones, and ones a killed process left behind), in the file store, and their local scratch
+    folders; returns the staging URIs removed. Called where a run ends: a store error only warns (naming
+    the folder), never replaces its outcome."""
+    local = list((ws.home / "scratch").glob("run-*"))  # listed before reading who runs (as below)
     try:
         store = files.open_store(ws)
         folders = store.list("staging")  # before reading who runs: a run starting now is not here
     except (OSError, TransientError) as err:
         print(f"warning: could not list {files.store_uri(ws)}/staging to clear old runs' staging ({err}); "
               "the next run clears it")
-        return []
-    running = {f"staging/run-{run_id}" for run_id in catalog.running_run_ids(ws)}
-    stale = [key for key in folders if key.startswith("staging/run-") and key not in running]
+        store, folders = None, []
+    running = {f"run-{run_id}" for run_id in catalog.running_run_ids(ws)}
+    for path in local:
+        if path.name not in running:
+            shutil.rmtree(path, ignore_errors=True)
+    stale = [key for key in folders if key.startswith("staging/run-") and key.split("/")[1] not in running]
     removed = []
     for key in stale:
         try:

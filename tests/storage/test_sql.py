@@ -65,6 +65,7 @@ def test_a_session_for_one_statement_copies_only_the_catalog_tables_it_names(wor
     one = copied("SELECT count(*) FROM runs")
     assert "runs" in one and sql.SESSION_TABLES <= one and not {"documents", "quarantine"} & one
     assert "documents" in copied("SELECT * FROM query_table('Documents')")  # named in a string counts too
+    assert copied("SHOW TABLES") == copied("SELECT * FROM information_schema.tables") == everything
 
 
 def test_a_session_for_one_statement_opens_only_the_version_views_it_names(workspace, debian_case, tmp_path):

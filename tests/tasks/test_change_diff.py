@@ -91,7 +91,7 @@ def test_the_database_diff_reconciles_and_matches_a_python_reference(tmp_path_fa
         return  # a new corpus with an empty source is refused (tested in test_changes.py)
 
     plan = plan_changes(source, FieldMap(), known, "mk", "ck", tmp_path / "run", max_delete_share=1.0,
-                        metadata_types=TYPES)
+                        metadata_types=TYPES, scratch=tmp_path / "scratch")
 
     want, c = reference(base, orphans, rows), plan.counts
     assert c["docs_read"] == len(rows) == c["docs_new"] + c["docs_changed"] + c["docs_unchanged"] + c[
@@ -106,7 +106,7 @@ def test_the_database_diff_reconciles_and_matches_a_python_reference(tmp_path_fa
     assert [q["doc_id"] for q in plan.quarantined] == want["quarantined"]
     serving = {q["doc_id"] for q in plan.quarantined if q["reason"].endswith("version keeps serving")}
     assert serving == want["keeps_serving"]
-    assert not (tmp_path / "run" / "diff.duckdb").exists()  # the scratch tables go with the plan
+    assert list((tmp_path / "scratch").iterdir()) == []  # the scratch tables go with the plan
 
 
 def test_the_catalogs_streamed_documents_plan_as_a_mapping_does(tmp_path, catalog_url):
@@ -127,3 +127,16 @@ def test_the_catalogs_streamed_documents_plan_as_a_mapping_does(tmp_path, catalo
     assert streamed.counts == mapped.counts and streamed.counts["docs_changed"] == 2
     assert streamed.deleted_doc_ids == mapped.deleted_doc_ids == ["d2", "d3", "d4"]
     assert streamed.changed_doc_ids == mapped.changed_doc_ids == ["d0", "d1"]
+
+
+def test_a_killed_run_s_scratch_folder_is_swept_when_a_run_ends(workspace):
+    from embedline.tasks.publishing import clear_staging, scratch_dir
+
+    running = catalog.start_run(workspace, "debian", "tiny", "debian__tiny", "src", {}, "mk", "ck", "cpu",
+                                "fp32")
+    left, live = scratch_dir(workspace, running + 1000), scratch_dir(workspace, running)
+    for folder in (left, live):  # a dead run's diff tables (kill -9), and those of a run still going
+        (folder / "diff-x").mkdir(parents=True)
+        (folder / "diff-x" / "diff.duckdb").write_bytes(b"scratch")
+    clear_staging(workspace)
+    assert not left.exists() and (live / "diff-x" / "diff.duckdb").exists()
