@@ -134,8 +134,9 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     clock.lap("record")
     serve_seconds = time.perf_counter() - started  # `--model NEW` queries are served from here on
     forward = choose_adapter(pairs)  # the residual MLP races the linear families (the same folds)
-    if forward.adapter.kind != first.adapter.kind:  # it won by cross-validated retention: it serves now
-        record(ws, corpus, new_model, prod["model"], forward, len(docs))
+    # recorded again: the MLP if it won (it serves from now on), else the same adapter with every
+    # family's figures, so the catalog shows the whole race
+    record(ws, corpus, new_model, prod["model"], forward, len(docs))
     save_residual_model(ws, residual_key(corpus, new_model), pairs.docs_y, pairs.docs_x, forward.adapter)
     backward = choose_adapter(pairs.reversed())
     record(ws, corpus, prod["model"], new_model, backward, len(docs))
