@@ -12,6 +12,7 @@ for the store; callers name files by key (`staging/run-3/documents.arrow`) or by
 """
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +30,15 @@ from embedline.workspace import Workspace
 
 STORE_FOLDER = "_embedline"  # under an S3 Lance root; not `<name>.lance`, so never a table
 READ_BUFFER = 8 << 20  # one ranged GET per 8 MiB read from S3, not one per Arrow batch
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a local file, read in 1 MB blocks: what the store's keys and manifests name."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_remote(uri: str) -> bool:

@@ -8,13 +8,13 @@ Catalogs from before (schema < 13) kept an absolute local path and no digest: th
 """
 
 import functools
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 from embedline.errors import BadInput, NotFound
 from embedline.storage import files
+from embedline.storage.files import file_digest
 from embedline.tasks.adapters import Adapter
 from embedline.workspace import Workspace
 
@@ -25,14 +25,6 @@ def adapter_key(corpus: str, from_model: str, to_model: str, digest: str) -> str
 
 def cache_path(ws: Workspace, digest: str) -> Path:
     return ws.home / "cache" / "adapters" / digest
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_adapter(ws: Workspace, adapter: Adapter, corpus: str, from_model: str,

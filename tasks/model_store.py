@@ -8,7 +8,6 @@ only the manifest's files and checks every one, so a push still running, or one 
 reads as "not pushed yet" (push again). With a local store the folder is used in place.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from embedline.errors import BadInput
 from embedline.storage import files
+from embedline.storage.files import file_digest
 
 
 def model_key(name: str, fingerprint: str) -> str:
@@ -38,7 +38,7 @@ def push_model(ws, name: str) -> str:
     folder = Path(spec.path)
     if store.remote or folder.resolve() != Path(store.root, key):
         store.upload_folder(folder, key)
-    manifest = {path.relative_to(folder).as_posix(): sha256_of(path)
+    manifest = {path.relative_to(folder).as_posix(): file_digest(path)
                 for path in sorted(p for p in folder.rglob("*") if p.is_file())}
     store.write_text(manifest_key(spec.name, spec.fingerprint), json.dumps({"files": manifest}, indent=1))
     return store.uri_of(key)
@@ -66,7 +66,7 @@ def fetch_model(ws, name: str, fingerprint: str) -> Path | None:
     partial = Path(tempfile.mkdtemp(prefix=f"{fingerprint}.", dir=cached.parent))
     try:
         for item, expected in manifest.items():
-            found = sha256_of(store.download(f"{key}/{item}", partial / item))
+            found = file_digest(store.download(f"{key}/{item}", partial / item))
             if found != expected:
                 raise BadInput(f"model file {store.uri_of(f'{key}/{item}')} has sha256 {found[:16]}…, its "
                                f"manifest says {expected[:16]}…: push the model again "
@@ -91,11 +91,3 @@ def check_relative(name: str, manifest_uri: str) -> None:
     if not name or absolute or any(part in ("", ".", "..") for part in parts):
         raise BadInput(f"{manifest_uri} lists {name!r}, not a plain relative file name: the store was "
                        "written by something else; push the model again (`embedline models push NAME`)")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
