@@ -173,6 +173,12 @@ def test_compose_binds_loopback_and_requires_an_auth_string():
     assert "deploy/compose/secrets.env" in (ROOT / ".gitignore").read_text()
     script = (ROOT / "deploy/compose/make-secrets.sh").read_text()
     assert "umask 077" in script and "openssl rand" in script
+    dockerfile = (ROOT / "deploy/docker/worker.Dockerfile").read_text()  # secrets.env never enters an image
+    assert "COPY deploy deploy" not in dockerfile
+    assert "deploy/compose/secrets.env" in (ROOT / ".dockerignore").read_text().splitlines()
+    template = json.loads((ROOT / "deploy/k8s/gpu-base-job-template.json").read_text())
+    (container,) = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    assert "umask 077" in container["command"][2]
     assert "PREFECT_API_AUTH_STRING" in (ROOT / "deploy/k8s/README.md").read_text()
     serve = (ROOT / "deploy/local/serve.sh").read_text()
     assert "HOST=127.0.0.1" in serve and "open without a credential, on $HOST only" in serve

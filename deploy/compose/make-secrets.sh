@@ -18,4 +18,4 @@ MINIO_ROOT_PASSWORD=$S3
 AWS_ACCESS_KEY_ID=embedline
 AWS_SECRET_ACCESS_KEY=$S3
 ENV
-echo "wrote $(pwd)/secrets.env: the UI asks for admin / $API"
+echo "wrote $(pwd)/secrets.env: in the UI, enter the whole string admin:$API"

@@ -20,7 +20,8 @@ COPY flows flows
 COPY tasks tasks
 COPY storage storage
 COPY validation validation
-COPY deploy deploy
+COPY deploy/corpora.yaml deploy/corpora.yaml
+# Never deploy/compose/secrets.env: .dockerignore keeps it (and .venv, .embedline) out of the context.
 # Installs one package, `embedline` (flows, tasks, storage, validation are its subpackages); the
 # deployments' entrypoints are module paths (embedline.flows.ingest:ingest_corpus), so workers need
 # no source tree.
