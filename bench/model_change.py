@@ -11,9 +11,9 @@ the moment new-model queries are served: the new model embeds the sampled docume
 vectors the old index holds), both models embed short texts (titles of sampled and further documents,
 sentences cut from every chunk, and general text shipped with the package only when those are too few),
 the new→old adapter is chosen by 5-fold cross-validated retention among the linear families and recorded
-(serving starts); the residual MLP then races on the same folds and replaces it only where it wins. Retention = Recall@10
-of held-out titles through the adapter / Recall@10 of a full re-embed. The old→new (backward) adapter
-is reported too. The full re-embed rate is measured by an MPNet backfill: the whole stdlib corpus (then
+(serving starts); the residual MLP then races on the same folds and replaces it only where it wins.
+Retention = Recall@10 of held-out titles through the adapter / Recall@10 of a full re-embed. The old→new
+(backward) adapter is reported too. The full re-embed rate is measured by an MPNet backfill: the whole stdlib corpus (then
 the gated swap), and `--backfill-docs` Debian documents (one committed backfill batch; 0: the whole slice
 and its swap); the re-embed of the full 64k Debian corpus is extrapolated from that rate, labelled so.
 Goals (issue 18): retention ≥97% on both; time to serve ≤2% of a full re-embed of the 64k corpus.
@@ -57,7 +57,8 @@ def run_case(ws, corpus: str, source: Path, docs: int, args, backfill_docs: int)
             "passages": fitted.passages, "general_texts": fitted.general_texts, "chosen": fitted.kind,
             "served_first": fitted.served_kind, "served_retention": fitted.served_retention,
             "retention": fitted.retention, "recalls": fitted.recalls, "backward": fitted.backward,
-            "old_old": fitted.backward["recalls"]["full_reembed"],  # old→new fit's ceiling: MiniLM both sides
+            # the old→new fit's ceiling: MiniLM on both sides
+            "old_old": fitted.backward["recalls"]["full_reembed"],
             "serve_seconds": fitted.serve_seconds, "serve_split": fitted.seconds, "fit_seconds": fit_seconds,
             "backfill_docs": embedded, "backfill_seconds": backfill_seconds, "docs_per_second": rate,
             "swapped": swapped}

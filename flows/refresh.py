@@ -113,8 +113,8 @@ def start_background_backfill(ws: Workspace, corpus: str, model: str, batch_docs
     this process on this machine, its log under <home>/logs."""
     deployment = f"backfill-corpus/backfill-{corpus}"
     if deployment_exists(deployment):
-        run = run_deployment(deployment, parameters={"corpus": corpus, "model": model, "batch_docs": batch_docs,
-                                                     "order": order}, timeout=0)
+        parameters = {"corpus": corpus, "model": model, "batch_docs": batch_docs, "order": order}
+        run = run_deployment(deployment, parameters=parameters, timeout=0)
         where = f"flow run {run.name} of deployment {deployment}"
     else:
         where = str(_backfill_here(ws, corpus, model, batch_docs, order))

@@ -108,7 +108,8 @@ def _snapshot_catalog(con, ws: Workspace, for_sql: str | None = None) -> None:
     con.execute("ATTACH ':memory:' AS catalog")
     with catalog.reading(ws) as source:
         every = for_sql is None or LISTINGS.search(for_sql) is not None  # SHOW TABLES lists them all
-        tables = [t for t in catalog.table_names(source) if every or t in SESSION_TABLES or _names(for_sql, t)]
+        tables = [t for t in catalog.table_names(source)
+                  if every or t in SESSION_TABLES or _names(for_sql, t)]
         snapshot = {t: source.execute(f'SELECT * FROM "{t}"').fetch_arrow_table() for t in tables}
     for name, table in snapshot.items():
         con.register("snapshot_source", table)

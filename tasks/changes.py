@@ -89,8 +89,8 @@ def plan_changes(
     types, recorded = dict(metadata_types or {}), set(metadata_types or {})
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
-    with (tempfile.TemporaryDirectory(prefix="diff-", dir=scratch) as folder, _StagedWriter(docs_path) as staged,
-          open_diff(Path(folder) / "diff.duckdb", known) as diff):
+    with (tempfile.TemporaryDirectory(prefix="diff-", dir=scratch) as folder,
+          _StagedWriter(docs_path) as staged, open_diff(Path(folder) / "diff.duckdb", known) as diff):
         size = min(max(DIFF_BATCH, diff.known_count() // 32), MAX_DIFF_BATCH)  # each batch scans `known`
         for items in _batches(read_source(source, fields), size):
             keyed = [_keys(item, model_key, chunk_key) for item in items]
