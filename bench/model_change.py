@@ -89,11 +89,11 @@ def print_case(title: str, row: dict) -> None:
 
 
 def main() -> None:
-    from embedline.tasks.refresh import MIN_PAIRS, PASSAGE_SAMPLE
+    from embedline.tasks.refresh import MIN_PAIRS, PASSAGE_SAMPLE, SAMPLE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=2000, help="Debian documents")
-    parser.add_argument("--sample", type=int, default=600, help="documents the new model embeds first")
+    parser.add_argument("--sample", type=int, default=SAMPLE, help="documents the new model embeds first")
     parser.add_argument("--query-sample", type=int, default=2000, help="titles of further documents")
     parser.add_argument("--passage-sample", type=int, default=PASSAGE_SAMPLE, help="sentences of chunks")
     parser.add_argument("--min-pairs", type=int, default=MIN_PAIRS, help="below it, general text fills in")

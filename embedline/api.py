@@ -260,7 +260,7 @@ class Embedline:
         self,
         corpus: str,
         model: str,
-        sample: int = 5000,
+        sample: int = 600,
         query_sample: int = 2000,
         wait: bool = False,
         batch_docs: int = 5000,

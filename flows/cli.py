@@ -516,7 +516,7 @@ def refresh(
     ] = False,
     sample: Annotated[
         int, typer.Option("--sample", help="Documents sampled to fit the adapter (the new model embeds them)")
-    ] = 5000,
+    ] = 600,
     query_sample: Annotated[
         int,
         typer.Option(

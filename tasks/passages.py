@@ -2,7 +2,10 @@
 
 An adapter maps queries, and queries are short: sentences of the corpus's chunks are short texts of
 its own domain that both models embed cheaply. A small corpus has few documents and titles, but each of
-its chunks holds several sentences, so cutting them multiplies the pairs an adapter is fitted on.
+its chunks holds several sentences, so cutting them multiplies the pairs an adapter is fitted on. Each
+passage is cut to a query's length (`QUERY_WORDS`): the new model's forward pass costs per token, and on
+MiniLM → MPNet (bench/model_change.py) passages of 8 words kept the retention of whole sentences at
+~20% fewer tokens for the whole fit.
 """
 
 import re
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 # A sentence ends at . ! ? (or a colon) followed by white space; blank lines and list items end one too.
 _BREAK = re.compile(r"(?<=[.!?:])\s+|\n\s*\n|\n\s*(?=[-*•] |\d+[.)] |>>> )")
 _WORD = re.compile(r"\S+")
+QUERY_WORDS = 8  # a passage's length in words: what a search query is, not what a document is
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,14 @@ def split_sentences(text: str, min_words: int = 4, max_words: int = 48) -> list[
     return sentences
 
 
+def passage_texts(text: str, words: int | None = QUERY_WORDS) -> list[str]:
+    """The passages one text gives: its sentences (windows of long ones), each cut to its first `words`."""
+    return [s if words is None else " ".join(s.split()[:words]) for s in split_sentences(text)]
+
+
 def cut_passages(texts: list[str], owners: list[int], limit: int | None = None, seed: int = 0,
-                 min_words: int = 4, max_words: int = 48) -> list[Passage]:
-    """The sentences of every text (a chunk), each tagged with its document, repeated ones once.
+                 words: int | None = QUERY_WORDS) -> list[Passage]:
+    """The passages of every text (a chunk), each tagged with its document, repeated ones once.
 
     With `limit`, a seeded spread of at most `limit` of them: every text gives its first sentence before
     any gives a second, so a cap keeps as many documents as it can. The order is deterministic.
@@ -46,7 +55,7 @@ def cut_passages(texts: list[str], owners: list[int], limit: int | None = None, 
     seen: set[str] = set()
     per_text = []
     for text, owner in zip(texts, owners):
-        kept = [s for s in split_sentences(text, min_words, max_words) if s not in seen]
+        kept = list(dict.fromkeys(s for s in passage_texts(text, words) if s not in seen))
         seen.update(kept)
         per_text.append([Passage(owner, s) for s in kept])
     if limit is None:
@@ -65,9 +74,10 @@ def cut_passages(texts: list[str], owners: list[int], limit: int | None = None, 
 GENERAL_TEXT = "debian-2k.jsonl.gz"  # package data: 2,000 Debian package synopses and descriptions
 
 
-def general_passages(limit: int) -> list[str]:
+def general_passages(limit: int, words: int | None = QUERY_WORDS) -> list[str]:
     """Up to `limit` short texts of general prose shipped with the package (synopses, then sentences of
-    descriptions, in file order): a fallback for a corpus too small to give an adapter enough pairs."""
+    descriptions, in file order, each cut to `words`): a fallback for a corpus too small to give an
+    adapter enough pairs."""
     if limit <= 0:
         return []
     import gzip
@@ -78,5 +88,6 @@ def general_passages(limit: int) -> list[str]:
     with gzip.open(shipped.open("rb"), "rt", encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh]
     texts = [r["title"] for r in records if len(r.get("title", "").split()) >= 3]
-    texts += [s for r in records for s in split_sentences(r.get("text", ""))]
+    texts = [t if words is None else " ".join(t.split()[:words]) for t in texts]
+    texts += [s for r in records for s in passage_texts(r.get("text", ""), words)]
     return list(dict.fromkeys(texts))[:limit]

@@ -14,7 +14,7 @@ import pytest
 
 from embedline.storage import catalog, embeddings
 from embedline.tasks.models import add_model
-from embedline.tasks.passages import split_sentences
+from embedline.tasks.passages import passage_texts
 from embedline.tasks.embedding import get_engine
 from embedline.tasks.models import resolve_model
 from embedline.tasks.refresh import (
@@ -133,9 +133,9 @@ def test_passages_are_cut_from_every_chunk_and_owned_by_their_sampled_document(w
     assert max(c["chunk_index"] for c in chunks) >= 2  # documents of several chunks
     docs = [{"doc_id": "aspell-en"}, {"doc_id": "celery"}]
     passages = sample_passages(ws, prod["space"], prod["version"], docs, limit=None)
-    later = {s for c in chunks if c["chunk_index"] > 0 for s in split_sentences(c["text"])}
+    later = {s for c in chunks if c["chunk_index"] > 0 for s in passage_texts(c["text"])}
     assert later & {p.text for p in passages}  # not only first chunks
-    owned = {s for c in chunks if c["doc_id"] in ("aspell-en", "celery") for s in split_sentences(c["text"])}
+    owned = {s for c in chunks if c["doc_id"] in ("aspell-en", "celery") for s in passage_texts(c["text"])}
     assert {p.text for p in passages if p.owner >= 0} <= owned and any(p.owner == 0 for p in passages)
     assert passages == sample_passages(ws, prod["space"], prod["version"], docs, limit=None)  # deterministic
     assert len(sample_passages(ws, prod["space"], prod["version"], docs, limit=50)) == 50

@@ -2,7 +2,7 @@
 
 import pytest
 
-from embedline.tasks.passages import cut_passages, general_passages, split_sentences
+from embedline.tasks.passages import QUERY_WORDS, cut_passages, general_passages, passage_texts, split_sentences
 
 CHUNKS = [
     "Tiling window manager for X. It arranges windows in a grid!\n\nConfigured in a plain text file: "
@@ -27,10 +27,21 @@ def test_long_sentences_are_cut_into_windows_without_losing_a_word():
 
 
 def test_every_sentence_of_every_chunk_becomes_one_passage_with_its_owner():
-    passages = cut_passages(CHUNKS, owners=[0, 1, -1])
+    passages = cut_passages(CHUNKS, owners=[0, 1, -1], words=None)
     expected = [(owner, s) for text, owner in zip(CHUNKS, [0, 1, -1]) for s in split_sentences(text)]
     assert [(p.owner, p.text) for p in passages] == expected
     assert len(passages) == 4 + 2 + 3  # "Short one." and "Does it stream?" have fewer than 4 words
+
+
+def test_passages_are_cut_to_a_query_s_length_and_repeats_after_the_cut_kept_once():
+    long = "Yes, it streams large inputs in constant memory and never blocks."
+    texts = [long, "Yes, it streams large inputs in constant memory too. Short words but enough."]
+    passages = cut_passages(texts, owners=[0, 1])
+    assert [(p.owner, p.text) for p in passages] == [
+        (0, "Yes, it streams large inputs in constant memory"), (1, "Short words but enough.")]
+    assert all(len(p.text.split()) <= QUERY_WORDS for p in cut_passages(CHUNKS, owners=[0, 1, 2]))
+    assert passage_texts(long, words=None) == [long] and passage_texts(long, words=3) == ["Yes, it streams"]
+    assert all(len(t.split()) <= QUERY_WORDS for t in general_passages(300))
 
 
 def test_repeated_sentences_are_kept_once():
