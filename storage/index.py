@@ -162,7 +162,7 @@ def measure_recall(table, queries: int = 100, k: int = 10, seed: int = 0) -> flo
 TIE_TOLERANCE = {"float": 1e-6, "halffloat": 2e-3}
 
 
-def exact_kth_distances(dataset, queries: np.ndarray, k: int, batch_rows: int = 65_536) -> np.ndarray:
+def exact_kth_distances(dataset, queries: np.ndarray, k: int, batch_rows: int = 16_384) -> np.ndarray:
     """Each query's exact k-th smallest cosine distance over the dataset's vectors, in one streamed pass
     (memory: one batch of vectors and a k-wide running best per query)."""
     best = np.full((len(queries), 0), np.inf, dtype=np.float32)

@@ -88,9 +88,19 @@ def debian_case(tmp_path) -> Path:
     return target
 
 
-def run_cli(*args: str, home: Path, check: bool = False) -> subprocess.CompletedProcess:
-    """The real `embedline` console script in a subprocess, as a user runs it."""
+def run_cli(*args: str, home: Path, check: bool = False,
+            own_server: bool = False) -> subprocess.CompletedProcess:
+    """The real `embedline` console script in a subprocess, as a user runs it against a Prefect server:
+    the session's (a user's `make serve`), so each command does not start a temporary server of its own
+    (seconds each, minutes over the suite); `own_server`: without PREFECT_API_URL, the one-shot path
+    (tests/flows/test_startup.py and the demo test cover it too)."""
+    from prefect.settings import PREFECT_API_URL
+
     env = {**os.environ, "EMBEDLINE_HOME": str(home)}
+    if own_server:
+        env.pop("PREFECT_API_URL", None)
+    elif PREFECT_API_URL.value():
+        env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     exe = Path(sys.executable).with_name("embedline")
     result = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=300)
     if check and result.returncode != 0:

@@ -146,7 +146,7 @@ def test_config_prints_resolved_settings_with_secrets_masked(workspace, monkeypa
 
 def test_corpus_is_positional_and_the_old_spellings_still_work(workspace, debian_case):
     first = json.loads(run_cli("ingest", "debian", str(debian_case), "--model", "tiny", "--format", "json",
-                               home=workspace.home, check=True).stdout)
+                               home=workspace.home, check=True, own_server=True).stdout)  # one-shot
     again = json.loads(run_cli("ingest", str(debian_case), "--corpus", "debian", "--json",
                                home=workspace.home, check=True).stdout)
     assert (
