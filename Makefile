@@ -69,6 +69,8 @@ bench: setup $(BENCH_VENV)/.installed
 
 bench-all: bench
 	$(PY) bench/pipeline.py
+	$(PY) bench/ingest_memory.py
+	$(PY) bench/cli_startup.py
 	$(PY) bench/incremental.py
 	$(PY) bench/validation_cost.py
 	$(PY) bench/model_change.py

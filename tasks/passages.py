@@ -45,6 +45,10 @@ def cut_passages(texts: list[str], owners: list[int], limit: int | None = None, 
                  words: int | None = QUERY_WORDS) -> list[Passage]:
     """The passages of every text (a chunk), each tagged with its document, repeated ones once.
 
+    A passage cut from texts of different owners (boilerplate several documents share) is left out: the
+    cross-validation drops a held-out document's passages from the fit by owner, and one that another
+    owner also held would leak the held-out document's own words into the fit.
+
     With `limit`, a seeded spread of at most `limit` of them: every text gives its first sentence before
     any gives a second, so a cap keeps as many documents as it can. The order is deterministic.
     """
@@ -52,10 +56,15 @@ def cut_passages(texts: list[str], owners: list[int], limit: int | None = None, 
         raise ValueError(f"{len(texts)} texts but {len(owners)} owners")
     import numpy as np
 
+    cut = [list(dict.fromkeys(passage_texts(text, words))) for text in texts]
+    owners_of: dict[str, set[int]] = {}
+    for passages, owner in zip(cut, owners):
+        for passage in passages:
+            owners_of.setdefault(passage, set()).add(owner)
     seen: set[str] = set()
     per_text = []
-    for text, owner in zip(texts, owners):
-        kept = list(dict.fromkeys(s for s in passage_texts(text, words) if s not in seen))
+    for passages, owner in zip(cut, owners):
+        kept = [s for s in passages if s not in seen and len(owners_of[s]) == 1]
         seen.update(kept)
         per_text.append([Passage(owner, s) for s in kept])
     if limit is None:

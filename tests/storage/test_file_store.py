@@ -310,6 +310,7 @@ def test_the_store_goes_beside_lance_only_on_s3_and_never_takes_its_query(tmp_pa
 def test_a_run_s_plots_land_in_the_bucket_and_in_its_plots_artifact(s3, debian_case):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     from embedline.flows.reports import publish_version_artifacts
 
@@ -318,6 +319,7 @@ def test_a_run_s_plots_land_in_the_bucket_and_in_its_plots_artifact(s3, debian_c
     assert written == [f"s3://embeddings/{STORE}/reports/plots/debian__tiny-run-{summary.run_id}-pca.png"]
     assert s3.objects(f"{STORE}/reports/plots/") == [w.removeprefix("s3://embeddings/") for w in written]
     with get_client(sync_client=True) as client:  # the session's Prefect: other tests' runs made this key too
-        shown = [a.data for a in client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["plots-debian--tiny"])))]
+        shown = [a.data for a in client.read_artifacts(  # the newest few of that key: this run's is one
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["plots-debian--tiny"])),
+            sort=ArtifactSort.CREATED_DESC, limit=5)]
     assert [d for d in shown if written[0] in d and "data:image/png;base64," in d]

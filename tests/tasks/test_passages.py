@@ -2,7 +2,8 @@
 
 import pytest
 
-from embedline.tasks.passages import QUERY_WORDS, cut_passages, general_passages, passage_texts, split_sentences
+from embedline.tasks.passages import (QUERY_WORDS, cut_passages, general_passages, passage_texts,
+                                      split_sentences)
 
 CHUNKS = [
     "Tiling window manager for X. It arranges windows in a grid!\n\nConfigured in a plain text file: "
@@ -36,9 +37,11 @@ def test_every_sentence_of_every_chunk_becomes_one_passage_with_its_owner():
 def test_passages_are_cut_to_a_query_s_length_and_repeats_after_the_cut_kept_once():
     long = "Yes, it streams large inputs in constant memory and never blocks."
     texts = [long, "Yes, it streams large inputs in constant memory too. Short words but enough."]
-    passages = cut_passages(texts, owners=[0, 1])
+    passages = cut_passages(texts, owners=[0, 0])
     assert [(p.owner, p.text) for p in passages] == [
-        (0, "Yes, it streams large inputs in constant memory"), (1, "Short words but enough.")]
+        (0, "Yes, it streams large inputs in constant memory"), (0, "Short words but enough.")]
+    shared = cut_passages(texts, owners=[0, 1])  # the same words once cut: two owners share them
+    assert [(p.owner, p.text) for p in shared] == [(1, "Short words but enough.")]
     assert all(len(p.text.split()) <= QUERY_WORDS for p in cut_passages(CHUNKS, owners=[0, 1, 2]))
     assert passage_texts(long, words=None) == [long] and passage_texts(long, words=3) == ["Yes, it streams"]
     assert all(len(t.split()) <= QUERY_WORDS for t in general_passages(300))
@@ -46,9 +49,18 @@ def test_passages_are_cut_to_a_query_s_length_and_repeats_after_the_cut_kept_onc
 
 def test_repeated_sentences_are_kept_once():
     texts = ["Same words in this sentence. Other words here now.", "Same words in this sentence."]
-    passages = cut_passages(texts, owners=[3, 4])
+    passages = cut_passages(texts, owners=[3, 3])  # two chunks of one document
     assert [(p.owner, p.text) for p in passages] == [(3, "Same words in this sentence."),
                                                      (3, "Other words here now.")]
+    outside = cut_passages(texts, owners=[-1, -1])  # documents outside the sample: never held out
+    assert [p.text for p in outside] == ["Same words in this sentence.", "Other words here now."]
+
+
+def test_a_sentence_two_owners_share_is_left_out_so_no_fold_fits_on_a_held_out_document_s_words():
+    texts = ["Same words in this sentence. Other words here now.", "Same words in this sentence."]
+    for owners in ([3, 4], [-1, 4], [4, -1]):
+        passages = cut_passages(texts, owners=owners)
+        assert [(p.owner, p.text) for p in passages] == [(owners[0], "Other words here now.")]
 
 
 def test_a_cap_takes_first_sentences_of_every_chunk_before_second_ones_and_is_deterministic():
