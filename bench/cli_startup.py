@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.incremental import write_slice  # noqa: E402
+from bench.ingest_memory import refuse_a_local_server  # noqa: E402
 from bench.pipeline import cpu_flags  # noqa: E402
 
 
@@ -78,11 +79,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "cli_startup.json"))
     args = parser.parse_args()
 
-    from embedline.flows.startup import LOCAL_API, local_server
-
-    if local_server(LOCAL_API):
-        sys.exit(f"a Prefect server answers on {LOCAL_API}: stop it (`make stop`); the one-shot path "
-                 "would use it")
+    refuse_a_local_server()
     root = Path(tempfile.mkdtemp(prefix="embedline-startup-"))
     source = root / "slice.jsonl"
     write_slice(source, args.docs)

@@ -53,6 +53,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def refuse_a_local_server() -> None:
+    """Exit when a Prefect server answers on this machine's default address: a one-shot command would
+    use it instead of starting its own, and the figure would not be a one-shot command's."""
+    from embedline.flows.startup import LOCAL_API, local_server
+
+    if local_server(LOCAL_API):
+        sys.exit(f"a Prefect server answers on {LOCAL_API}: stop it (`make stop`) first")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=64000)
@@ -60,11 +69,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "ingest_memory.json"))
     args = parser.parse_args()
 
-    from embedline.flows.startup import LOCAL_API, local_server
-
-    if local_server(LOCAL_API):
-        sys.exit(f"a Prefect server answers on {LOCAL_API}: stop it (`make stop`); a one-shot command "
-                 "would use it")
+    refuse_a_local_server()
     home = Path(tempfile.mkdtemp(prefix="embedline-memory-"))
     source = home / "corpus.jsonl"
     docs = len(write_slice(source, args.docs))
