@@ -90,9 +90,9 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str 
 
 
 @flow(name="refresh-model", log_prints=True)
-def refresh_model(corpus: str, model: str, sample: int = refresh.SAMPLE, wait: bool = False, batch_docs: int = 5000,
-                  order: str = "source", query_sample: int = 2000, home: str | None = None,
-                  passage_sample: int = refresh.PASSAGE_SAMPLE):
+def refresh_model(corpus: str, model: str, sample: int = refresh.SAMPLE, wait: bool = False,
+                  batch_docs: int = 5000, order: str = "source", query_sample: int = 2000,
+                  home: str | None = None, passage_sample: int = refresh.PASSAGE_SAMPLE):
     ws = Workspace.from_env(home)
     if catalog.serving_model(ws, corpus) == model:
         print(f"{corpus} already serves {model}: nothing to refresh")
