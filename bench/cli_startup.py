@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,12 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench.incremental import write_slice  # noqa: E402
 from bench.ingest_memory import refuse_a_local_server  # noqa: E402
 from bench.pipeline import cpu_flags  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.scale_out import free_port  # noqa: E402
 
 
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:
