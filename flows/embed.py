@@ -23,7 +23,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from embedline.flows.progress import Progress
-from embedline.flows.shards import deployment_exists, run_shards, unavailable_reason
+from embedline.flows.shards import deployment_exists, gpu_limit_exists, run_shards, unavailable_reason
 from embedline.settings import load
 from embedline.storage import catalog, files
 from embedline.errors import EmbedlineError
@@ -43,9 +43,8 @@ def default_shard_size() -> int:
     return load().shard_size
 
 
-@task(name="embed-documents", cache_policy=NO_CACHE, tags=["gpu"])
-def embed(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, run_id: int,
-          staging: str, label: str = "", cache_dir: Path | None = None) -> EmbeddedBatch:
+def embed_staged(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, run_id: int,
+                 staging: str, label: str = "", cache_dir: Path | None = None) -> EmbeddedBatch:
     engine = get_engine(spec, device, cache_dir)
     to_embed = plan.counts["docs_new"] + plan.counts["docs_changed"]
     key = f"embed-run-{run_id}" + (f"-{label}" if label else "")
@@ -56,6 +55,17 @@ def embed(plan: ChangePlan, spec: ModelSpec, device: str, params: ChunkParams, r
         return batches.embed_documents(plan, engine, params, run_id, staging, on_progress=progress)
     finally:
         progress.close()
+
+
+# Tagged `gpu` where an operator made a tag limit (`prefect concurrency-limit create gpu N`): it caps
+# how many embed at once. Untagged elsewhere: Prefect takes a lease for every tag of a task run, limit
+# or not, and on its temporary SQLite server that write waited ~2 s in about a third of runs.
+embed_task = task(embed_staged, name="embed-documents", cache_policy=NO_CACHE)
+
+
+def embed(*args, **kwargs) -> EmbeddedBatch:
+    """The embed-documents task run (`embed_staged`'s arguments), under the `gpu` tag limit if any."""
+    return (embed_task.with_options(tags=["gpu"]) if gpu_limit_exists() else embed_task)(*args, **kwargs)
 
 
 @flow(name="embed-shard", log_prints=True)

@@ -12,6 +12,7 @@ import time
 from datetime import datetime, timezone
 from uuid import UUID
 
+from httpx import HTTPStatusError
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, WorkerStatus
@@ -32,6 +33,19 @@ def deployment_exists(name: str) -> bool:
             return True
         except ObjectNotFound:
             return False
+
+
+def gpu_limit_exists(tag: str = "gpu") -> bool:
+    """Whether the Prefect API has a concurrency limit on `tag` (a read: no lease is taken). When the API
+    will not say (a key without that permission), True: the limit is then honored as before."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_concurrency_limit_by_tag(tag)
+            return True
+        except ObjectNotFound:
+            return False
+        except HTTPStatusError:  # 401, 403, ...: not ours to decide
+            return True
 
 
 def unavailable_reason(deployment: str) -> str | None:

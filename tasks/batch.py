@@ -119,7 +119,7 @@ def embed_documents(
             templates[doc.doc_id] = template
             yield doc
 
-    def rows() -> Iterator[str]:
+    def rows() -> Iterator[str]:  # runs on the engine's helper thread, up to one window ahead of this one
         previous = None
         for chunk in chunk_documents(documents(), engine.tokenizer, params):
             if chunk.doc_id != previous:

@@ -6,8 +6,11 @@ truncated at embed time, and mapped back to character offsets so the stored text
 
 import hashlib
 import json
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+
+from tokenizers import Tokenizer
 
 from embedline.errors import BadInput
 from embedline.tasks.documents import Chunk, Document
@@ -74,18 +77,49 @@ def chunk_documents(
         yield from _chunk_window(pending, tokenizer, params)
 
 
+_RUST_CORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer → its copy, or None
+
+
+def token_offsets(texts: list[str], tokenizer) -> list[list[tuple[int, int]]]:
+    """Each text's token (start, end) character offsets, without special tokens, never truncated.
+
+    Read straight from a copy of the tokenizer's Rust core where that is all the tokenizer does:
+    transformers' wrapper turns every field of every encoding into Python lists (a third of chunking's
+    time), and the engine's calls leave truncation switched on in the shared core. The offsets are the
+    wrapper's (tested); a tokenizer that adds Python steps, or whose core cannot be copied, goes
+    through the wrapper."""
+    core = _rust_core(tokenizer)
+    if core is None:
+        return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True,
+                         return_attention_mask=False, return_token_type_ids=False,
+                         verbose=False)["offset_mapping"]  # long documents are why we chunk
+    return [encoding.offsets for encoding in core.encode_batch(texts, add_special_tokens=False)]
+
+
+def _rust_core(tokenizer):
+    """The chunker's own copy of a plain fast tokenizer's core (no truncation, no padding), or None."""
+    if tokenizer not in _RUST_CORES:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        core = None
+        plain = getattr(type(tokenizer), "_encode_plus", None) is TokenizersBackend._encode_plus
+        if plain:
+            try:
+                core = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+            except Exception:  # noqa: BLE001 - a custom (Python) component cannot be serialized
+                core = None
+        if core is not None:
+            core.no_truncation()
+            core.no_padding()
+            core.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+        _RUST_CORES[tokenizer] = core
+    return _RUST_CORES[tokenizer]
+
+
 def _chunk_window(docs: list[Document], tokenizer, params: ChunkParams) -> Iterator[Chunk]:
-    encoded = tokenizer(
-        [d.text for d in docs],
-        add_special_tokens=False,
-        return_offsets_mapping=True,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,  # long documents are expected here: that is why we chunk
-    )
     params_key = params.key()
     step = params.max_tokens - params.overlap
-    for doc, offsets in zip(docs, encoded["offset_mapping"]):
+    for doc, offsets in zip(docs, token_offsets([d.text for d in docs], tokenizer)):
         spans = [(0, len(doc.text))] if len(offsets) <= params.max_tokens else [
             (offsets[start][0], offsets[min(start + params.max_tokens, len(offsets)) - 1][1])
             for start in range(0, max(len(offsets) - params.overlap, 1), step)

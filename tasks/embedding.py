@@ -3,13 +3,15 @@
 Why not `SentenceTransformer.encode`: it batches by row count, so one long text pads 31 short ones,
 and it runs fp32 on CPUs that have bf16 units. Here batches are filled to a token budget after
 sorting by length, each batch is padded only to its own longest row, the forward pass runs under the
-device's precision policy, and tokenizing the next window overlaps the current forward pass. On CPU the
-forward pass runs on OpenVINO where it is installed (`runtime_openvino`; `$EMBEDLINE_RUNTIME` overrides),
-else on torch; the runtime, like the precision, is provenance and not part of the model key. The head
-after the forward pass (pooling mode, Dense layers, Normalize) and the query / document prompts are the
-model's own, read from its sentence-transformers files (see `model_stack` and `head`).
+device's precision policy, and making and tokenizing the next window overlap the current forward
+pass. On CPU the forward pass runs on OpenVINO where it is installed (`runtime_openvino`;
+`$EMBEDLINE_RUNTIME` overrides), else on torch; the runtime, like the precision, is provenance and not
+part of the model key. The head after the forward pass (pooling mode, Dense layers, Normalize) and the
+query / document prompts are the model's own, read from its sentence-transformers files (see
+`model_stack` and `head`).
 """
 
+import contextvars
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -171,20 +173,23 @@ class Engine:
     def embed_stream(self, texts: Iterable[str], kind: str = "document") -> Iterator[np.ndarray]:
         """Yield one float32 array per window of `self.window` texts, input order kept.
 
-        Memory is bounded by one window; the next window is tokenized on a helper thread while the
-        current one runs through the model.
+        Memory is bounded by one window. A helper thread draws the next window from `texts` and
+        tokenizes it while the current one runs through the model: where `texts` is a lazy stream
+        (the ingest's chunker), producing it overlaps the forward pass too. `texts` is only ever
+        advanced by that one thread, one window at a time, in the caller's context (its settings).
         """
         skip = self.prompt_tokens(kind)
         windows = _windows(iter(texts), self.window)
+        context = contextvars.copy_context()  # `embedline.connect(...)`'s settings, which `texts` reads
+
+        def next_window() -> list[list[int]] | None:
+            window = next(windows, None)
+            return None if window is None else self.tokenize(window, kind)
+
         with ThreadPoolExecutor(max_workers=1) as executor:
-            pending = None
-            first = next(windows, None)
-            if first is not None:
-                pending = executor.submit(self.tokenize, first, kind)
-            while pending is not None:
-                token_ids = pending.result()
-                upcoming = next(windows, None)
-                pending = executor.submit(self.tokenize, upcoming, kind) if upcoming is not None else None
+            pending = executor.submit(context.run, next_window)
+            while (token_ids := pending.result()) is not None:
+                pending = executor.submit(context.run, next_window)
                 yield self._embed_tokens(token_ids, skip)
 
     def tokenize(self, texts: list[str], kind: str = "document") -> list[list[int]]:

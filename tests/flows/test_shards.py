@@ -10,10 +10,12 @@ from uuid import uuid4
 import numpy as np
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import Worker, WorkerStatus
 
 from embedline.errors import EmbedlineError
 from embedline.flows.embed import SHARD_DEPLOYMENT
+from embedline.flows.ingest import ingest_corpus
 from embedline.flows.shards import is_online, run_shards, unavailable_reason
 from embedline.storage import catalog, embeddings
 from embedline.storage.locks import space_lock
@@ -208,3 +210,24 @@ def test_shards_of_a_mixed_pool_combine_and_report_each_precision(tmp_path):
 def catalog_runs(ws) -> list[dict]:
     with catalog.reading(ws) as con:
         return catalog._rows(con, "SELECT status, error, precision FROM runs ORDER BY run_id")
+
+
+def test_the_embed_task_holds_a_gpu_slot_only_where_a_gpu_tag_limit_exists(workspace, debian_case):
+    """Without a limit no lease is taken (Prefect takes one for every tag, which can wait on the server);
+    with `prefect concurrency-limit create gpu N`, local embedding counts against it like a shard's."""
+
+    def embed_tags() -> list[str]:
+        state = ingest_corpus(str(debian_case), "debian", "tiny", home=str(workspace.home), return_state=True)
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        (embed,) = [run for run in runs if run.name.startswith("embed-documents")]
+        return embed.tags
+
+    assert embed_tags() == []
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
+        try:
+            assert embed_tags() == ["gpu"]  # nothing new to embed: the task runs all the same
+        finally:
+            client.delete_concurrency_limit_by_tag("gpu")

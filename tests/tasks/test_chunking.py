@@ -1,10 +1,12 @@
 """Chunks cut on token boundaries, overlap, keep original text and have stable ids."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from embedline.errors import BadInput
-from embedline.tasks.chunking import ChunkParams, chunk_documents
+from embedline.tasks.chunking import ChunkParams, chunk_documents, token_offsets
 from embedline.tasks.documents import Document
 from embedline.tasks.models import default_model_path
 
@@ -33,6 +35,29 @@ def test_long_document_splits_into_overlapping_windows_within_the_token_limit(to
     first, second = chunks[0].text, chunks[1].text
     assert first[-15:] in second  # the overlap repeats the end of one chunk at the start of the next
     assert LONG.startswith(first) and LONG.endswith(chunks[-1].text)
+
+
+TEXTS = st.text(alphabet=st.characters(codec="utf-8"), max_size=400) | st.just(LONG)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(TEXTS, min_size=1, max_size=6))
+def test_offsets_from_the_rust_core_are_the_wrappers_even_after_a_truncating_call(tokenizer, texts):
+    tokenizer(["x " * 600], truncation=True, max_length=16)  # the engine's call leaves truncation on
+    ours = token_offsets(texts, tokenizer)
+    assert len(token_offsets([LONG], tokenizer)[0]) > 16  # never truncated
+    wrapper = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    assert ours == wrapper["offset_mapping"]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_offsets_treat_special_token_text_as_the_tokenizer_says(split):
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True,
+                                              split_special_tokens=split)
+    texts = ["a [SEP] b [CLS][PAD] c", "[UNK]"]
+    wrapper = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert token_offsets(texts, tokenizer) == wrapper
+    assert (len(wrapper[1]) > 1) == split  # "[UNK]" is one token unless special text is split
 
 
 def test_chunk_ids_are_stable_and_depend_on_params(tokenizer):

@@ -1,5 +1,7 @@
 """The engine's vectors equal a plain reference forward pass, in input order, within budget."""
 
+import contextvars
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,32 @@ def test_stream_yields_one_array_per_window_with_bounded_size(spec):
     parts = list(engine.embed_stream(iter(TEXTS)))
     assert [len(p) for p in parts] == [2, 2, 2, 1]
     assert np.allclose(np.concatenate(parts), engine.embed(TEXTS), atol=1e-6)
+
+
+def test_a_lazy_stream_is_drawn_on_the_helper_thread_in_the_callers_context(spec):
+    marker = contextvars.ContextVar("marker", default="not the caller's")  # like embedline.connect's settings
+    marker.set("the caller's")
+    seen = []
+
+    def texts():
+        for text in TEXTS:
+            seen.append(marker.get())
+            yield text
+
+    engine = Engine(spec, device="cpu", precision="fp32", window=2)
+    parts = list(engine.embed_stream(texts()))
+    assert seen == ["the caller's"] * len(TEXTS)
+    assert np.allclose(np.concatenate(parts), engine.embed(TEXTS), atol=1e-6)
+
+
+def test_an_error_in_the_stream_reaches_the_caller(spec):
+    def texts():
+        yield from TEXTS[:3]
+        raise ValueError("a broken document")
+
+    engine = Engine(spec, device="cpu", precision="fp32", window=2)
+    with pytest.raises(ValueError, match="a broken document"):
+        list(engine.embed_stream(texts()))
 
 
 def test_over_long_input_is_truncated_to_max_tokens(spec):
