@@ -9,6 +9,7 @@ for that long (the pool stalled). Shards queued behind busy workers wait as long
 """
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from uuid import UUID
 
@@ -27,25 +28,26 @@ DEFAULT_HEARTBEAT_SECONDS = 30  # Prefect workers' default interval
 
 
 def deployment_exists(name: str) -> bool:
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_deployment_by_name(name)
-            return True
-        except ObjectNotFound:
-            return False
+    return _found(lambda client: client.read_deployment_by_name(name))
 
 
 def gpu_limit_exists(tag: str = "gpu") -> bool:
     """Whether the Prefect API has a concurrency limit on `tag` (a read: no lease is taken). When the API
     will not say (a key without that permission), True: the limit is then honored as before."""
+    try:
+        return _found(lambda client: client.read_concurrency_limit_by_tag(tag))
+    except HTTPStatusError:  # 401, 403, ...: not ours to decide
+        return True
+
+
+def _found(read: Callable) -> bool:
+    """Whether `read(client)` finds its object on the Prefect API."""
     with get_client(sync_client=True) as client:
         try:
-            client.read_concurrency_limit_by_tag(tag)
+            read(client)
             return True
         except ObjectNotFound:
             return False
-        except HTTPStatusError:  # 401, 403, ...: not ours to decide
-            return True
 
 
 def unavailable_reason(deployment: str) -> str | None:
