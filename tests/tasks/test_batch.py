@@ -17,8 +17,8 @@ def test_every_staged_row_holds_its_own_texts_vector_across_windows(workspace, d
     spec = resolve_model(workspace, "tiny")
     engine = Engine(spec, device="cpu", precision="fp32", window=7)  # 120 documents: many windows
     params = params_for(engine.spec, overlap=4, max_tokens=24)  # long documents: several chunks each
-    plan = plan_changes(str(debian_case), FieldMap("id", "text", "title"), {}, engine.spec.key(), params.key(),
-                        str(tmp_path / "staging"), scratch=tmp_path / "scratch")
+    plan = plan_changes(str(debian_case), FieldMap("id", "text", "title"), {}, engine.spec.key(),
+                        params.key(), str(tmp_path / "staging"), scratch=tmp_path / "scratch")
     batch = embed_documents(plan, engine, params, run_id=1, staging=str(tmp_path / "out"))
 
     rows = [row for part in batch.read_chunks() for row in part.to_pylist()]
