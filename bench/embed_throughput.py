@@ -99,6 +99,14 @@ class RemoteST:
         self.child.wait(timeout=60)
 
 
+def gpu_description(device: str) -> str:
+    """The GPU's name, compute capability and memory: the figures are this card's."""
+    import torch
+
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return f"{props.name} (sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB)"
+
+
 def st_backend(backend: str, path: str, texts: list[str], max_tokens: int, st_python: str | None,
                folder: Path):
     """sentence-transformers `backend=...` here, else in `st_python`; (callable or None, what it is)."""
@@ -169,6 +177,8 @@ def main() -> None:
     wanted = [(auto_runtime, auto_precision, " (auto)"), ("torch", "fp32", ""), ("openvino", "fp32", "")]
     if auto_precision == "bf16" or device != "cpu":
         wanted += [("torch", "bf16", ""), ("openvino", "bf16", "")]
+    if device != "cpu":  # GPUs without bf16 (before sm_80) run fp16 under auto
+        wanted.append(("torch", "fp16", ""))
     engines, seen = {}, set()
     for runtime, precision, suffix in wanted:
         if (runtime, precision) in seen or (runtime == "openvino" and device != "cpu"):
@@ -202,7 +212,7 @@ def main() -> None:
     reference = outputs[BASELINE]
     baseline = statistics.median(seconds[BASELINE])
     rows = []
-    print(f"CPU {cpu_description()}")
+    print(f"CPU {cpu_description()}" + (f" · GPU {gpu_description(device)}" if device != "cpu" else ""))
     print(f"model {Path(path).name} · device {device} · {len(texts)} docs · {tokens} tokens "
           f"(≤{spec.max_tokens}/doc) · {args.rounds} interleaved rounds · torch threads "
           f"{__import__('torch').get_num_threads()} · auto's token budget {first_engine.token_budget}")
@@ -231,7 +241,8 @@ def main() -> None:
               f"{row['ratio_vs_st']:6.2f} {cosine:14.6f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(
-        {"device": device, "cpu": cpu_description(), "docs": len(texts), "tokens": tokens,
+        {"device": device, "cpu": cpu_description(),
+         "gpu": gpu_description(device) if device != "cpu" else None, "docs": len(texts), "tokens": tokens,
          "token_budget": first_engine.token_budget, "openvino_tuning": tuning.config() if tuning else None,
          "notes": notes, "rows": rows}, indent=2))
 

@@ -89,7 +89,8 @@ def print_case(title: str, row: dict) -> None:
 
 
 def main() -> None:
-    from embedline.tasks.refresh import MIN_PAIRS, PASSAGE_SAMPLE, SAMPLE
+    from embedline.defaults import PASSAGE_SAMPLE, SAMPLE
+    from embedline.tasks.refresh import MIN_PAIRS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=2000, help="Debian documents")

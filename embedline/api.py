@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from os import PathLike
 
+from embedline import defaults
 from embedline.errors import UsageError
 from embedline.settings import Settings, load, overriding
 from embedline.workspace import Workspace
@@ -260,12 +261,12 @@ class Embedline:
         self,
         corpus: str,
         model: str,
-        sample: int = 600,
-        query_sample: int = 2000,
+        sample: int = defaults.SAMPLE,
+        query_sample: int = defaults.QUERY_SAMPLE,
         wait: bool = False,
-        batch_docs: int = 5000,
+        batch_docs: int = defaults.BATCH_DOCS,
         order: str = "source",
-        passage_sample: int = 3000,
+        passage_sample: int = defaults.PASSAGE_SAMPLE,
     ):
         """Move `corpus` to `model` without downtime: fit adapters (new-model queries are served at once),
         backfill the new space, swap prod when it passes its gates. Returns (RefreshFit, swap or None);
@@ -282,7 +283,8 @@ class Embedline:
 
         return refresh_status(self.workspace, corpus)
 
-    def backfill(self, corpus: str, model: str, batch_docs: int = 5000, order: str = "source") -> dict | None:
+    def backfill(self, corpus: str, model: str, batch_docs: int = defaults.BATCH_DOCS,
+                 order: str = "source") -> dict | None:
         """Embed `corpus` with `model` in committed batches (resumable) and swap prod to it if it passes."""
         from embedline.flows.refresh import backfill_corpus
 

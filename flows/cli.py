@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from embedline import defaults
 from embedline.redaction import redact
 from embedline.errors import EXIT_CODES, EmbedlineError, UsageError, ValidationFailed
 
@@ -516,23 +517,23 @@ def refresh(
     ] = False,
     sample: Annotated[
         int, typer.Option("--sample", help="Documents sampled to fit the adapter (the new model embeds them)")
-    ] = 600,
+    ] = defaults.SAMPLE,
     query_sample: Annotated[
         int,
         typer.Option(
             "--query-sample", help="Titles of further documents both models embed as query-like fit pairs"
         ),
-    ] = 2000,
+    ] = defaults.QUERY_SAMPLE,
     passage_sample: Annotated[
         int,
         typer.Option(
             "--passage-sample", help="Sentences cut from the corpus's chunks both models embed as fit pairs"
         ),
-    ] = 3000,
+    ] = defaults.PASSAGE_SAMPLE,
     status: Annotated[
         bool, typer.Option("--status", help="Show where a refresh stands (same as `refresh status CORPUS`)")
     ] = False,
-    batch_docs: BatchDocs = 5000,
+    batch_docs: BatchDocs = defaults.BATCH_DOCS,
     order: Order = "source",
     fmt: Fmt = Format.table,
     as_json: Json = False,
@@ -575,7 +576,7 @@ def refresh(
 def backfill(
     corpus: Corpus,
     model: Annotated[str, typer.Option("--model", help="The new model (registered)")],
-    batch_docs: BatchDocs = 5000,
+    batch_docs: BatchDocs = defaults.BATCH_DOCS,
     order: Order = "source",
     home: Home = None,
 ):

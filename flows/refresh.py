@@ -22,6 +22,7 @@ from embedline.flows.ingest import ingest_corpus
 from embedline.flows.progress import Progress
 from embedline.flows.shards import deployment_exists
 from embedline.storage import catalog
+from embedline import defaults
 from embedline.errors import BadInput, NotFound
 from embedline.names import space_name
 from embedline.redaction import is_redacted
@@ -35,8 +36,8 @@ revalidate = task(evaluation.revalidate_version, name="revalidate-version", cach
 
 
 @flow(name="backfill-corpus", log_prints=True)
-def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str = "source",
-                    home: str | None = None) -> dict | None:
+def backfill_corpus(corpus: str, model: str, batch_docs: int = defaults.BATCH_DOCS,
+                    order: str = "source", home: str | None = None) -> dict | None:
     """Embed the corpus into the new space `batch_docs` documents per committed run, in `order`
     (source, recent, residual), so a crash loses one batch at most and a re-run resumes; swap prod
     once nothing is left and the whole version passes the gates."""
@@ -90,9 +91,10 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = 5000, order: str 
 
 
 @flow(name="refresh-model", log_prints=True)
-def refresh_model(corpus: str, model: str, sample: int = refresh.SAMPLE, wait: bool = False,
-                  batch_docs: int = 5000, order: str = "source", query_sample: int = 2000,
-                  home: str | None = None, passage_sample: int = refresh.PASSAGE_SAMPLE):
+def refresh_model(corpus: str, model: str, sample: int = defaults.SAMPLE, wait: bool = False,
+                  batch_docs: int = defaults.BATCH_DOCS, order: str = "source",
+                  query_sample: int = defaults.QUERY_SAMPLE,
+                  home: str | None = None, passage_sample: int = defaults.PASSAGE_SAMPLE):
     ws = Workspace.from_env(home)
     if catalog.serving_model(ws, corpus) == model:
         print(f"{corpus} already serves {model}: nothing to refresh")
@@ -105,7 +107,8 @@ def refresh_model(corpus: str, model: str, sample: int = refresh.SAMPLE, wait: b
     return fitted, backfill_corpus(corpus, model, batch_docs, order, home=str(ws.home))
 
 
-def start_background_backfill(ws: Workspace, corpus: str, model: str, batch_docs: int = 5000,
+def start_background_backfill(ws: Workspace, corpus: str, model: str,
+                              batch_docs: int = defaults.BATCH_DOCS,
                               order: str = "source") -> str:
     """Start the backfill without waiting for it, and say where to follow it. Where the Prefect API
     serves the corpus's `backfill-<corpus>` deployment (`make serve`, compose, k8s), it is a flow run

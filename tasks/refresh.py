@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedline.storage import catalog, embeddings, files
+from embedline.defaults import PASSAGE_SAMPLE, QUERY_SAMPLE, SAMPLE
 from embedline.errors import BadInput, NotFound, SwapRefused
 from embedline.names import check_name, space_name
 from embedline.workspace import Workspace
@@ -18,11 +19,6 @@ from embedline.tasks.models import ModelSpec, resolve_model
 from embedline.tasks.passages import Passage, cut_passages, general_passages
 
 
-# Documents the new model embeds to fit and score the adapter: their first chunks are most of time to serve
-# (MPNet on 2 CPU cores: ~4 s per 100); each of the 600 held-out titles is 0.17 points of recall, so the
-# retention figure is good to a point or two, not to a tenth (raise `sample` for a tighter one).
-SAMPLE = 600
-PASSAGE_SAMPLE = 3000  # sentences cut from the corpus's chunks; both models embed them
 # The fit's pair target: sentences fill up to it, general text only where they run out. 4,000 kept
 # retention within noise of 5,000 on both bench corpora (bench/model_change.py) at ~10% less time to serve.
 MIN_PAIRS = 4000
@@ -88,7 +84,7 @@ def query_text(doc: dict) -> str:
 
 
 def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int = SAMPLE,
-                         query_sample: int = 2000, passage_sample: int = PASSAGE_SAMPLE,
+                         query_sample: int = QUERY_SAMPLE, passage_sample: int = PASSAGE_SAMPLE,
                          min_pairs: int = MIN_PAIRS) -> RefreshFit:
     """Pair a sample's stored old vectors with new-model ones and fit the new→old adapter (serving
     starts the moment it is recorded), then the old→new one; each the best family by retention.

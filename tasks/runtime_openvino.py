@@ -130,25 +130,27 @@ class OpenVinoForward:
 
     def run(self, batches: Iterable) -> Iterator[tuple[object, np.ndarray]]:
         """(batch, hidden states) for each padded batch (`input_ids`, `attention_mask`), in completion
-        order; `requests` of them run at once."""
-        if self.tuning.requests == 1:
-            request = self.compiled.create_infer_request()
-            for batch in batches:
-                request.infer({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
-                yield batch, request.get_output_tensor(0).data.copy()
-            return
-        done: list[tuple[object, np.ndarray]] = []
+        order; up to `requests` of them run at once.
+
+        The queue's requests run without a Python callback: a callback makes OpenVINO's threads take the
+        GIL (to call it, and to free it), so a compiled model freed while the GIL is held (a garbage
+        collection on any thread) deadlocked joining a stream thread that waited for it. Here a request is
+        read once the queue says it is idle, on this thread."""
         queue = self._ov.AsyncInferQueue(self.compiled, self.tuning.requests)
-        queue.set_callback(
-            lambda request, batch: done.append((batch, request.get_output_tensor(0).data.copy()))
-        )
-        for batch in batches:
-            queue.start_async({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, batch)
-            while done:
-                yield done.pop(0)
-        queue.wait_all()
-        while done:
-            yield done.pop(0)
+        holds: dict[int, object] = {}  # request id -> the batch whose hidden states it holds
+        try:
+            for batch in batches:
+                idle = queue.get_idle_request_id()  # the request `start_async` takes next (waits for one)
+                if idle in holds:
+                    yield holds.pop(idle), queue[idle].get_output_tensor(0).data.copy()
+                inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+                queue.start_async(inputs, None)
+                holds[idle] = batch
+            queue.wait_all()
+            for idle, batch in holds.items():
+                yield batch, queue[idle].get_output_tensor(0).data.copy()
+        finally:  # a consumer that stops early: the requests in flight end before they are freed
+            queue.wait_all()
 
     def _discard_cache(self) -> None:
         from filelock import FileLock
