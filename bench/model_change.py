@@ -89,13 +89,13 @@ def print_case(title: str, row: dict) -> None:
 
 
 def main() -> None:
-    from embedline.defaults import PASSAGE_SAMPLE, SAMPLE
+    from embedline.defaults import PASSAGE_SAMPLE, QUERY_SAMPLE, SAMPLE
     from embedline.tasks.refresh import MIN_PAIRS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=2000, help="Debian documents")
     parser.add_argument("--sample", type=int, default=SAMPLE, help="documents the new model embeds first")
-    parser.add_argument("--query-sample", type=int, default=2000, help="titles of further documents")
+    parser.add_argument("--query-sample", type=int, default=QUERY_SAMPLE, help="titles of further documents")
     parser.add_argument("--passage-sample", type=int, default=PASSAGE_SAMPLE, help="sentences of chunks")
     parser.add_argument("--min-pairs", type=int, default=MIN_PAIRS, help="below it, general text fills in")
     parser.add_argument("--stdlib-docs", type=int, default=400, help="stdlib corpus documents (0: skip)")

@@ -59,7 +59,7 @@ def choose_precision(device: str, requested: str | None = None) -> str:
     if device.startswith("cuda"):
         import torch
 
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"  # native only
     return "bf16" if cpu_has_bf16() else "fp32"
 
 

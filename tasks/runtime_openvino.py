@@ -7,6 +7,7 @@ converts once. Only the last hidden state comes out of OpenVINO: pooling, Dense 
 the engine's torch code, exactly as for the torch runtime. Only `tasks/` imports openvino.
 """
 
+import contextlib
 import logging
 import os
 import warnings
@@ -129,8 +130,8 @@ class OpenVinoForward:
         self._ov = ov
 
     def run(self, batches: Iterable) -> Iterator[tuple[object, np.ndarray]]:
-        """(batch, hidden states) for each padded batch (`input_ids`, `attention_mask`), in completion
-        order; up to `requests` of them run at once.
+        """(batch, hidden states) for each padded batch (`input_ids`, `attention_mask`), mostly in
+        completion order (the last few in start order); up to `requests` of them run at once.
 
         The queue's requests run without a Python callback: a callback makes OpenVINO's threads take the
         GIL (to call it, and to free it), so a compiled model freed while the GIL is held (a garbage
@@ -149,8 +150,10 @@ class OpenVinoForward:
             queue.wait_all()
             for idle, batch in holds.items():
                 yield batch, queue[idle].get_output_tensor(0).data.copy()
-        finally:  # a consumer that stops early: the requests in flight end before they are freed
-            queue.wait_all()
+        finally:  # a consumer that stops early, or a failed request: all in flight end before they are freed
+            for request in queue:
+                with contextlib.suppress(Exception):  # the failure itself was raised above
+                    request.wait()
 
     def _discard_cache(self) -> None:
         from filelock import FileLock
@@ -187,7 +190,9 @@ class OpenVinoForward:
             staged.with_suffix(".bin").replace(self.path.with_suffix(".bin"))
             staged.replace(self.path)
             self.converted = True
-            return model
+            # Compiled from the file, not from `model`: its constants share the torch module's memory
+            # through Python objects that an OpenVINO thread would need the GIL to free.
+            return core.read_model(self.path)
 
 
 def _torch_threads() -> int:
