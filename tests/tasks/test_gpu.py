@@ -31,7 +31,7 @@ NO_BF16 = not torch.cuda.is_available() or torch.cuda.get_device_capability() < 
 
 @pytest.mark.parametrize("precision", [
     "fp32", "fp16",
-    pytest.param("bf16", marks=pytest.mark.skipif(NO_BF16, reason="no GPU with native bf16 (sm_80 or later)"))])
+    pytest.param("bf16", marks=pytest.mark.skipif(NO_BF16, reason="needs a GPU with native bf16 (sm_80+)"))])
 def test_cuda_vectors_match_sentence_transformers_fp32(spec, tiny_model_dir, precision):
     from sentence_transformers import SentenceTransformer
 
