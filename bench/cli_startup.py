@@ -3,7 +3,7 @@ already running (what `make serve` gives), alternating, on a 20-document slice.
 
     python bench/cli_startup.py [--rounds 3] [--docs 20]
 
-Each round runs the CLI in a fresh workspace twice: "one-shot" (no PREFECT_API_URL, nothing on :4200,
+Each round runs the CLI in a fresh workspace twice: "one-shot" (no PREFECT_API_URL, no `make serve` reused,
 so the command starts Prefect's temporary server on a thread while it loads the model) and "running
 server" (PREFECT_API_URL of a `prefect server start` this bench started once, before timing). The
 difference of the medians is what the one-shot path costs beyond a running server; the running-server
@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.incremental import write_slice  # noqa: E402
-from bench.ingest_memory import refuse_a_local_server  # noqa: E402
 from bench.pipeline import cpu_flags  # noqa: E402
 from bench.scale_out import free_port  # noqa: E402
 
@@ -55,7 +54,7 @@ def timed_ingest(source: Path, home: Path, api: str | None, cache: Path | None =
     if cache is not None:
         shutil.copytree(cache, home / "cache")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["EMBEDLINE_HOME"] = str(home)
+    env.update(EMBEDLINE_HOME=str(home), EMBEDLINE_LOCAL_PREFECT_URL="")  # not a `make serve` here
     if api:
         env["PREFECT_API_URL"] = api
     started = time.perf_counter()
@@ -73,7 +72,6 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "cli_startup.json"))
     args = parser.parse_args()
 
-    refuse_a_local_server()
     root = Path(tempfile.mkdtemp(prefix="embedline-startup-"))
     source = root / "slice.jsonl"
     write_slice(source, args.docs)

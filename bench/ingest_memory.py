@@ -53,15 +53,6 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def refuse_a_local_server() -> None:
-    """Exit when a Prefect server answers on this machine's default address: a one-shot command would
-    use it instead of starting its own, and the figure would not be a one-shot command's."""
-    from embedline.flows.startup import LOCAL_API, local_server
-
-    if local_server(LOCAL_API):
-        sys.exit(f"a Prefect server answers on {LOCAL_API}: stop it (`make stop`) first")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=64000)
@@ -69,14 +60,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "ingest_memory.json"))
     args = parser.parse_args()
 
-    refuse_a_local_server()
     home = Path(tempfile.mkdtemp(prefix="embedline-memory-"))
     source = home / "corpus.jsonl"
     docs = len(write_slice(source, args.docs))
     if docs < args.docs:
         print(f"only {docs} documents here (no ../shared/corpora): the goal is for the 64k corpus")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the command's own server
-    env.update(EMBEDLINE_HOME=str(home / "ws"), PYTHONUNBUFFERED="1")  # log lines as they happen
+    env.update(EMBEDLINE_HOME=str(home / "ws"), PYTHONUNBUFFERED="1",  # log lines as they happen
+               EMBEDLINE_LOCAL_PREFECT_URL="")  # not a `make serve` of this machine
     command = [sys.executable, "-m", "embedline.flows.cli", "ingest", "debian", str(source),
                "--model", args.model]
     started = time.perf_counter()

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     shard_timeout: float = Field(3600, gt=0, description="Seconds a shard may run, and the gpu pool may go "
                                  "without starting or finishing a shard, before the run cancels its shards")
     index_min_rows: int = Field(20_000, ge=1, description="Rows from which a space gets a vector index")
+    local_prefect_url: str = Field(
+        "http://127.0.0.1:4200/api", description="A Prefect API a one-shot command without PREFECT_API_URL "
+        "reuses when it answers there (`make serve`); empty: always Prefect's temporary server"
+    )
     sql_read_paths: str = Field(
         "",
         description="Folders and files a read-only SQL session may read besides the "

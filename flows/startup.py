@@ -14,10 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
-LOCAL_API = "http://127.0.0.1:4200/api"  # where `prefect server start` (and `make serve`) listens
-
-
-def local_server(url: str = LOCAL_API, timeout: float = 3.0) -> str | None:
+def local_server(url: str, timeout: float = 3.0) -> str | None:
     """`url` when a Prefect server of this release there answers this process (nothing listening: None at
     once). It asks `/admin/version`, not `/health`: a server with an auth string answers health checks
     to anyone, and a command without the credential must not take it for its own."""
@@ -54,16 +51,19 @@ def temporary_server():
 @contextmanager
 def prefect_api(warm: Callable[[], None] | None = None, local_url: str | None = None) -> Iterator[str]:
     """Run the block against a Prefect API that is up: `$PREFECT_API_URL` as Prefect reads it, else a
-    server answering at `local_url` (default `LOCAL_API`), else the temporary server, started on a
-    thread while `warm()` (imports, model load) runs here. Yields which one: "configured", "local" or
-    "temporary". `warm` runs only in the last case, where it can overlap the wait: elsewhere the run
+    server answering at `local_url` (default `$EMBEDLINE_LOCAL_PREFECT_URL`, `make serve`'s address;
+    empty: none is reused), else the temporary server, started on a thread while `warm()` (imports,
+    model load) runs here. Yields which one: "configured", "local" or "temporary". `warm` runs only in the last case, where it can overlap the wait: elsewhere the run
     may not load a model here at all (shards on a gpu pool)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    from embedline import settings
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         yield "configured"  # (a missing URL with ephemeral mode off: Prefect itself says what to set)
         return
-    url = local_server(local_url or LOCAL_API)
+    local_url = settings.load().local_prefect_url if local_url is None else local_url
+    url = local_server(local_url) if local_url else None
     if url is not None:
         with temporary_settings({PREFECT_API_URL: url}):
             yield "local"

@@ -120,7 +120,7 @@ def test_without_a_server_the_temporary_one_starts_while_the_model_loads(
     from embedline.tasks import embedding
     from tests.conftest import ingest
 
-    monkeypatch.setattr(startup, "LOCAL_API", closed_url())  # a developer's `make serve` must not count
+    monkeypatch.setenv("EMBEDLINE_LOCAL_PREFECT_URL", "")  # a developer's `make serve` must not count
     order = []
     with startup.prefect_api(lambda: order.append("warm")) as kind:
         order.append(kind)
@@ -141,6 +141,6 @@ def test_a_user_error_met_while_warming_is_reported_by_the_run(no_api_url, works
     import embedline
     from embedline.errors import NotFound
 
-    monkeypatch.setattr(startup, "LOCAL_API", closed_url())
+    monkeypatch.setenv("EMBEDLINE_LOCAL_PREFECT_URL", closed_url())
     with pytest.raises(NotFound, match="models add"):
         embedline.connect(workspace.home).ingest(debian_case, "nomodel", model="missing")
