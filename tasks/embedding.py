@@ -13,6 +13,7 @@ query / document prompts are the model's own, read from its sentence-transformer
 
 import contextvars
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -235,10 +236,27 @@ class Engine:
         pad_id = self.tokenizer.pad_token_id or 0
         lengths = [len(t) for t in token_ids]
         batches = (pad_batch(token_ids, rows, pad_id) for rows in plan_batches(lengths, self.token_budget))
-        for batch, hidden, mask in self._hidden_states(batches):
-            out[batch.rows] = self._head(hidden, mask, skip)
-            self.tokens_embedded += int(batch.attention_mask.sum())
+        with self._head_on_this_thread():
+            for batch, hidden, mask in self._hidden_states(batches):
+                out[batch.rows] = self._head(hidden, mask, skip)
+                self.tokens_embedded += int(batch.attention_mask.sum())
         return out
+
+    @contextmanager
+    def _head_on_this_thread(self):
+        """Under OpenVINO, torch runs only the head, on this thread: torch's intra-op workers would spin
+        (OpenMP's wait policy) after each batch's pooling, on the cores OpenVINO's streams compute on;
+        that cost ~5% of throughput on 2 cores (bench/embed_throughput.py, interleaved rounds)."""
+        torch = self._torch
+        threads = torch.get_num_threads()
+        if self.openvino is None or threads == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def _hidden_states(self, batches: Iterator[Batch]):
         """(batch, last hidden state as float32 tensor, mask tensor) per batch, from the chosen runtime."""

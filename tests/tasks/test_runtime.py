@@ -142,6 +142,32 @@ def test_requests_come_back_once_each_and_a_stopped_or_failed_run_leaves_none_in
         np.testing.assert_allclose(ring[id(batch)], expected, atol=1e-5)
 
 
+@needs_openvino
+def test_under_openvino_the_head_runs_on_one_torch_thread_and_the_count_comes_back(spec, tmp_path,
+                                                                                  monkeypatch):
+    import torch
+
+    engine = Engine(spec, device="cpu", precision="fp32", runtime="openvino", cache_dir=tmp_path)
+    seen, head = [], engine._head
+
+    def counting_head(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        if len(seen) == 2:
+            raise RuntimeError("a head that fails")
+        return head(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_head", counting_head)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engine.embed(TEXTS)
+        with pytest.raises(RuntimeError, match="a head that fails"):
+            engine.embed(TEXTS)
+        assert seen == [1, 1] and torch.get_num_threads() == 2  # restored, after a failure too
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_shards_of_a_mixed_pool_report_each_runtime(tmp_path):
     from embedline.tasks.batch import EmbeddedBatch
 
