@@ -53,8 +53,9 @@ def prefect_api(warm: Callable[[], None] | None = None, local_url: str | None = 
     """Run the block against a Prefect API that is up: `$PREFECT_API_URL` as Prefect reads it, else a
     server answering at `local_url` (default `$EMBEDLINE_LOCAL_PREFECT_URL`, `make serve`'s address;
     empty: none is reused), else the temporary server, started on a thread while `warm()` (imports,
-    model load) runs here. Yields which one: "configured", "local" or "temporary". `warm` runs only in the last case, where it can overlap the wait: elsewhere the run
-    may not load a model here at all (shards on a gpu pool)."""
+    model load) runs here. Yields which one: "configured", "local" or "temporary". `warm` runs only in
+    the last case, where it can overlap the wait: elsewhere the run may not load a model here at all
+    (shards on a gpu pool)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
 
     from embedline import settings

@@ -30,7 +30,7 @@ from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 MIGRATIONS = {
     1: """
@@ -112,6 +112,9 @@ MIGRATIONS = {
     13: """
     ALTER TABLE adapters ADD COLUMN fingerprint VARCHAR;
     """,  # sha256 of the adapter file; with it `path` is a key in the file store (before: a local path)
+    14: """
+    ALTER TABLE runs ADD COLUMN fields VARCHAR;
+    """,  # the run's field map: the corpus records it (and its source) only once a run succeeds
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -379,13 +382,9 @@ def list_models(ws: Workspace) -> list[dict]:
 # -- runs --------------------------------------------------------------------------------------
 def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, fields: dict,
               model_key: str, chunk_key: str, device: str, precision: str) -> int:
-    """Register the corpus if new and open a run; returns its id."""
+    """Open a run; returns its id. The corpus is registered (or its source and fields replaced) only when
+    a run succeeds: a refused source (a typo, an empty file) must not become what a backfill re-reads."""
     with writing(ws) as con:
-        con.execute(
-            "INSERT INTO corpora (name, source, fields, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET source = excluded.source, fields = excluded.fields",
-            [corpus, redact(source), json.dumps(fields), now()],
-        )
         # The caller holds the space's lock, so a run still marked running there died mid-way.
         con.execute(
             "UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ? AND status = 'running'",
@@ -394,9 +393,10 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
         run_id = _next_run_id(con)
         con.execute(
             "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key,"
-            " chunk_key, device, precision)"
-            " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-            [run_id, corpus, model, space, redact(source), now(), model_key, chunk_key, device, precision],
+            " chunk_key, device, precision, fields)"
+            " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+            [run_id, corpus, model, space, redact(source), now(), model_key, chunk_key, device, precision,
+             json.dumps(fields)],
         )
     return int(run_id)
 
@@ -515,6 +515,12 @@ def finish_run(
         )
         if passed:
             _record_documents(con, space, run_id, documents_arrow, deleted_doc_ids)
+            con.execute(  # the source a backfill re-reads: the last one a run succeeded on
+                "INSERT INTO corpora (name, source, fields, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET source = excluded.source,"
+                " fields = coalesce(excluded.fields, fields)",
+                [run["corpus"], run["source"], run["fields"], now()],
+            )
         for row in quarantined:
             con.execute(
                 "INSERT INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

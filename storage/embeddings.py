@@ -99,17 +99,19 @@ def _write_version(ws: Workspace, space: str, schema: pa.Schema, batches: Iterab
         convert_vectors(table, storage.vectors)
         schema = _align_schema(table, schema)
     reader = pa.RecordBatchReader.from_batches(schema, (_fit(b, schema) for b in batches))
+    deleted = 0  # stale chunks dropped: of deleted documents, and of changed ones beyond their new chunks
     if table.count_rows() == 0:  # nothing to match: an append streams (an upsert's join held ~0.5 GB at 64k)
         table.add(reader)
     else:
         merge = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
         if replace_doc_ids:
             merge = merge.when_not_matched_by_source_delete(_in_filter("doc_id", replace_doc_ids))
-        merge.execute(reader)
+        deleted = merge.execute(reader).num_deleted_rows
     indexes = refresh_indexes(table, index_type=storage.index_type)
     version = table.version
     table.tags.create(tag, version)
-    return {"version": version, "tag": tag, "row_count": table.count_rows(), **indexes}
+    return {"version": version, "tag": tag, "row_count": table.count_rows(), "chunks_deleted": deleted,
+            **indexes}
 
 
 def convert_vectors(table, vectors: str) -> bool:

@@ -83,7 +83,7 @@ def record_run(
 ) -> RunSummary:
     """Record counts, documents, quarantine and the version; move `promote_to` if the gates passed."""
     counts = {**plan.counts, "chunks_embedded": batch.chunk_count, "tokens_embedded": batch.tokens,
-              "embed_seconds": batch.seconds}
+              "embed_seconds": batch.seconds, "chunks_deleted": (version or {}).get("chunks_deleted", 0)}
     if version is not None:
         version = {**version, "validation": "passed" if report.passed else "failed",
                    "failures": "; ".join(report.failures) or None, "metrics": report.metrics}

@@ -9,9 +9,11 @@ import glob
 import gzip
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from pathlib import Path
 
 from embedline.errors import BadInput
@@ -41,14 +43,40 @@ def read_source(source: str, fields: FieldMap) -> Iterator[Document | Rejected]:
         return to_documents(_read_query(source[len(QUERY_PREFIX):]), fields)
     path = Path(source)
     if path.is_dir():
-        records = _read_text_files(_folder_files(path), path, fields)
+        files, unlisted = _folder_files(path)
+        records = chain(_unlisted(unlisted), _read_text_files(files, path, fields))
     elif path.exists():
         records = _read_file(path, path.parent, fields)
     elif _is_pattern(source):
-        records = _read_files(_glob_files(source), _pattern_root(source), fields)
+        root = _pattern_root(source)
+        depth = None if "**" in source else len(Path(source).parts) - len(root.parts) - 1
+        unlisted = _walk(root, depth, hidden=False)[1]  # as glob: hidden folders are not searched
+        records = chain(_unlisted(unlisted), _read_files(_glob_files(source), root, fields))
     else:
         raise BadInput(f"source {source} does not exist")
     return to_documents(records, fields)
+
+
+def _walk(root: Path, depth: int | None = None, hidden: bool = True) -> tuple[list[Path], list[OSError]]:
+    """The files under `root` (folders down to `depth` levels below it; None: all) and the errors of the
+    folders that could not be listed: `rglob` and `glob` skip those silently, so their documents would
+    look deleted."""
+    files: list[Path] = []
+    unlisted: list[OSError] = []
+    for folder, subfolders, names in os.walk(root, onerror=unlisted.append):
+        files += [Path(folder, name) for name in names]
+        if depth is not None and len(Path(folder).relative_to(root).parts) >= depth:
+            subfolders.clear()
+        elif not hidden:
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+    return files, unlisted
+
+
+def _unlisted(errors: list[OSError]) -> Iterator[tuple[str, int, Rejected]]:
+    """A quarantine row per folder that could not be listed; having no id, it keeps every known document."""
+    for exc in errors:
+        reason = f"{exc.filename}: folder unreadable ({exc.strerror}); its files were not read"
+        yield exc.filename, 0, Rejected(exc.filename, 0, reason)
 
 
 def _file_kind(path: Path) -> str | None:
@@ -166,12 +194,14 @@ def _raw(record: dict) -> str:
 
 
 def _maybe_id(record: dict, fields: FieldMap) -> str | None:
+    """The record's id, or None where it has none (missing, or blank as an empty CSV cell): a run with
+    such a record cannot tell which known documents are absent, so it deletes none."""
     value = record.get(fields.id_field)
-    return None if value is None else str(value)
+    return None if value is None or str(value).strip() == "" else str(value)
 
 
 def _open_bytes(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
 
 
 def _rejected(src: str, number: int, reason: str, text: str) -> tuple[str, int, Rejected]:
@@ -186,7 +216,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, int, dict | Rejected]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield rejected(f"undecodable bytes ({exc.reason} at byte {exc.start})", raw.decode("utf-8", "replace"))
+                yield rejected(f"undecodable bytes ({exc.reason} at byte {exc.start})",
+                               raw.decode("utf-8", "backslashreplace"))  # every byte kept, readable
                 continue
             if not line.strip():
                 continue
@@ -252,11 +283,13 @@ def _read_query(query: str) -> Iterator[tuple[str, int, dict | Rejected]]:
         yield "query", position, record
 
 
-def _folder_files(root: Path) -> list[Path]:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    if not files:
+def _folder_files(root: Path) -> tuple[list[Path], list[OSError]]:
+    """The folder's text files, sorted, and the errors of its subfolders that could not be listed."""
+    found, unlisted = _walk(root)
+    files = sorted(p for p in found if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
+    if not files and not unlisted:
         raise BadInput(f"{root}: no {', '.join(TEXT_SUFFIXES)} files found")
-    return files
+    return files, unlisted
 
 
 def _read_text_files(files: list[Path], root: Path,
@@ -265,15 +298,11 @@ def _read_text_files(files: list[Path], root: Path,
     for file in files:
         rel = file.relative_to(root).as_posix()
         try:
-            body = file.read_bytes().decode("utf-8")
+            data = file.read_bytes()
+            body = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield (
-                str(file),
-                1,
-                Rejected(
-                    str(file), 1, f"{file}: undecodable bytes ({exc.reason} at byte {exc.start})", doc_id=rel
-                ),
-            )
+            reason = f"{file}: undecodable bytes ({exc.reason} at byte {exc.start})"
+            yield str(file), 1, Rejected(str(file), 1, reason, data.decode("utf-8", "backslashreplace"), rel)
             continue
         except OSError as exc:
             yield str(file), 1, Rejected(str(file), 1, f"{file}: unreadable ({exc.strerror})", doc_id=rel)

@@ -2,6 +2,7 @@
 metadata change never blocks a corpus, and CSV, glob and `version` fields work as documented."""
 
 import json
+import os
 import random
 
 import pytest
@@ -119,13 +120,75 @@ def test_a_run_deleting_more_than_half_of_the_corpus_is_refused(workspace, tmp_p
         ingest(workspace, source)
 
     assert chunks_by_doc(workspace) == before
-    assert ingest(workspace, source, max_delete_share=0.6).docs_deleted == 7
+    summary = ingest(workspace, source, max_delete_share=0.6)
+    assert summary.docs_deleted == 7
+    gone = sum(count for doc_id, count in before.items() if doc_id not in {r["id"] for r in rows[:5]})
+    assert catalog.get_run(workspace, summary.run_id)["chunks_deleted"] == gone >= 7  # counts reconcile
 
 
 def test_a_new_corpus_from_an_empty_source_fails_without_a_version(workspace, tmp_path):
     with pytest.raises(BadInput, match="has no records"):
         ingest(workspace, write_jsonl(tmp_path / "empty.jsonl", []))
     assert catalog.get_alias(workspace, "debian") is None
+    assert catalog.get_corpus(workspace, "debian") is None  # no corpus started
+
+
+def test_a_refused_source_leaves_the_source_a_backfill_rereads(workspace, tmp_path, served):
+    recorded = catalog.get_corpus(workspace, "debian")
+    with pytest.raises(BadInput, match="does not exist"):
+        ingest(workspace, str(tmp_path / "typo.jsonl"), id_field="key")
+    with pytest.raises(BadInput, match="would delete"):
+        ingest(workspace, write_jsonl(tmp_path / "empty.jsonl", []), title_field="name")
+    assert catalog.get_corpus(workspace, "debian") == recorded  # neither the typo nor the empty file
+    again = write_jsonl(tmp_path / "again.jsonl", served[0])
+    ingest(workspace, again)
+    assert catalog.get_corpus(workspace, "debian")["source"] == again  # a good run records its source
+
+
+def test_a_blank_id_in_a_csv_deletes_nothing(workspace, tmp_path):
+    import csv
+
+    def write_csv(name: str, rows: list[dict]) -> str:
+        with open(tmp_path / name, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["id", "title", "text"])
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in ("id", "title", "text")} for r in rows)
+        return str(tmp_path / name)
+
+    rows = records()
+    ingest(workspace, write_csv("first.csv", rows))
+    before = chunks_by_doc(workspace)
+    rows[6] = {**rows[6], "id": "  "}
+
+    summary = ingest(workspace, write_csv("second.csv", rows))
+
+    assert (summary.docs_deleted, summary.docs_quarantined) == (0, 1)
+    assert chunks_by_doc(workspace) == before
+    assert "missing id" in summary.quarantine_reasons[0]
+    assert "deletions skipped" in summary.quarantine_reasons[0]
+
+
+def test_a_folder_that_cannot_be_listed_deletes_nothing_of_it(workspace, tmp_path, monkeypatch):
+    folder = tmp_path / "docs"
+    for name, text in [("pub/a.txt", "tiling window manager"), ("pub/c.txt", "secure shell server"),
+                       ("priv/b.txt", "a text editor for programmers")]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    ingest(workspace, str(folder), corpus="notes")
+    scandir = os.scandir
+
+    def refusing(path="."):  # EACCES, as `chmod 000 priv` gives any user but root (these tests run as root)
+        if not isinstance(path, int) and os.fspath(path).rstrip("/").endswith("priv"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)  # what os.walk, glob and rglob list folders with
+    for source in (str(folder), f"{folder}/*/*.txt", f"{folder}/**/*.txt"):
+        summary = ingest(workspace, source, corpus="notes")
+        assert (summary.docs_read, summary.docs_deleted, summary.docs_quarantined) == (3, 0, 1), source
+        assert "folder unreadable (Permission denied)" in summary.quarantine_reasons[0]
+        assert "deletions skipped" in summary.quarantine_reasons[0]
+        assert sorted(chunks_by_doc(workspace, "notes")) == ["priv/b.txt", "pub/a.txt", "pub/c.txt"]
 
 
 # -- C3: metadata evolves ----------------------------------------------------------------------------

@@ -172,3 +172,20 @@ def test_a_truncated_file_is_a_one_line_error_naming_it(tmp_path, name):
     with pytest.raises(BadInput, match=rf"{name}: (unreadable|not a valid)") as raised:
         read(path)
     assert "\n" not in str(raised.value)
+
+
+def test_an_upper_case_gz_suffix_is_read_compressed(tmp_path):
+    path = tmp_path / "DATA.JSONL.GZ"
+    with gzip.open(path, "wt") as fh:
+        fh.write(json.dumps({"id": "a", "text": "tiling window manager"}) + "\n")
+    assert [d.doc_id for d in read(path)] == ["a"]
+
+
+def test_undecodable_records_keep_every_byte_in_quarantine(tmp_path):
+    jsonl, folder = tmp_path / "in.jsonl", tmp_path / "docs"
+    jsonl.write_bytes(b'{"id": "d", "text": "caf\xe9"}\n')
+    folder.mkdir()
+    (folder / "latin1.txt").write_bytes(b"na\xefve text")
+    for source, raw in ((jsonl, '{"id": "d", "text": "caf\\xe9"}\n'), (folder, "na\\xefve text")):
+        (rejected,) = read(source)
+        assert "undecodable bytes" in rejected.reason and rejected.raw == raw
