@@ -23,6 +23,7 @@ from embedline.errors import (
     BadName,
     BadSetting,
     EmbedlineError,
+    ModelConflict,
     NotFound,
     ReadOnly,
     SpaceBusy,
@@ -38,6 +39,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
-    "BadInput", "BadName", "BadSetting", "Embedline", "EmbedlineError", "NotFound", "ReadOnly", "Settings",
-    "SpaceBusy", "TransientError", "UsageError", "ValidationFailed", "connect", "__version__",
+    "BadInput", "BadName", "BadSetting", "Embedline", "EmbedlineError", "ModelConflict", "NotFound",
+    "ReadOnly", "Settings", "SpaceBusy", "TransientError", "UsageError", "ValidationFailed", "connect",
+    "__version__",
 ]

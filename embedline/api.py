@@ -243,7 +243,8 @@ class Embedline:
 
     # -- models and model change -------------------------------------------------------------------
     def add_model(self, name: str, path: str | PathLike, truncate_dim: int | None = None):
-        """Register a local sentence-transformers / Hugging Face model folder as `name`; returns its spec."""
+        """Register a local sentence-transformers / Hugging Face model folder as `name`; returns its spec.
+        Other weights under a name something was embedded with raise `ModelConflict`: use a new name."""
         from embedline.tasks.models import add_model
 
         with self._context():

@@ -48,6 +48,11 @@ class BadSetting(BadInput):
     """An `EMBEDLINE_*` variable (or the matching argument) with a value that cannot be used."""
 
 
+class ModelConflict(BadInput):
+    """A model name whose stored vectors came from other files or settings than the spec at hand: a name
+    keeps its weights once something was embedded with it, so new weights need a new name."""
+
+
 class ReadOnly(BadInput):
     """A write in a read-only SQL session."""
 

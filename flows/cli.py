@@ -265,7 +265,7 @@ def sql(
         typer.echo(sql_session.write_plan(db.workspace, query), err=True)
     relation = db.sql(query, write=write)
     if relation is not None:
-        _print_rows(relation.columns, relation.fetchall(), _format(fmt, as_json))
+        _print_rows(relation.columns, sql_session.fetch_rows(relation), _format(fmt, as_json))
 
 
 @app.command()
@@ -618,7 +618,8 @@ def models_add(
     ] = None,
     home: Home = None,
 ):
-    """Register a local model folder under NAME.
+    """Register a local model folder under NAME. Once something was embedded with NAME, it keeps those
+    files: register new weights under a new name, then `embedline refresh CORPUS --model NEWNAME`.
 
     \b
     Example: embedline models add mymodel ./models/my-encoder --truncate-dim 256

@@ -5,7 +5,8 @@
 2. backfill the corpus into the new space: the ingest flow, not promoted, in committed batches;
 3. swap prod to it only if the whole version passes the same gates, covers every document prod
    serves, and prod is not held by a rollback.
-A refresh to the model prod already serves (a model registered again) does nothing.
+A refresh to the model prod already serves (its files registered again) does nothing; other files under
+that name are refused at `models add`, so they come here under a new name.
 """
 
 import json

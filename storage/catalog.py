@@ -370,6 +370,18 @@ def get_model(ws: Workspace, name: str) -> dict | None:
     return rows[0] if rows else None
 
 
+def model_use(ws: Workspace, name: str) -> tuple[list[str], set[str]]:
+    """What binds model `name` to its weights: the corpora something was embedded for with it (a run of
+    its space, an adapter to or from it), and the model keys its runs recorded."""
+    with reading(ws) as con:
+        corpora = con.execute("SELECT corpus FROM runs WHERE model = ? UNION SELECT corpus FROM adapters"
+                              " WHERE from_model = ? OR to_model = ? ORDER BY corpus", [name, name, name])
+        corpora = [corpus for (corpus,) in corpora.fetchall()]
+        keys = con.execute("SELECT DISTINCT model_key FROM runs WHERE model = ? AND model_key IS NOT NULL",
+                           [name]).fetchall()
+    return corpora, {key for (key,) in keys}
+
+
 def list_models(ws: Workspace) -> list[dict]:
     with reading(ws) as con:
         return _rows(
@@ -714,6 +726,15 @@ def serving_model(ws: Workspace, corpus: str) -> str | None:
     """The model of the space `corpus`'s prod alias points at; None before its first promotion."""
     alias = get_alias(ws, corpus)
     return alias["model"] if alias else None
+
+
+def prod_models(ws: Workspace) -> dict[str, tuple[str, str | None]]:
+    """corpus → (model, model key) of the version its prod alias serves: what made the vectors it serves."""
+    with reading(ws) as con:
+        rows = con.execute("SELECT a.corpus, a.model, v.model_key FROM aliases a LEFT JOIN versions v"
+                           " ON v.space = a.space AND v.version = a.version WHERE a.alias = 'prod'")
+        rows = rows.fetchall()
+    return {corpus: (model, key) for corpus, model, key in rows}
 
 
 def list_aliases(ws: Workspace) -> list[dict]:

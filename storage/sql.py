@@ -148,6 +148,15 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> du
         raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
 
 
+def fetch_rows(relation: duckdb.DuckDBPyRelation) -> list[tuple]:
+    """The rows of a relation `execute` returned: an error raised while computing them (a function's, such
+    as embed() refusing a model that did not make prod's vectors) is `BadInput` with its first line."""
+    try:
+        return relation.fetchall()
+    except duckdb.Error as exc:
+        raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+
+
 def parse(con: duckdb.DuckDBPyConnection, sql: str) -> list:
     """The statements of `sql`, parsed by the session itself (so even parse-time file reads are locked)."""
     try:

@@ -13,7 +13,7 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from embedline.errors import BadInput
+from embedline.errors import BadInput, ModelConflict
 from embedline.tasks.model_stack import read_max_tokens, read_prompts, read_stack, stack_files
 
 # Files that decide the vectors besides the weights: hashed whole into the fingerprint.
@@ -46,8 +46,17 @@ class ModelSpec:
         """Everything that changes the vectors, hashed; the path, the name and the precision do not."""
         parts = asdict(self)
         del parts["name"], parts["path"], parts["precision"]
-        blob = json.dumps(parts, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return _digest(parts)
+
+    def made(self, stored_key: str | None) -> bool:
+        """Whether vectors recorded under `stored_key` came from this spec: its key, or the key 0.1.0 gave
+        it (precision included), which a space keeps until its next run re-embeds it; None: not recorded."""
+        if stored_key is None or stored_key == self.key():
+            return True
+        if (self.include_prompt, self.dense, self.query_prompt, self.document_prompt) != (True, (), "", ""):
+            return False  # a stack 0.1.0 could not run
+        legacy = {field: value for field, value in asdict(self).items() if field in LEGACY_KEY_FIELDS}
+        return any(_digest({**legacy, "precision": p}) == stored_key for p in LEGACY_PRECISIONS)
 
     def prompt(self, kind: str) -> str:
         """The text put before each input of `kind` ("query" or "document")."""
@@ -66,6 +75,14 @@ class ModelSpec:
         fields = json.loads(text)
         fields["dense"] = tuple(fields.get("dense", ()))  # frozen specs are dict keys: no lists
         return cls(**fields)
+
+
+LEGACY_KEY_FIELDS = ("fingerprint", "dim", "pooling", "normalize", "max_tokens", "truncate_dim")
+LEGACY_PRECISIONS = ("fp32", "bf16", "fp16")  # resolved per machine, then part of 0.1.0's key
+
+
+def _digest(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_model_dir(name: str, path: str | Path, truncate_dim: int | None = None) -> ModelSpec:
@@ -140,13 +157,53 @@ DEFAULT_MODEL = "minilm"
 
 
 def add_model(ws, name: str, path: str, truncate_dim: int | None = None) -> ModelSpec:
-    """Register a local model folder under `name` (re-registering updates its fingerprint)."""
+    """Register a local model folder under `name`. Registering the same files again only records where
+    they are; other files or settings under a name something was embedded with are refused, since its
+    stored vectors and adapters would then be searched with queries of another model."""
     from embedline.storage import catalog
     from embedline.names import check_name
 
     spec = read_model_dir(check_name(name, "model name"), path, truncate_dim)
+    registered = catalog.get_model(ws, name)
+    if registered is not None:
+        _require_unbound(ws, ModelSpec.from_json(registered["spec"]), spec)
     catalog.register_model(ws, name, spec.to_json())
     return spec
+
+
+def _require_unbound(ws, registered: ModelSpec, spec: ModelSpec) -> None:
+    """Refuse `spec` under a name whose runs or adapters hold vectors of other files or settings (a run's
+    recorded key that `spec` made too, e.g. re-registering the files a corpus was embedded with, is fine)."""
+    from embedline.storage import catalog
+
+    if registered.key() == spec.key():
+        return
+    corpora, keys = catalog.model_use(ws, spec.name)
+    if not corpora or any(spec.made(key) for key in keys):
+        return
+    new_name = f"{spec.name}_v2"
+    refresh = (f"`embedline refresh {corpora[0]} --model {new_name}`" if len(corpora) == 1 else
+               f"`embedline refresh CORPUS --model {new_name}` for each of {', '.join(corpora)}")
+    raise ModelConflict(
+        f"model {spec.name!r} already embedded {', '.join(corpora)} with other files or settings "
+        f"(fingerprint {registered.fingerprint}, key {registered.key()}; {spec.path} gives fingerprint "
+        f"{spec.fingerprint}, key {spec.key()}); a model name keeps its weights: register these under a new "
+        f"name and move each corpus to it: `embedline models add {new_name} {spec.path}`, then {refresh}"
+    )
+
+
+def require_made(spec: ModelSpec, stored_key: str | None, corpus: str) -> ModelSpec:
+    """`spec`, if it made the vectors `corpus` serves (`stored_key`); else `ModelConflict`, since its
+    queries would be compared with another model's vectors and return wrong results without an error."""
+    if spec.made(stored_key):
+        return spec
+    raise ModelConflict(
+        f"corpus {corpus!r} serves vectors of model {spec.name!r} made with other files or settings (key "
+        f"{stored_key}) than {spec.name!r} is registered with now (key {spec.key()}, fingerprint "
+        f"{spec.fingerprint}), so its queries would find wrong results: register the files the corpus was "
+        f"embedded with under {spec.name!r} again (`embedline models add {spec.name} PATH`); then register "
+        f"the new ones under a new name and run `embedline refresh {corpus} --model NEW_NAME`"
+    )
 
 
 def resolve_model(ws, name: str) -> ModelSpec:

@@ -15,7 +15,7 @@ from embedline.workspace import Workspace
 from embedline.tasks.adapter_files import load_adapter, save_adapter
 from embedline.tasks.adapters import LINEAR, Adapter, AdapterChoice, Pairs, choose_adapter
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.models import ModelSpec, resolve_model
+from embedline.tasks.models import ModelSpec, require_made, resolve_model
 from embedline.tasks.passages import Passage, cut_passages, general_passages
 
 
@@ -237,36 +237,37 @@ def embed_priority(ws: Workspace, corpus: str, model: str, order: str) -> dict[s
 
 @dataclass
 class QueryRoutes:
-    """What a query vector needs from the catalog, read in one go: each corpus's prod model, the model
-    specs and the newest adapters. A SQL session reads it before it attaches the catalog for writing,
-    since DuckDB refuses a second handle on the same file in one process."""
+    """What a query vector needs from the catalog, read in one go: each corpus's prod model (and the key
+    its vectors were made with), the model specs and the newest adapters. A SQL session reads it before
+    it attaches the catalog for writing, since DuckDB refuses a second handle on the same file in one
+    process."""
 
-    prod_models: dict[str, str]  # corpus → model its prod alias serves
+    prod_models: dict[str, tuple[str, str | None]]  # corpus → (model, key of the vectors) prod serves
     specs: dict[str, ModelSpec]
     adapters: dict[tuple[str, str, str], tuple[str, str | None]]  # (corpus, from, to) → (key, sha256)
     workspace: Workspace | None = None  # where adapter files are fetched to (its cache)
 
     @classmethod
     def read(cls, ws: Workspace) -> "QueryRoutes":
-        prod = {a["corpus"]: a["model"] for a in catalog.list_aliases(ws) if a["alias"] == "prod"}
         specs = {row["name"]: ModelSpec.from_json(row["spec"]) for row in catalog.list_models(ws)}
-        return cls(prod, specs, catalog.latest_adapters(ws), ws)
+        return cls(catalog.prod_models(ws), specs, catalog.latest_adapters(ws), ws)
 
     def vector(self, corpus: str, text: str, model: str | None = None) -> np.ndarray:
         """A query vector in the space the corpus's prod alias serves; through an adapter when `model`
         is not the prod model (zero-downtime upgrades, and old clients after a swap)."""
-        served = self.prod_models.get(corpus)
-        if served is None:
+        if corpus not in self.prod_models:
             raise NotFound(f"corpus {corpus!r} has no prod version: "
                            f"run `embedline ingest {corpus} SOURCE` first")
+        served, stored_key = self.prod_models[corpus]
         model = model or served
         if model not in self.specs:
             raise NotFound(
                 f"model {model!r} is not registered: run `embedline models add {model} PATH` first"
             )
-        vector = get_engine(self.specs[model]).embed([text], kind="query")
         if model == served:
-            return vector[0]
+            spec = require_made(self.specs[model], stored_key, corpus)
+            return get_engine(spec).embed([text], kind="query")[0]
+        vector = get_engine(self.specs[model]).embed([text], kind="query")
         found = self.adapters.get((corpus, model, served))
         if found is None:
             raise NotFound(f"no adapter maps {model!r} into {corpus!r}'s prod model {served!r}: "

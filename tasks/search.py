@@ -5,7 +5,7 @@ from embedline.errors import BadInput, NotFound
 from embedline.names import check_name
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.models import resolve_model
+from embedline.tasks.models import require_made, resolve_model
 
 RESULT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "title", "text"]
 
@@ -26,7 +26,9 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
 
         vector = query_vector(ws, corpus, query, model)
     else:
-        vector = get_engine(resolve_model(ws, target["model"])).embed([query], kind="query")[0]
+        stored_key = catalog.get_version(ws, target["space"], target["version"])["model_key"]
+        spec = require_made(resolve_model(ws, target["model"]), stored_key, corpus)
+        vector = get_engine(spec).embed([query], kind="query")[0]
     hits = embeddings.search(ws, target["space"], target["version"], vector, k, where, RESULT_COLUMNS,
                              text=query if hybrid else None)
     return [{**{c: hit.get(c) for c in RESULT_COLUMNS}, "score": hit["score"]} for hit in hits]
@@ -35,13 +37,19 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
 def make_embedder(ws: Workspace):
     """The embedding function handed to the SQL session: (model, texts) -> vectors.
 
-    Specs are read from the catalog now, before the session attaches it; models load on first use.
+    Specs and what each corpus's prod vectors were made with are read from the catalog now, before the
+    session attaches it; models load on first use. A model some corpus's prod vectors did not come from
+    (registered again over them) refuses to embed: its vectors would be compared with those.
     """
     from embedline.tasks.models import ModelSpec
 
     specs = {row["name"]: ModelSpec.from_json(row["spec"]) for row in catalog.list_models(ws)}
+    served = catalog.prod_models(ws)
 
     def embed(model: str, texts: list[str]):
+        for corpus, (served_model, stored_key) in served.items():
+            if served_model == model:
+                require_made(specs[model], stored_key, corpus)
         return get_engine(specs[model]).embed(texts, kind="query")
 
     return embed

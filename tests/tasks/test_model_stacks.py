@@ -203,3 +203,19 @@ def test_a_spec_0_1_0_registered_keeps_its_vectors_and_says_how_to_move_to_the_f
     assert stack_ignored(spec) and "embedline models add m-st" in caplog.text
     plain, _ = save_stack(bert_dir, tmp_path / "plain")
     assert not stack_ignored(read_model_dir("p", plain))  # nothing ignored: nothing to say
+
+
+def test_vectors_0_1_0_keyed_still_count_as_made_by_the_spec_it_registered(tiny_model_dir):
+    """0.1.0 keyed precision too: a space keeps such keys until its next run, and serves meanwhile."""
+    import hashlib
+    from dataclasses import asdict, replace
+
+    from embedline.tasks.models import STACK_FIELDS
+
+    spec = read_model_dir("m", tiny_model_dir)
+    fields = {k: v for k, v in asdict(spec).items() if k not in ("name", "path", *STACK_FIELDS)}
+    blob = json.dumps({**fields, "precision": "bf16"}, sort_keys=True).encode()  # 0.1.0's key() on a GPU
+    legacy = hashlib.sha256(blob).hexdigest()[:16]
+    assert spec.made(legacy) and spec.made(spec.key()) and spec.made(None)
+    assert not replace(spec, fingerprint="0" * 16).made(legacy)  # other weights
+    assert not replace(spec, query_prompt="q: ").made(legacy)  # a stack 0.1.0 could not have run
