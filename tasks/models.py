@@ -277,8 +277,8 @@ def _warn_if_stack_ignored(spec: ModelSpec) -> None:
         logging.getLogger("embedline.models").warning(
             f"model {spec.name!r} was registered by embedline 0.1.0, which ignored its Dense layers or "
             f"prompts: its vectors stay as they are; register the folder under a new name (`embedline models add "
-            f"{spec.name}-st {spec.path}`) and move each corpus to it with `embedline refresh CORPUS --model "
-            f"{spec.name}-st`"
+            f"{spec.name}_st {spec.path}`) and move each corpus to it with `embedline refresh CORPUS --model "
+            f"{spec.name}_st`"
         )
 
 

@@ -200,7 +200,7 @@ def test_a_spec_0_1_0_registered_keeps_its_vectors_and_says_how_to_move_to_the_f
         spec = resolve_model(ws, "m")
     assert (spec.document_prompt, spec.query_prompt) == ("", "")  # the space's vectors stay one kind
     assert json.loads(catalog.get_model(ws, "m")["spec"]) == legacy  # a read never rewrites the catalog
-    assert stack_ignored(spec) and "embedline models add m-st" in caplog.text
+    assert stack_ignored(spec) and "embedline models add m_st" in caplog.text
     plain, _ = save_stack(bert_dir, tmp_path / "plain")
     assert not stack_ignored(read_model_dir("p", plain))  # nothing ignored: nothing to say
 
