@@ -276,9 +276,9 @@ def _warn_if_stack_ignored(spec: ModelSpec) -> None:
     if stack_ignored(spec):
         logging.getLogger("embedline.models").warning(
             f"model {spec.name!r} was registered by embedline 0.1.0, which ignored its Dense layers or "
-            f"prompts: its vectors stay as they are; register the folder under a new name (`embedline models add "
-            f"{spec.name}_st {spec.path}`) and move each corpus to it with `embedline refresh CORPUS --model "
-            f"{spec.name}_st`"
+            f"prompts: its vectors stay as they are; register the folder under a new name (`embedline models "
+            f"add {spec.name}_st {spec.path}`) and move each corpus to it with `embedline refresh CORPUS "
+            f"--model {spec.name}_st`"
         )
 
 
