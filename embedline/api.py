@@ -126,7 +126,8 @@ class Embedline:
 
     def sql(self, query: str, write: bool = False):
         """Run SQL in a fresh DuckDB session of the SQL contract; returns a DuckDB relation
-        (`.fetchall()`, `.df()`, `.arrow()`), or None for a statement without rows.
+        (`.fetchall()`, `.df()`, `.arrow()`), or None for a statement without rows. Rows are read (and
+        errors such as a failed cast raised: `BadInput`) when the relation is; `.relation` is DuckDB's own.
 
         Read-only unless `write=True`. Corpora are views (`SELECT * FROM docs`), catalog tables
         (`runs`, `versions`, ...) are tables, and `embed(text)` / `query_vector(corpus, text)` embed.

@@ -50,6 +50,18 @@ def test_sql_embed_query_in_three_formats(ingested):
     assert as_table[0].split() == ["doc_id", "s"] and as_table[-1] == "(5 rows)"
 
 
+@pytest.mark.parametrize("query, reason", [
+    ("SELECT CAST(x AS INT) FROM (VALUES ('a')) t(x)", "Conversion Error"),
+    ("SELECT error('boom')", "boom"),
+    ("SELECT query_vector('debian', 'x', 'nope')", "Python exception occurred while executing the UDF"),
+])
+def test_sql_errors_raised_while_the_rows_are_read_get_a_one_line_error(ingested, query, reason):
+    result = run_cli("sql", query, home=ingested.home)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: SQL error: ") and reason in lines[0], lines
+
+
 def test_search_json_lists_doc_ids_titles_and_scores(ingested):
     from tests.conftest import DEBIAN_CASE
 
