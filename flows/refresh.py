@@ -41,6 +41,7 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = defaults.BATCH_DO
     """Embed the corpus into the new space `batch_docs` documents per committed run, in `order`
     (source, recent, residual), so a crash loses one batch at most and a re-run resumes; swap prod
     once nothing is left and the whole version passes the gates."""
+    refresh.check_backfill(batch_docs, order)
     ws = Workspace.from_env(home)
     recorded = catalog.get_corpus(ws, corpus)
     if recorded is None:
@@ -95,6 +96,7 @@ def refresh_model(corpus: str, model: str, sample: int = defaults.SAMPLE, wait: 
                   batch_docs: int = defaults.BATCH_DOCS, order: str = "source",
                   query_sample: int = defaults.QUERY_SAMPLE,
                   home: str | None = None, passage_sample: int = defaults.PASSAGE_SAMPLE):
+    refresh.check_backfill(batch_docs, order)  # before the fit: a detached backfill would fail unseen
     ws = Workspace.from_env(home)
     if catalog.serving_model(ws, corpus) == model:
         print(f"{corpus} already serves {model}: nothing to refresh")

@@ -209,11 +209,25 @@ def save_residual_model(
 BACKFILL_ORDERS = ("source", "recent", "residual")
 
 
+def check_backfill(batch_docs: int, order: str, what: str = "batch_docs") -> None:
+    """Refuse a batch size below 1 (a backfill would never finish) and an unknown order before anything
+    runs: found later, they cost a source diff, a failed run, or a background backfill failing unseen."""
+    if isinstance(batch_docs, bool) or not isinstance(batch_docs, int) or batch_docs < 1:
+        flag = what.replace("_", "-")
+        raise BadInput(f"{what} {batch_docs!r}: give the documents each committed run embeds, a whole "
+                       f"number of at least 1 (--{flag} N, or {what}=N from Python)")
+    check_order(order)
+
+
+def check_order(order: str) -> None:
+    if order not in BACKFILL_ORDERS:
+        raise BadInput(f"order {order!r}: use one of {', '.join(BACKFILL_ORDERS)}")
+
+
 def embed_priority(ws: Workspace, corpus: str, model: str, order: str) -> dict[str, float] | None:
     """Which documents a capped run embeds first: `source` (None: source order), `recent` (most
     recently changed in prod first), `residual` (largest predicted adapter residual first)."""
-    if order not in BACKFILL_ORDERS:
-        raise BadInput(f"order {order!r}: use one of {', '.join(BACKFILL_ORDERS)}")
+    check_order(order)
     prod = catalog.get_alias(ws, corpus)
     if order == "source" or prod is None:
         return None
