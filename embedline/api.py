@@ -89,6 +89,10 @@ class Embedline:
             raise UsageError("give the corpus name: ingest(source, corpus='docs')")
         if (source is None) == (query is None):
             raise UsageError("give either a source or query=..., not both or neither")
+        if max_embed is not None:
+            from embedline.tasks.refresh import check_backfill
+
+            check_backfill(max_embed, "source", what="max_embed")  # before any flow run
         from embedline.flows.startup import prefect_api, warm_ingest
 
         def warm() -> None:  # here, while Prefect's temporary server starts on a thread (if it must)
@@ -126,7 +130,8 @@ class Embedline:
 
     def sql(self, query: str, write: bool = False):
         """Run SQL in a fresh DuckDB session of the SQL contract; returns a DuckDB relation
-        (`.fetchall()`, `.df()`, `.arrow()`), or None for a statement without rows.
+        (`.fetchall()`, `.df()`, `.arrow()`), or None for a statement without rows. Rows are read (and
+        errors such as a failed cast raised: `BadInput`) when the relation is; `.relation` is DuckDB's own.
 
         Read-only unless `write=True`. Corpora are views (`SELECT * FROM docs`), catalog tables
         (`runs`, `versions`, ...) are tables, and `embed(text)` / `query_vector(corpus, text)` embed.
@@ -273,7 +278,9 @@ class Embedline:
         backfill the new space, swap prod when it passes its gates. Returns (RefreshFit, swap or None);
         without `wait` the backfill runs in a background process and the swap is None."""
         from embedline.flows.refresh import refresh_model
+        from embedline.tasks.refresh import check_backfill
 
+        check_backfill(batch_docs, order)  # before any flow run: a detached backfill would fail unseen
         with self._context():
             return refresh_model(corpus, model, sample, wait, batch_docs, order, query_sample, home=self.home,
                                  passage_sample=passage_sample)
@@ -288,6 +295,8 @@ class Embedline:
                  order: str = "source") -> dict | None:
         """Embed `corpus` with `model` in committed batches (resumable) and swap prod to it if it passes."""
         from embedline.flows.refresh import backfill_corpus
+        from embedline.tasks.refresh import check_backfill
 
+        check_backfill(batch_docs, order)  # before any flow run
         with self._context():
             return backfill_corpus(corpus, model, batch_docs, order, home=self.home)

@@ -75,6 +75,11 @@ class SwapRefused(EmbedlineError):
     """A model swap the integrity rules forbid: prod is held, or the new space lacks prod's documents."""
 
 
+class SwapStale(SwapRefused):
+    """The new space does not hold what prod serves now (prod moved, or its documents changed after the
+    backfill's last batch): a catch-up batch, then the swap again."""
+
+
 class ValidationFailed(EmbedlineError):
     """A batch failed its gates; it is recorded but never promoted."""
 

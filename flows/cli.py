@@ -265,7 +265,7 @@ def sql(
         typer.echo(sql_session.write_plan(db.workspace, query), err=True)
     relation = db.sql(query, write=write)
     if relation is not None:
-        _print_rows(relation.columns, sql_session.fetch_rows(relation), _format(fmt, as_json))
+        _print_rows(relation.columns, relation.fetchall(), _format(fmt, as_json))
 
 
 @app.command()

@@ -80,6 +80,8 @@ def ingest_corpus(
     started = time.perf_counter()
     ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
+    if max_embed is not None:  # here, not after the source's diff
+        refresh.check_backfill(max_embed, order, what="max_embed")
     fields = FieldMap(id_field, text_field, title_field)
     source = canonical_source(source.get_secret_value() if isinstance(source, SecretStr) else source)
     model = model or catalog.serving_model(ws, corpus) or initial_model or DEFAULT_MODEL

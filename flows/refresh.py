@@ -3,8 +3,9 @@
 1. fit adapters on a sample embedded by the new model and paired with the old vectors it already has
    (new-model queries are served at once, over the old index, through the new→old adapter);
 2. backfill the corpus into the new space: the ingest flow, not promoted, in committed batches;
-3. swap prod to it only if the whole version passes the same gates, covers every document prod
-   serves, and prod is not held by a rollback.
+3. swap prod to it only if the whole version passes the same gates, holds exactly the documents prod
+   serves (ids and content, checked in the swap's transaction: else a catch-up batch and a retry), and
+   prod is not held by a rollback.
 A refresh to the model prod already serves (its files registered again) does nothing; other files under
 that name are refused at `models add`, so they come here under a new name.
 """
@@ -24,7 +25,7 @@ from embedline.flows.progress import Progress
 from embedline.flows.shards import deployment_exists
 from embedline.storage import catalog
 from embedline import defaults
-from embedline.errors import BadInput, NotFound
+from embedline.errors import BadInput, NotFound, SwapStale
 from embedline.names import space_name
 from embedline.redaction import is_redacted
 from embedline.settings import settings_environment
@@ -36,12 +37,19 @@ swap = task(refresh.swap_if_proven, name="swap-if-proven", cache_policy=NO_CACHE
 revalidate = task(evaluation.revalidate_version, name="revalidate-version", cache_policy=NO_CACHE)
 
 
+# Swaps tried in one backfill, a catch-up batch before each retry: an ingest that changes prod after the
+# last batch (a scheduled run) is caught up with; prod changing after every one of them is reported.
+SWAP_ATTEMPTS = 3
+
+
 @flow(name="backfill-corpus", log_prints=True)
 def backfill_corpus(corpus: str, model: str, batch_docs: int = defaults.BATCH_DOCS,
                     order: str = "source", home: str | None = None) -> dict | None:
     """Embed the corpus into the new space `batch_docs` documents per committed run, in `order`
     (source, recent, residual), so a crash loses one batch at most and a re-run resumes; swap prod
-    once nothing is left and the whole version passes the gates."""
+    once nothing is left, the whole version passes the gates and it holds what prod serves now (else
+    a catch-up batch and another try, `SWAP_ATTEMPTS` in all)."""
+    refresh.check_backfill(batch_docs, order)
     ws = Workspace.from_env(home)
     recorded = catalog.get_corpus(ws, corpus)
     if recorded is None:
@@ -52,7 +60,29 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = defaults.BATCH_DO
             f" ({recorded['source']}): give them through the environment or a DuckDB secret instead"
             " (README: Credentials) and ingest once more, then backfill"
         )
-    fields = json.loads(recorded["fields"])
+    space = space_name(corpus, model)
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        version = embed_batches(ws, recorded, model, batch_docs, order)  # 1. batches until none is left
+        if version is not None:  # 2. each batch passed on its own rows (some maybe in an earlier process)
+            _, version, report = revalidate(ws, corpus, version, space)
+            if not report.passed:
+                print(f"backfilled version {version} failed its gates: prod stays "
+                      f"({'; '.join(report.failures)})")
+                return None
+        try:
+            return swap(ws, corpus, model, version)  # 3. only if it holds what prod serves, at the swap
+        except SwapStale as exc:
+            if attempt == SWAP_ATTEMPTS:
+                raise SwapStale(f"the swap was refused {SWAP_ATTEMPTS} times, a catch-up batch before "
+                                f"each retry; run the backfill again once prod's ingests are quieter: {exc}"
+                                ) from exc
+            print(f"prod changed since the last batch, catching up ({exc})")
+
+
+def embed_batches(ws: Workspace, recorded: dict, model: str, batch_docs: int, order: str) -> int | None:
+    """Ingest runs into the new space, unpromoted, `batch_docs` documents each, until none is deferred;
+    the version the last one left (None: nothing new to embed)."""
+    corpus, fields = recorded["name"], json.loads(recorded["fields"])
     space, total = (
         space_name(corpus, model),
         catalog.space_progress(ws, catalog.get_alias(ws, corpus)["space"])["documents"],
@@ -82,13 +112,7 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = defaults.BATCH_DO
                 break
     finally:
         progress.close()
-    version = summary.version or catalog.latest_passed_version(ws, space)
-    if version is not None:  # each batch passed on its own rows (some maybe in an earlier process): now all
-        _, version, report = revalidate(ws, corpus, version, space)
-        if not report.passed:
-            print(f"backfilled version {version} failed its gates: prod stays ({'; '.join(report.failures)})")
-            return None
-    return swap(ws, corpus, model, version)
+    return summary.version or catalog.latest_passed_version(ws, space)
 
 
 @flow(name="refresh-model", log_prints=True)
@@ -96,6 +120,7 @@ def refresh_model(corpus: str, model: str, sample: int = defaults.SAMPLE, wait: 
                   batch_docs: int = defaults.BATCH_DOCS, order: str = "source",
                   query_sample: int = defaults.QUERY_SAMPLE,
                   home: str | None = None, passage_sample: int = defaults.PASSAGE_SAMPLE):
+    refresh.check_backfill(batch_docs, order)  # before the fit: a detached backfill would fail unseen
     ws = Workspace.from_env(home)
     if catalog.serving_model(ws, corpus) == model:
         print(f"{corpus} already serves {model}: nothing to refresh")

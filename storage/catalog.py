@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused
+from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused, SwapStale
 from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
@@ -650,13 +650,18 @@ def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: st
 
 
 def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space: str | None = None,
-            allow_failed: bool = False, hold: bool = False, expect: tuple | None = None) -> dict:
+            allow_failed: bool = False, hold: bool = False, expect: tuple | None = None,
+            same_documents: bool = False) -> dict:
     """Move `alias` to `version` of the corpus (of `space`, or of the alias's current space) and set its
     hold: a held alias stays where an operator put it until `promote` moves it again.
 
     `expect` makes the move a compare-and-set for automated callers (a backfill's swap): the alias must
     still be unheld and at `expect` = (space, version), or () for no alias yet, inside this transaction;
     otherwise `SwapRefused`, so a rollback or a run's promotion in the meantime is never overwritten.
+    `same_documents` (a swap to another space): in the same transaction, `version` must be its space's
+    newest passed one and that space must record exactly the documents (ids and content hashes) the
+    alias's space records; otherwise `SwapStale`, so a swap never serves text prod has since changed
+    or deleted, nor drops documents prod serves.
     """
     with writing(ws) as con:
         current = _alias(con, corpus, alias)
@@ -676,6 +681,8 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
         if target["validation"] != "passed" and not allow_failed:
             raise BadInput(f"version {version} failed validation ({target['failures']}); "
                            "pass --force to promote it anyway")
+        if same_documents and current is not None and target["space"] != current["space"]:
+            _require_same_documents(con, current, target)
         _set_alias(con, corpus, alias, target["space"], version, target["model"], held=hold)
         return {"corpus": corpus, "alias": alias, "space": target["space"], "version": version, "held": hold}
 
@@ -687,8 +694,39 @@ def _require_unchanged(corpus: str, alias: str, current: dict | None, expect: tu
         )
     now_at = (current["space"], current["version"]) if current else ()
     if now_at != tuple(expect):
-        raise SwapRefused(f"{alias} of {corpus!r} moved to {now_at} while the swap was checked (it expected "
+        raise SwapStale(f"{alias} of {corpus!r} moved to {now_at} while the swap was checked (it expected "
                           f"{tuple(expect)}); run the swap again")
+
+
+def _require_same_documents(con, current: dict, target: dict) -> None:
+    """Refuse (`SwapStale`) a swap to the `target` version unless the documents its space records are
+    the ones the alias's space records: the same ids, each with the same content hash."""
+    corpus, space, version, model = target["corpus"], target["space"], target["version"], target["model"]
+    newest = con.execute("SELECT max(version) FROM versions WHERE space = ? AND validation = 'passed'",
+                         [space]).fetchone()[0]
+    if newest != version:  # a space's documents describe its newest passed version only
+        raise SwapStale(f"{space} version {version} is not its newest passed version ({newest}): "
+                        f"`embedline backfill {corpus} --model {model}` swaps that one")
+    missing, extra, changed, served, examples = con.execute(
+        "SELECT count(*) FILTER (WHERE n.doc_id IS NULL), count(*) FILTER (WHERE p.doc_id IS NULL),"
+        " count(*) FILTER (WHERE p.doc_id IS NOT NULL AND n.doc_id IS NOT NULL),"
+        " (SELECT count(*) FROM documents WHERE space = ?),"
+        " list(coalesce(p.doc_id, n.doc_id) ORDER BY coalesce(p.doc_id, n.doc_id))[1:3]"
+        " FROM (SELECT doc_id, content_hash FROM documents WHERE space = ?) p"
+        " FULL OUTER JOIN (SELECT doc_id, content_hash FROM documents WHERE space = ?) n USING (doc_id)"
+        " WHERE p.doc_id IS NULL OR n.doc_id IS NULL OR p.content_hash IS DISTINCT FROM n.content_hash",
+        [current["space"], current["space"], space],
+    ).fetchone()
+    if not (missing or extra or changed):
+        return
+    differences = [f"lacks {missing} of the {served} documents prod serves" if missing else "",
+                   f"holds {extra} that prod no longer does" if extra else "",
+                   f"holds {changed} whose content prod has since changed" if changed else ""]
+    raise SwapStale(
+        f"{space} version {version} {', '.join(d for d in differences if d)} (e.g. {', '.join(examples)}):"
+        f" `embedline backfill {corpus} --model {model}` catches up from the corpus's source (documents"
+        f" prod got from other sources: ingest them with `--model {model}`);"
+        f" `embedline promote {corpus} {version} --space {space}` swaps anyway")
 
 
 def rollback(ws: Workspace, corpus: str, alias: str = "prod") -> dict:

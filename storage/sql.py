@@ -13,10 +13,12 @@
   the `duckdb-extension-lance` package, when it is installed.
 """
 
+import functools
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -124,7 +126,7 @@ def _names(text: str, name: str) -> bool:
     return re.search(rf"\b{re.escape(name)}\b", text, re.IGNORECASE) is not None
 
 
-def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> duckdb.DuckDBPyRelation | None:
+def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> "Relation | None":
     """Run user SQL; refuse anything but reads of allowed data unless `write` (see `sql_guard`)."""
     statements = parse(con, sql)
     rule = None if write else _session_rule(con)
@@ -134,10 +136,18 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> du
             texts = sql_guard.check_read_only(con, statements, rule)
         except duckdb.Error as exc:  # SQL inside query('...') or after EXPLAIN that does not parse
             raise BadInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
-    try:
+    with typed_errors(rule):
         for text in texts[:-1]:
             con.execute(text)
-        return con.sql(texts[-1])
+        relation = con.sql(texts[-1])
+    return None if relation is None else Relation(relation, rule)
+
+
+@contextmanager
+def typed_errors(rule: sql_guard.ReadRule | None) -> Iterator[None]:
+    """DuckDB's errors as ours: `ReadOnly` for a read the session's rule forbids, else `BadInput`."""
+    try:
+        yield
     except duckdb.PermissionException as exc:
         if rule is None:
             raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
@@ -148,13 +158,66 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> du
         raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
 
 
-def fetch_rows(relation: duckdb.DuckDBPyRelation) -> list[tuple]:
-    """The rows of a relation `execute` returned: an error raised while computing them (a function's, such
-    as embed() refusing a model that did not make prod's vectors) is `BadInput` with its first line."""
-    try:
-        return relation.fetchall()
-    except duckdb.Error as exc:
-        raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+class Relation:
+    """User SQL's rows: a DuckDB relation (every method and attribute of one) whose errors are typed.
+
+    A relation runs when it is read (`fetchall()`, `df()`, `arrow()`, ...), so a failed cast, `error()`
+    or a raising function surfaces there, not when the statement is given: here it is `BadInput` (or
+    `ReadOnly`) like a statement's own, and the CLI prints one line. Rows still stream: nothing is read
+    before the caller asks, and Arrow readers are wrapped batch by batch. `.relation` is DuckDB's own."""
+
+    def __init__(self, relation: duckdb.DuckDBPyRelation, rule: sql_guard.ReadRule | None = None):
+        self.relation, self._rule = relation, rule
+
+    def __getattr__(self, name: str):
+        if name in ("relation", "_rule"):  # before __init__ (a copy): no relation to ask
+            raise AttributeError(name)
+        with typed_errors(self._rule):
+            found = getattr(self.relation, name)
+        return self._method(found) if callable(found) else self._wrap(found)
+
+    def _method(self, method: Callable) -> Callable:
+        def call(*args, **kwargs):
+            args = [a.relation if isinstance(a, Relation) else a for a in args]
+            with typed_errors(self._rule):
+                return self._wrap(method(*args, **kwargs))
+
+        return functools.wraps(method)(call)
+
+    def _wrap(self, value):
+        """Relations the call returned (`filter`, `limit`, ...) and Arrow readers keep their errors typed."""
+        if isinstance(value, duckdb.DuckDBPyRelation):
+            return Relation(value, self._rule)
+        if isinstance(value, pa.RecordBatchReader):
+            return pa.RecordBatchReader.from_batches(value.schema, self._batches(value))
+        return value
+
+    def _batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        except OSError as exc:  # what an error DuckDB raises mid-stream becomes in pyarrow
+            raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return self.arrow().__arrow_c_stream__(requested_schema)
+
+    def __getitem__(self, key):
+        return self._method(self.relation.__getitem__)(key)
+
+    def __contains__(self, name) -> bool:
+        return name in self.relation
+
+    def __len__(self) -> int:
+        with typed_errors(self._rule):
+            return len(self.relation)
+
+    def __repr__(self) -> str:
+        with typed_errors(self._rule):
+            return repr(self.relation)
+
+    def __str__(self) -> str:
+        with typed_errors(self._rule):
+            return str(self.relation)
 
 
 def parse(con: duckdb.DuckDBPyConnection, sql: str) -> list:

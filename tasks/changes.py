@@ -188,6 +188,8 @@ def defer_beyond(plan: ChangePlan, limit: int, priority: dict[str, float] | None
     """Keep `limit` of the staged documents — highest `priority` first (absent: lowest), else source
     order — and count the rest as deferred: a later run finds them still to embed. Their old chunks
     stay until then; deletions are not deferred."""
+    if limit < 1:  # a backfill deferring all but `limit` documents would loop forever
+        raise BadInput(f"max_embed {limit}: embed at least 1 document per run")
     ids = [
         doc_id
         for batch in read_staged_documents(plan.docs_path)

@@ -209,11 +209,25 @@ def save_residual_model(
 BACKFILL_ORDERS = ("source", "recent", "residual")
 
 
+def check_backfill(batch_docs: int, order: str, what: str = "batch_docs") -> None:
+    """Refuse a batch size below 1 (a backfill would never finish) and an unknown order before anything
+    runs: found later, they cost a source diff, a failed run, or a background backfill failing unseen."""
+    if isinstance(batch_docs, bool) or not isinstance(batch_docs, int) or batch_docs < 1:
+        flag = what.replace("_", "-")
+        raise BadInput(f"{what} {batch_docs!r}: give the documents each committed run embeds, a whole "
+                       f"number of at least 1 (--{flag} N, or {what}=N from Python)")
+    check_order(order)
+
+
+def check_order(order: str) -> None:
+    if order not in BACKFILL_ORDERS:
+        raise BadInput(f"order {order!r}: use one of {', '.join(BACKFILL_ORDERS)}")
+
+
 def embed_priority(ws: Workspace, corpus: str, model: str, order: str) -> dict[str, float] | None:
     """Which documents a capped run embeds first: `source` (None: source order), `recent` (most
     recently changed in prod first), `residual` (largest predicted adapter residual first)."""
-    if order not in BACKFILL_ORDERS:
-        raise BadInput(f"order {order!r}: use one of {', '.join(BACKFILL_ORDERS)}")
+    check_order(order)
     prod = catalog.get_alias(ws, corpus)
     if order == "source" or prod is None:
         return None
@@ -283,9 +297,10 @@ def query_vector(ws: Workspace, corpus: str, text: str, model: str | None = None
 def swap_if_proven(ws: Workspace, corpus: str, new_model: str, version: int | None) -> dict | None:
     """Point prod at the new space's version if it passed its gates; None (and no move) otherwise.
 
-    Refused (`SwapRefused`) while a rollback holds prod, and when the version lacks documents prod
-    serves: a swap must never shrink what prod serves (a corpus built from several sources, a source
-    that shrank since).
+    Refused (`SwapRefused`) while a rollback holds prod, and (`SwapStale`) unless the version holds what
+    prod serves: the same documents with the same content, checked in the swap's own transaction. A swap
+    must never shrink what prod serves (a corpus built from several sources, a source that shrank since),
+    nor bring back text an ingest changed or deleted in prod after the backfill's last batch.
     """
     space = space_name(corpus, new_model)
     if version is None:
@@ -299,23 +314,8 @@ def swap_if_proven(ws: Workspace, corpus: str, new_model: str, version: int | No
     if prod is not None and prod["held"]:
         raise SwapRefused(f"prod of {corpus!r} is held (rolled back): {space} version {version} passed and "
                           f"waits; `embedline promote {corpus} {version} --space {space}` swaps to it")
-    if prod is not None:
-        require_coverage(ws, prod, new_model, version)
     expect = (prod["space"], prod["version"]) if prod else ()  # a rollback meanwhile wins over this swap
-    return catalog.promote(ws, corpus, version, space=space, expect=expect)
-
-
-def require_coverage(ws: Workspace, prod: dict, model: str, version: int) -> None:
-    """Raise `SwapRefused` naming how many of the documents prod serves `model`'s space lacks at `version`."""
-    space = space_name(prod["corpus"], model)
-    served = embeddings.doc_ids(ws, prod["space"], prod["version"])
-    missing = sorted(served - embeddings.doc_ids(ws, space, version))
-    if missing:
-        raise SwapRefused(
-            f"{space} version {version} lacks {len(missing)} of the {len(served)} documents prod serves "
-            f"(e.g. {', '.join(missing[:3])}): ingest their sources with `--model {model}`, or let an "
-            f"ingest of {prod['space']} drop those gone from its source; "
-            f"`embedline promote {prod['corpus']} {version} --space {space}` swaps anyway")
+    return catalog.promote(ws, corpus, version, space=space, expect=expect, same_documents=True)
 
 
 def refresh_status(ws: Workspace, corpus: str) -> list[dict]:

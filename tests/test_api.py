@@ -83,3 +83,20 @@ def test_api_errors_are_typed(workspace):
         db.ingest(corpus="docs")
     with pytest.raises(embedline.BadName):
         db.versions("Not A Name")
+
+
+def test_sql_errors_raised_while_the_rows_are_read_are_typed_and_rows_still_stream(workspace):
+    db = embedline.connect(workspace.home)
+    for query in ("SELECT CAST(x AS INT) FROM (VALUES ('a')) t(x)", "SELECT error('boom')"):
+        rows = db.sql(query)  # nothing runs yet: a relation runs when it is read
+        for read in (rows.fetchall, rows.df, lambda: rows.arrow().read_all(), rows.limit(1).fetchone):
+            with pytest.raises(embedline.BadInput, match="^SQL error: "):
+                read()
+    late = db.sql("SELECT CASE WHEN i = 4500000 THEN error('late') ELSE i END AS i FROM range(5000000) t(i)")
+    reader = late.to_arrow_reader(1000)
+    assert reader.read_next_batch().num_rows == 1000  # streamed: the first batches come before the error
+    with pytest.raises(embedline.BadInput, match="late"):
+        reader.read_all()
+    ten = db.sql("SELECT i FROM range(10) t(i)")
+    assert ten.columns == ["i"] and len(ten.fetchall()) == 10 and ten.arrow().read_all().num_rows == 10
+    assert ten.filter("i > 6").order("i").fetchall() == [(7,), (8,), (9,)]

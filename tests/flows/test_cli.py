@@ -50,6 +50,41 @@ def test_sql_embed_query_in_three_formats(ingested):
     assert as_table[0].split() == ["doc_id", "s"] and as_table[-1] == "(5 rows)"
 
 
+@pytest.mark.parametrize("query, reason", [
+    ("SELECT CAST(x AS INT) FROM (VALUES ('a')) t(x)", "Conversion Error"),
+    ("SELECT error('boom')", "boom"),
+    ("SELECT query_vector('debian', 'x', 'nope')", "Python exception occurred while executing the UDF"),
+])
+def test_sql_errors_raised_while_the_rows_are_read_get_a_one_line_error(ingested, query, reason):
+    result = run_cli("sql", query, home=ingested.home)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: SQL error: ") and reason in lines[0], lines
+
+
+def test_backfill_and_refresh_refuse_a_bad_batch_size_or_order_up_front(workspace, debian_case,
+                                                                        tiny_model_dir):
+    from embedline.storage import catalog
+    from embedline.tasks.models import add_model
+
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case)
+    for args, message in [
+        (("refresh", "debian", "--model", "small", "--order", "newest"),
+         "order 'newest': use one of source, recent, residual"),
+        (("backfill", "debian", "--model", "small", "--batch-docs", "0"), "batch_docs 0"),
+        (("refresh", "debian", "--model", "small", "--batch-docs", "-1"), "batch_docs -1"),
+    ]:
+        result = run_cli(*args, home=workspace.home)
+        assert result.returncode == 3, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    with catalog.reading(workspace) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1  # nothing ran: no adapter fit
+        assert con.execute("SELECT count(*) FROM adapters").fetchone()[0] == 0
+    assert not (workspace.home / "logs").exists()  # and no backfill detached
+
+
 def test_search_json_lists_doc_ids_titles_and_scores(ingested):
     from tests.conftest import DEBIAN_CASE
 

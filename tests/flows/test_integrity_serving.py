@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prefect.states import Failed
 
-from embedline.errors import BadName, CatalogBusy, SpaceBusy, SwapRefused, ValidationFailed
+from embedline.errors import BadName, CatalogBusy, SpaceBusy, SwapRefused, SwapStale, ValidationFailed
 from embedline.flows import deployments
 from embedline.storage import catalog, embeddings, sql
 from embedline.storage.locks import space_lock
@@ -38,6 +38,23 @@ def rewrite(path: Path, index: int, text: str) -> None:
     records = [json.loads(line) for line in path.read_text().splitlines()]
     records[index]["text"] = text
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def edit_and_delete(path: Path, edition: str) -> tuple[str, str]:
+    """A scheduled ingest's change to the source: the first document edited, the second deleted."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[0]["text"] = f"{edition} {records[0]['text']}"
+    deleted = records.pop(1)["id"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records[0]["id"], deleted
+
+
+def served_texts(ws, corpus: str = "debian") -> dict[str, str]:
+    """doc_id → first chunk's text, as the corpus's prod alias serves it."""
+    prod = catalog.get_alias(ws, corpus)
+    table = embeddings.dataset_at(ws, prod["space"], prod["version"]).to_table(
+        columns=["doc_id", "text"], filter="chunk_index = 0")
+    return dict(zip(table.column("doc_id").to_pylist(), table.column("text").to_pylist()))
 
 
 def rows_of(ws, view: str) -> set[tuple[str, int]]:
@@ -221,17 +238,79 @@ def test_a_rollback_during_a_swap_wins(workspace, debian_case, tiny_model_dir, m
     rewrite(debian_case, 0, "second edition")
     ingest(workspace, debian_case)
     whole = ingest(workspace, debian_case, model="small")
-    checked = refresh.require_coverage
+    swap = catalog.promote
 
-    def rollback_meanwhile(*args):  # an operator rolls back while the swap checks coverage
-        checked(*args)
+    def rollback_meanwhile(*args, **kwargs):  # an operator rolls back after the swap read prod
         catalog.rollback(workspace, "debian")
+        return swap(*args, **kwargs)
 
-    monkeypatch.setattr(refresh, "require_coverage", rollback_meanwhile)
+    monkeypatch.setattr(catalog, "promote", rollback_meanwhile)
     with pytest.raises(SwapRefused, match="held"):
         refresh.swap_if_proven(workspace, "debian", "small", whole.version)
     prod = catalog.get_alias(workspace, "debian")
     assert (prod["space"], prod["held"]) == ("debian__tiny", True)
+
+
+def test_a_swap_is_refused_when_prod_changed_and_deleted_documents_after_the_last_batch(
+        workspace, debian_case, tiny_model_dir):
+    from embedline.tasks.refresh import swap_if_proven
+
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case)
+    ingest(workspace, debian_case, model="small", promote=False)  # the backfill's last batch: complete
+    edited, deleted = edit_and_delete(debian_case, "REPLACED")
+    assert ingest(workspace, debian_case).promoted  # a scheduled ingest lands before the swap
+    with pytest.raises(SwapStale, match="holds 1 that prod no longer does, holds 1 whose content prod has "
+                                        "since changed"):
+        swap_if_proven(workspace, "debian", "small", None)
+    served = served_texts(workspace)
+    assert catalog.get_alias(workspace, "debian")["space"] == "debian__tiny"
+    assert deleted not in served and served[edited].startswith("REPLACED")
+
+
+def test_a_backfill_catches_up_with_prod_changed_before_its_swap(workspace, debian_case, tiny_model_dir,
+                                                                 monkeypatch):
+    from embedline.flows import refresh as refresh_flow
+
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case)
+    revalidate, changed = refresh_flow.revalidate, []
+
+    def scheduled_ingest_first(*args):  # lands after the backfill's last batch, before its swap
+        if not changed:
+            changed.append(edit_and_delete(debian_case, "REPLACED"))
+            ingest(workspace, debian_case)
+        return revalidate(*args)
+
+    monkeypatch.setattr(refresh_flow, "revalidate", scheduled_ingest_first)
+    swapped = refresh_flow.backfill_corpus("debian", "small", home=str(workspace.home))
+    assert swapped["space"] == "debian__small"
+    (edited, deleted), served = changed[0], served_texts(workspace)
+    assert deleted not in served and served[edited].startswith("REPLACED") and len(served) == 119
+    with catalog.reading(workspace) as con:
+        assert con.execute("SELECT count(*) FROM runs WHERE space = 'debian__small'"
+                           " AND status = 'succeeded'").fetchone()[0] == 2  # the batch, then a catch-up
+
+
+def test_a_backfill_stops_retrying_when_prod_changes_before_every_swap(workspace, debian_case, tiny_model_dir,
+                                                                      monkeypatch):
+    from embedline.flows import refresh as refresh_flow
+
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case)
+    revalidate, editions = refresh_flow.revalidate, []
+
+    def scheduled_ingest_first(*args):
+        editions.append(len(editions))
+        rewrite(debian_case, 0, f"edition {len(editions)}")
+        ingest(workspace, debian_case)
+        return revalidate(*args)
+
+    monkeypatch.setattr(refresh_flow, "revalidate", scheduled_ingest_first)
+    with pytest.raises(SwapStale, match="refused 3 times.*holds 1 whose content prod has since changed"):
+        refresh_flow.backfill_corpus("debian", "small", home=str(workspace.home))
+    assert len(editions) == refresh_flow.SWAP_ATTEMPTS == 3
+    assert catalog.get_alias(workspace, "debian")["space"] == "debian__tiny"
 
 
 def test_promote_hold_pins_prod_against_scheduled_runs(workspace, debian_case):

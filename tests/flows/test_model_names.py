@@ -82,7 +82,7 @@ def test_search_sql_and_query_vector_refuse_a_model_registered_over_the_vectors_
     session = sql.connect(ws, make_embedder(ws), query_embedder=make_query_embedder(ws))
     for call in ("embed('window manager')", "query_vector('debian', 'window manager')"):
         with pytest.raises(BadInput, match="ModelConflict: corpus 'debian' serves vectors of model 'tiny'"):
-            sql.fetch_rows(sql.execute(session, f"SELECT {call}"))
+            sql.execute(session, f"SELECT {call}").fetchall()
     session.close()
 
     add_model(ws, "tiny", str(tiny_model_dir))  # the files debian was embedded with: taken back

@@ -190,3 +190,27 @@ def test_backfill_killed_then_resumed_swaps_after_its_gates_and_rolls_back(two_m
     assert status["model"] == "tiny" and status["prod"] == "debian__small"
     catalog.rollback(ws, "debian")
     assert catalog.get_alias(ws, "debian")["version"] == old["version"]
+
+
+def test_bad_backfill_arguments_are_refused_before_anything_runs(two_models, debian_case):
+    import embedline
+    from embedline.flows.refresh import backfill_corpus
+
+    db = embedline.connect(two_models.home)
+    for batch_docs, order, message in [
+        (0, "source", r"batch_docs 0: .* at least 1 \(--batch-docs N"),
+        (-1, "source", "batch_docs -1"),  # a backfill deferring all but -1 documents never ended
+        (40, "newest", "order 'newest': use one of source, recent, residual"),
+    ]:
+        with pytest.raises(embedline.BadInput, match=message):
+            db.backfill("debian", "small", batch_docs=batch_docs, order=order)
+        with pytest.raises(embedline.BadInput, match=message):  # its backfill would detach and fail unseen
+            db.refresh("debian", "small", batch_docs=batch_docs, order=order)
+        with pytest.raises(embedline.BadInput, match=message):  # a deployment's run: the flow checks too
+            backfill_corpus("debian", "small", batch_docs, order, home=str(two_models.home))
+    with pytest.raises(embedline.BadInput, match="max_embed -1"):
+        db.ingest(debian_case, corpus="debian", max_embed=-1)
+    with catalog.reading(two_models) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1  # the fixture's ingest alone
+        assert con.execute("SELECT count(*) FROM adapters").fetchone()[0] == 0
+    assert not (two_models.home / "logs").exists()  # no backfill started in the background

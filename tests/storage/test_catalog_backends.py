@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from embedline.errors import BadSetting, NotFound, SpaceBusy, SwapRefused
+from embedline.errors import BadSetting, NotFound, SpaceBusy, SwapRefused, SwapStale
 from embedline.settings import load
 from embedline.storage import catalog, postgres
 from embedline.storage.locks import space_lock
@@ -25,14 +25,17 @@ def make_workspace(tmp_path, url: str | None) -> Workspace:
 
 
 def record_run(ws: Workspace, space: str = "debian__tiny", version: int = 1, passed: bool = True,
-               docs: tuple[str, ...] = ("a", "b")) -> int:
+               docs: tuple[str, ...] = ("a", "b"), hashes: dict | None = None,
+               deleted: tuple[str, ...] = ()) -> int:
+    """A run of `space` that records `docs` (content hash `h-<id>` unless `hashes` says) and `deleted`."""
     run_id = catalog.start_run(ws, space.split("__")[0], "tiny", space, "debian.jsonl", {"id_field": "id"},
                                "model-key", "chunk-key", "cpu", "fp32")
-    documents = pa.table({"doc_id": list(docs), "content_hash": [f"h-{d}" for d in docs],
+    content = [(hashes or {}).get(d, f"h-{d}") for d in docs]
+    documents = pa.table({"doc_id": list(docs), "content_hash": content,
                           "change_key": [f"k-{d}" for d in docs], "chunk_count": [1] * len(docs)})
     catalog.finish_run(
         ws, run_id, counts={"docs_read": len(docs), "docs_new": len(docs)}, seconds=0.5,
-        documents_arrow=documents, deleted_doc_ids=[],
+        documents_arrow=documents, deleted_doc_ids=list(deleted),
         quarantined=[{"source": "debian.jsonl", "position": 7, "reason": "no text", "raw": "{}"}],
         version={"space": space, "version": version, "tag": f"run-{run_id}", "row_count": len(docs),
                  "validation": "passed" if passed else "failed", "failures": None if passed else "recall",
@@ -103,6 +106,24 @@ def test_promote_is_a_compare_and_set_and_rollback_holds_the_alias(tmp_path, cat
     assert catalog.promote(ws, "debian", 2)["version"] == 2
     with pytest.raises(NotFound):
         catalog.promote(ws, "debian", 9)
+
+
+def test_a_swap_needs_prods_documents_checked_in_its_own_transaction(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    record_run(ws, docs=("a", "b", "c"))  # prod: debian__tiny version 1
+    record_run(ws, "debian__small", docs=("a", "b", "c", "d"), hashes={"a": "h-a-before"})
+    swap = dict(space="debian__small", expect=("debian__tiny", 1), same_documents=True)
+    with pytest.raises(SwapStale, match=r"holds 1 that prod no longer does, holds 1 whose content prod "
+                                        r"has since changed \(e.g. a, d\).*`embedline backfill debian"):
+        catalog.promote(ws, "debian", 1, **swap)
+    record_run(ws, "debian__small", version=2, docs=("a",), deleted=("c", "d"))  # a catch-up batch
+    with pytest.raises(SwapStale, match=r"lacks 1 of the 3 documents prod serves \(e.g. c\)"):
+        catalog.promote(ws, "debian", 2, **swap)
+    record_run(ws, "debian__small", version=3, docs=("c",))
+    with pytest.raises(SwapStale, match="version 2 is not its newest passed version"):
+        catalog.promote(ws, "debian", 2, **swap)
+    assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"
+    assert catalog.promote(ws, "debian", 3, **swap)["space"] == "debian__small"
 
 
 WRITER = textwrap.dedent("""
