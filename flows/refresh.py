@@ -47,10 +47,32 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = defaults.BATCH_DO
                     order: str = "source", home: str | None = None) -> dict | None:
     """Embed the corpus into the new space `batch_docs` documents per committed run, in `order`
     (source, recent, residual), so a crash loses one batch at most and a re-run resumes; swap prod
-    once nothing is left, the whole version passes the gates and it holds what prod serves now (else
-    a catch-up batch and another try, `SWAP_ATTEMPTS` in all)."""
+    once nothing is left, the whole version passes the gates and it read the source after prod last
+    changed (else a catch-up batch and another try, `SWAP_ATTEMPTS` in all)."""
     refresh.check_backfill(batch_docs, order)
     ws = Workspace.from_env(home)
+    space = space_name(corpus, model)
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        recorded = recorded_source(ws, corpus)  # each try: an ingest meanwhile may have moved the source
+        version = embed_batches(ws, recorded, model, batch_docs, order)  # 1. batches until none is left
+        if version is not None:  # 2. each batch passed on its own rows (some maybe in an earlier process)
+            _, version, report = revalidate(ws, corpus, version, space)
+            if not report.passed:
+                print(f"backfilled version {version} failed its gates: prod stays "
+                      f"({'; '.join(report.failures)})")
+                return None
+        try:
+            return swap(ws, corpus, model, version)  # 3. only if prod did not change since its last read
+        except SwapStale as exc:
+            if attempt == SWAP_ATTEMPTS:
+                raise SwapStale(f"the swap was refused {SWAP_ATTEMPTS} times, a catch-up batch before "
+                                f"each retry; run the backfill again once prod's ingests are quieter: {exc}"
+                                ) from exc
+            print(f"prod changed since the last batch, catching up ({exc})")
+
+
+def recorded_source(ws: Workspace, corpus: str) -> dict:
+    """The corpus's catalog row: the source and fields its last successful run read."""
     recorded = catalog.get_corpus(ws, corpus)
     if recorded is None:
         raise NotFound(f"corpus {corpus!r} is not in the catalog")
@@ -60,23 +82,7 @@ def backfill_corpus(corpus: str, model: str, batch_docs: int = defaults.BATCH_DO
             f" ({recorded['source']}): give them through the environment or a DuckDB secret instead"
             " (README: Credentials) and ingest once more, then backfill"
         )
-    space = space_name(corpus, model)
-    for attempt in range(1, SWAP_ATTEMPTS + 1):
-        version = embed_batches(ws, recorded, model, batch_docs, order)  # 1. batches until none is left
-        if version is not None:  # 2. each batch passed on its own rows (some maybe in an earlier process)
-            _, version, report = revalidate(ws, corpus, version, space)
-            if not report.passed:
-                print(f"backfilled version {version} failed its gates: prod stays "
-                      f"({'; '.join(report.failures)})")
-                return None
-        try:
-            return swap(ws, corpus, model, version)  # 3. only if it holds what prod serves, at the swap
-        except SwapStale as exc:
-            if attempt == SWAP_ATTEMPTS:
-                raise SwapStale(f"the swap was refused {SWAP_ATTEMPTS} times, a catch-up batch before "
-                                f"each retry; run the backfill again once prod's ingests are quieter: {exc}"
-                                ) from exc
-            print(f"prod changed since the last batch, catching up ({exc})")
+    return recorded
 
 
 def embed_batches(ws: Workspace, recorded: dict, model: str, batch_docs: int, order: str) -> int | None:

@@ -651,22 +651,23 @@ def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: st
 
 def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space: str | None = None,
             allow_failed: bool = False, hold: bool = False, expect: tuple | None = None,
-            same_documents: bool = False) -> dict:
+            fresh: bool = False) -> dict:
     """Move `alias` to `version` of the corpus (of `space`, or of the alias's current space) and set its
     hold: a held alias stays where an operator put it until `promote` moves it again.
 
     `expect` makes the move a compare-and-set for automated callers (a backfill's swap): the alias must
     still be unheld and at `expect` = (space, version), or () for no alias yet, inside this transaction;
-    otherwise `SwapRefused`, so a rollback or a run's promotion in the meantime is never overwritten.
-    `same_documents` (a swap to another space): in the same transaction, `version` must be its space's
-    newest passed one and that space must record exactly the documents (ids and content hashes) the
-    alias's space records; otherwise `SwapStale`, so a swap never serves text prod has since changed
-    or deleted, nor drops documents prod serves.
+    otherwise `SwapRefused` (an operator's move or rollback stands), or `SwapStale` where a run of the
+    alias's space promoted its newer version (a catch-up, then the swap again).
+    `fresh` (a swap to another space): in the same transaction, `version` must be its space's newest
+    passed one, and that space's last run must have read the source after the alias's space last changed
+    its documents; otherwise `SwapStale`, so a swap never serves text a scheduled ingest has since changed
+    or deleted in prod.
     """
     with writing(ws) as con:
         current = _alias(con, corpus, alias)
         if expect is not None:
-            _require_unchanged(corpus, alias, current, expect)
+            _require_unchanged(con, corpus, alias, current, expect)
         space = space or (current["space"] if current else None)
         found = _rows(
             con,
@@ -681,52 +682,53 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
         if target["validation"] != "passed" and not allow_failed:
             raise BadInput(f"version {version} failed validation ({target['failures']}); "
                            "pass --force to promote it anyway")
-        if same_documents and current is not None and target["space"] != current["space"]:
-            _require_same_documents(con, current, target)
+        if fresh and current is not None and target["space"] != current["space"]:
+            _require_fresh(con, current, target)
         _set_alias(con, corpus, alias, target["space"], version, target["model"], held=hold)
         return {"corpus": corpus, "alias": alias, "space": target["space"], "version": version, "held": hold}
 
 
-def _require_unchanged(corpus: str, alias: str, current: dict | None, expect: tuple) -> None:
+def _newest_passed(con, space: str) -> int | None:
+    return con.execute("SELECT max(version) FROM versions WHERE space = ? AND validation = 'passed'",
+                       [space]).fetchone()[0]
+
+
+def _require_unchanged(con, corpus: str, alias: str, current: dict | None, expect: tuple) -> None:
     if current is not None and current["held"]:
         raise SwapRefused(
             f"{alias} of {corpus!r} is held (rolled back or pinned); `embedline promote` moves it"
         )
     now_at = (current["space"], current["version"]) if current else ()
-    if now_at != tuple(expect):
-        raise SwapStale(f"{alias} of {corpus!r} moved to {now_at} while the swap was checked (it expected "
-                          f"{tuple(expect)}); run the swap again")
+    if now_at == tuple(expect):
+        return
+    by_a_run = bool(expect) and current is not None and current["space"] == expect[0] and (
+        current["version"] == _newest_passed(con, current["space"]))
+    if by_a_run:  # a scheduled ingest promoted its newer version: the new space catches up with it
+        raise SwapStale(f"{alias} of {corpus!r} moved to {now_at} (a run's promotion) while the swap was "
+                        f"checked (it expected {tuple(expect)}): catch up, then swap")
+    raise SwapRefused(f"{alias} of {corpus!r} was moved to {now_at} while the swap was checked (it expected "
+                      f"{tuple(expect)}); that move stands: run the backfill again to swap over it")
 
 
-def _require_same_documents(con, current: dict, target: dict) -> None:
-    """Refuse (`SwapStale`) a swap to the `target` version unless the documents its space records are
-    the ones the alias's space records: the same ids, each with the same content hash."""
+def _require_fresh(con, current: dict, target: dict) -> None:
+    """Refuse (`SwapStale`) a swap to `target` unless it is its space's newest passed version and that
+    space's last run read the source after the last run that changed the alias's space's documents
+    (a run reads its source when it starts): else prod may serve text the new space has not seen."""
     corpus, space, version, model = target["corpus"], target["space"], target["version"], target["model"]
-    newest = con.execute("SELECT max(version) FROM versions WHERE space = ? AND validation = 'passed'",
-                         [space]).fetchone()[0]
-    if newest != version:  # a space's documents describe its newest passed version only
+    newest = _newest_passed(con, space)
+    if newest != version:
         raise SwapStale(f"{space} version {version} is not its newest passed version ({newest}): "
                         f"`embedline backfill {corpus} --model {model}` swaps that one")
-    missing, extra, changed, served, examples = con.execute(
-        "SELECT count(*) FILTER (WHERE n.doc_id IS NULL), count(*) FILTER (WHERE p.doc_id IS NULL),"
-        " count(*) FILTER (WHERE p.doc_id IS NOT NULL AND n.doc_id IS NOT NULL),"
-        " (SELECT count(*) FROM documents WHERE space = ?),"
-        " list(coalesce(p.doc_id, n.doc_id) ORDER BY coalesce(p.doc_id, n.doc_id))[1:3]"
-        " FROM (SELECT doc_id, content_hash FROM documents WHERE space = ?) p"
-        " FULL OUTER JOIN (SELECT doc_id, content_hash FROM documents WHERE space = ?) n USING (doc_id)"
-        " WHERE p.doc_id IS NULL OR n.doc_id IS NULL OR p.content_hash IS DISTINCT FROM n.content_hash",
-        [current["space"], current["space"], space],
+    read, changed = con.execute(
+        "SELECT (SELECT max(started_at) FROM runs WHERE space = ? AND status = 'succeeded'),"
+        " (SELECT max(finished_at) FROM runs WHERE space = ? AND status = 'succeeded' AND"
+        " coalesce(docs_new, 0) + coalesce(docs_changed, 0) + coalesce(docs_deleted, 0) > 0)",
+        [space, current["space"]],
     ).fetchone()
-    if not (missing or extra or changed):
-        return
-    differences = [f"lacks {missing} of the {served} documents prod serves" if missing else "",
-                   f"holds {extra} that prod no longer does" if extra else "",
-                   f"holds {changed} whose content prod has since changed" if changed else ""]
-    raise SwapStale(
-        f"{space} version {version} {', '.join(d for d in differences if d)} (e.g. {', '.join(examples)}):"
-        f" `embedline backfill {corpus} --model {model}` catches up from the corpus's source (documents"
-        f" prod got from other sources: ingest them with `--model {model}`);"
-        f" `embedline promote {corpus} {version} --space {space}` swaps anyway")
+    if changed is not None and (read is None or read < changed):
+        raise SwapStale(
+            f"{current['space']} changed its documents ({changed}) after {space} last read the source "
+            f"({read}): `embedline backfill {corpus} --model {model}` catches up, then swaps")
 
 
 def rollback(ws: Workspace, corpus: str, alias: str = "prod") -> dict:

@@ -28,7 +28,7 @@ from embedline.storage.scratch import build_scratch_space
 from embedline.storage.vectors import bytes_per_vector
 from embedline.tasks.embedding import get_engine
 from embedline.tasks.evaluation import read_golden
-from embedline.tasks.models import resolve_model
+from embedline.tasks.models import serving_spec
 from embedline.workspace import Workspace
 
 COLUMNS = ["option", "vectors", "dim", "index", "bytes_per_vector", "index_bytes", "index_bytes_per_vector",
@@ -73,7 +73,7 @@ def measure_footprint(ws: Workspace, corpus: str, queries: int = 200, k: int = 1
         columns=["chunk_id", "doc_id", "chunk_index", "title", "vector"])
     matrix = embeddings.vector_matrix(stored.column("vector"))
     pairs = query_pairs(ws, corpus, stored, queries)
-    vectors = get_engine(resolve_model(ws, alias["model"])).embed([p["query"] for p in pairs], kind="query")
+    vectors = get_engine(serving_spec(ws, alias)).embed([p["query"] for p in pairs], kind="query")
     truth = exact_kth(matrix, vectors, k)
     options = [o for i, o in enumerate(footprint_options(matrix.shape[1]))
                if i == 0 or not only or any(word in o.name for word in only)]

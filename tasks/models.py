@@ -206,6 +206,14 @@ def require_made(spec: ModelSpec, stored_key: str | None, corpus: str) -> ModelS
     )
 
 
+def serving_spec(ws, alias: dict) -> ModelSpec:
+    """The spec of the model an alias serves, if it made the vectors there; else `ModelConflict`."""
+    from embedline.storage import catalog
+
+    stored = catalog.get_version(ws, alias["space"], alias["version"])
+    return require_made(resolve_model(ws, alias["model"]), stored and stored["model_key"], alias["corpus"])
+
+
 def resolve_model(ws, name: str) -> ModelSpec:
     """The registered spec for `name`; the bundled default registers itself on first use."""
     from embedline.storage import catalog

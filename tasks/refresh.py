@@ -15,7 +15,7 @@ from embedline.workspace import Workspace
 from embedline.tasks.adapter_files import load_adapter, save_adapter
 from embedline.tasks.adapters import LINEAR, Adapter, AdapterChoice, Pairs, choose_adapter
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.models import ModelSpec, require_made, resolve_model
+from embedline.tasks.models import ModelSpec, require_made, resolve_model, serving_spec
 from embedline.tasks.passages import Passage, cut_passages, general_passages
 
 
@@ -107,7 +107,7 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
         raise NotFound(f"corpus {corpus!r} has no prod version to refresh: ingest it first")
     if prod["model"] == new_model:
         raise BadInput(f"corpus {corpus!r} already serves model {new_model!r}")
-    old_engine = get_engine(resolve_model(ws, prod["model"]))
+    old_engine = get_engine(serving_spec(ws, prod))  # the model that made prod's vectors, or refused
     new_engine = get_engine(resolve_model(ws, new_model))
     clock.lap("load_models")
     docs, extra = sample_documents(ws, prod["space"], prod["version"], sample, query_sample)
@@ -297,10 +297,12 @@ def query_vector(ws: Workspace, corpus: str, text: str, model: str | None = None
 def swap_if_proven(ws: Workspace, corpus: str, new_model: str, version: int | None) -> dict | None:
     """Point prod at the new space's version if it passed its gates; None (and no move) otherwise.
 
-    Refused (`SwapRefused`) while a rollback holds prod, and (`SwapStale`) unless the version holds what
-    prod serves: the same documents with the same content, checked in the swap's own transaction. A swap
-    must never shrink what prod serves (a corpus built from several sources, a source that shrank since),
-    nor bring back text an ingest changed or deleted in prod after the backfill's last batch.
+    Refused (`SwapRefused`) while a rollback holds prod and when the version lacks documents prod serves:
+    a swap must never shrink what prod serves (a corpus built from several sources, a source that shrank
+    since). Refused (`SwapStale`, checked in the swap's own transaction) when prod's space changed after
+    the new space last read the source: the swap must not bring back text a scheduled ingest has since
+    changed or deleted in prod. A new space fresher than prod (the source changed since prod's last run)
+    swaps: it serves the newer text.
     """
     space = space_name(corpus, new_model)
     if version is None:
@@ -314,8 +316,25 @@ def swap_if_proven(ws: Workspace, corpus: str, new_model: str, version: int | No
     if prod is not None and prod["held"]:
         raise SwapRefused(f"prod of {corpus!r} is held (rolled back): {space} version {version} passed and "
                           f"waits; `embedline promote {corpus} {version} --space {space}` swaps to it")
+    if prod is not None:
+        require_coverage(ws, prod, new_model, version)
     expect = (prod["space"], prod["version"]) if prod else ()  # a rollback meanwhile wins over this swap
-    return catalog.promote(ws, corpus, version, space=space, expect=expect, same_documents=True)
+    return catalog.promote(ws, corpus, version, space=space, expect=expect, fresh=True)
+
+
+def require_coverage(ws: Workspace, prod: dict, model: str, version: int) -> None:
+    """Raise `SwapRefused` naming how many of the documents prod serves `model`'s space lacks at `version`
+    (read from Lance, outside the catalog's write turn; a document prod gains meanwhile fails the swap's
+    freshness check instead)."""
+    space = space_name(prod["corpus"], model)
+    served = embeddings.doc_ids(ws, prod["space"], prod["version"])
+    missing = sorted(served - embeddings.doc_ids(ws, space, version))
+    if missing:
+        raise SwapRefused(
+            f"{space} version {version} lacks {len(missing)} of the {len(served)} documents prod serves "
+            f"(e.g. {', '.join(missing[:3])}): ingest their sources with `--model {model}`, or let an "
+            f"ingest of {prod['space']} drop those gone from its source; "
+            f"`embedline promote {prod['corpus']} {version} --space {space}` swaps anyway")
 
 
 def refresh_status(ws: Workspace, corpus: str) -> list[dict]:

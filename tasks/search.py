@@ -5,7 +5,7 @@ from embedline.errors import BadInput, NotFound
 from embedline.names import check_name
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.models import require_made, resolve_model
+from embedline.tasks.models import require_made, serving_spec
 
 RESULT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "title", "text"]
 
@@ -26,9 +26,7 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
 
         vector = query_vector(ws, corpus, query, model)
     else:
-        stored_key = catalog.get_version(ws, target["space"], target["version"])["model_key"]
-        spec = require_made(resolve_model(ws, target["model"]), stored_key, corpus)
-        vector = get_engine(spec).embed([query], kind="query")[0]
+        vector = get_engine(serving_spec(ws, target)).embed([query], kind="query")[0]
     hits = embeddings.search(ws, target["space"], target["version"], vector, k, where, RESULT_COLUMNS,
                              text=query if hybrid else None)
     return [{**{c: hit.get(c) for c in RESULT_COLUMNS}, "score": hit["score"]} for hit in hits]

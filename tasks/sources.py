@@ -5,12 +5,13 @@ matching files of those types.
 """
 
 import csv
+import fnmatch
 import glob
 import gzip
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain
@@ -49,27 +50,44 @@ def read_source(source: str, fields: FieldMap) -> Iterator[Document | Rejected]:
         records = _read_file(path, path.parent, fields)
     elif _is_pattern(source):
         root = _pattern_root(source)
-        depth = None if "**" in source else len(Path(source).parts) - len(root.parts) - 1
-        unlisted = _walk(root, depth, hidden=False)[1]  # as glob: hidden folders are not searched
+        unlisted = _walk(root, partial(_glob_enters, root, Path(source).parts[len(root.parts):-1]))[1]
         records = chain(_unlisted(unlisted), _read_files(_glob_files(source), root, fields))
     else:
         raise BadInput(f"source {source} does not exist")
     return to_documents(records, fields)
 
 
-def _walk(root: Path, depth: int | None = None, hidden: bool = True) -> tuple[list[Path], list[OSError]]:
-    """The files under `root` (folders down to `depth` levels below it; None: all) and the errors of the
+def _walk(root: Path, enters: Callable[[Path], bool] | None = None) -> tuple[list[Path], list[OSError]]:
+    """The files under `root` (in the folders `enters` lets it into; None: all) and the errors of the
     folders that could not be listed: `rglob` and `glob` skip those silently, so their documents would
     look deleted."""
     files: list[Path] = []
     unlisted: list[OSError] = []
     for folder, subfolders, names in os.walk(root, onerror=unlisted.append):
         files += [Path(folder, name) for name in names]
-        if depth is not None and len(Path(folder).relative_to(root).parts) >= depth:
-            subfolders.clear()
-        elif not hidden:
-            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        if enters is not None:
+            subfolders[:] = [name for name in subfolders if enters(Path(folder, name))]
     return files, unlisted
+
+
+def _glob_enters(root: Path, folder_parts: tuple[str, ...], folder: Path) -> bool:
+    """Whether glob lists `folder` for a pattern whose folder parts below `root` are `folder_parts`: an
+    unreadable folder the pattern never reaches (another user's, `lost+found`) must not stop deletions."""
+    return _parts_match(folder.relative_to(root).parts, folder_parts)
+
+
+def _parts_match(path: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether `path` matches a leading run of `pattern`'s parts as glob matches them (`**`: any number
+    of folders; a hidden name only where the pattern's part starts with a dot too)."""
+    if not path:
+        return True
+    if not pattern:
+        return False
+    hidden = path[0].startswith(".")
+    if pattern[0] == "**":
+        return _parts_match(path, pattern[1:]) or (not hidden and _parts_match(path[1:], pattern))
+    return ((not hidden or pattern[0].startswith(".")) and fnmatch.fnmatchcase(path[0], pattern[0])
+            and _parts_match(path[1:], pattern[1:]))
 
 
 def _unlisted(errors: list[OSError]) -> Iterator[tuple[str, int, Rejected]]:

@@ -5,17 +5,19 @@ import json
 import pytest
 
 from embedline.storage import catalog, embeddings
-from embedline.errors import ValidationFailed
+from embedline.errors import ModelConflict, ValidationFailed
 from embedline.tasks.evaluation import save_golden
-from embedline.tasks.models import add_model
+from embedline.tasks.models import add_model, read_model_dir
 from tests.conftest import build_tiny_model, ingest, run_cli
 
 
 def test_a_model_swapped_without_refresh_trips_the_drift_gate(workspace, debian_case, tmp_path):
     first = ingest(workspace, debian_case)
-    add_model(
-        workspace, "tiny", str(build_tiny_model(tmp_path / "other-weights", seed=1))
-    )  # same name, new weights
+    other = build_tiny_model(tmp_path / "other-weights", seed=1)
+    with pytest.raises(ModelConflict):  # `models add` refuses new weights under a name in use...
+        add_model(workspace, "tiny", str(other))
+    catalog.register_model(workspace, "tiny", read_model_dir("tiny", other).to_json())  # ...a catalog
+    # written before it refused them holds them: the gate is the last line
 
     with pytest.raises(ValidationFailed, match="drift_min_cosine"):
         ingest(workspace, debian_case)

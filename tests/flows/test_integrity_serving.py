@@ -260,12 +260,24 @@ def test_a_swap_is_refused_when_prod_changed_and_deleted_documents_after_the_las
     ingest(workspace, debian_case, model="small", promote=False)  # the backfill's last batch: complete
     edited, deleted = edit_and_delete(debian_case, "REPLACED")
     assert ingest(workspace, debian_case).promoted  # a scheduled ingest lands before the swap
-    with pytest.raises(SwapStale, match="holds 1 that prod no longer does, holds 1 whose content prod has "
-                                        "since changed"):
+    with pytest.raises(SwapStale, match="debian__tiny changed its documents .* after debian__small last"):
         swap_if_proven(workspace, "debian", "small", None)
     served = served_texts(workspace)
     assert catalog.get_alias(workspace, "debian")["space"] == "debian__tiny"
     assert deleted not in served and served[edited].startswith("REPLACED")
+
+
+def test_a_new_space_fresher_than_prod_swaps_and_serves_the_newer_text(workspace, debian_case,
+                                                                        tiny_model_dir):
+    from embedline.tasks.refresh import swap_if_proven
+
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case)
+    edited = json.loads(debian_case.read_text().splitlines()[0])["id"]
+    rewrite(debian_case, 0, "NEWER")  # the source moves on; prod's next scheduled run is later
+    ingest(workspace, debian_case, model="small", promote=False)
+    assert swap_if_proven(workspace, "debian", "small", None)["space"] == "debian__small"
+    assert served_texts(workspace)[edited].startswith("NEWER")
 
 
 def test_a_backfill_catches_up_with_prod_changed_before_its_swap(workspace, debian_case, tiny_model_dir,
@@ -307,7 +319,7 @@ def test_a_backfill_stops_retrying_when_prod_changes_before_every_swap(workspace
         return revalidate(*args)
 
     monkeypatch.setattr(refresh_flow, "revalidate", scheduled_ingest_first)
-    with pytest.raises(SwapStale, match="refused 3 times.*holds 1 whose content prod has since changed"):
+    with pytest.raises(SwapStale, match="refused 3 times.*debian__tiny changed its documents"):
         refresh_flow.backfill_corpus("debian", "small", home=str(workspace.home))
     assert len(editions) == refresh_flow.SWAP_ATTEMPTS == 3
     assert catalog.get_alias(workspace, "debian")["space"] == "debian__tiny"

@@ -108,22 +108,27 @@ def test_promote_is_a_compare_and_set_and_rollback_holds_the_alias(tmp_path, cat
         catalog.promote(ws, "debian", 9)
 
 
-def test_a_swap_needs_prods_documents_checked_in_its_own_transaction(tmp_path, catalog_url):
+def test_a_swap_needs_a_space_that_read_the_source_after_prod_last_changed(tmp_path, catalog_url):
     ws = make_workspace(tmp_path, catalog_url)
     record_run(ws, docs=("a", "b", "c"))  # prod: debian__tiny version 1
-    record_run(ws, "debian__small", docs=("a", "b", "c", "d"), hashes={"a": "h-a-before"})
-    swap = dict(space="debian__small", expect=("debian__tiny", 1), same_documents=True)
-    with pytest.raises(SwapStale, match=r"holds 1 that prod no longer does, holds 1 whose content prod "
-                                        r"has since changed \(e.g. a, d\).*`embedline backfill debian"):
+    record_run(ws, "debian__small", docs=("a", "b", "c"))  # the backfill's batch, read after it
+    record_run(ws, "debian__small", version=2, docs=("d",))
+    swap = dict(space="debian__small", expect=("debian__tiny", 1), fresh=True)
+    with pytest.raises(SwapStale, match="version 1 is not its newest passed version"):
         catalog.promote(ws, "debian", 1, **swap)
-    record_run(ws, "debian__small", version=2, docs=("a",), deleted=("c", "d"))  # a catch-up batch
-    with pytest.raises(SwapStale, match=r"lacks 1 of the 3 documents prod serves \(e.g. c\)"):
+    record_run(ws, version=2, docs=("a",), hashes={"a": "h-a-edited"})  # a scheduled ingest, then
+    with pytest.raises(SwapStale, match=r"moved to \('debian__tiny', 2\) \(a run's promotion\)"):
         catalog.promote(ws, "debian", 2, **swap)
-    record_run(ws, "debian__small", version=3, docs=("c",))
-    with pytest.raises(SwapStale, match="version 2 is not its newest passed version"):
-        catalog.promote(ws, "debian", 2, **swap)
+    with pytest.raises(SwapStale, match="debian__tiny changed its documents .* after debian__small last"):
+        catalog.promote(ws, "debian", 2, **{**swap, "expect": ("debian__tiny", 2)})
+    catalog.promote(ws, "debian", 1, space="debian__tiny")  # an operator moves prod back
+    with pytest.raises(SwapRefused, match="that move stands") as refused:
+        catalog.promote(ws, "debian", 2, **{**swap, "expect": ("debian__tiny", 2)})
+    assert not isinstance(refused.value, SwapStale)  # not retried: the backfill does not override it
+    record_run(ws, "debian__small", version=3, docs=("a",), hashes={"a": "h-a-edited"})  # a catch-up
     assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"
-    assert catalog.promote(ws, "debian", 3, **swap)["space"] == "debian__small"
+    swapped = catalog.promote(ws, "debian", 3, **{**swap, "expect": ("debian__tiny", 1)})
+    assert swapped["space"] == "debian__small"
 
 
 WRITER = textwrap.dedent("""

@@ -189,3 +189,17 @@ def test_undecodable_records_keep_every_byte_in_quarantine(tmp_path):
     for source, raw in ((jsonl, '{"id": "d", "text": "caf\\xe9"}\n'), (folder, "na\\xefve text")):
         (rejected,) = read(source)
         assert "undecodable bytes" in rejected.reason and rejected.raw == raw
+
+
+def test_a_glob_lists_only_the_folders_its_pattern_reaches(tmp_path):
+    from embedline.tasks.sources import _glob_enters
+
+    pattern = ("2024-*", "docs")  # /srv/exports/2024-*/docs/*.jsonl
+    enters = [name for name in ("2024-01", "2024-01/docs", "lost+found", "2023-12", "2024-01/other",
+                                ".2024-x", "2024-01/docs/deeper")
+              if _glob_enters(tmp_path, pattern, tmp_path / name)]
+    assert enters == ["2024-01", "2024-01/docs"]
+    assert _glob_enters(tmp_path, ("a", "**"), tmp_path / "a/b/c/d")
+    assert not _glob_enters(tmp_path, ("a", "**"), tmp_path / "b/c")
+    assert not _glob_enters(tmp_path, ("a", "**"), tmp_path / "a/.git")
+    assert _glob_enters(tmp_path, ("*", ".sub"), tmp_path / "x/.sub")
