@@ -68,6 +68,7 @@ bench: setup $(BENCH_VENV)/.installed
 	$(PY) bench/embed_throughput.py --st-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
 
 bench-all: bench
+	$(PY) bench/embed_throughput.py --st-python $(BENCH_VENV)/bin/python --cap-isa avx2  # as on AVX2-only CPUs
 	$(PY) bench/pipeline.py
 	$(PY) bench/ingest_memory.py
 	$(PY) bench/cli_startup.py

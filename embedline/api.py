@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from os import PathLike
 
 from embedline import defaults
-from embedline.errors import UsageError
+from embedline.errors import BadSetting, UsageError
 from embedline.settings import Settings, load, overriding
 from embedline.workspace import Workspace
 
@@ -21,6 +21,10 @@ def connect(home: str | PathLike | None = None, **settings) -> "Embedline":
     `connect(device="cpu", precision="fp32", lance_uri="s3://bucket/lance")`; a bad value raises
     `BadSetting` naming the variable.
     """
+    unknown = sorted(set(settings) - set(Settings.model_fields) - {"home"})
+    if unknown:
+        raise BadSetting(f"connect() has no setting {', '.join(unknown)}: "
+                         f"use {', '.join(Settings.model_fields)}")
     given = {"home": home, **settings}
     return Embedline(
         Workspace.from_env(home, load(**given)), {k: v for k, v in given.items() if v is not None}
@@ -162,15 +166,18 @@ class Embedline:
         from embedline.names import check_name
         from embedline.storage import catalog
 
-        return catalog.list_versions(self.workspace, check_name(corpus, "corpus name"))
+        catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))
+        return catalog.list_versions(self.workspace, corpus)
 
     def quarantine(self, corpus: str, run: int | None = None) -> list[dict]:
         """The whole records a run rejected (`run` None: the corpus's latest run that rejected any), each
         with run_id, source, position, doc_id, reason and raw; read from the file store."""
         from embedline.names import check_name
+        from embedline.storage import catalog
         from embedline.tasks.publishing import read_quarantine
 
-        return read_quarantine(self.workspace, check_name(corpus, "corpus name"), run)
+        catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))
+        return read_quarantine(self.workspace, corpus, run)
 
     def models(self) -> list[dict]:
         """The registered models: name, dim, pooling, normalize, max_tokens, fingerprint, path."""
@@ -218,7 +225,10 @@ class Embedline:
         """Compact `corpus`'s spaces, fold new rows into indexes, drop untagged versions older than
         `retention_days`; one line per space."""
         from embedline.flows.maintain import maintain_corpus
+        from embedline.names import check_name
+        from embedline.storage import catalog
 
+        catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))  # the cron.s flow: no error
         with self._context():
             return maintain_corpus(corpus, retention_days, home=self.home)
 

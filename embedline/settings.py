@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Embedding precision")
     runtime: Literal["auto", "torch", "openvino"] = Field(
-        "auto", description="Forward pass: auto (OpenVINO on CPU where installed, else torch), torch, openvino"
+        "auto",
+        description="Forward pass: auto (OpenVINO on CPU where installed, else torch), torch, openvino",
     )
     shard_size: int = Field(
         50_000, ge=0, description="Documents to embed above which a run is split (0: never)"
@@ -63,6 +64,12 @@ class Settings(BaseSettings):
         description="Folders and files a read-only SQL session may read besides the "
         "working directory (separated by ':')",
     )
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home(cls, value):
+        """An empty `EMBEDLINE_HOME=` is unset: as "." it made the working folder a workspace (and 0700)."""
+        return Path(".embedline") if value is None or not str(value).strip() else value
 
     @field_validator("device")
     @classmethod
@@ -115,7 +122,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, dict):
                 value = json.dumps(mask_mapping(value))
-            elif name == "catalog_url" and value:
+            elif isinstance(value, str) and value:  # any URL may carry a key (s3://KEY:SECRET@bucket)
                 value = redact(value)
             rows.append((PREFIX + name.upper(), "" if value is None else str(value), info.description or ""))
         return rows

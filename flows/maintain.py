@@ -9,6 +9,7 @@ from datetime import timedelta
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from embedline.errors import BadInput
 from embedline.flows.retries import retry_transient
 from embedline.storage import catalog, maintenance
 from embedline.storage.locks import space_lock
@@ -16,6 +17,7 @@ from embedline.names import check_name
 from embedline.tasks.storage import storage_choice
 from embedline.workspace import Workspace
 
+MAX_RETENTION_DAYS = 36_500  # a century: past it `timedelta` overflows
 maintain_space = task(maintenance.maintain_space, name="maintain-space", cache_policy=NO_CACHE, retries=2,
                       retry_condition_fn=retry_transient)
 
@@ -23,6 +25,8 @@ maintain_space = task(maintenance.maintain_space, name="maintain-space", cache_p
 @flow(name="maintain-corpus", log_prints=True)
 def maintain_corpus(corpus: str, retention_days: float = 7, home: str | None = None) -> list[str]:
     ws = Workspace.from_env(home)
+    if not (isinstance(retention_days, int | float) and 0 <= retention_days <= MAX_RETENTION_DAYS):
+        raise BadInput(f"retention_days={retention_days!r}: give days from 0 to {MAX_RETENTION_DAYS:,}")
     spaces = sorted({v["space"] for v in catalog.list_versions(ws, check_name(corpus, "corpus name"))})
     lines = []
     for space in spaces:

@@ -434,6 +434,15 @@ def running_run_ids(ws: Workspace) -> set[int]:
         return {r for (r,) in con.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()}
 
 
+def require_runs(ws: Workspace, corpus: str) -> None:
+    """`NotFound` for a corpus no run ever started (a typo), rather than an empty answer."""
+    with reading(ws) as con:
+        ran = con.execute("SELECT count(*) FROM runs WHERE corpus = ?", [corpus]).fetchone()[0]
+    if not ran:
+        raise NotFound(f"no such corpus {corpus!r}: no run of it was ever started "
+                       f"(`embedline ingest {corpus} SOURCE` starts one)")
+
+
 def quarantined_runs(ws: Workspace, corpus: str) -> list[int]:
     """Runs of `corpus` that rejected records, oldest first."""
     with reading(ws) as con:

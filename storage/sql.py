@@ -440,9 +440,12 @@ def _create_query_vector_functions(con, query_embedder: QueryEmbedder, models: d
 
 def _query_udf(query_embedder: QueryEmbedder, corpus: str, dim: int):
     def udf(texts: pa.Array, models: pa.Array) -> pa.Array:
+        """NULL text gives a NULL vector, as embed() does: a zero one would score every row alike."""
+        texts = texts.to_pylist()
         rows = [query_embedder(corpus, t, m) if t is not None else np.zeros(dim, np.float32)
-                for t, m in zip(texts.to_pylist(), models.to_pylist())]
-        return pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(rows, np.float32).reshape(-1)), dim)
+                for t, m in zip(texts, models.to_pylist())]
+        return pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(rows, np.float32).reshape(-1)), dim,
+                                                 mask=pa.array([t is None for t in texts]))
 
     return udf
 

@@ -8,14 +8,17 @@ from embedline.tasks.embedding import get_engine
 from embedline.tasks.models import require_made, serving_spec
 
 RESULT_COLUMNS = ["chunk_id", "doc_id", "chunk_index", "title", "text"]
+MAX_K = 10_000  # more hits than a reader can use; SQL over the corpus's view returns any number of rows
 
 
 def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: str | None = None,
                   alias: str = "prod", hybrid: bool = False, model: str | None = None) -> list[dict]:
     """Top-`k` chunks by cosine similarity (or hybrid with full text); each hit has doc_id, title, text,
     score."""
-    if k < 1:
-        raise BadInput(f"-k must be at least 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise BadInput(f"-k must be a whole number from 1 to {MAX_K:,}, got {k!r} (SQL returns any number)")
+    if not isinstance(query, str) or not query.strip():
+        raise BadInput(f"the query must be text with a word in it, got {query!r}")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
     if target is None:
         raise NotFound(

@@ -73,6 +73,16 @@ def test_ingest_search_sql_versions_promote_rollback_validate_maintain(workspace
     assert db.gates("debian")["min_golden_recall"] == 0.9  # kept for later runs
     assert db.maintain("debian")[0].startswith("debian__tiny: versions")
     assert [m["name"] for m in db.models()] == ["tiny"]
+    for days in (float("nan"), -1, 1e308):  # NaN and 1e308 raised from timedelta; -1 dropped every version
+        with pytest.raises(embedline.BadInput, match="retention_days"):
+            db.maintain("debian", retention_days=days)
+    for k in (0, 10**20, "5", 1.5):
+        with pytest.raises(embedline.BadInput, match="-k must be a whole number"):
+            db.search("debian", "window manager", k=k)
+    for query in ("", "  ", None):  # scored every chunk alike
+        with pytest.raises(embedline.BadInput, match="the query must be text"):
+            db.search("debian", query)
+    assert db.sql("SELECT query_vector('debian', NULL) IS NULL, embed(NULL) IS NULL").fetchone() == (True, True)
 
 
 def test_api_errors_are_typed(workspace):
@@ -83,6 +93,9 @@ def test_api_errors_are_typed(workspace):
         db.ingest(corpus="docs")
     with pytest.raises(embedline.BadName):
         db.versions("Not A Name")
+    for method in (db.versions, db.quarantine, db.maintain):  # answered [] for a typo
+        with pytest.raises(embedline.NotFound, match="no such corpus 'nothing'"):
+            method("nothing")
 
 
 def test_sql_errors_raised_while_the_rows_are_read_are_typed_and_rows_still_stream(workspace):
@@ -100,3 +113,21 @@ def test_sql_errors_raised_while_the_rows_are_read_are_typed_and_rows_still_stre
     ten = db.sql("SELECT i FROM range(10) t(i)")
     assert ten.columns == ["i"] and len(ten.fetchall()) == 10 and ten.arrow().read_all().num_rows == 10
     assert ten.filter("i > 6").order("i").fetchall() == [(7,), (8,), (9,)]
+
+
+def test_connect_refuses_a_misspelt_setting_and_an_empty_home_is_the_default(tmp_path, monkeypatch):
+    """`devcie="cuda:9"` was ignored, and an empty home made the working folder a 0700 workspace."""
+    with pytest.raises(embedline.BadSetting, match="no setting devcie"):
+        embedline.connect(tmp_path, devcie="cuda:9")
+    monkeypatch.chdir(tmp_path)
+    assert embedline.connect("").home == str(tmp_path / ".embedline")
+    monkeypatch.setenv("EMBEDLINE_HOME", " ")
+    assert embedline.connect().home == str(tmp_path / ".embedline")
+
+
+def test_config_masks_keys_in_any_url_setting(tmp_path):
+    settings = embedline.connect(tmp_path, store_uri="s3://AKIAEXAMPLE:wJalrSECRET@bucket/x",
+                                 lance_uri="s3://AKIAEXAMPLE:wJalrSECRET@bucket/lance").settings
+    shown = {name: value for name, value, _ in settings.shown()}
+    assert shown["EMBEDLINE_STORE_URI"] == "s3://AKIAEXAMPLE:***@bucket/x"
+    assert "wJalrSECRET" not in json.dumps(shown)

@@ -39,13 +39,23 @@ GATES = (
 )
 
 
+# The values each threshold may take: outside them (or NaN) every run would fail, or none could.
+GATE_RANGES = {
+    "norm_tolerance": (0.0, math.inf),
+    "min_effective_rank": (0.0, math.inf),
+    "max_near_duplicate_rate": (0.0, 1.0),
+    "min_drift_cosine": (-1.0, 1.0),
+    "min_golden_recall": (0.0, 1.0),
+}
+
+
 def default_gates() -> dict[str, float]:
     defaults = Expectations(dim=0, model_key="")
     return {name: getattr(defaults, name) for name in GATES}
 
 
 def check_gates(gates: dict | None) -> dict[str, float]:
-    """`gates` as floats, or `BadInput` naming the unknown or non-numeric threshold."""
+    """`gates` as floats, or `BadInput` naming the unknown, non-numeric or out-of-range threshold."""
     from embedline.errors import BadInput
 
     checked = {}
@@ -53,9 +63,14 @@ def check_gates(gates: dict | None) -> dict[str, float]:
         if name not in GATES:
             raise BadInput(f"unknown validation gate {name!r}: use one of {', '.join(GATES)}")
         try:
-            checked[name] = float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise BadInput(f"validation gate {name}={value!r}: give a number") from None
+        low, high = GATE_RANGES[name]
+        if not (math.isfinite(number) and low <= number <= high):
+            span = f"from {low:g} to {high:g}" if math.isfinite(high) else f"of at least {low:g}"
+            raise BadInput(f"validation gate {name}={value!r}: give a finite number {span}")
+        checked[name] = number
     return checked
 
 

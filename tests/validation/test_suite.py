@@ -5,9 +5,9 @@ import pyarrow as pa
 import pytest
 
 from embedline.storage.embeddings import chunk_schema
-from embedline.errors import ValidationFailed
+from embedline.errors import BadInput, ValidationFailed
 from embedline.validation.gate import require
-from embedline.validation.suite import Expectations, validate_batch
+from embedline.validation.suite import Expectations, check_gates, validate_batch
 
 DIM = 8
 COUNTS = {"docs_read": 64, "docs_new": 64, "docs_changed": 0, "docs_unchanged": 0, "docs_quarantined": 0}
@@ -115,3 +115,20 @@ def test_metrics_have_the_documented_ends_of_their_scales():
         near_duplicate_rate(spread) == 0.0
         and near_duplicate_rate(np.vstack([spread[:10], spread[:10]])) == 1.0
     )
+
+
+@pytest.mark.parametrize("name,value", [
+    ("min_golden_recall", "nan"), ("norm_tolerance", float("inf")), ("norm_tolerance", -1),
+    ("min_golden_recall", 5), ("max_near_duplicate_rate", -0.1), ("min_drift_cosine", 1.5),
+    ("min_effective_rank", "-inf"),
+])
+def test_a_gate_no_run_could_meet_or_every_run_would_miss_is_refused(name, value):
+    """A stored NaN gate failed every later run of the corpus with a raw GX traceback."""
+    with pytest.raises(BadInput, match=name):
+        check_gates({name: value})
+
+
+def test_each_gates_bounds_are_accepted():
+    edges = {"norm_tolerance": 0, "min_effective_rank": 0, "max_near_duplicate_rate": 1,
+             "min_drift_cosine": -1, "min_golden_recall": 1}
+    assert check_gates(edges) == {name: float(v) for name, v in edges.items()}
