@@ -22,6 +22,7 @@ from embedline.errors import (
     BadInput,
     BadName,
     BadSetting,
+    CatalogMismatch,
     EmbedlineError,
     ModelConflict,
     NotFound,
@@ -39,7 +40,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
-    "BadInput", "BadName", "BadSetting", "Embedline", "EmbedlineError", "ModelConflict", "NotFound",
-    "ReadOnly", "Settings", "SpaceBusy", "TransientError", "UsageError", "ValidationFailed", "connect",
-    "__version__",
+    "BadInput", "BadName", "BadSetting", "CatalogMismatch", "Embedline", "EmbedlineError", "ModelConflict",
+    "NotFound", "ReadOnly", "Settings", "SpaceBusy", "TransientError", "UsageError", "ValidationFailed",
+    "connect", "__version__",
 ]

@@ -48,6 +48,11 @@ class BadSetting(BadInput):
     """An `EMBEDLINE_*` variable (or the matching argument) with a value that cannot be used."""
 
 
+class CatalogMismatch(BadSetting):
+    """The catalog does not describe the Lance data it was pointed at (another host's catalog, a wrong
+    EMBEDLINE_CATALOG_URL): writing would destroy what that catalog serves."""
+
+
 class ModelConflict(BadInput):
     """A model name whose stored vectors came from other files or settings than the spec at hand: a name
     keeps its weights once something was embedded with it, so new weights need a new name."""

@@ -363,7 +363,9 @@ def rollback(corpus: Corpus, home: Home = None):
     """
     moved = _db(home).rollback(corpus)
     typer.echo(
-        f"{corpus} prod → {moved['space']} version {moved['version']} (was version {moved['from_version']})"
+        f"{corpus} prod → {moved['space']} version {moved['version']} (was version {moved['from_version']});"
+        " held: scheduled runs write and validate new versions (embedding again what the undone runs wrote)"
+        f" without moving prod; `embedline promote {corpus} VERSION` releases it"
     )
 
 

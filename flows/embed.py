@@ -136,13 +136,13 @@ def embed_plan(ws: Workspace, plan: ChangePlan, model: str, spec: ModelSpec, dev
         if ws.settings.catalog_url is None:  # the catalog is a file in the home: workers share it
             runs = [{**parameters, "home": str(ws.home)} for parameters in runs]
         run_shards(shard_deployment, runs, load().shard_timeout)
-        batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs])
+        batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs], parallel=True)
     else:
         print(f"{reason or f'no {shard_deployment} deployment on this Prefect API'}: "
               f"embedding {shards} shards here, in turn")
         for parameters in runs:
             embed_shard(**parameters, home=str(ws.home))
-        batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs])
+        batch = EmbeddedBatch.combine([read_shard_result(parameters) for parameters in runs], parallel=False)
     if batch.precision and batch.precision != spec.precision:
         catalog.set_run_precision(ws, run_id, batch.precision)
     return batch

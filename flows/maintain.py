@@ -14,6 +14,7 @@ from embedline.flows.retries import retry_transient
 from embedline.storage import catalog, maintenance
 from embedline.storage.locks import space_lock
 from embedline.names import check_name
+from embedline.tasks import publishing
 from embedline.tasks.storage import storage_choice
 from embedline.workspace import Workspace
 
@@ -36,6 +37,7 @@ def maintain_corpus(corpus: str, retention_days: float = 7, home: str | None = N
         lines.append(
             f"{space}: versions {done['versions_before']} → {done['versions_after']}, "
             f"{done['bytes_removed']:,} bytes removed, tags kept: {len(done['tags'])}"
+            + (f"; {done['abandoned']} killed run(s) marked abandoned" if done["abandoned"] else "")
             + (
                 f"; head laid out as {choice.vectors} + {choice.index_type} (prod moves to it with the "
                 "next run)"
@@ -43,4 +45,6 @@ def maintain_corpus(corpus: str, retention_days: float = 7, home: str | None = N
                 else ""
             )
         )
+    if spaces:
+        publishing.clear_staging(ws)  # killed runs' staging (full texts, vectors) goes with them
     return lines

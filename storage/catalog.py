@@ -397,11 +397,7 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
     """Open a run; returns its id. The corpus is registered (or its source and fields replaced) only when
     a run succeeds: a refused source (a typo, an empty file) must not become what a backfill re-reads."""
     with writing(ws) as con:
-        # The caller holds the space's lock, so a run still marked running there died mid-way.
-        con.execute(
-            "UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ? AND status = 'running'",
-            [now(), space],
-        )
+        _abandon_runs(con, space)  # the caller holds the space's lock: a run still running there died
         run_id = _next_run_id(con)
         con.execute(
             "INSERT INTO runs (run_id, corpus, model, space, source, status, started_at, model_key,"
@@ -411,6 +407,19 @@ def start_run(ws: Workspace, corpus: str, model: str, space: str, source: str, f
              json.dumps(fields)],
         )
     return int(run_id)
+
+
+def abandon_runs(ws: Workspace, space: str) -> int:
+    """Mark the space's runs still marked running as abandoned (call it holding the space's lock: they
+    died mid-way); returns how many. Their staging is then cleared like any ended run's."""
+    with writing(ws) as con:
+        return _abandon_runs(con, space)
+
+
+def _abandon_runs(con, space: str) -> int:
+    ended = con.execute("UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ?"
+                        " AND status = 'running' RETURNING run_id", [now(), space])
+    return len(ended.fetchall())
 
 
 def fail_run(ws: Workspace, run_id: int, error: str) -> None:
@@ -426,6 +435,14 @@ def set_run_precision(ws: Workspace, run_id: int, precision: str) -> None:
     """What a run's shards actually ran under (e.g. "bf16+fp32" from a mixed pool): provenance."""
     with writing(ws) as con:
         con.execute("UPDATE runs SET precision = ? WHERE run_id = ?", [precision, run_id])
+
+
+def ended_run_ids(ws: Workspace, space: str) -> set[int]:
+    """The runs this catalog started in `space` that ended, whatever became of them (a killed one is
+    marked abandoned when the next starts); the caller's own, still running, has tagged nothing yet."""
+    with reading(ws) as con:
+        rows = con.execute("SELECT run_id FROM runs WHERE space = ? AND status <> 'running'", [space])
+        return {r for (r,) in rows.fetchall()}
 
 
 def running_run_ids(ws: Workspace) -> set[int]:
@@ -528,7 +545,7 @@ def finish_run(
                 status,
                 seconds,
                 now(),
-                version["version"] if version else _current_version(con, run["corpus"], space),
+                version["version"] if version else _newest_passed(con, space),  # what it found still good
                 None if status == "succeeded" else version["failures"],
                 runtime or None,
                 run_id,
@@ -640,22 +657,30 @@ def metadata_types(ws: Workspace, corpus: str) -> dict[str, str]:
     return dict(rows)
 
 
-def _current_version(con, corpus: str, space: str) -> int | None:
-    row = con.execute("SELECT max(version) FROM versions WHERE space = ?", [space]).fetchone()
-    return row[0] if row else None
-
-
 # -- aliases and versions ----------------------------------------------------------------------
 def _set_alias(con, corpus: str, alias: str, space: str, version: int, model: str, log: bool = True,
                held: bool = False) -> None:
     """Point the alias and log the move (rollback walks the log back), in the caller's transaction.
     A held alias (set by rollback) stays where it is until `promote` moves it again."""
     moved = now()
+    if alias == "prod":
+        _reembed_rolled_back(con, space, version)
     con.execute("INSERT OR REPLACE INTO aliases (corpus, alias, space, version, model, updated_at, held)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)", [corpus, alias, space, version, model, moved, held])
     if log:
         con.execute("INSERT INTO alias_history VALUES (?, ?, ?, ?, ?, ?, false)",
                     [corpus, alias, space, version, model, moved])
+
+
+def _reembed_rolled_back(con, space: str, version: int) -> None:
+    """Prod moved back past newer versions of its space (a rollback, a promote to an older one): the
+    documents runs after `version` wrote are marked for embedding again, so no later version of the space
+    carries the rows an operator took out of service (their vectors, or text the source has since fixed)."""
+    newer = con.execute("SELECT count(*) FROM versions WHERE space = ? AND version > ?", [space, version])
+    if newer.fetchone()[0]:
+        con.execute(
+            "UPDATE documents SET change_key = 'rolled-back' WHERE space = ? AND run_id >"
+            " (SELECT run_id FROM versions WHERE space = ? AND version = ?)", [space, space, version])
 
 
 def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space: str | None = None,

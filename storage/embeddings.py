@@ -109,7 +109,10 @@ def _write_version(ws: Workspace, space: str, schema: pa.Schema, batches: Iterab
         deleted = merge.execute(reader).num_deleted_rows
     indexes = refresh_indexes(table, index_type=storage.index_type)
     version = table.version
-    table.tags.create(tag, version)
+    if tag in table.tags.list():  # a run id handed out again: the catalog was restored from a backup
+        table.tags.update(tag, version)  # that run is not in this catalog; the id is this run's now
+    else:
+        table.tags.create(tag, version)
     return {"version": version, "tag": tag, "row_count": table.count_rows(), "chunks_deleted": deleted,
             **indexes}
 

@@ -13,6 +13,7 @@ next version that passes, and serve.
 
 from datetime import timedelta
 
+from embedline.errors import CatalogMismatch
 from embedline.storage import catalog, embeddings
 from embedline.storage.embeddings import open_space
 from embedline.storage.index import forever, refresh_indexes, vector_index_type
@@ -35,10 +36,25 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     clean = catalog.clean_version(ws, space)
     if latest is None or latest == clean:
         return None
+    if clean is None:
+        _require_known_runs(ws, space)
     restored = embeddings.restore_version(ws, space, clean)
     held = embeddings.doc_ids(ws, space, restored) if clean is not None else None
     catalog.restored_head(ws, space, restored, held)
     return restored
+
+
+def _require_known_runs(ws: Workspace, space: str) -> None:
+    """Refuse to empty a table whose tagged runs this catalog never started: it is another catalog's
+    (a host without the shared EMBEDLINE_CATALOG_URL, pointed at the shared Lance), not a failed first run."""
+    known = catalog.ended_run_ids(ws, space)
+    foreign = sorted(t for t in embeddings.open_space(ws, space).tags.list()
+                     if t.startswith("run-") and t[4:].isdigit() and int(t[4:]) not in known)
+    if foreign:
+        raise CatalogMismatch(
+            f"space {space!r} in {ws.lance_uri} has versions of runs this catalog never started "
+            f"({', '.join(foreign[:3])}{'...' if len(foreign) > 3 else ''}) and no clean head: check "
+            "EMBEDLINE_CATALOG_URL (every host must share one catalog); nothing was changed")
 
 
 def maintain_space(ws: Workspace, space: str, retention: timedelta,
@@ -46,7 +62,9 @@ def maintain_space(ws: Workspace, space: str, retention: timedelta,
     """Compact and clean the space (hold its lock): the head is made clean first, so compaction never
     folds a failed run's rows in, and the compacted version becomes the clean head. With `storage`, the
     head is laid out as chosen first (vectors converted, vector index of the chosen kind); prod moves to
-    that layout with the next run, which validates it."""
+    that layout with the next run, which validates it. Runs still marked running died (the lock is
+    held): they are marked abandoned, so the caller's `clear_staging` removes their staging."""
+    abandoned = catalog.abandon_runs(ws, space)
     restore_clean_head(ws, space)
     table = open_space(ws, space)
     before = len(table.list_versions())
@@ -63,6 +81,7 @@ def maintain_space(ws: Workspace, space: str, retention: timedelta,
         "bytes_removed": stats.bytes_removed,
         "tags": sorted(table.tags.list()),
         "relaid": relaid,
+        "abandoned": abandoned,
     }
 
 

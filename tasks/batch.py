@@ -65,9 +65,10 @@ class EmbeddedBatch:
             [pa.Table.from_batches(list(files.read_arrow(uri)), DOC_SCHEMA) for uri in self.documents_uris])
 
     @classmethod
-    def combine(cls, parts: list["EmbeddedBatch"]) -> "EmbeddedBatch":
+    def combine(cls, parts: list["EmbeddedBatch"], parallel: bool) -> "EmbeddedBatch":
         """One batch from shards embedded apart; refuses shards made under different model keys.
-        Shards may differ in precision (each worker's own policy): the batch lists each one used."""
+        Shards may differ in precision (each worker's own policy): the batch lists each one used.
+        Its seconds: the longest shard's where they ran side by side (`parallel`), else their sum."""
         keys = {p.model_key for p in parts}
         if len(keys) != 1:
             raise EmbedlineError(
@@ -79,7 +80,7 @@ class EmbeddedBatch:
             [d for p in parts for d in p.documents_uris],
             sum(p.chunk_count for p in parts),
             sum(p.tokens for p in parts),
-            max(p.seconds for p in parts),
+            (max if parallel else sum)(p.seconds for p in parts),
             parts[0].dim,
             parts[0].metadata_types,
             parts[0].model_key,

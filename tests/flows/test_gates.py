@@ -81,7 +81,7 @@ def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deploymen
     kept = corpus_gates(workspace, "debian")  # what backfills, swaps and `validate` judge by
     assert (kept["min_effective_rank"], kept["max_near_duplicate_rate"]) == (3, 0.4)
     with pytest.raises(ValidationFailed):
-        ingest(workspace, debian_case, gates={"norm_tolerance": -1.0})
+        ingest(workspace, debian_case, gates={"min_effective_rank": 10_000})  # above any dim
     assert catalog.get_gates(workspace, "debian") == {
         "min_effective_rank": 3
     }  # the run's own gate was not kept

@@ -38,14 +38,14 @@ from hypothesis.stateful import (
 
 from embedline.errors import BadInput, NotFound, ValidationFailed
 from embedline.storage import catalog, embeddings
-from embedline.tasks.gates import corpus_gates
 from embedline.tasks.models import add_model
 from embedline.workspace import Workspace
 from tests.conftest import DEBIAN_CASE, build_tiny_model, ingest
 
 POOL = [json.loads(line) for line in DEBIAN_CASE.read_text().splitlines()]
 CORPUS, MODEL, SPACE = "debian", "tiny", "debian__tiny"
-STATS = {"steps": 0, "invariants": 0, "ingests": 0, "failed_gates": 0, "refused": 0, "kills": 0}
+STATS = {"steps": 0, "invariants": 0, "ingests": 0, "failed_gates": 0, "refused": 0, "kills": 0,
+         "after_rollbacks": 0}
 
 
 def _clean(record: dict) -> dict:
@@ -75,6 +75,7 @@ class Integrity(RuleBasedStateMachine):
         self.history: list[dict[str, str]] = []  # what prod served after each move (rollback walks it back)
         self.held = False
         self.force_failure = False
+        self.undone: set[int] = set()  # runs a rollback took out of service
 
     # -- the model's view of a source ---------------------------------------------------------------
     def write_source(self) -> None:
@@ -182,9 +183,13 @@ class Integrity(RuleBasedStateMachine):
             with pytest.raises(NotFound):
                 catalog.rollback(self.ws, CORPUS)
             return
-        catalog.rollback(self.ws, CORPUS)
+        moved = catalog.rollback(self.ws, CORPUS)
         self.history.pop()
         self.held = True
+        with catalog.reading(self.ws) as con:  # runs whose rows prod was moved back past
+            self.undone |= {r for (r,) in con.execute(
+                "SELECT run_id FROM versions WHERE space = ? AND version > ? AND validation = 'passed'",
+                [moved["space"], moved["version"]]).fetchall()}
 
     @rule()
     def promote_head(self):
@@ -243,7 +248,8 @@ class Integrity(RuleBasedStateMachine):
 
     def _ingest(self):
         STATS["ingests"] += 1
-        corpus_gates(self.ws, CORPUS, {"norm_tolerance": -1.0 if self.force_failure else 1e-3})
+        # a tolerance below zero fails every chunk: `gates --set` refuses it, the catalog keeps it
+        catalog.set_gates(self.ws, CORPUS, {"norm_tolerance": -1.0 if self.force_failure else 1e-3})
         try:
             summary = ingest(self.ws, self.source, CORPUS, MODEL)
         except ValidationFailed:
@@ -265,8 +271,22 @@ class Integrity(RuleBasedStateMachine):
                                                        [run_id]).fetchall() if d is not None}
             wrote = con.execute("SELECT count(*) FROM versions WHERE run_id = ?", [run_id]).fetchone()[0] > 0
         self.head = self.after_pass(quarantined)
+        self.no_undone_rows_outlive_a_run(run_id, quarantined)
         if wrote and not self.held:  # a run that changed nothing makes no version and moves no alias
             self.history.append(dict(self.head))
+
+    def no_undone_rows_outlive_a_run(self, run_id: int, quarantined: set[str]) -> None:
+        """I5: a run that passed after a rollback embedded again every document the undone runs wrote
+        (but those it quarantined, which keep their chunks): no version it builds serves their rows."""
+        if not self.undone or run_id in self.undone:
+            return
+        head = embeddings.dataset_at(self.ws, SPACE, catalog.clean_version(self.ws, SPACE))
+        rows = head.to_table(columns=["doc_id", "run_id"]).to_pylist()
+        kept = {r["doc_id"] for r in rows if r["run_id"] in self.undone} - quarantined
+        if any(d.startswith("{not json") for d in self.defects):  # an unreadable id: nothing was deleted
+            kept &= {r["id"] for r in self.records + self.junk}
+        assert not kept, f"run {run_id} kept rows of rolled-back runs {sorted(self.undone)}: {sorted(kept)}"
+        STATS["after_rollbacks"] += 1
 
     def _last_run(self) -> dict | None:
         with catalog.reading(self.ws) as con:

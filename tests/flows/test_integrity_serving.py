@@ -414,3 +414,82 @@ def test_a_plotting_failure_after_the_commit_leaves_the_run_succeeded(workspace,
     assert summary.status == "succeeded" and summary.promoted
     assert catalog.get_run(workspace, summary.run_id)["status"] == "succeeded"
     assert catalog.get_alias(workspace, "debian")["version"] == summary.version
+
+
+def test_a_run_after_a_rollback_embeds_again_what_the_undone_run_wrote(workspace, debian_case):
+    """Rolled back because run 2's vectors were bad: the next run built on its rows as unchanged, and the
+    held note sent the operator to a version that served them again."""
+    ingest(workspace, debian_case)
+    rewrite(debian_case, 0, "a second edition whose vectors the operator takes out of service")
+    second = ingest(workspace, debian_case)
+    catalog.rollback(workspace, "debian")
+    third = ingest(workspace, debian_case)  # the scheduled run: the source has not changed since run 2
+    assert (third.docs_changed, third.docs_unchanged) == (1, 119)
+    rows = embeddings.dataset_at(workspace, "debian__tiny", third.version).to_table(
+        columns=["run_id"]).column("run_id").to_pylist()
+    assert second.run_id not in rows and third.run_id in rows
+    assert catalog.get_alias(workspace, "debian")["held"]  # prod stays where the operator put it
+
+
+def test_maintain_ends_a_killed_runs_record_and_clears_its_staging(workspace, debian_case):
+    from embedline.flows.maintain import maintain_corpus
+    from embedline.storage import files
+    from embedline.tasks import publishing
+
+    ingest(workspace, debian_case)
+    killed = catalog.start_run(workspace, "debian", "tiny", "debian__tiny", str(debian_case), {}, "k", "c",
+                               "cpu", "fp32")  # its process was killed mid-way: nothing else ran since
+    files.open_store(workspace).write_text(f"staging/run-{killed}/documents.arrow", "staged full texts")
+    lines = maintain_corpus("debian", home=str(workspace.home))
+    assert lines[0].endswith("1 killed run(s) marked abandoned")
+    assert catalog.get_run(workspace, killed)["status"] == "abandoned"
+    assert f"staging/run-{killed}" not in files.open_store(workspace).list("staging")
+    assert not publishing.scratch_dir(workspace, killed).exists()
+
+
+def test_a_catalog_restored_from_a_backup_keeps_running(workspace, debian_case, tmp_path):
+    """Run ids start again below the tags Lance kept: every run failed on 'tag run-2 already exists'."""
+    import shutil
+
+    ingest(workspace, debian_case)
+    shutil.copy(workspace.catalog_path, tmp_path / "backup.duckdb")
+    rewrite(debian_case, 0, "edited after the backup")
+    ingest(workspace, debian_case)
+    shutil.copy(tmp_path / "backup.duckdb", workspace.catalog_path)
+    rewrite(debian_case, 1, "edited after the restore")
+    again = ingest(workspace, debian_case)
+    assert again.promoted and again.docs_changed == 2  # run 2's edit is news to the restored catalog
+    assert embeddings.open_space(workspace, "debian__tiny").tags.list()[f"run-{again.run_id}"]["version"] == (
+        again.version)
+
+
+def test_a_catalog_that_never_saw_a_space_refuses_to_empty_its_table(
+    workspace, debian_case, tmp_path, monkeypatch
+):
+    """A host without the shared catalog URL, over the shared Lance: its first run emptied the table."""
+    from embedline.errors import CatalogMismatch
+    from embedline.workspace import Workspace
+
+    served = ingest(workspace, debian_case)
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", workspace.lance_uri)
+    stranger = Workspace.from_env(tmp_path / "other").ensure()
+    add_model(stranger, "tiny", catalog.list_models(workspace)[0]["path"])
+    with pytest.raises(CatalogMismatch, match="EMBEDLINE_CATALOG_URL"):
+        ingest(stranger, debian_case)
+    assert embeddings.open_space(workspace, "debian__tiny").count_rows() == served.chunks_embedded
+
+
+def test_a_run_that_changes_nothing_after_a_failed_one_is_recorded_at_the_version_it_found_good(
+    workspace, debian_case
+):
+    first = ingest(workspace, debian_case)
+    original = debian_case.read_text()
+    rewrite(debian_case, 0, "an edit the gates refuse")
+    catalog.set_gates(workspace, "debian", {"norm_tolerance": -1.0})  # no chunk passes
+    with pytest.raises(ValidationFailed):
+        ingest(workspace, debian_case)
+    catalog.set_gates(workspace, "debian", {})
+    debian_case.write_text(original)
+    quiet = ingest(workspace, debian_case)
+    assert quiet.version is None or quiet.version == first.version
+    assert catalog.get_run(workspace, quiet.run_id)["version"] == first.version  # was the failed version

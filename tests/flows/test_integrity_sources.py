@@ -306,9 +306,9 @@ def test_a_new_corpus_whose_first_run_failed_takes_its_column_types_from_its_fir
         {"id": f"d{i}", "title": f"t{i}", "text": f"ticket {i} about a crash", "priority": i}
         for i in range(4)
     ]
+    catalog.set_gates(workspace, "tickets", {"norm_tolerance": -1.0})  # no chunk passes (stored as is)
     with pytest.raises(ValidationFailed):
-        ingest(workspace, write_jsonl(tmp_path / "first.jsonl", rows), corpus="tickets",
-               gates={"norm_tolerance": -1.0})
+        ingest(workspace, write_jsonl(tmp_path / "first.jsonl", rows), corpus="tickets")
     for row in rows:  # the operator fixes the data: priorities are words
         row["priority"] = "high" if row["priority"] % 2 else "low"
     catalog.set_gates(workspace, "tickets", {})

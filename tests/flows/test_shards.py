@@ -201,10 +201,13 @@ def test_shards_of_a_mixed_pool_combine_and_report_each_precision(tmp_path):
     def part(precision: str) -> EmbeddedBatch:
         return EmbeddedBatch([str(tmp_path / precision)], [], 10, 100, 1.0, 32, {}, "key", [precision])
 
-    combined = EmbeddedBatch.combine([part("fp32"), part("bf16"), part("bf16")])
+    combined = EmbeddedBatch.combine([part("fp32"), part("bf16"), part("bf16")], parallel=True)
     assert (combined.precision, combined.chunk_count, combined.model_key) == ("bf16+fp32", 30, "key")
+    assert combined.seconds == 1.0  # side by side on the pool: the longest shard's time
+    in_turn = EmbeddedBatch.combine([part("fp32"), part("bf16"), part("bf16")], parallel=False)
+    assert in_turn.seconds == 3.0  # one after another here: recorded 1.0 before
     with pytest.raises(EmbedlineError, match="different model keys"):
-        EmbeddedBatch.combine([part("fp32"), replace(part("fp32"), model_key="other")])
+        EmbeddedBatch.combine([part("fp32"), replace(part("fp32"), model_key="other")], parallel=True)
 
 
 def catalog_runs(ws) -> list[dict]:

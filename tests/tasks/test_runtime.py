@@ -174,5 +174,5 @@ def test_shards_of_a_mixed_pool_report_each_runtime(tmp_path):
     def part(runtime: str) -> EmbeddedBatch:
         return EmbeddedBatch([str(tmp_path / runtime)], [], 10, 100, 1.0, 32, {}, "key", ["bf16"], [runtime])
 
-    combined = EmbeddedBatch.combine([part("torch"), part("openvino"), part("openvino")])
+    combined = EmbeddedBatch.combine([part("torch"), part("openvino"), part("openvino")], parallel=True)
     assert (combined.runtime, combined.precision, combined.model_key) == ("openvino+torch", "bf16", "key")
