@@ -16,6 +16,8 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
     score."""
     if k < 1:
         raise BadInput(f"-k must be at least 1, got {k}")
+    if model is not None:  # refused as a name before any lookup suggests registering it under that name
+        check_name(model, "model name")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
     if target is None:
         raise NotFound(
