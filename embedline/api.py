@@ -191,11 +191,12 @@ class Embedline:
         """Point `corpus`'s prod alias at `version` (of `space`, default prod's space), atomically.
         A version that failed its gates needs `force=True`. `hold=True` pins prod there: scheduled
         runs and backfill swaps leave it until the next `promote` (which releases the hold otherwise)."""
-        from embedline.names import check_name
+        from embedline.names import check_name, check_space
         from embedline.storage import catalog
 
-        return catalog.promote(self.workspace, check_name(corpus, "corpus name"), version, space=space,
-                               allow_failed=force, hold=hold)
+        corpus = check_name(corpus, "corpus name")
+        space = check_space(space) if space is not None else None
+        return catalog.promote(self.workspace, corpus, version, space=space, allow_failed=force, hold=hold)
 
     def rollback(self, corpus: str) -> dict:
         """Move prod back to where it pointed before its latest move."""

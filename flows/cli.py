@@ -6,6 +6,7 @@ Prefect nor great_expectations, so they answer in about a second plus any model 
 
 import os
 import sys
+import traceback
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -16,6 +17,9 @@ from embedline.redaction import redact
 from embedline.errors import EXIT_CODES, EmbedlineError, UsageError, ValidationFailed
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES.items())
+DEBUG_VARIABLE = "EMBEDLINE_DEBUG"
+# Commands that run Prefect flows here: their expected errors must not print Prefect's tracebacks.
+FLOW_COMMANDS = {"ingest", "validate", "maintain", "refresh", "backfill", "demo"}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, epilog=EPILOG,
@@ -74,7 +78,12 @@ def _print_dicts(columns: list[str], rows: list[dict], fmt: str) -> None:
 
 
 @app.callback(invoke_without_command=True)
-def _main(version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False):
+def _main(ctx: typer.Context,
+          version: Annotated[bool, typer.Option("--version", help="Print the version and exit")] = False):
+    if ctx.invoked_subcommand in FLOW_COMMANDS:  # the others never import Prefect: they start faster
+        from embedline.flows.console import quiet_expected_errors
+
+        quiet_expected_errors()
     if version:
         from embedline import __version__
 
@@ -723,14 +732,34 @@ def deployments(
 
 
 def main() -> None:
-    """Console entry: typed errors become a one-line message and their exit code (see --help). Whatever
-    the command writes is the owner's alone (umask 077)."""
+    """Console entry: typed errors become a one-line message and their exit code (see --help). Any other
+    exception is a bug, still one line (`error: <Type>: <message>`, exit 1): a user reads what failed,
+    and `EMBEDLINE_DEBUG=1` adds the traceback for a bug report. Secrets are masked in both. Whatever the
+    command writes is the owner's alone (umask 077)."""
     os.umask(0o077)
     try:
         app()
     except EmbedlineError as exc:
         typer.echo(f"error: {redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # the last stop before the terminal: a bug, reported as one line
+        _report_bug(exc)
+        sys.exit(1)
+
+
+def _report_bug(exc: Exception) -> None:
+    """The one line of an unexpected exception; its traceback first when $EMBEDLINE_DEBUG is set.
+    Read from the environment, not the typed settings: a bad setting must not hide the error."""
+    line = f"error: {type(exc).__name__}: {redact(' '.join(str(exc).split()))}"  # one line, whatever the text
+    if _debugging():
+        typer.echo(redact("".join(traceback.format_exception(exc))).rstrip("\n"), err=True)
+        typer.echo(line, err=True)
+    else:
+        typer.echo(f"{line} (set {DEBUG_VARIABLE}=1 for the traceback)", err=True)
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 if __name__ == "__main__":

@@ -709,7 +709,10 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
             [corpus, version, space, space],
         )
         if not found:
-            raise NotFound(f"corpus {corpus!r} has no version {version}: see `embedline versions {corpus}`")
+            within = f" in space {space!r}" if space else ""
+            raise NotFound(
+                f"corpus {corpus!r} has no version {version}{within}: see `embedline versions {corpus}`"
+            )
         if len(found) > 1:
             raise BadInput(f"version {version} exists in several spaces of {corpus!r}: pass --space")
         target = found[0]

@@ -5,6 +5,7 @@ is a `merge_insert`: re-running a batch updates rows in place instead of duplica
 empty table has nothing to match and appends (streaming; the upsert's join held ~0.5 GB at 64k chunks).
 """
 
+import re
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -233,37 +234,102 @@ def search(ws: Workspace, space: str, version: int, vector, k: int, where: str |
     """Nearest chunks by cosine distance in `space` at `version`; with `text`, hybrid (vector + BM25, RRF).
 
     Uses the version's ANN index when it has one (nprobes/refine tuned in `storage.index`), else exact.
-    Hits carry `score`: cosine similarity, or the fused relevance for hybrid queries.
+    Hits carry `score`: cosine similarity, or the fused relevance for hybrid queries. `where` is a Lance
+    filter expression (`search_filter`).
     """
     if text is None:
         return nearest_chunks(dataset_at(ws, space, version), vector, k, where, columns)
     table = open_space(ws, space)
     table.checkout(version)
-    query = tuned(table.search(query_type="hybrid").vector(vector).text(text).distance_type("cosine")).limit(
-        k
-    )
+    return hybrid_chunks(table, vector, text, k, where, columns)
+
+
+def hybrid_chunks(table, vector, text: str, k: int, where: str | None = None,
+                  columns: list[str] | None = None) -> list[dict]:
+    """Top-k chunks of an open LanceDB table by vector and full-text rank, fused (RRF), ties broken by
+    chunk_id. Each side fetches `_hybrid_pool(k)` candidates, so chunks tied at the k-th place are all
+    seen and ordered by chunk_id: a larger k lists the same first k. No `select`: a projection pushed
+    to both sides makes Lance warn that it lacks `_distance` (vector side) or `_score` (full-text
+    side), and neither side takes the other's column; the columns are picked from the fused rows."""
+    where = search_filter(where)
+    pool = _hybrid_pool(k)
+    query = tuned(table.search(query_type="hybrid").vector(vector).text(text).distance_type("cosine"), pool)
+    query = query.limit(pool).rerank(_tie_stable_rrf())
     if where:
         query = query.where(where, prefilter=True)
-    if columns:
-        query = query.select(columns)
     try:
-        hits = query.to_list()
+        fused = query.to_arrow()
     except (ValueError, RuntimeError, OSError) as exc:
-        raise BadInput(f"search failed: {str(exc).splitlines()[0]}") from exc
-    for hit in hits:
-        hit["score"] = round(float(hit["_relevance_score"]), 6)
-    return hits
+        raise _search_error(exc) from exc
+    hits = fused.slice(0, k).to_pylist()
+    return [{**({c: hit[c] for c in columns} if columns else hit),
+             "score": round(float(hit["_relevance_score"]), 6)} for hit in hits]
+
+
+def _hybrid_pool(k: int) -> int:
+    """Candidates each side of a hybrid search fetches for a top-k: k more than asked, at least 50."""
+    return k + max(k, 50)
+
+
+def _tie_stable_rrf():
+    """An RRF reranker that breaks ties by chunk_id (its class made here: lancedb loads on first use)."""
+    from lancedb.rerankers import RRFReranker
+
+    class TieStableRRF(RRFReranker):
+        """RRF whose input ranks and output order break ties by chunk_id: lancedb ranks tied rows (duplicate
+        texts: equal distances, equal BM25) in whatever order each side returned them, so their fused
+        scores, and which of them make the top-k, changed with k."""
+
+        def rerank_hybrid(self, query, vector_results, fts_results):
+            vector_results = _sorted(vector_results, "_distance", "ascending")
+            fts_results = _sorted(fts_results, "_score", "descending")
+            fused = super().rerank_hybrid(query, vector_results, fts_results)
+            return _sorted(fused, "_relevance_score", "descending")
+
+    return TieStableRRF()
+
+
+def _sorted(results: pa.Table, score: str, order: str) -> pa.Table:
+    if results is None or results.num_rows == 0:
+        return results
+    return results.sort_by([(score, order), ("chunk_id", "ascending")])
+
+
+# Lance's errors end with the Rust source line that raised them (`, /home/runner/.../sql.rs:109:22`).
+_SOURCE_LINE = re.compile(r",?\s*\S+\.rs:\d+:\d+")
+# A quoted SQL literal or identifier ('it''s', "col"): a `;` inside one is text, not a statement's end.
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def search_filter(where: str | None) -> str | None:
+    """`where` as Lance should get it: None for no filter (a blank one too: Lance fails to parse it).
+    A `;` outside quotes is refused: Lance reads the first statement and ignores the rest, so
+    `section = 'x'; ...` would look like a filter that was applied."""
+    if where is None or not where.strip():
+        return None
+    if ";" in _QUOTED.sub("", where):
+        raise BadInput(
+            f"--where {where!r}: give one filter expression without ';', e.g. \"section = 'games'\""
+        )
+    return where
+
+
+def _search_error(exc: Exception) -> BadInput:
+    """Lance's message, first line, without the Rust source location it ends with."""
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return BadInput(f"search failed: {_SOURCE_LINE.sub('', first).strip()}")
 
 
 def nearest_chunks(dataset, vector, k: int, where: str | None = None, columns: list[str] | None = None,
                    refine: bool = True) -> list[dict]:
     """Top-k chunks of an open Lance dataset by cosine distance, `where` applied before the search."""
+    where = search_filter(where)
     try:
         table = dataset.to_table(nearest=nearest(vector, k, refine), filter=where, prefilter=bool(where),
                                  columns=[*columns, "_distance"] if columns else None,
                                  disable_scoring_autoprojection=True)
     except (ValueError, RuntimeError, OSError) as exc:
-        raise BadInput(f"search failed: {str(exc).splitlines()[0]}") from exc
+        raise _search_error(exc) from exc
     hits = table.to_pylist()
     for hit in hits:
         hit["score"] = round(1.0 - float(hit["_distance"]), 6)

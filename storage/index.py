@@ -117,9 +117,10 @@ def index_config(index_type: str, rows: int):
     return getattr(lancedb.index, INDEX_TYPES[index_type][0])(**options)
 
 
-def tuned(query):
-    """Apply the index's search parameters to a LanceDB vector query."""
-    return query.nprobes(NPROBES).ef(EF).refine_factor(REFINE_FACTOR)
+def tuned(query, k: int):
+    """Apply the index's search parameters to a LanceDB vector query for the top `k`: HNSW refuses a
+    candidate list (`ef`) shorter than the k·refine candidates it is asked for."""
+    return query.nprobes(NPROBES).ef(max(EF, k * REFINE_FACTOR)).refine_factor(REFINE_FACTOR)
 
 
 def nearest(vector, k: int, refine: bool = True) -> dict:

@@ -273,7 +273,7 @@ class QueryRoutes:
             raise NotFound(f"corpus {corpus!r} has no prod version: "
                            f"run `embedline ingest {corpus} SOURCE` first")
         served, stored_key = self.prod_models[corpus]
-        model = model or served
+        model = check_name(model, "model name") if model else served
         if model not in self.specs:
             raise NotFound(
                 f"model {model!r} is not registered: run `embedline models add {model} PATH` first"

@@ -19,6 +19,8 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
         raise BadInput(f"-k must be a whole number from 1 to {MAX_K:,}, got {k!r} (SQL returns any number)")
     if not isinstance(query, str) or not query.strip():
         raise BadInput(f"the query must be text with a word in it, got {query!r}")
+    if model is not None:  # refused as a name before any lookup suggests registering it under that name
+        check_name(model, "model name")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
     if target is None:
         raise NotFound(

@@ -1,6 +1,9 @@
 """The `embedline` console script as users run it: one-line errors, formats, read-only SQL."""
 
 import json
+import os
+import sys
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -233,3 +236,84 @@ def test_max_embed_commits_a_large_embed_in_batches_until_nothing_is_deferred(wo
     served = run_cli("sql", "SELECT count(DISTINCT doc_id) AS n FROM debian", "--json", home=workspace.home,
                      check=True).stdout
     assert json.loads(served) == [{"n": 120}]
+
+
+def test_sql_json_holds_any_result_as_valid_json(tmp_path):
+    query = ("SELECT TIME '12:00:00', INTERVAL 1 DAY, 'nan'::DOUBLE, gen_random_uuid(), 'x'::BLOB, "
+             "1 AS a, 2 AS a")
+    result = run_cli("sql", query, "--json", home=tmp_path / "home", check=True)
+    (row,) = json.loads(result.stdout)
+    assert list(row.values())[:3] == ["12:00:00", "P1D", None]
+    assert list(row.values())[4:] == ["eA==", 1, 2] and list(row)[-2:] == ["a", "a_1"]
+
+
+@pytest.fixture
+def own_umask():
+    """`main()` sets the process's umask; put the test process's back."""
+    kept = os.umask(0o022)
+    os.umask(kept)
+    yield
+    os.umask(kept)
+
+
+def _main_stderr(capsys, monkeypatch, *args: str) -> tuple[int, str]:
+    from embedline.flows.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["embedline", *args])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    return ended.value.code, capsys.readouterr().err
+
+
+def test_an_unexpected_error_is_one_masked_line_and_its_traceback_needs_embedline_debug(
+        workspace, monkeypatch, capsys, own_umask):
+    from embedline.api import Embedline
+
+    def lost(self, corpus):
+        raise RuntimeError("catalog postgresql://app:hunter2@db/catalog went away\n  (retry later)")
+
+    monkeypatch.setattr(Embedline, "versions", lost)
+    monkeypatch.delenv("EMBEDLINE_DEBUG", raising=False)
+    code, err = _main_stderr(capsys, monkeypatch, "versions", "debian")
+    line = "error: RuntimeError: catalog postgresql://app:***@db/catalog went away (retry later)"
+    assert code == 1 and err.splitlines() == [f"{line} (set EMBEDLINE_DEBUG=1 for the traceback)"]
+    monkeypatch.setenv("EMBEDLINE_DEBUG", "1")
+    code, err = _main_stderr(capsys, monkeypatch, "versions", "debian")
+    assert code == 1 and err.startswith("Traceback (most recent call last):")
+    assert "hunter2" not in err and "in lost" in err and err.splitlines()[-1] == line
+
+
+def test_an_expected_error_inside_a_flow_is_one_line_and_the_run_still_fails(workspace, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, LogFilter
+    from prefect.client.schemas.filters import LogFilterFlowRunId
+
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)  # the session's server holds other runs
+    missing = tmp_path / "nowhere.jsonl"
+    result = run_cli("ingest", "missing_source", str(missing), home=workspace.home)
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: source {missing} does not exist"
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(
+            after_=since)))
+        (run,) = [r for r in runs if r.parameters.get("corpus") == "missing_source"]
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    assert run.state.is_failed() and "does not exist" in run.state.message
+    assert any("Traceback" in log.message for log in logs)  # the server's logs keep where it failed
+
+
+def test_search_refuses_a_bad_model_name_before_suggesting_to_register_it(ingested):
+    result = run_cli("search", "debian", "window manager", "--model", "X Y", home=ingested.home)
+    assert result.returncode == 3, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: invalid model name 'X Y'") and "models add" not in line
+
+
+def test_promote_checks_the_space_name_and_names_the_space_a_version_is_missing_from(ingested):
+    bad = run_cli("promote", "debian", "1", "--space", "Debian Tiny", home=ingested.home)
+    assert bad.returncode == 3 and "invalid space name 'Debian Tiny'" in bad.stderr
+    missing = run_cli("promote", "debian", "1", "--space", "debian__other", home=ingested.home)
+    assert missing.returncode == 4
+    assert missing.stderr.strip().splitlines() == [
+        "error: corpus 'debian' has no version 1 in space 'debian__other': see `embedline versions debian`"]
