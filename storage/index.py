@@ -127,7 +127,9 @@ def nearest(vector, k: int, refine: bool = True) -> dict:
     """The same parameters as a Lance `nearest` argument (the faster path: no LanceDB query builder).
     Without a vector index Lance searches exactly; without `refine`, candidates are not re-ranked on
     the stored vectors (what the index alone finds)."""
-    options = {"column": "vector", "q": vector, "k": k, "metric": "cosine", "nprobes": NPROBES, "ef": EF}
+    wanted = k * REFINE_FACTOR if refine else k  # HNSW refuses an `ef` below the candidates asked for
+    options = {"column": "vector", "q": vector, "k": k, "metric": "cosine", "nprobes": NPROBES,
+               "ef": max(EF, wanted)}
     return {**options, "refine_factor": REFINE_FACTOR} if refine else options
 
 

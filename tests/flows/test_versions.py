@@ -130,3 +130,11 @@ def test_hybrid_search_finds_an_exact_keyword(indexed):
     ws, _ = indexed
     hits = search_corpus(ws, "debian", "xmonad", k=5, hybrid=True)
     assert "xmonad" in {h["doc_id"] for h in hits}
+
+
+def test_an_indexed_space_answers_any_k_up_to_its_rows(indexed):
+    """HNSW refused an `ef` (100) below k x refine (4): every vector search over 25 hits failed."""
+    ws, summary = indexed
+    for k in (26, 300):
+        assert len(search_corpus(ws, "debian", "library for parsing", k=k)) == k
+        assert len(search_corpus(ws, "debian", "library for parsing", k=k, hybrid=True)) == k
