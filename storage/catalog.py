@@ -417,9 +417,12 @@ def abandon_runs(ws: Workspace, space: str) -> int:
 
 
 def _abandon_runs(con, space: str) -> int:
-    ended = con.execute("UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ?"
-                        " AND status = 'running' RETURNING run_id", [now(), space])
-    return len(ended.fetchall())
+    count = con.execute(  # counted first: DuckDB's Postgres tables take no RETURNING
+        "SELECT count(*) FROM runs WHERE space = ? AND status = 'running'", [space]).fetchone()[0]
+    if count:
+        con.execute("UPDATE runs SET status = 'abandoned', finished_at = ? WHERE space = ?"
+                    " AND status = 'running'", [now(), space])
+    return count
 
 
 def fail_run(ws: Workspace, run_id: int, error: str) -> None:

@@ -93,7 +93,7 @@ def test_a_write_that_fails_midway_leaves_nothing(tmp_path, catalog_url):
 def test_promote_is_a_compare_and_set_and_rollback_holds_the_alias(tmp_path, catalog_url):
     ws = make_workspace(tmp_path, catalog_url)
     record_run(ws, version=1)
-    record_run(ws, version=2)
+    record_run(ws, version=2, docs=("b", "c"))
     assert catalog.get_alias(ws, "debian")["version"] == 2
     with pytest.raises(SwapRefused, match="moved to"):
         catalog.promote(ws, "debian", 1, expect=("debian__tiny", 1))
@@ -101,6 +101,8 @@ def test_promote_is_a_compare_and_set_and_rollback_holds_the_alias(tmp_path, cat
     assert (back["version"], back["from_version"]) == (1, 2)
     alias = catalog.get_alias(ws, "debian")
     assert (alias["version"], alias["held"]) == (1, True)
+    assert catalog.known_documents(ws, "debian__tiny") == {  # what run 2 wrote is embedded again
+        "a": "k-a", "b": "rolled-back", "c": "rolled-back"}
     with pytest.raises(SwapRefused, match="held"):
         catalog.promote(ws, "debian", 2, expect=("debian__tiny", 1))
     assert catalog.promote(ws, "debian", 2)["version"] == 2
