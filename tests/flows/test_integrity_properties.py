@@ -12,6 +12,8 @@ step checks the invariants against a small model of what prod should serve:
 - I3 every run's counts reconcile (read = new + changed + unchanged + quarantined + deferred);
 - I4 the catalog equals the table: the documents and chunk counts it records for the space are those
      of the space's clean head.
+- I5 after a rollback, a run that passes serves none of the undone runs' rows (it embeds their documents
+     again), but for documents it quarantined or could not delete.
 
 CI runs a bounded number of steps; `make soak SOAK_MINUTES=20` runs machines back to back for as long as
 asked and prints the steps done and invariants checked.
