@@ -11,6 +11,7 @@ same settings reads and writes the same files. Store errors come out typed: `Not
 for the store; callers name files by key (`staging/run-3/documents.arrow`) or by the URI `uri_of` gives.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -111,11 +112,13 @@ class Store:
         return sorted(self.key_of(info.path) for info in infos)
 
     def delete(self, prefix: str) -> None:
-        """Remove a folder and everything below it (nothing if it is not there)."""
+        """Remove a folder and everything below it (nothing if it is not there: two runs ending at once
+        both clear an ended run's staging, and the second found it gone between its check and delete)."""
         path = self._path(prefix)
         with store_errors(self.uri_of(prefix)):
             if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
-                self.fs.delete_dir(path)
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.delete_dir(path)
 
     def upload_folder(self, folder: Path, prefix: str) -> None:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
