@@ -73,6 +73,7 @@ bench-all: bench
 	$(PY) bench/ingest_memory.py
 	$(PY) bench/cli_startup.py
 	$(PY) bench/incremental.py
+	$(PY) bench/retention.py
 	$(PY) bench/validation_cost.py
 	$(PY) bench/model_change.py
 	$(PY) bench/search.py --docs 64000

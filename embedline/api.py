@@ -222,16 +222,17 @@ class Embedline:
         with self._context():
             return validate_version(corpus, version, home=self.home, space=space)
 
-    def maintain(self, corpus: str, retention_days: float = 7) -> list[str]:
-        """Compact `corpus`'s spaces, fold new rows into indexes, drop untagged versions older than
-        `retention_days`; one line per space."""
-        from embedline.flows.maintain import maintain_corpus
+    def maintain(self, corpus: str, retention_days: float = 7, keep_versions: int = 10) -> list[str]:
+        """Compact `corpus`'s spaces, fold new rows into indexes, drop versions older than `retention_days`
+        but each space's newest `keep_versions` passed ones and those an alias serves; one line per space."""
+        from embedline.flows.maintain import check_settings, maintain_corpus
         from embedline.names import check_name
         from embedline.storage import catalog
 
+        check_settings(retention_days, keep_versions)
         catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))  # the cron.s flow: no error
         with self._context():
-            return maintain_corpus(corpus, retention_days, home=self.home)
+            return maintain_corpus(corpus, retention_days, keep_versions, home=self.home)
 
     # -- storage -----------------------------------------------------------------------------------
     def storage(self, corpus: str, model: str | None = None, vectors: str | None = None,

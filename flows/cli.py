@@ -315,7 +315,7 @@ def versions(corpus: Corpus, fmt: Fmt = Format.table, as_json: Json = False, hom
     Example: embedline versions debian --format json
     """
     columns = ["space", "version", "tag", "run_id", "row_count", "validation", "aliases", "held",
-               "index_recall", "tokens_embedded", "seconds", "failures", "created_at"]
+               "index_recall", "tokens_embedded", "seconds", "failures", "created_at", "pruned_at"]
     _print_dicts(columns, _db(home).versions(corpus), _format(fmt, as_json))
 
 
@@ -429,16 +429,20 @@ def gates(
 def maintain(
     corpus: Corpus,
     retention_days: Annotated[
-        float, typer.Option("--retention-days", help="Keep untagged versions this recent")
+        float, typer.Option("--retention-days", help="Keep every version this recent")
     ] = 7,
+    keep_versions: Annotated[
+        int, typer.Option("--keep-versions", help="Keep each space's newest N passed versions, however old")
+    ] = 10,
     home: Home = None,
 ):
-    """Compact CORPUS's spaces, fold new rows into indexes, clean old untagged versions.
+    """Compact CORPUS's spaces, fold new rows into indexes, drop old versions: those older than the
+    retention, but the newest passed ones (rollback, time travel) and any an alias serves.
 
     \b
-    Example: embedline maintain debian --retention-days 7
+    Example: embedline maintain debian --retention-days 7 --keep-versions 10
     """
-    for line in _db(home).maintain(corpus, retention_days):
+    for line in _db(home).maintain(corpus, retention_days, keep_versions):
         typer.echo(line)
 
 

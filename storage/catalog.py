@@ -25,12 +25,12 @@ import duckdb
 import pyarrow as pa
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from embedline.errors import BadInput, CatalogBusy, NotFound, SwapRefused, SwapStale
+from embedline.errors import BadInput, CatalogBusy, CatalogMismatch, NotFound, SwapRefused, SwapStale
 from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 MIGRATIONS = {
     1: """
@@ -115,6 +115,9 @@ MIGRATIONS = {
     14: """
     ALTER TABLE runs ADD COLUMN fields VARCHAR;
     """,  # the run's field map: the corpus records it (and its source) only once a run succeeds
+    15: """
+    ALTER TABLE versions ADD COLUMN pruned_at TIMESTAMPTZ;
+    """,  # set when `maintain` drops a version no alias needs: its row stays as history, its data goes
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -220,16 +223,23 @@ def writing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
 
 @contextmanager
 def reading(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection; creates the catalog first if this workspace has none, and migrates one
-    an older embedline wrote (a workspace that only ever reads must still see today's schema)."""
+    """A read-only connection. A workspace with no catalog yet reads as an empty one, created in memory:
+    a read never creates a workspace (a mistyped --home must not leave one behind). One an older
+    embedline wrote is migrated first (a workspace that only ever reads must still see today's schema)."""
     if on_postgres(ws):
         with _reading_postgres(ws) as con:
             yield con
         return
     if not ws.catalog_path.exists():
-        with writing(ws):
-            pass
+        con = duckdb.connect()
+        migrate(con)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
     con = _open(ws, read_only=True)
+    require_known_schema(con)
     if _schema_version(con) < SCHEMA_VERSION:
         con.close()
         with writing(ws):
@@ -247,6 +257,7 @@ def _reading_postgres(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     con = _postgres_cursor(ws)
 
     def catch_up() -> None:
+        require_known_schema(con)
         if _schema_version(con) < SCHEMA_VERSION:
             with writing(ws):
                 pass
@@ -292,6 +303,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     the write turn). On Postgres, what DuckDB cannot create there (sequences) goes to the server as is."""
     pg = _is_postgres(con)
     if _schema_version(con) >= SCHEMA_VERSION:
+        require_known_schema(con)
         return
     if pg:
         con.execute("CALL pg_clear_cache()")  # see what other hosts created or migrated meanwhile
@@ -308,6 +320,15 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(step)
         con.execute("INSERT INTO schema_version VALUES (?)", [version])
         con.execute("COMMIT")
+
+
+def require_known_schema(con) -> None:
+    """`CatalogMismatch` for a catalog a newer embedline migrated (another host shares it): this one would
+    ignore what the newer schema records (e.g. versions `maintain` pruned) and serve removed data."""
+    found = _schema_version(con)
+    if found > SCHEMA_VERSION:
+        raise CatalogMismatch(f"the catalog has schema {found}, newer than this embedline's {SCHEMA_VERSION} "
+                              "(a newer embedline migrated it): upgrade embedline on this host")
 
 
 def _is_postgres(con) -> bool:
@@ -459,8 +480,8 @@ def require_runs(ws: Workspace, corpus: str) -> None:
     with reading(ws) as con:
         ran = con.execute("SELECT count(*) FROM runs WHERE corpus = ?", [corpus]).fetchone()[0]
     if not ran:
-        raise NotFound(f"no such corpus {corpus!r}: no run of it was ever started "
-                       f"(`embedline ingest {corpus} SOURCE` starts one)")
+        raise NotFound(f"no such corpus {corpus!r} in the catalog {location(ws)}: no run of it was ever "
+                       f"started (check --home; `embedline ingest {corpus} SOURCE` starts one)")
 
 
 def quarantined_runs(ws: Workspace, corpus: str) -> list[int]:
@@ -572,7 +593,7 @@ def finish_run(
             if passed:  # the clean head holds these columns now: later runs keep their types
                 _add_metadata_columns(con, run["corpus"], run_id, metadata_types or {})
             con.execute(
-                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 [space, version["version"], run["corpus"], run["model"], run_id, version["tag"],
                  run["model_key"], run["chunk_key"], version["row_count"], version["validation"],
                  version["failures"], now(), version.get("index_type"), version.get("index_recall"),
@@ -716,9 +737,7 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
             raise NotFound(
                 f"corpus {corpus!r} has no version {version}{within}: see `embedline versions {corpus}`"
             )
-        if len(found) > 1:
-            raise BadInput(f"version {version} exists in several spaces of {corpus!r}: pass --space")
-        target = found[0]
+        target = only_match(found, version, corpus)
         if target["validation"] != "passed" and not allow_failed:
             raise BadInput(f"version {version} failed validation ({target['failures']}); "
                            "pass --force to promote it anyway")
@@ -729,8 +748,28 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
 
 
 def _newest_passed(con, space: str) -> int | None:
-    return con.execute("SELECT max(version) FROM versions WHERE space = ? AND validation = 'passed'",
-                       [space]).fetchone()[0]
+    return con.execute("SELECT max(version) FROM versions WHERE space = ? AND validation = 'passed'"
+                       " AND pruned_at IS NULL", [space]).fetchone()[0]
+
+
+def only_match(found: list[dict], version: int, corpus: str) -> dict:
+    """The one version row a user's number names: pruned rows do not count (their data is gone) unless
+    they are all there is, which raises `require_kept`'s NotFound; several kept ones need --space."""
+    kept = [row for row in found if row["pruned_at"] is None] or found[:1]
+    if len(kept) > 1:
+        raise BadInput(f"version {version} exists in several spaces of {corpus!r} "
+                       f"({', '.join(row['space'] for row in kept)}): pass --space")
+    require_kept(kept[0])
+    return kept[0]
+
+
+def require_kept(version: dict) -> None:
+    """`NotFound` for a version `maintain` pruned: its row stays as history, its data is gone."""
+    if version["pruned_at"] is not None:
+        raise NotFound(
+            f"{version['space']} version {version['version']} was removed by `embedline maintain` on "
+            f"{version['pruned_at']:%Y-%m-%d} (it kept the newest passed versions and those aliases use): "
+            f"`embedline versions {version['corpus']}` lists the versions still kept")
 
 
 def _require_unchanged(con, corpus: str, alias: str, current: dict | None, expect: tuple) -> None:
@@ -784,6 +823,10 @@ def rollback(ws: Workspace, corpus: str, alias: str = "prod") -> dict:
         if len(history) < 2:
             raise NotFound(f"{corpus!r} {alias!r} has no earlier version to roll back to")
         latest, previous = history
+        kept = _rows(con, "SELECT * FROM versions WHERE space = ? AND version = ?",
+                     [previous["space"], previous["version"]])
+        if kept:
+            require_kept(kept[0])
         con.execute("UPDATE alias_history SET undone = true WHERE corpus = ? AND alias = ? AND moved_at = ?",
                     [corpus, alias, latest["moved_at"]])
         _set_alias(con, corpus, alias, previous["space"], previous["version"], previous["model"], log=False,
@@ -826,11 +869,43 @@ def latest_passed_version(ws: Workspace, space: str, before: int | None = None) 
     """The newest version of `space` that passed validation (older than `before`, if given)."""
     with reading(ws) as con:
         row = con.execute(
-            "SELECT max(version) FROM versions"
-            " WHERE space = ? AND validation = 'passed' AND (? IS NULL OR version < ?)",
+            "SELECT max(version) FROM versions WHERE space = ? AND validation = 'passed'"
+            " AND pruned_at IS NULL AND (? IS NULL OR version < ?)",
             [space, before, before],
         ).fetchone()
     return row[0] if row else None
+
+
+def prune_versions(ws: Workspace, space: str, keep: int,
+                   before: datetime) -> tuple[int, list[tuple[int, str]]]:
+    """Mark as pruned the versions of `space` created before `before` and older than its `keep` newest
+    passed versions, but those an alias points at and the clean head: no run, rollback or SQL view may
+    reach them again, so `maintain` may drop their tags, then their data. Returns how many were marked now,
+    and (version, tag) of every pruned version of the space (those of an earlier, killed maintain too),
+    with (None, tag) for the tags of runs that died before the catalog recorded their version."""
+    with writing(ws) as con:
+        floor = con.execute(
+            "SELECT version FROM versions WHERE space = ? AND validation = 'passed' AND pruned_at IS NULL"
+            " ORDER BY version DESC LIMIT 1 OFFSET ?", [space, keep - 1]).fetchone()
+        marked = 0
+        if floor is not None:
+            unreachable = (
+                " FROM versions WHERE space = ? AND pruned_at IS NULL AND version < ? AND created_at < ?"
+                " AND version NOT IN (SELECT version FROM aliases WHERE space = ?)"
+                " AND version IS DISTINCT FROM (SELECT clean_version FROM space_heads WHERE space = ?)")
+            params = [space, floor[0], before, space, space]
+            # counted first: DuckDB's Postgres tables take no RETURNING
+            marked = con.execute("SELECT count(*)" + unreachable, params).fetchone()[0]
+            if marked:
+                con.execute("UPDATE versions SET pruned_at = ? WHERE space = ? AND version IN"
+                            " (SELECT version" + unreachable + ")", [now(), space, *params])
+        pruned = con.execute("SELECT version, tag FROM versions WHERE space = ? AND pruned_at IS NOT NULL"
+                             " AND tag IS NOT NULL ORDER BY version", [space]).fetchall()
+        killed = con.execute(  # tagged their commit, then died (or failed) before the catalog recorded it
+            "SELECT run_id FROM runs WHERE space = ? AND status IN ('abandoned', 'failed') AND run_id NOT IN"
+            " (SELECT run_id FROM versions WHERE space = ? AND run_id IS NOT NULL)", [space, space])
+        killed = killed.fetchall()
+    return marked, [(int(v), t) for v, t in pruned] + [(None, f"run-{r}") for (r,) in killed]
 
 
 def set_validation(ws: Workspace, space: str, version: int, passed: bool, failures: str | None,
@@ -945,8 +1020,8 @@ def list_versions(ws: Workspace, corpus: str) -> list[dict]:
     with reading(ws) as con:
         return _rows(
             con,
-            "SELECT v.space, v.version, v.tag, v.run_id, v.row_count, v.validation, v.failures, v.created_at,"
-            " v.index_type, v.index_recall, r.tokens_embedded, r.embed_seconds, r.seconds,"
+            "SELECT v.corpus, v.space, v.version, v.tag, v.run_id, v.row_count, v.validation, v.failures, v.created_at,"
+            " v.index_type, v.index_recall, v.pruned_at, r.tokens_embedded, r.embed_seconds, r.seconds,"
             " coalesce(list(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), []) AS aliases,"
             " coalesce(bool_or(a.held), false) AS held"
             " FROM versions v LEFT JOIN aliases a ON a.space = v.space AND a.version = v.version"

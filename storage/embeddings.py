@@ -157,6 +157,11 @@ def restore_version(ws: Workspace, space: str, version: int | None) -> int:
     return table.version
 
 
+def has_version(ws: Workspace, space: str, version: int) -> bool:
+    """Whether `space` still holds `version` (cleanup removes versions no tag keeps)."""
+    return version in {v["version"] for v in open_space(ws, space).list_versions()}
+
+
 def doc_ids(ws: Workspace, space: str, version: int) -> set[str]:
     """The documents `space` holds at `version`."""
     column = dataset_at(ws, space, version).to_table(columns=["doc_id"]).column("doc_id")

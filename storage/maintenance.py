@@ -1,9 +1,11 @@
 """Upkeep of a space: keep its head clean, compact fragments, fold new rows into indexes, drop old
-untagged versions.
+versions no one can reach.
 
 Every run's version is tagged (`run-<n>`) and aliases only point at run versions, so cleaning
-untagged versions never removes a version a user can name. See STACK-NOTES for the tag trap that
-`forever()` avoids: optimize() must not try to prune tagged versions itself.
+untagged versions never removes a version a user can name. A run version leaves when the catalog marks it
+pruned (older than the retention and than the space's newest `keep` passed versions, and no alias's):
+its tag is dropped, then its data. See STACK-NOTES for the tag trap that `forever()` avoids: optimize()
+must not try to prune tagged versions itself.
 
 A space's clean head (kept in the catalog) is the Lance version holding exactly what passed its gates.
 Runs merge onto the table's latest version, so before a run writes, and after one fails, the latest
@@ -38,6 +40,11 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
         return None
     if clean is None:
         _require_known_runs(ws, space)
+    elif not embeddings.has_version(ws, space, clean):
+        raise CatalogMismatch(
+            f"space {space!r}'s clean head, version {clean}, is no longer in {ws.lance_uri}: the catalog is "
+            "older than the table (restored from a backup taken before `maintain` pruned that version?); "
+            "nothing was changed: restore a newer backup of the catalog")
     restored = embeddings.restore_version(ws, space, clean)
     held = embeddings.doc_ids(ws, space, restored) if clean is not None else None
     catalog.restored_head(ws, space, restored, held)
@@ -58,12 +65,13 @@ def _require_known_runs(ws: Workspace, space: str) -> None:
 
 
 def maintain_space(ws: Workspace, space: str, retention: timedelta,
-                   storage: StorageChoice | None = None) -> dict:
+                   storage: StorageChoice | None = None, keep_versions: int = 10) -> dict:
     """Compact and clean the space (hold its lock): the head is made clean first, so compaction never
     folds a failed run's rows in, and the compacted version becomes the clean head. With `storage`, the
     head is laid out as chosen first (vectors converted, vector index of the chosen kind); prod moves to
     that layout with the next run, which validates it. Runs still marked running died (the lock is
-    held): they are marked abandoned, so the caller's `clear_staging` removes their staging."""
+    held): they are marked abandoned, so the caller's `clear_staging` removes their staging. Run versions
+    older than `retention` and than the newest `keep_versions` passed ones, and no alias's, are pruned."""
     abandoned = catalog.abandon_runs(ws, space)
     restore_clean_head(ws, space)
     table = open_space(ws, space)
@@ -72,6 +80,7 @@ def maintain_space(ws: Workspace, space: str, retention: timedelta,
     table.optimize(cleanup_older_than=forever())  # compaction + index fold-in; prunes nothing
     table.checkout_latest()
     catalog.set_clean_version(ws, space, table.version)  # before cleanup may remove the old clean head
+    pruned = _prune(ws, table, space, keep_versions, retention)
     stats = table.to_lance().cleanup_old_versions(older_than=retention, error_if_tagged_old_versions=False)
     table.checkout_latest()
     return {
@@ -82,7 +91,19 @@ def maintain_space(ws: Workspace, space: str, retention: timedelta,
         "tags": sorted(table.tags.list()),
         "relaid": relaid,
         "abandoned": abandoned,
+        "pruned": pruned,
     }
+
+
+def _prune(ws: Workspace, table, space: str, keep: int, retention: timedelta) -> int:
+    """Drop the tags of the versions the catalog marks pruned (marked first: a maintain killed in between
+    leaves tags the next one drops, never a catalog row naming removed data); returns how many it marked."""
+    marked, pruned = catalog.prune_versions(ws, space, keep, catalog.now() - retention)
+    tags = table.tags.list()
+    for version, tag in pruned:  # a reused run id's tag names a newer version: it stays
+        if tag in tags and version in (None, tags[tag]["version"]):
+            table.tags.delete(tag)
+    return marked
 
 
 def _lay_out(table, storage: StorageChoice) -> bool:

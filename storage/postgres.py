@@ -17,7 +17,7 @@ import math
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -118,7 +118,9 @@ def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[o
             got = _try_lock(conn, key, wait_seconds)
         yield conn if got else None
     finally:
-        conn.close()  # closing the session releases every lock it holds
+        with suppress(psycopg.Error):  # now: the server ends a closed session's backend later,
+            conn.execute("SELECT pg_advisory_unlock_all()")  # so the next holder could find it still held
+        conn.close()  # closing the session releases every lock it holds (a dead connection's too)
 
 
 def still_held(conn) -> bool:

@@ -132,7 +132,7 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
 
     Returns (space, version, report). The alias does not move either way; `promote`/`rollback` do that.
     """
-    from embedline.errors import BadInput, NotFound
+    from embedline.errors import NotFound
     from embedline.tasks.gates import corpus_gates
     from embedline.tasks.models import resolve_model
     from embedline.validation.suite import Expectations
@@ -147,10 +147,8 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
                    if v["version"] == version and space in (None, v["space"])]
         if not matches:
             raise NotFound(f"corpus {corpus!r} has no version {version}: see `embedline versions {corpus}`")
-        if len(matches) > 1:  # Lance numbers versions per table: after a model change two spaces may share N
-            raise BadInput(f"version {version} exists in several spaces of {corpus!r} "
-                           f"({', '.join(m['space'] for m in matches)}): pass --space")
-        space = matches[0]["space"]
+        # Lance numbers versions per table: after a model change two spaces may share N
+        space = catalog.only_match(matches, version, corpus)["space"]
     recorded = catalog.get_version(ws, space, version)
     spec = resolve_model(ws, recorded["model"])
     dataset = embeddings.dataset_at(ws, space, version)

@@ -76,6 +76,9 @@ def test_ingest_search_sql_versions_promote_rollback_validate_maintain(workspace
     for days in (float("nan"), -1, 1e308):  # NaN and 1e308 raised from timedelta; -1 dropped every version
         with pytest.raises(embedline.BadInput, match="retention_days"):
             db.maintain("debian", retention_days=days)
+    for keep in (0, 1.5, True, "3"):  # 0 would drop the version a run diffs against
+        with pytest.raises(embedline.BadInput, match="keep_versions"):
+            db.maintain("debian", keep_versions=keep)
     for k in (0, 10**20, "5", 1.5):
         with pytest.raises(embedline.BadInput, match="-k must be a whole number"):
             db.search("debian", "window manager", k=k)

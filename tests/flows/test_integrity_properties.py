@@ -14,6 +14,8 @@ step checks the invariants against a small model of what prod should serve:
      of the space's clean head.
 - I5 after a rollback, a run that passes serves none of the undone runs' rows (it embeds their documents
      again), but for documents it quarantined or could not delete.
+- I6 maintenance prunes only what nothing reaches: every version an alias serves, and every recorded
+     version not marked pruned, opens; rollback to a pruned version is refused and changes nothing.
 
 CI runs a bounded number of steps; `make soak SOAK_MINUTES=20` runs machines back to back for as long as
 asked and prints the steps done and invariants checked.
@@ -47,7 +49,7 @@ from tests.conftest import DEBIAN_CASE, build_tiny_model, ingest
 POOL = [json.loads(line) for line in DEBIAN_CASE.read_text().splitlines()]
 CORPUS, MODEL, SPACE = "debian", "tiny", "debian__tiny"
 STATS = {"steps": 0, "invariants": 0, "ingests": 0, "failed_gates": 0, "refused": 0, "kills": 0,
-         "after_rollbacks": 0}
+         "after_rollbacks": 0, "pruned": 0, "rollbacks_to_pruned": 0}
 
 
 def _clean(record: dict) -> dict:
@@ -74,7 +76,7 @@ class Integrity(RuleBasedStateMachine):
         self.head: dict[
             str, str
         ] = {}  # doc_id → text of the space's clean head (what the next run diffs against)
-        self.history: list[dict[str, str]] = []  # what prod served after each move (rollback walks it back)
+        self.history: list[tuple[int, dict[str, str]]] = []  # prod's (version, documents) after each move
         self.held = False
         self.force_failure = False
         self.undone: set[int] = set()  # runs a rollback took out of service
@@ -99,7 +101,7 @@ class Integrity(RuleBasedStateMachine):
 
     @property
     def prod(self) -> dict[str, str]:
-        return self.history[-1] if self.history else {}
+        return self.history[-1][1] if self.history else {}
 
     # -- rules ---------------------------------------------------------------------------------------
     @initialize()
@@ -185,7 +187,13 @@ class Integrity(RuleBasedStateMachine):
             with pytest.raises(NotFound):
                 catalog.rollback(self.ws, CORPUS)
             return
+        if self.history[-2][0] in self._pruned():
+            with pytest.raises(NotFound, match="removed by `embedline maintain`"):
+                catalog.rollback(self.ws, CORPUS)
+            STATS["rollbacks_to_pruned"] += 1
+            return
         moved = catalog.rollback(self.ws, CORPUS)
+        assert moved["version"] == self.history[-2][0]
         self.history.pop()
         self.held = True
         with catalog.reading(self.ws) as con:  # runs whose rows prod was moved back past
@@ -199,7 +207,7 @@ class Integrity(RuleBasedStateMachine):
         if version is None:
             return
         catalog.promote(self.ws, CORPUS, version, space=SPACE)
-        self.history.append(dict(self.head))
+        self.history.append((version, dict(self.head)))
         self.held = False
 
     @rule()
@@ -209,7 +217,7 @@ class Integrity(RuleBasedStateMachine):
         if version is None:
             return
         catalog.promote(self.ws, CORPUS, version, space=SPACE, hold=True)
-        self.history.append(dict(self.head))
+        self.history.append((version, dict(self.head)))
         self.held = True
 
     @rule(delay=st.floats(0.5, 8.0))
@@ -217,12 +225,17 @@ class Integrity(RuleBasedStateMachine):
         """Compaction and cleanup (of every untagged version) killed at a random moment."""
         self._killed(["maintain", CORPUS, "--retention-days", "0"], delay)
 
-    @rule()
-    def maintain(self):
+    @rule(keep=st.integers(1, 3))
+    def maintain(self, keep):
+        """Nightly upkeep that prunes every version older than the newest `keep` passed ones."""
         from embedline.flows.maintain import maintain_corpus
 
         if self.history:
-            maintain_corpus(CORPUS, home=str(self.ws.home))
+            before = len(self._pruned())
+            maintain_corpus(CORPUS, retention_days=0, keep_versions=keep, home=str(self.ws.home))
+            STATS["pruned"] += len(self._pruned()) - before
+            tags = embeddings.open_space(self.ws, SPACE).tags.list()
+            assert not {f"run-{r}" for r in self._pruned(runs=True)} & set(tags)  # I6
 
     @rule(delay=st.floats(0.5, 10.0))
     def kill_an_ingest(self, delay):
@@ -271,11 +284,11 @@ class Integrity(RuleBasedStateMachine):
         with catalog.reading(self.ws) as con:
             quarantined = {d for (d,) in con.execute("SELECT doc_id FROM quarantine WHERE run_id = ?",
                                                        [run_id]).fetchall() if d is not None}
-            wrote = con.execute("SELECT count(*) FROM versions WHERE run_id = ?", [run_id]).fetchone()[0] > 0
+            wrote = con.execute("SELECT version FROM versions WHERE run_id = ?", [run_id]).fetchone()
         self.head = self.after_pass(quarantined)
         self.no_undone_rows_outlive_a_run(run_id, quarantined)
         if wrote and not self.held:  # a run that changed nothing makes no version and moves no alias
-            self.history.append(dict(self.head))
+            self.history.append((wrote[0], dict(self.head)))
 
     def no_undone_rows_outlive_a_run(self, run_id: int, quarantined: set[str]) -> None:
         """I5: a run that passed after a rollback embedded again every document the undone runs wrote
@@ -289,6 +302,13 @@ class Integrity(RuleBasedStateMachine):
             kept &= {r["id"] for r in self.records + self.junk}
         assert not kept, f"run {run_id} kept rows of rolled-back runs {sorted(self.undone)}: {sorted(kept)}"
         STATS["after_rollbacks"] += 1
+
+    def _pruned(self, runs: bool = False) -> set[int]:
+        """The space's versions (or their runs) maintenance marked pruned."""
+        with catalog.reading(self.ws) as con:
+            rows = con.execute(f"SELECT {'run_id' if runs else 'version'} FROM versions"
+                               " WHERE space = ? AND pruned_at IS NOT NULL", [SPACE]).fetchall()
+        return {r for (r,) in rows}
 
     def _last_run(self) -> dict | None:
         with catalog.reading(self.ws) as con:
@@ -324,6 +344,17 @@ class Integrity(RuleBasedStateMachine):
         for doc_id, text in first_chunks.items():
             assert self.prod[doc_id].strip().startswith(text), doc_id
         STATS["invariants"] += 2
+
+    @invariant()
+    def what_is_not_pruned_opens(self):
+        with catalog.reading(self.ws) as con:
+            kept = con.execute("SELECT version FROM versions WHERE space = ? AND pruned_at IS NULL",
+                               [SPACE]).fetchall()
+            served = con.execute("SELECT version FROM aliases WHERE space = ?", [SPACE]).fetchall()
+        assert not {v for (v,) in served} & self._pruned()  # I6
+        for (version,) in kept:
+            embeddings.dataset_at(self.ws, SPACE, version).count_rows()
+        STATS["invariants"] += 1
 
     @invariant()
     def counts_reconcile(self):
@@ -376,7 +407,7 @@ def test_random_operation_sequences_keep_every_invariant(tmp_path, tiny_model_di
     run_machine(tmp_path, tiny_model_dir, examples=4, steps=10, derandomize=True)
     steps = STATS["steps"] - before["steps"]
     print(f"integrity machine: {STATS}")
-    assert steps > 0 and STATS["invariants"] - before["invariants"] == 4 * steps
+    assert steps > 0 and STATS["invariants"] - before["invariants"] == 5 * steps
 
 
 SOAK_SECONDS = float(os.environ.get("EMBEDLINE_SOAK_SECONDS", "0"))

@@ -1,6 +1,7 @@
 """Versions, aliases, time travel, maintenance, ANN recall, filtered and hybrid search."""
 
 import json
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from embedline.storage import catalog, embeddings, sql
 from embedline.errors import BadInput, NotFound
 from embedline.storage.maintenance import maintain_space
+from embedline.tasks.evaluation import revalidate_version
 from embedline.tasks.search import make_embedder, search_corpus
 from tests.conftest import ingest, run_cli
 
@@ -99,6 +101,97 @@ def test_maintenance_keeps_tagged_and_aliased_versions(workspace, debian_case):
     for version in (v1, v2):
         assert embeddings.dataset_at(workspace, "debian__tiny", version).count_rows() > 0
     assert sql.connect(workspace).execute("SELECT count(*) FROM debian").fetchone()[0] > 0
+
+
+def test_maintenance_prunes_versions_no_alias_or_rollback_needs(workspace, debian_case):
+    """Every run's version is tagged: without pruning, a nightly maintain never frees a run's space."""
+    from embedline.flows.maintain import maintain_corpus
+
+    space = "debian__tiny"
+    versions = [ingest(workspace, debian_case).version]
+    for edit in range(3):
+        rewrite(debian_case, 1, f"edit {edit}")
+        versions.append(ingest(workspace, debian_case).version)
+    v1, v2, v3, v4 = versions
+    catalog.promote(workspace, "debian", v1, alias="audit")  # an alias keeps its version, however old
+    lines = maintain_corpus("debian", retention_days=7, keep_versions=1)
+    assert "pruned" not in lines[0]  # every version is younger than the retention
+
+    # a maintain killed after the catalog marked v2 pruned, before it dropped the tag: the tag stays
+    assert catalog.prune_versions(workspace, space, 2, catalog.now())[0] == 1
+    assert "run-2" in embeddings.open_space(workspace, space).tags.list()
+    (line,) = maintain_corpus("debian", retention_days=0, keep_versions=1)
+    assert "1 old run version(s) pruned" in line  # v3; v2's tag is dropped too
+    assert set(embeddings.open_space(workspace, space).tags.list()) == {"run-1", "run-4"}
+    pruned = {v["version"]: v["pruned_at"] is not None for v in catalog.list_versions(workspace, "debian")}
+    assert pruned == {v1: False, v2: True, v3: True, v4: False}
+    for version in (v2, v3):
+        with pytest.raises(Exception):  # their data is gone
+            embeddings.dataset_at(workspace, space, version).count_rows()
+        with pytest.raises(NotFound, match="removed by `embedline maintain`"):
+            catalog.promote(workspace, "debian", version)
+        with pytest.raises(NotFound, match="removed by `embedline maintain`"):
+            revalidate_version(workspace, "debian", version)
+    assert embeddings.dataset_at(workspace, space, v1).count_rows() > 0
+    with pytest.raises(NotFound, match=f"version {v3} was removed"):  # prod came from v3
+        catalog.rollback(workspace, "debian")
+    assert prod_version(workspace) == v4
+    con = sql.connect(workspace)
+    names = {row[0] for row in sql.describe(con)}
+    assert {f"{space}__v{v1}", f"{space}__v{v4}"} <= names
+    assert not {f"{space}__v{v2}", f"{space}__v{v3}"} & names
+    assert con.execute("SELECT count(*) FROM debian").fetchone()[0] > 0
+    assert "pruned" not in maintain_corpus("debian", retention_days=0, keep_versions=1)[0]  # nothing left
+
+
+def test_a_sql_session_opened_while_maintain_prunes_opens_without_the_pruned_views(
+        workspace, debian_case, monkeypatch):
+    from embedline.flows.maintain import maintain_corpus
+
+    for edit in range(3):
+        rewrite(debian_case, 1, f"edit {edit}")
+        ingest(workspace, debian_case)
+    snapshot = sql._snapshot_catalog
+
+    def snapshot_then_maintain(con, ws, for_sql=None):  # the nightly maintain, in another process
+        snapshot(con, ws, for_sql)
+        maintain_corpus("debian", retention_days=0, keep_versions=1)
+
+    monkeypatch.setattr(sql, "_snapshot_catalog", snapshot_then_maintain)
+    con = sql.connect(workspace)  # failed with NotFound: the snapshot listed the versions just pruned
+    views = {name for name, kind, _ in sql.describe(con) if kind == "view"}
+    assert f"debian__tiny__v{prod_version(workspace)}" in views and len(views) == 3  # prod, head, v<prod>
+    assert con.execute("SELECT count(*) FROM debian").fetchone()[0] > 0
+
+
+def test_maintenance_drops_the_tags_of_runs_killed_before_the_catalog_recorded_them(workspace, debian_case):
+    ingest(workspace, debian_case)
+    run_id = catalog.start_run(workspace, "debian", "tiny", "debian__tiny", str(debian_case), {}, "k", "c",
+                               "cpu", "fp32")
+    table = embeddings.open_space(workspace, "debian__tiny")
+    table.tags.create(f"run-{run_id}", table.version)  # its commit was tagged, then it was killed
+    maintain_space(workspace, "debian__tiny", retention=timedelta(0))  # marks it abandoned first
+    assert catalog.get_run(workspace, run_id)["status"] == "abandoned"
+    assert set(embeddings.open_space(workspace, "debian__tiny").tags.list()) == {"run-1"}
+
+
+def test_a_catalog_older_than_the_pruned_table_is_refused_before_anything_changes(
+        workspace, debian_case, tmp_path):
+    from embedline.errors import CatalogMismatch
+    from embedline.flows.maintain import maintain_corpus
+
+    ingest(workspace, debian_case)
+    shutil.copy(workspace.catalog_path, tmp_path / "backup.duckdb")
+    for edit in range(2):
+        rewrite(debian_case, 1, f"edit {edit}")
+        ingest(workspace, debian_case)
+    maintain_corpus("debian", retention_days=0, keep_versions=1)
+    shutil.copy(tmp_path / "backup.duckdb", workspace.catalog_path)  # its clean head was pruned since
+    latest = embeddings.latest_version(workspace, "debian__tiny")
+    rewrite(debian_case, 2, "after the restore")
+    with pytest.raises(CatalogMismatch, match="restore a newer backup"):  # was Lance's raw ValueError
+        ingest(workspace, debian_case)
+    assert embeddings.latest_version(workspace, "debian__tiny") == latest
 
 
 @pytest.fixture

@@ -5,12 +5,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from embedline.errors import BadSetting, NotFound, SpaceBusy, SwapRefused, SwapStale
+from embedline.errors import BadSetting, CatalogMismatch, NotFound, SpaceBusy, SwapRefused, SwapStale
 from embedline.settings import load
 from embedline.storage import catalog, postgres
 from embedline.storage.locks import space_lock
@@ -43,6 +44,15 @@ def record_run(ws: Workspace, space: str = "debian__tiny", version: int = 1, pas
         promote_to="prod", metadata_types={"section": "string", "priority": "int64"},
     )
     return run_id
+
+
+def test_reading_a_workspace_that_does_not_exist_creates_nothing(tmp_path):
+    ws = Workspace.from_env(tmp_path / "typo", settings=load(home=tmp_path / "typo"))
+    with catalog.reading(ws) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0  # an empty catalog, today's schema
+    with pytest.raises(NotFound, match=str(tmp_path / "typo")):
+        catalog.require_runs(ws, "debian")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_a_new_catalog_is_migrated_to_the_current_schema(tmp_path, catalog_url):
@@ -110,6 +120,32 @@ def test_promote_is_a_compare_and_set_and_rollback_holds_the_alias(tmp_path, cat
         catalog.promote(ws, "debian", 9)
 
 
+def test_pruning_marks_only_versions_no_alias_head_or_newest_passed_needs(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    for version in range(1, 6):
+        record_run(ws, version=version, passed=version != 4)  # 5 clean head and prod; 4 failed
+    catalog.promote(ws, "debian", 1, alias="audit")
+    record_run(ws, space="debian__small", version=3)  # another model's space: prod stays in debian__tiny
+    assert catalog.prune_versions(ws, "debian__tiny", 2, catalog.now() - timedelta(days=1)) == (0, [])
+    marked, pruned = catalog.prune_versions(ws, "debian__tiny", 2, catalog.now())  # keeps 3 and 5 (and 4)
+    assert (marked, [v for v, _ in pruned]) == (1, [2])
+    assert catalog.prune_versions(ws, "debian__tiny", 2, catalog.now())[0] == 0
+    with pytest.raises(NotFound, match="removed by `embedline maintain`"):
+        catalog.promote(ws, "debian", 2)
+    assert catalog.latest_passed_version(ws, "debian__tiny", before=3) == 1
+    assert catalog.prune_versions(ws, "debian__tiny", 1, catalog.now())[0] == 2  # 3 and 4
+    assert catalog.promote(ws, "debian", 3, alias="other")["space"] == "debian__small"  # no longer ambiguous
+
+
+def test_a_catalog_a_newer_embedline_migrated_is_refused(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    with catalog.writing(ws) as con:
+        con.execute("INSERT INTO schema_version VALUES (?)", [catalog.SCHEMA_VERSION + 1])
+    for call in (lambda: catalog.get_alias(ws, "debian"), lambda: record_run(ws)):
+        with pytest.raises(CatalogMismatch, match="upgrade embedline"):
+            call()
+
+
 def test_a_swap_needs_a_space_that_read_the_source_after_prod_last_changed(tmp_path, catalog_url):
     ws = make_workspace(tmp_path, catalog_url)
     record_run(ws, docs=("a", "b", "c"))  # prod: debian__tiny version 1
@@ -146,7 +182,7 @@ WRITER = textwrap.dedent("""
 
 def test_many_processes_record_runs_at_once_and_all_land(tmp_path, catalog_url):
     ws = make_workspace(tmp_path, catalog_url)
-    with catalog.reading(ws):
+    with catalog.writing(ws):
         pass  # created once, so the writers race on runs, not on the first migration
     script = WRITER.format(root=str(Path(__file__).parents[2]))
     writers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), catalog_url or "", str(i)],
