@@ -196,6 +196,7 @@ class Embedline:
 
         corpus = check_name(corpus, "corpus name")
         space = check_space(space) if space is not None else None
+        catalog.require_runs(self.workspace, corpus)  # a mistyped corpus or home: NotFound, nothing created
         return catalog.promote(self.workspace, corpus, version, space=space, allow_failed=force, hold=hold)
 
     def rollback(self, corpus: str) -> dict:
@@ -203,7 +204,8 @@ class Embedline:
         from embedline.names import check_name
         from embedline.storage import catalog
 
-        return catalog.rollback(self.workspace, check_name(corpus, "corpus name"))
+        catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))  # NotFound, nothing created
+        return catalog.rollback(self.workspace, corpus)
 
     # -- gates, validation, upkeep -----------------------------------------------------------------
     def gates(self, corpus: str, **thresholds) -> dict:

@@ -1020,8 +1020,9 @@ def list_versions(ws: Workspace, corpus: str) -> list[dict]:
     with reading(ws) as con:
         return _rows(
             con,
-            "SELECT v.corpus, v.space, v.version, v.tag, v.run_id, v.row_count, v.validation, v.failures, v.created_at,"
-            " v.index_type, v.index_recall, v.pruned_at, r.tokens_embedded, r.embed_seconds, r.seconds,"
+            "SELECT v.corpus, v.space, v.version, v.tag, v.run_id, v.row_count, v.validation, v.failures,"
+            " v.created_at, v.index_type, v.index_recall, v.pruned_at, r.tokens_embedded, r.embed_seconds,"
+            " r.seconds,"
             " coalesce(list(a.alias ORDER BY a.alias) FILTER (WHERE a.alias IS NOT NULL), []) AS aliases,"
             " coalesce(bool_or(a.held), false) AS held"
             " FROM versions v LEFT JOIN aliases a ON a.space = v.space AND a.version = v.version"

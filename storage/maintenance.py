@@ -36,19 +36,29 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     """
     latest = embeddings.latest_version(ws, space)
     clean = catalog.clean_version(ws, space)
+    if latest is not None:
+        _require_named_versions(ws, space, clean)
     if latest is None or latest == clean:
         return None
     if clean is None:
         _require_known_runs(ws, space)
-    elif not embeddings.has_version(ws, space, clean):
-        raise CatalogMismatch(
-            f"space {space!r}'s clean head, version {clean}, is no longer in {ws.lance_uri}: the catalog is "
-            "older than the table (restored from a backup taken before `maintain` pruned that version?); "
-            "nothing was changed: restore a newer backup of the catalog")
     restored = embeddings.restore_version(ws, space, clean)
     held = embeddings.doc_ids(ws, space, restored) if clean is not None else None
     catalog.restored_head(ws, space, restored, held)
     return restored
+
+
+def _require_named_versions(ws: Workspace, space: str, clean: int | None) -> None:
+    """Refuse a catalog whose clean head or aliases name versions the table no longer holds: it is older
+    than the table (restored from a backup taken before `maintain` pruned them), and a run would build on,
+    or serve, data that is gone."""
+    named = {a["version"] for a in catalog.list_aliases(ws) if a["space"] == space} | {clean} - {None}
+    missing = sorted(named - embeddings.versions_held(ws, space))
+    if missing:
+        raise CatalogMismatch(
+            f"the catalog names versions {missing} of space {space!r} (its clean head or an alias) that are "
+            f"no longer in {ws.lance_uri}: the catalog is older than the table (restored from a backup taken "
+            "before `maintain` pruned them?); nothing was changed: restore a newer backup of the catalog")
 
 
 def _require_known_runs(ws: Workspace, space: str) -> None:

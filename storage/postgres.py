@@ -15,6 +15,7 @@ the same Postgres. Plain tables in Postgres through the extension keep one engin
 import hashlib
 import math
 import os
+import select
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -25,6 +26,7 @@ import duckdb
 
 from embedline.errors import BadSetting, CatalogBusy
 from embedline.redaction import redact
+from embedline.workspace import private_files
 
 EXTENSION = "postgres_scanner"  # the name DuckDB's loader expects (its entry point is derived from it)
 CATALOG_WRITE_LOCK = "embedline-catalog-write"
@@ -43,7 +45,8 @@ def extension_path(cache: Path) -> Path:
     if not shipped.is_file():
         raise BadSetting(f"duckdb-extension-postgres has no build for duckdb {duckdb.__version__}: "
                          "install the package version that matches duckdb")
-    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with private_files():  # a home this creates (a read on a new host) is the owner's alone
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
     link = cache / f"{EXTENSION}.duckdb_extension"
     if not link.is_symlink() or link.resolve() != shipped.resolve():
         temporary = cache / f".{EXTENSION}.{os.getpid()}.{threading.get_ident()}"
@@ -118,9 +121,20 @@ def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[o
             got = _try_lock(conn, key, wait_seconds)
         yield conn if got else None
     finally:
-        with suppress(psycopg.Error):  # now: the server ends a closed session's backend later,
-            conn.execute("SELECT pg_advisory_unlock_all()")  # so the next holder could find it still held
-        conn.close()  # closing the session releases every lock it holds (a dead connection's too)
+        _release(conn)
+
+
+UNLOCK_WAIT_SECONDS = 2.0
+
+
+def _release(conn) -> None:
+    """Unlock now, then close: the server ends a closed session's backend (and frees its locks) a moment
+    later, so the next holder could find the lock still held. A server that does not answer within
+    UNLOCK_WAIT_SECONDS is left to free it when the closed session ends, as before."""
+    with suppress(Exception):
+        conn.pgconn.send_query(b"SELECT pg_advisory_unlock_all()")
+        select.select([conn.pgconn.socket], [], [], UNLOCK_WAIT_SECONDS)  # its answer: the locks are free
+    conn.close()
 
 
 def still_held(conn) -> bool:

@@ -298,14 +298,14 @@ def _create_space_views(con, ws: Workspace, for_sql: str | None = None) -> None:
     prod = con.execute("SELECT corpus, space, version, model FROM aliases WHERE alias = 'prod'").fetchall()
     for corpus, space, version, model in prod:
         if _valid_row("aliases", (corpus, space, model), _check_row):
-            _register_view(con, ws, corpus, space, version, model)
+            _register_or_warn(con, ws, corpus, space, version, model)
     heads = con.execute(
         "SELECT h.space, any_value(v.model), any_value(h.clean_version) FROM space_heads h"
         " JOIN versions v USING (space) WHERE h.clean_version IS NOT NULL GROUP BY h.space"
     ).fetchall()
     for space, model, version in heads:
         if _valid_row("space_heads", (None, space, model), _check_row):
-            _register_view(con, ws, space, space, version, model)
+            _register_or_warn(con, ws, space, space, version, model)
     recorded = con.execute("SELECT space, version, model FROM versions WHERE pruned_at IS NULL"
                            " ORDER BY space, version").fetchall()
     listing = for_sql is None or LISTINGS.search(for_sql) is not None
@@ -314,10 +314,16 @@ def _create_space_views(con, ws: Workspace, for_sql: str | None = None) -> None:
         if not listing and not _names(for_sql, name):
             continue
         if _valid_row("versions", (None, space, model), _check_row):
-            try:
-                _register_view(con, ws, name, space, version, model)
-            except NotFound:  # a `maintain` pruned it after the snapshot: the session opens without it
-                log.warning(f"{name} left out of the SQL session: `maintain` pruned it just now")
+            _register_or_warn(con, ws, name, space, version, model)
+
+
+def _register_or_warn(con, ws: Workspace, name: str, space: str, version: int, model: str) -> None:
+    """A version gone from Lance leaves its view out of the session, not every view: `maintain` pruned it
+    after the snapshot, or the catalog was restored from a backup older than what maintain kept."""
+    try:
+        _register_view(con, ws, name, space, version, model)
+    except NotFound:
+        log.warning(f"{name} left out of the SQL session: version {version} of {space} is no longer in Lance")
 
 
 def _check_row(row: tuple) -> None:

@@ -134,3 +134,15 @@ def test_config_masks_keys_in_any_url_setting(tmp_path):
     shown = {name: value for name, value, _ in settings.shown()}
     assert shown["EMBEDLINE_STORE_URI"] == "s3://AKIAEXAMPLE:***@bucket/x"
     assert "wJalrSECRET" not in json.dumps(shown)
+
+
+def test_commands_on_a_mistyped_home_raise_not_found_and_create_nothing(tmp_path):
+    db = embedline.connect(tmp_path / "typo")
+    for call in (lambda: db.versions("debian"), lambda: db.quarantine("debian"),
+                 lambda: db.rollback("debian"), lambda: db.promote("debian", 3),
+                 lambda: db.search("debian", "editor")):
+        with pytest.raises(embedline.NotFound):
+            call()
+    assert db.sql("SELECT count(*) FROM runs").fetchone() == (0,)
+    assert not (tmp_path / "typo").exists()
+

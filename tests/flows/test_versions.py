@@ -194,6 +194,26 @@ def test_a_catalog_older_than_the_pruned_table_is_refused_before_anything_change
     assert embeddings.latest_version(workspace, "debian__tiny") == latest
 
 
+def test_a_catalog_whose_prod_was_pruned_since_its_backup_is_refused_and_sql_still_opens(
+        workspace, debian_case, tmp_path):
+    from embedline.errors import CatalogMismatch
+    from embedline.flows.maintain import maintain_corpus
+
+    v1 = ingest(workspace, debian_case).version
+    rewrite(debian_case, 1, "edited")
+    v2 = ingest(workspace, debian_case).version
+    catalog.rollback(workspace, "debian")  # prod held at v1 ...
+    shutil.copy(workspace.catalog_path, tmp_path / "backup.duckdb")  # ... in the backup
+    catalog.promote(workspace, "debian", v2)
+    maintain_corpus("debian", retention_days=0, keep_versions=1)  # v1 goes
+    shutil.copy(tmp_path / "backup.duckdb", workspace.catalog_path)
+    assert prod_version(workspace) == v1
+    with pytest.raises(CatalogMismatch, match=rf"versions \[{v1}\]"):  # a run passed, and prod stayed broken
+        ingest(workspace, debian_case)
+    views = {name for name, kind, _ in sql.describe(sql.connect(workspace)) if kind == "view"}
+    assert "debian" not in views and "debian__tiny" in views  # failed every corpus's session before
+
+
 @pytest.fixture
 def indexed(workspace, monkeypatch):
     monkeypatch.setenv("EMBEDLINE_INDEX_MIN_ROWS", "1000")

@@ -55,6 +55,15 @@ def test_reading_a_workspace_that_does_not_exist_creates_nothing(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_read_on_a_new_host_of_a_postgres_catalog_keeps_its_home_private(tmp_path, postgres_url):
+    with catalog.writing(make_workspace(tmp_path / "first", postgres_url)):
+        pass  # migrated by another host
+    home = tmp_path / "new-host"
+    ws = Workspace.from_env(home, settings=load(home=home, catalog_url=postgres_url))
+    assert catalog.get_alias(ws, "debian") is None
+    assert not home.exists() or home.stat().st_mode & 0o077 == 0  # was 0755 (the extension link's folder)
+
+
 def test_a_new_catalog_is_migrated_to_the_current_schema(tmp_path, catalog_url):
     ws = make_workspace(tmp_path, catalog_url)
     with catalog.reading(ws) as con:
