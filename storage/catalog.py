@@ -25,7 +25,8 @@ import duckdb
 import pyarrow as pa
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
-from embedline.errors import BadInput, CatalogBusy, CatalogMismatch, NotFound, SwapRefused, SwapStale
+from embedline.errors import (BadInput, CatalogBusy, CatalogMismatch, NotFound, SpaceBusy, SwapRefused,
+                              SwapStale)
 from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
@@ -558,6 +559,10 @@ def finish_run(
     with writing(ws) as con:
         run = _rows(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])[0]
         space = run["space"]
+        if run["status"] != "running":  # another host found its lock free, so took it for dead
+            raise SpaceBusy(f"run {run_id} of {space} was marked {run['status']} by another process while "
+                            "it ran (its space lock was lost): nothing of it is recorded, and the next run "
+                            "of the space embeds its documents again")
         passed = version is None or version["validation"] == "passed"
         status = "succeeded" if passed else "failed"
         sets = ", ".join(f"{name} = ?" for name in RUN_COUNTS)

@@ -89,6 +89,21 @@ def test_a_run_is_recorded_with_its_documents_version_quarantine_and_alias(tmp_p
         assert con.execute("SELECT count(*), any_value(reason) FROM quarantine").fetchone() == (1, "no text")
 
 
+def test_a_run_another_process_marked_abandoned_records_nothing(tmp_path, catalog_url):
+    """Its lock was lost (a dropped connection) and another host's run or maintain took the space: what it
+    would record may already be undone, its tag dropped."""
+    ws = make_workspace(tmp_path, catalog_url)
+    run_id = catalog.start_run(ws, "debian", "tiny", "debian__tiny", "debian.jsonl", {}, "m", "c", "cpu",
+                               "fp32")
+    assert catalog.abandon_runs(ws, "debian__tiny") == 1
+    with pytest.raises(SpaceBusy, match="marked abandoned by another process"):
+        catalog.finish_run(ws, run_id, counts={}, seconds=1.0, documents_arrow=pa.table({"doc_id": ["a"]}),
+                           deleted_doc_ids=[], quarantined=[], promote_to="prod",
+                           version={"space": "debian__tiny", "version": 1, "tag": f"run-{run_id}",
+                                    "row_count": 1, "validation": "passed", "failures": None})
+    assert catalog.get_alias(ws, "debian") is None and catalog.get_version(ws, "debian__tiny", 1) is None
+
+
 def test_a_failed_run_records_no_documents_and_moves_no_alias(tmp_path, catalog_url):
     ws = make_workspace(tmp_path, catalog_url)
     record_run(ws, version=1, docs=("a",))
