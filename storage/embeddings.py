@@ -157,9 +157,13 @@ def restore_version(ws: Workspace, space: str, version: int | None) -> int:
     return table.version
 
 
-def versions_held(ws: Workspace, space: str) -> set[int]:
-    """The versions `space` still holds (cleanup removes those no tag keeps)."""
-    return {v["version"] for v in open_space(ws, space).list_versions()}
+def has_version(ws: Workspace, space: str, version: int) -> bool:
+    """Whether `space` still holds `version` (cleanup removes those no tag keeps): one manifest read."""
+    try:
+        dataset_at(ws, space, version)
+    except NotFound:
+        return False
+    return True
 
 
 def doc_ids(ws: Workspace, space: str, version: int) -> set[str]:

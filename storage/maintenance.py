@@ -36,8 +36,7 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     """
     latest = embeddings.latest_version(ws, space)
     clean = catalog.clean_version(ws, space)
-    if latest is not None:
-        _require_named_versions(ws, space, clean)
+    _require_named_versions(ws, space, clean, latest is not None)
     if latest is None or latest == clean:
         return None
     if clean is None:
@@ -48,12 +47,20 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     return restored
 
 
-def _require_named_versions(ws: Workspace, space: str, clean: int | None) -> None:
+def _require_named_versions(ws: Workspace, space: str, clean: int | None, table_exists: bool) -> None:
     """Refuse a catalog whose clean head or aliases name versions the table no longer holds: it is older
     than the table (restored from a backup taken before `maintain` pruned them), and a run would build on,
-    or serve, data that is gone."""
+    or serve, data that is gone. No table at all, for a space the catalog has a clean head of, is the
+    wrong store (a run would trust the catalog's documents and embed only the changed ones)."""
+    if not table_exists:
+        if clean is not None:
+            raise CatalogMismatch(
+                f"the catalog has a clean head (version {clean}) of space {space!r}, but {ws.lance_uri} has "
+                "no such table: check EMBEDLINE_LANCE_URI (every host must share one store); nothing was "
+                "changed")
+        return
     named = {a["version"] for a in catalog.list_aliases(ws) if a["space"] == space} | {clean} - {None}
-    missing = sorted(named - embeddings.versions_held(ws, space))
+    missing = sorted(v for v in named if not embeddings.has_version(ws, space, v))
     if missing:
         raise CatalogMismatch(
             f"the catalog names versions {missing} of space {space!r} (its clean head or an alias) that are "

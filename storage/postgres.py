@@ -15,7 +15,7 @@ the same Postgres. Plain tables in Postgres through the extension keep one engin
 import hashlib
 import math
 import os
-import select
+import selectors
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -131,10 +131,13 @@ def _release(conn) -> None:
     """Unlock now, then close: the server ends a closed session's backend (and frees its locks) a moment
     later, so the next holder could find the lock still held. A server that does not answer within
     UNLOCK_WAIT_SECONDS is left to free it when the closed session ends, as before."""
-    with suppress(Exception):
-        conn.pgconn.send_query(b"SELECT pg_advisory_unlock_all()")
-        select.select([conn.pgconn.socket], [], [], UNLOCK_WAIT_SECONDS)  # its answer: the locks are free
-    conn.close()
+    try:
+        with suppress(Exception), selectors.DefaultSelector() as answer:
+            conn.pgconn.send_query(b"SELECT pg_advisory_unlock_all()")
+            answer.register(conn.pgconn.socket, selectors.EVENT_READ)
+            answer.select(UNLOCK_WAIT_SECONDS)  # its answer: the locks are free
+    finally:
+        conn.close()
 
 
 def still_held(conn) -> bool:

@@ -323,6 +323,7 @@ def _register_or_warn(con, ws: Workspace, name: str, space: str, version: int, m
     try:
         _register_view(con, ws, name, space, version, model)
     except NotFound:
+        embeddings.dataset_at(ws, space)  # no table at all (a wrong store): NotFound, as before
         log.warning(f"{name} left out of the SQL session: version {version} of {space} is no longer in Lance")
 
 

@@ -214,6 +214,20 @@ def test_a_catalog_whose_prod_was_pruned_since_its_backup_is_refused_and_sql_sti
     assert "debian" not in views and "debian__tiny" in views  # failed every corpus's session before
 
 
+def test_a_store_without_the_catalogs_table_is_refused_by_runs_and_sql(workspace, debian_case):
+    """A host pointed at the wrong store: a run would trust the catalog's documents and embed only the
+    changed ones into a new, nearly empty table; SQL would open a session without the corpus's views."""
+    from embedline.errors import CatalogMismatch
+
+    ingest(workspace, debian_case)
+    shutil.rmtree(Path(workspace.lance_uri) / "debian__tiny.lance")
+    rewrite(debian_case, 1, "edited")
+    with pytest.raises(CatalogMismatch, match="no such table"):
+        ingest(workspace, debian_case)
+    with pytest.raises(NotFound, match="debian__tiny"):
+        sql.connect(workspace)
+
+
 @pytest.fixture
 def indexed(workspace, monkeypatch):
     monkeypatch.setenv("EMBEDLINE_INDEX_MIN_ROWS", "1000")
