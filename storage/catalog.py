@@ -882,7 +882,7 @@ def latest_passed_version(ws: Workspace, space: str, before: int | None = None) 
 
 
 def prune_versions(ws: Workspace, space: str, keep: int,
-                   before: datetime) -> tuple[int, list[tuple[int, str]]]:
+                   before: datetime) -> tuple[int, list[tuple[int | None, str]]]:
     """Mark as pruned the versions of `space` created before `before` and older than its `keep` newest
     passed versions, but those an alias points at and the clean head: no run, rollback or SQL view may
     reach them again, so `maintain` may drop their tags, then their data. Returns how many were marked now,
