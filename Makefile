@@ -2,7 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
-# CPU torch first where none is installed (a bare `torch` would pull a multi-GB CUDA build).
+# CPU torch first where none is installed (a bare `torch` would pull a multi-GB CUDA build). Our machines'
+# pip finds the CPU build of 2.13.0 on local disk; elsewhere pass TORCH_SPEC="torch --index-url
+# https://download.pytorch.org/whl/cpu".
 TORCH_SPEC ?= torch==2.13.0
 
 export DO_NOT_TRACK := 1
@@ -18,7 +20,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
 	$(PIP) install -e ".[dev,openvino]"
 	touch $@
 
@@ -84,9 +86,10 @@ bench-all: bench
 # One run's planning and catalog cost at 1M documents, local catalog and PostgreSQL (not in bench-all:
 # its first ingest alone takes far longer than five minutes on 2 cores). SCALE_ARGS="--docs 100000".
 # No vector index by default (its build at 1M is the vector side: bench/index_costs.py measures it).
-SCALE_ARGS ?= --index-min-rows 2000000
-bench-scale: setup
-	$(PY) bench/scale_plan.py $(SCALE_ARGS)
+# The PostgreSQL arm needs Debian's postgresql, as `make test` does.
+SCALE_ARGS ?=
+bench-scale: setup $(POSTGRES_PKG)
+	$(PY) bench/scale_plan.py --index-min-rows 2000000 $(SCALE_ARGS)
 
 # A Prefect server with its UI on 127.0.0.1:4200, the cpu/gpu pools, every deployment, workers.
 serve: setup

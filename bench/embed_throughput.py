@@ -36,8 +36,6 @@ from embedline.tasks.embedding import Engine, choose_device, choose_precision, c
 from embedline.tasks.models import default_model_path, read_model_dir  # noqa: E402
 from embedline.tasks.runtime_openvino import choose_tuning  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "corpora" / "debian-packages.jsonl.gz"
-BUNDLED = ROOT / "embedline" / "data" / "debian-2k.jsonl.gz"
 BASELINE = "sentence-transformers fp32 batch 32"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
 # oneDNN (under torch and OpenVINO), ATen's own kernels and MKL kept to AVX2; the precision an AVX2-only CPU
@@ -48,7 +46,9 @@ AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_E
 
 def load_texts(n: int) -> list[str]:
     """The first n descriptions of the shared Debian corpus (or the bundled slice on a bare clone)."""
-    path = SHARED if SHARED.exists() else BUNDLED
+    from bench.incremental import corpus_path
+
+    path = corpus_path(n)
     texts = []
     with gzip.open(path, "rt") as fh:
         for line in fh:

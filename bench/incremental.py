@@ -22,8 +22,19 @@ SHARED = ROOT.parent / "shared" / "corpora" / "debian-packages.jsonl.gz"
 BUNDLED = ROOT / "embedline" / "data" / "debian-2k.jsonl.gz"
 
 
+def corpus_path(n: int) -> Path:
+    """The shared 64k Debian corpus the README's figures come from; on a bare clone the bundled slice, said
+    on stderr: it is another selection of at most 2,000 documents, so figures differ from the README's."""
+    if SHARED.exists():
+        return SHARED
+    print(f"note: {SHARED} is absent: using the bundled {BUNDLED.name} (2,000 other documents"
+          f"{'; fewer than the ' + str(n) + ' asked' if n > 2000 else ''}); figures are not the README's",
+          file=sys.stderr)
+    return BUNDLED
+
+
 def write_slice(target: Path, n: int) -> list[dict]:
-    path = SHARED if SHARED.exists() else BUNDLED
+    path = corpus_path(n)
     records = []
     with gzip.open(path, "rt") as fh:
         for line in fh:

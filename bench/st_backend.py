@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.modules.setdefault("openvino_telemetry", None)  # as embedline's own runtime: no usage telemetry sent
+
 
 def answer(payload: dict) -> None:
     print("@@ " + json.dumps(payload), flush=True)

@@ -6,8 +6,9 @@
     hits = db.search("docs", "how do I reset my password", k=5)
     rows = db.sql("SELECT doc_id, title FROM docs LIMIT 5").fetchall()
 
-`connect()` returns an `Embedline` (see `help(embedline.Embedline)`): ingest, search, sql, versions,
-promote, rollback, refresh, backfill, validate, maintain, models, gates. Errors are subclasses of
+`connect()` returns an `Embedline` (see `help(embedline.Embedline)`): ingest, search, sql, session,
+versions, quarantine, promote, rollback, gates, validate, maintain, storage, footprint, models, add_model,
+push_model, refresh, refresh_status, backfill. Errors are subclasses of
 `EmbedlineError` whose message says what to do next. Settings come from `EMBEDLINE_*` variables or
 keyword arguments to `connect` (see `embedline.settings.Settings`).
 
@@ -22,12 +23,15 @@ from embedline.errors import (
     BadInput,
     BadName,
     BadSetting,
+    CatalogBusy,
     CatalogMismatch,
     EmbedlineError,
     ModelConflict,
     NotFound,
     ReadOnly,
     SpaceBusy,
+    SwapRefused,
+    SwapStale,
     TransientError,
     UsageError,
     ValidationFailed,
@@ -40,7 +44,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
-    "BadInput", "BadName", "BadSetting", "CatalogMismatch", "Embedline", "EmbedlineError", "ModelConflict",
-    "NotFound", "ReadOnly", "Settings", "SpaceBusy", "TransientError", "UsageError", "ValidationFailed",
+    "BadInput", "BadName", "BadSetting", "CatalogBusy", "CatalogMismatch", "Embedline", "EmbedlineError",
+    "ModelConflict", "NotFound", "ReadOnly", "Settings", "SpaceBusy", "SwapRefused", "SwapStale",
+    "TransientError", "UsageError", "ValidationFailed",
     "connect", "__version__",
 ]

@@ -10,8 +10,8 @@ EXIT_CODES = {
     0: "success",
     1: "the operation failed (a validation gate, a run)",
     2: "usage error: wrong or missing arguments",
-    3: "bad input: a source, SQL statement, name or setting that cannot be used",
-    4: "not found: no such corpus, version, model or file",
+    3: "bad input: a source (a missing file too), SQL statement, name or setting that cannot be used",
+    4: "not found: no such corpus, version, run or model, or a file embedline stored is gone",
     5: "busy: another process is writing; retry when it finishes",
 }
 

@@ -115,11 +115,16 @@ class Settings(BaseSettings):
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
 
-    def shown(self) -> list[tuple[str, str, str]]:
-        """(variable, value with secrets masked, what it is) for every setting."""
+    def shown(self, derived: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+        """(variable, value with secrets masked, what it is) for every setting; an unset one shows its
+        `derived` value (what the workspace resolves it to) where given."""
         rows = []
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
+            if value in (None, "") and name in (derived or {}):
+                value = derived[name]
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
             if isinstance(value, dict):
                 value = json.dumps(mask_mapping(value))
             elif isinstance(value, str) and value:  # any URL may carry a key (s3://KEY:SECRET@bucket)

@@ -23,9 +23,10 @@ FLOW_COMMANDS = {"ingest", "validate", "maintain", "refresh", "backfill", "demo"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, epilog=EPILOG,
-                  help="Embedding ETL: ingest corpora, embed, validate, version, and query them with SQL.")
+                  help="Embedding ETL: ingest corpora, embed, validate, version, and query them with SQL."
+                       "\n\n\b\nExample: embedline demo")
 models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, epilog=EPILOG,
-                         help="Register and list embedding models.")
+                         help="Register and list embedding models.\n\n\b\nExample: embedline models list")
 app.add_typer(models_app, name="models")
 
 
@@ -206,14 +207,14 @@ def _print_summary(summary, out: str) -> None:
         _print_dicts(list(row), [row], out)
 
 
-def _pairs(items: list[str] | None) -> dict | None:
+def _pairs(items: list[str] | None, option: str = "--gate") -> dict | None:
     if not items:
         return None
     pairs = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise UsageError(f"--gate {item!r}: write NAME=VALUE, e.g. min_golden_recall=0.8")
+            raise UsageError(f"{option} {item!r}: write NAME=VALUE, e.g. min_golden_recall=0.8")
         pairs[name.strip()] = value.strip()
     return pairs
 
@@ -254,8 +255,9 @@ def sql(
 ):
     """Query catalog tables and embeddings with DuckDB (read-only unless --write).
 
-    Read-only: only SELECT (and EXPLAIN SELECT), no __lance_* functions, files read only under the working
-    directory and $EMBEDLINE_SQL_READ_PATHS, nothing from the network, settings locked.
+    Read-only: only SELECT (DESCRIBE, SHOW and PRAGMA table_info parse as one) and EXPLAIN of one, no
+    __lance_* functions, files read only under the working directory, the workspace's Lance folder and
+    $EMBEDLINE_SQL_READ_PATHS, nothing from the network, settings locked.
 
     \b
     Example: embedline sql "SELECT doc_id, array_cosine_similarity(vector, embed('tiling window manager')) AS s FROM debian ORDER BY s DESC LIMIT 5"
@@ -421,7 +423,13 @@ def gates(
     \b
     Example: embedline gates debian --set min_golden_recall=0.8 --set max_near_duplicate_rate=0.3
     """
-    thresholds = _db(home).gates(corpus, **(_pairs(set_) or {}))
+    from embedline.storage import catalog
+
+    db = _db(home)
+    thresholds = db.gates(corpus, **(_pairs(set_, "--set") or {}))
+    if not catalog.has_runs(db.workspace, corpus):  # allowed (gates before a first ingest), but maybe a typo
+        typer.echo(f"note: corpus {corpus!r} has no runs in {catalog.location(db.workspace)} yet: these "
+                   "thresholds apply from its first ingest", err=True)
     _print_rows(["gate", "threshold"], sorted(thresholds.items()), _format(fmt, as_json))
 
 
@@ -686,8 +694,11 @@ def config(fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
     \b
     Example: EMBEDLINE_PRECISION=fp32 embedline config
     """
-    settings = _db(home).settings
-    _print_rows(["variable", "value", "what"], settings.shown(), _format(fmt, as_json))
+    from embedline.storage import catalog, files
+
+    ws = _db(home).workspace
+    derived = {"lance_uri": ws.lance_uri, "store_uri": files.store_uri(ws), "catalog_url": catalog.location(ws)}
+    _print_rows(["variable", "value", "what"], ws.settings.shown(derived), _format(fmt, as_json))
 
 
 @app.command()

@@ -50,8 +50,8 @@ def render(config: dict) -> dict:
         )  # `gates --set` outlasts these
         ingest = _deployment(f"ingest-{corpus}", "embedline.flows.ingest:ingest_corpus", "cpu", ingest_params,
                              settings.get("schedule"), timezone)
-        if settings.get("env"):
-            ingest["job_variables"] = {"env": _worker_env(corpus, settings["env"])}
+        if settings.get("env"):  # `prefect deploy` reads job variables under work_pool only
+            ingest["work_pool"]["job_variables"] = {"env": _worker_env(corpus, settings["env"])}
         deployments.append(ingest)
         refresh = _deployment(f"refresh-{corpus}", "embedline.flows.refresh:refresh_model", "cpu",
                               {"corpus": corpus, "wait": True})
@@ -79,8 +79,9 @@ def render(config: dict) -> dict:
 
 def _worker_env(corpus: str, env: dict) -> dict:
     """Variables the ingest's flow run gets (e.g. PGPASSWORD for a postgres `query:` source). A secret
-    comes from a Prefect Secret block (`"{{ prefect.blocks.secret.pg-password }}"`); a literal one is
-    redacted here, never written to prefect.yaml."""
+    comes from a Prefect Secret block (`"{{ prefect.blocks.secret.pg-password }}"`, which `prefect deploy`
+    resolves into the deployment on the server); a literal one is redacted here, never written to
+    prefect.yaml."""
     if not isinstance(env, dict):
         raise BadInput(f"{CONFIG}: corpus {corpus!r}: write `env: {{NAME: value}}`")
     return {str(k): (str(v) if str(v).startswith("{{") or not has_secret(f"{k}={v}") else MASK)

@@ -476,11 +476,14 @@ def running_run_ids(ws: Workspace) -> set[int]:
         return {r for (r,) in con.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()}
 
 
+def has_runs(ws: Workspace, corpus: str) -> bool:
+    with reading(ws) as con:
+        return con.execute("SELECT count(*) FROM runs WHERE corpus = ?", [corpus]).fetchone()[0] > 0
+
+
 def require_runs(ws: Workspace, corpus: str) -> None:
     """`NotFound` for a corpus no run ever started (a typo), rather than an empty answer."""
-    with reading(ws) as con:
-        ran = con.execute("SELECT count(*) FROM runs WHERE corpus = ?", [corpus]).fetchone()[0]
-    if not ran:
+    if not has_runs(ws, corpus):
         raise NotFound(f"no such corpus {corpus!r} in the catalog {location(ws)}: no run of it was ever "
                        f"started (check --home; `embedline ingest {corpus} SOURCE` starts one)")
 

@@ -13,6 +13,7 @@ the same Postgres. Plain tables in Postgres through the extension keep one engin
 """
 
 import hashlib
+import importlib.util
 import math
 import os
 import selectors
@@ -25,6 +26,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import duckdb
 
 from embedline.errors import BadSetting, CatalogBusy
+from embedline.storage import duckdb_extensions
 from embedline.redaction import redact
 from embedline.workspace import private_files
 
@@ -35,14 +37,11 @@ CATALOG_WRITE_LOCK = "embedline-catalog-write"
 def extension_path(cache: Path) -> Path:
     """The signed extension from its registry package, under the file name DuckDB's loader expects (the
     package ships it as `postgres.duckdb_extension`): a link in `cache`."""
-    try:
-        import duckdb_extension_postgres
-    except ImportError as exc:
+    if importlib.util.find_spec("duckdb_extension_postgres") is None:
         raise BadSetting("EMBEDLINE_CATALOG_URL names PostgreSQL but duckdb-extension-postgres is not "
-                         "installed: pip install duckdb-extension-postgres==1.5.5") from exc
-    shipped = (Path(duckdb_extension_postgres.__file__).parent / "extensions" / f"v{duckdb.__version__}"
-               / "postgres.duckdb_extension")
-    if not shipped.is_file():
+                         "installed: pip install duckdb-extension-postgres==1.5.5")
+    shipped = duckdb_extensions.shipped("postgres")
+    if shipped is None:
         raise BadSetting(f"duckdb-extension-postgres has no build for duckdb {duckdb.__version__}: "
                          "install the package version that matches duckdb")
     with private_files():  # a home this creates (a read on a new host) is the owner's alone

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from duckdb.sqltypes import FLOAT, VARCHAR
 
-from embedline.storage import catalog, embeddings, postgres, sql_guard
+from embedline.storage import catalog, duckdb_extensions, embeddings, postgres, sql_guard
 from embedline.storage.vectors import readable_by_duckdb
 from embedline.errors import BadInput, BadName, NotFound, ReadOnly
 from embedline.names import check_name, check_space
@@ -241,17 +241,7 @@ def write_plan(ws: Workspace, sql: str) -> str:
 
 
 def lance_extension_path() -> Path | None:
-    try:
-        import duckdb_extension_lance
-    except ImportError:
-        return None
-    path = (
-        Path(duckdb_extension_lance.__file__).parent
-        / "extensions"
-        / f"v{duckdb.__version__}"
-        / "lance.duckdb_extension"
-    )
-    return path if path.is_file() else None
+    return duckdb_extensions.shipped("lance")
 
 
 def load_lance_extension(con: duckdb.DuckDBPyConnection) -> bool:
@@ -371,12 +361,12 @@ def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
     functions = con.execute(
         "SELECT DISTINCT function_name, function_type FROM duckdb_functions() WHERE function_name = 'embed'"
         " OR starts_with(function_name, 'embed_') OR starts_with(function_name, 'lance_')"
+        " OR function_name = 'query_vector' OR starts_with(function_name, 'query_vector_')"
         " ORDER BY function_name"
     ).fetchall()
-    names += [
-        (name, kind, "embedding" if name.startswith("embed") else "lance extension")
-        for name, kind in functions
-    ]
+    what = {"embed": "embedding", "query": "query vector in the space prod serves (adapter on a model change)",
+            "lance": "lance extension"}
+    names += [(name, kind, what[name.split("_")[0]]) for name, kind in functions]
     return names
 
 

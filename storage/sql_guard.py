@@ -88,9 +88,11 @@ READ_TABLE_FUNCTIONS = {
     *LANCE_READERS,
 }
 DENIED_FUNCTIONS = {"write_log", "json_execute_serialized_sql"}
+TO_WRITE = "pass --write (Python: write=True)"
+_UNCHECKABLE = f"this EXPLAIN cannot be checked in a read-only session: {TO_WRITE} to run it"
 _LANCE_WRITE = (
     "{name} can change Lance data (compaction, cleanup, truncation) and this session is read-only:"
-    " pass --write to allow it"
+    f" {TO_WRITE} to allow it"
 )
 
 
@@ -146,7 +148,7 @@ def _check_statement(con, statement, rule: ReadRule) -> str:
         analyze, inner_text = _explained(statement.query)
         inner = con.extract_statements(inner_text)
         if len(inner) != 1:
-            raise ReadOnly("this EXPLAIN cannot be checked in a read-only session: pass --write to run it")
+            raise ReadOnly(_UNCHECKABLE)
         inner_kind = statement_kind(inner[0])
         if inner_kind != "SELECT":
             raise ReadOnly(f"EXPLAIN runs its {inner_kind}: {_refusal(inner_kind)}")
@@ -165,7 +167,7 @@ def _explained(query: str) -> tuple[bool, str]:
     tokenizer (comments are not tokens); options in parentheses are refused, not interpreted."""
     tokens = [position for position, _ in duckdb.tokenize(query)]
     if len(tokens) < 2:
-        raise ReadOnly("this EXPLAIN cannot be checked in a read-only session: pass --write to run it")
+        raise ReadOnly(_UNCHECKABLE)
     analyze = re.match(r"ANALY[SZ]E\b", query[tokens[1]:], re.IGNORECASE) is not None
     start = tokens[2] if analyze and len(tokens) > 2 else tokens[1]
     if query[start:start + 1] == "(":
@@ -181,16 +183,16 @@ def statement_kind(statement) -> str:
 
 def _refusal(kind: str) -> str:
     if kind in WRITES:
-        return f"{kind} is a write and this session is read-only: pass --write to allow it"
+        return f"{kind} is a write and this session is read-only: {TO_WRITE} to allow it"
     return (f"{kind} changes the session (settings, extensions, attached databases) and this session is"
-            " read-only: pass --write to allow it")
+            f" read-only: {TO_WRITE} to allow it")
 
 
 def _check_select(con, query: str, rule: ReadRule) -> None:
     parsed = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])
     if parsed.get("error"):
         raise ReadOnly(f"this statement cannot be checked ({parsed.get('error_message', '?')}):"
-                       " pass --write to run it")
+                       f" {TO_WRITE} to run it")
     for node in _nodes(parsed):
         if "function_name" in node:
             _check_function(con, node, rule)
@@ -207,7 +209,7 @@ def _check_table_function(function: dict, rule: ReadRule) -> None:
         raise ReadOnly(_LANCE_WRITE.format(name=name))
     if name not in READ_TABLE_FUNCTIONS:
         raise ReadOnly(f"{name}() is not a read this session allows (it can write, log or run SQL):"
-                       " pass --write to allow it")
+                       f" {TO_WRITE} to allow it")
     children = function.get("children") or []
     first = _constant(children[0]) if children else None
     if name.startswith(("read_", "parquet_")) or name in {"glob", "sniff_csv"}:
@@ -220,7 +222,7 @@ def _check_function(con, node: dict, rule: ReadRule) -> None:
     children = node.get("children") or []
     if name in DENIED_FUNCTIONS:
         raise ReadOnly(
-            f"{name}() can write or run SQL and this session is read-only: pass --write to allow it"
+            f"{name}() can write or run SQL and this session is read-only: {TO_WRITE} to allow it"
         )
     if name.startswith("__lance_"):
         raise ReadOnly(_LANCE_WRITE.format(name=name))

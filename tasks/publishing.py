@@ -11,7 +11,7 @@ from embedline.storage import catalog, embeddings, files
 from embedline.workspace import Workspace
 from embedline.tasks.batch import EmbeddedBatch
 from embedline.tasks.changes import ChangePlan
-from embedline.tasks.storage import storage_choice, storage_pending
+from embedline.tasks.storage import keep_inherited_choice, storage_choice, storage_pending
 from embedline.validation.suite import ValidationReport
 
 
@@ -63,6 +63,7 @@ def publish_batch(
     storage = storage_choice(ws, space)
     if batch.chunk_count == 0 and not plan.replace_doc_ids and not storage_pending(ws, space, storage):
         return None
+    keep_inherited_choice(ws, space, storage)
     return embeddings.write_version(
         ws, space, batch.schema(), batch.read_chunks(), plan.replace_doc_ids, tag=f"run-{run_id}",
         storage=storage,

@@ -10,6 +10,7 @@ the engine's torch code, exactly as for the torch runtime. Only `tasks/` imports
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -31,7 +32,11 @@ def say_once(message: str, level: str = "warning") -> None:
 
 
 def import_openvino():
-    """The openvino module, or None where the `openvino` extra is not installed."""
+    """The openvino module, or None where the `openvino` extra is not installed. OpenVINO's converter
+    sends usage telemetry to Google Analytics from a forked process unless a consent file in the user's
+    home says no; a worker must not call out, so the converter gets its own no-op stub (its fallback
+    where `openvino-telemetry` cannot be imported)."""
+    sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: that import fails
     try:
         import openvino
     except ImportError:

@@ -18,7 +18,7 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise BadInput(f"-k must be a whole number from 1 to {MAX_K:,}, got {k!r} (SQL returns any number)")
     if not isinstance(query, str) or not query.strip():
-        raise BadInput(f"the query must be text with a word in it, got {query!r}")
+        raise BadInput(f"the query must be text that is not blank, got {query!r}")
     if model is not None:  # refused as a name before any lookup suggests registering it under that name
         check_name(model, "model name")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)

@@ -29,6 +29,17 @@ def storage_choice(ws: Workspace, space: str) -> StorageChoice:
     return StorageChoice(row["vectors"], row["index_type"]) if row else StorageChoice()
 
 
+def keep_inherited_choice(ws: Workspace, space: str, choice: StorageChoice) -> None:
+    """Before a new space's first write, record the choice it inherited as its own: its small first
+    versions carry no vector index, so their layout alone could not say which kind to build later (nor
+    could prod's, once prod serves this space)."""
+    corpus = space.split("__")[0]
+    prod = catalog.get_alias(ws, corpus)
+    if (prod is not None and prod["space"] != space and catalog.get_storage(ws, space) is None
+            and catalog.clean_version(ws, space) is None):
+        catalog.set_storage(ws, corpus, space, choice.vectors, choice.index_type)
+
+
 def set_storage(ws: Workspace, corpus: str, model: str | None = None, vectors: str | None = None,
                 index_type: str | None = None) -> dict:
     """Record (what is given of) the storage choice of `corpus`'s space for `model` (default: the model

@@ -146,3 +146,15 @@ def test_commands_on_a_mistyped_home_raise_not_found_and_create_nothing(tmp_path
     assert db.sql("SELECT count(*) FROM runs").fetchone() == (0,)
     assert not (tmp_path / "typo").exists()
 
+
+
+def test_every_error_is_exported_and_every_method_is_named_in_the_package_help():
+    import inspect
+
+    import embedline.errors
+
+    errors = {n for n, c in vars(embedline.errors).items() if inspect.isclass(c) and issubclass(c, Exception)}
+    assert errors <= set(embedline.__all__)  # `except embedline.SwapStale`, as the README names them
+    methods = {n for n, m in vars(embedline.Embedline).items() if not n.startswith("_") and callable(m)}
+    listed = " ".join(embedline.__doc__.split())
+    assert {m for m in methods if f" {m}," not in listed and f" {m}." not in listed} == set()

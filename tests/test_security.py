@@ -165,8 +165,8 @@ def test_prefect_yaml_never_holds_a_credential(tmp_path):
     assert SECRET not in text and "credentials in" in text
     (ingest,) = [d for d in yaml.safe_load(text)["deployments"] if d["name"] == "ingest-tickets"]
     assert "password=***" in ingest["parameters"]["source"]
-    assert ingest["job_variables"]["env"] == {"PGPASSWORD": "{{ prefect.blocks.secret.pg-password }}",
-                                              "API_TOKEN": "***", "PGHOST": "db"}
+    assert ingest["work_pool"]["job_variables"]["env"] == {
+        "PGPASSWORD": "{{ prefect.blocks.secret.pg-password }}", "API_TOKEN": "***", "PGHOST": "db"}
 
 
 def test_compose_binds_loopback_and_requires_an_auth_string():
@@ -240,7 +240,8 @@ def test_cli_refuses_explain_analyze_copy_onto_the_catalog_and_says_what_write_d
     )
     assert refused.returncode == 3
     assert refused.stderr.strip().splitlines() == [
-        "error: EXPLAIN runs its COPY: COPY is a write and this session is read-only: pass --write to allow it"
+        "error: EXPLAIN runs its COPY: COPY is a write and this session is read-only:"
+        " pass --write (Python: write=True) to allow it"
     ]
     assert workspace.catalog_path.read_bytes() == before
     done = run_cli("sql", "DELETE FROM quarantine", "--write", home=workspace.home, check=True)

@@ -29,7 +29,8 @@ def test_sql_refuses_a_write_without_the_write_flag(ingested):
     result = run_cli("sql", "DELETE FROM runs", home=ingested.home)
     assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [
-        "error: DELETE is a write and this session is read-only: pass --write to allow it"
+        "error: DELETE is a write and this session is read-only:"
+        " pass --write (Python: write=True) to allow it"
     ]
     count = run_cli(
         "sql", "SELECT count(*) AS n FROM runs", "--format", "json", home=ingested.home, check=True
@@ -127,10 +128,10 @@ def _commands() -> list[list[str]]:
     from embedline.flows.cli import app, models_app
 
     top = [[c.name or c.callback.__name__] for c in app.registered_commands]
-    return top + [["models", c.name] for c in models_app.registered_commands]
+    return [[], ["models"]] + top + [["models", c.name] for c in models_app.registered_commands]
 
 
-@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(c) or "embedline")
 def test_every_command_has_help_with_an_example(command):
     from typer.testing import CliRunner
 
@@ -178,6 +179,9 @@ def test_config_prints_resolved_settings_with_secrets_masked(workspace, monkeypa
     rows = {r["variable"]: r["value"] for r in json.loads(run_cli("config", "--json", home=workspace.home,
                                                                   check=True).stdout)}
     assert rows["EMBEDLINE_PRECISION"] == "fp32" and rows["EMBEDLINE_HOME"] == str(workspace.home)
+    assert (rows["EMBEDLINE_LANCE_URI"], rows["EMBEDLINE_CATALOG_URL"]) == (  # unset: what they resolve to
+        str(workspace.home / "lance"), str(workspace.home / "catalog.duckdb"))
+    assert rows["EMBEDLINE_SHARD_TIMEOUT"] == "3600"
     assert "hunter2" not in json.dumps(rows) and json.loads(rows["EMBEDLINE_LANCE_STORAGE_OPTIONS"]) == {
         "aws_region": "eu-west-1", "aws_secret_access_key": "***"}
 
@@ -203,15 +207,20 @@ def test_corpus_is_positional_and_the_old_spellings_still_work(workspace, debian
 
 
 def test_gates_are_set_per_corpus_and_apply_to_its_runs(workspace, debian_case):
-    shown = json.loads(run_cli("gates", "debian", "--set", "min_effective_rank=1000", "--json",
-                               home=workspace.home, check=True).stdout)
+    before_any_run = run_cli("gates", "debian", "--set", "min_effective_rank=1000", "--json",
+                             home=workspace.home, check=True)
+    shown = json.loads(before_any_run.stdout)
     assert {g["gate"]: g["threshold"] for g in shown}["min_effective_rank"] == 1000
+    assert "note: corpus 'debian' has no runs" in before_any_run.stderr  # set ahead of a first run, or a typo
     failed = run_cli("ingest", "debian", str(debian_case), "--model", "tiny", "--json", home=workspace.home)
     assert failed.returncode == 1 and "effective_rank" in failed.stderr  # a 32-d model cannot reach rank 1000
     (run,) = json.loads(failed.stdout)  # the recorded run, for scripts
     assert (run["status"], run["promoted"], run["docs_new"]) == ("failed", False, 120)
     bad = run_cli("gates", "debian", "--set", "min_magic=1", home=workspace.home)
     assert bad.returncode == 3 and "unknown validation gate 'min_magic'" in bad.stderr
+    no_value = run_cli("gates", "debian", "--set", "min_golden_recall", home=workspace.home)
+    assert no_value.returncode == 2 and "--set 'min_golden_recall': write NAME=VALUE" in no_value.stderr
+    assert "has no runs" not in run_cli("gates", "debian", home=workspace.home, check=True).stderr
 
 
 def test_max_embed_commits_a_large_embed_in_batches_until_nothing_is_deferred(workspace, debian_case):

@@ -120,3 +120,37 @@ def test_refresh_runs_on_the_model_registered_event_of_the_model_debian_opted_in
     (trigger,) = refresh["triggers"]
     assert trigger["expect"] == [MODEL_REGISTERED] and trigger["parameters"] == {"model": "mpnet"}
     assert trigger["match"] == {"prefect.resource.id": "embedline.model.mpnet"}
+
+
+def test_a_corpus_env_reaches_the_deployment_that_prefect_deploy_creates(tmp_path, prefect_api_url):
+    """Through Prefect's own `prefect deploy`: the env lands in the deployment's job variables (which the
+    process worker sets for the flow run), the Secret block resolved, the plain value kept."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.blocks.system import Secret
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    Secret(value="pw-from-the-block").save("pg-password-deploy-test", overwrite=True)
+    config = tmp_path / "corpora.yaml"
+    config.write_text(yaml.safe_dump({"corpora": {"tickets": {
+        "source": "query:SELECT 1 AS id, 'x' AS text",
+        "env": {"PGPASSWORD": "{{ prefect.blocks.secret.pg-password-deploy-test }}", "PGHOST": "db"}}}}))
+    (tmp_path / "prefect.yaml").write_text(deployments.rendered_text(config))
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="cpu", type="process"), overwrite=True)
+    try:
+        deployed = subprocess.run(
+            [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy", "-n", "ingest-tickets"],
+            cwd=tmp_path, env={**os.environ, "PREFECT_API_URL": prefect_api_url}, capture_output=True, text=True,
+            timeout=300)
+        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("ingest-corpus/ingest-tickets")
+            assert deployment.job_variables["env"] == {"PGPASSWORD": "pw-from-the-block", "PGHOST": "db"}
+            client.delete_deployment(deployment.id)
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_work_pool("cpu")

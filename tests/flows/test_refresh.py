@@ -67,6 +67,8 @@ def test_adapter_serves_new_model_queries_over_the_old_index_at_once(two_models,
         " FROM debian ORDER BY s DESC LIMIT 5"
     ).fetchall()
     assert [s for (s,) in top] == pytest.approx([h["score"] for h in hits], abs=1e-4)  # SQL and search agree
+    listed = {name for name, kind, _ in sql.describe(con) if kind.startswith("macro") or kind == "scalar"}
+    assert {"query_vector", "query_vector_debian", "embed"} <= listed  # `embedline sql --schema`
 
 
 def test_a_tiny_corpus_fills_its_fit_with_general_text_only_when_in_domain_pairs_are_short(two_models):

@@ -84,3 +84,19 @@ def test_a_choice_is_checked_and_needs_a_model_before_the_first_run(workspace):
     with pytest.raises(BadInput, match="ivf_pq"):
         set_storage(workspace, "debian", "tiny", index_type="diskann")
     assert catalog.get_storage(workspace, "debian__tiny") is None
+
+
+def test_a_new_models_space_keeps_the_index_kind_prod_chose_after_it_takes_over(workspace, debian_case,
+                                                                               tiny_model_dir):
+    """Below EMBEDLINE_INDEX_MIN_ROWS no version has an index, so the layout alone cannot carry the kind:
+    the new space records the choice it inherited at its first write, and keeps it once it serves."""
+    from embedline.flows.refresh import backfill_corpus
+    from embedline.tasks.models import add_model
+
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    set_storage(workspace, "debian", "tiny", vectors="float16", index_type="ivf_sq")
+    ingest(workspace, debian_case)
+    swapped = backfill_corpus("debian", "small", home=str(workspace.home))
+    assert swapped["space"] == catalog.get_alias(workspace, "debian")["space"] == "debian__small"
+    shown = set_storage(workspace, "debian")  # what `embedline storage debian` prints: prod's space now
+    assert (shown["space"], shown["vectors"], shown["index"]) == ("debian__small", "float16", "ivf_sq")

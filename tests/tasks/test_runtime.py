@@ -176,3 +176,25 @@ def test_shards_of_a_mixed_pool_report_each_runtime(tmp_path):
 
     combined = EmbeddedBatch.combine([part("torch"), part("openvino"), part("openvino")], parallel=True)
     assert (combined.runtime, combined.precision, combined.model_key) == ("openvino+torch", "bf16", "key")
+
+
+def test_converting_a_model_sends_no_openvino_telemetry(tmp_path):
+    """OpenVINO's converter calls Google Analytics from a forked process unless told not to: a worker
+    converting a model leaves no telemetry id in its home and runs the converter's no-op stub."""
+    import os
+    import subprocess
+
+    code = (
+        "from embedline.tasks.runtime_openvino import import_openvino\n"
+        "import torch\n"
+        "ov = import_openvino()\n"
+        "ov.convert_model(torch.nn.Linear(4, 2), example_input=torch.zeros(1, 4))\n"
+        "import openvino.tools.ovc.convert_impl as impl\n"
+        "print(impl.tm.__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    result = subprocess.run([sys.executable, "-c", code], env={**env, "HOME": str(tmp_path)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "openvino.tools.ovc.telemetry_stub"
+    assert not (tmp_path / "intel").exists()  # openvino_telemetry keeps its client id there

@@ -1,0 +1,53 @@
+"""A `--query` source reads Postgres tables and S3 files with the extensions embedline installs, on a
+machine that cannot download DuckDB extensions (an empty ~/.duckdb, autoinstall off)."""
+
+import io
+
+import boto3
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+from embedline.storage import postgres
+from embedline.storage.query_source import iter_query_rows
+
+
+@pytest.fixture
+def no_extension_downloads(tmp_path, monkeypatch):
+    """No extension cached under HOME and none fetched: what loads must come from the packages."""
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("DUCKDB_AUTOINSTALL_KNOWN_EXTENSIONS", "0")
+
+
+def test_a_query_source_reads_a_postgres_table_offline(postgres_url, no_extension_downloads):
+    with psycopg.connect(postgres_url) as pg:
+        pg.execute("CREATE TABLE tickets (id int, body text)")
+        pg.execute("INSERT INTO tickets VALUES (1, 'disk full'), (2, 'printer on fire')")
+    dsn = postgres.without_password(postgres_url)  # the password reaches libpq via PGPASSWORD
+    rows = list(iter_query_rows(
+        f"SELECT id, body AS text FROM postgres_scan('{dsn}', 'public', 'tickets') ORDER BY id"
+    ))
+    assert rows == [{"id": 1, "text": "disk full"}, {"id": 2, "text": "printer on fire"}]
+
+
+def test_a_query_source_reads_parquet_from_s3_with_a_secret(no_extension_downloads):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3 = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3.create_bucket(Bucket="corpus")
+        body = io.BytesIO()
+        pq.write_table(pa.table({"id": ["a", "b"], "text": ["one", "two"]}), body)
+        s3.put_object(Bucket="corpus", Key="docs.parquet", Body=body.getvalue())
+        rows = list(iter_query_rows(
+            "CREATE SECRET (TYPE s3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1', "
+            f"ENDPOINT '{host}:{port}', URL_STYLE 'path', USE_SSL false); "
+            "SELECT id, text FROM read_parquet('s3://corpus/docs.parquet') ORDER BY id"
+        ))
+    finally:
+        server.stop()
+    assert rows == [{"id": "a", "text": "one"}, {"id": "b", "text": "two"}]
