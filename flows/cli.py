@@ -694,10 +694,10 @@ def config(fmt: Fmt = Format.table, as_json: Json = False, home: Home = None):
     \b
     Example: EMBEDLINE_PRECISION=fp32 embedline config
     """
-    from embedline.storage import catalog, files
+    from embedline.storage import files
 
     ws = _db(home).workspace
-    derived = {"lance_uri": ws.lance_uri, "store_uri": files.store_uri(ws), "catalog_url": catalog.location(ws)}
+    derived = {"lance_uri": ws.lance_uri, "store_uri": files.store_uri(ws)}  # the catalog's default: a file
     _print_rows(["variable", "value", "what"], ws.settings.shown(derived), _format(fmt, as_json))
 
 

@@ -18,7 +18,7 @@ from embedline.flows.embed import SHARD_DEPLOYMENT
 from embedline.flows.events import MODEL_REGISTERED
 from embedline.errors import BadInput, NotFound
 from embedline.names import check_name
-from embedline.redaction import MASK, has_secret, redact
+from embedline.redaction import has_secret, redact
 from embedline.validation.suite import check_gates
 
 CONFIG = Path("deploy/corpora.yaml")  # relative to the working directory, like prefect.yaml itself
@@ -80,12 +80,12 @@ def render(config: dict) -> dict:
 def _worker_env(corpus: str, env: dict) -> dict:
     """Variables the ingest's flow run gets (e.g. PGPASSWORD for a postgres `query:` source). A secret
     comes from a Prefect Secret block (`"{{ prefect.blocks.secret.pg-password }}"`, which `prefect deploy`
-    resolves into the deployment on the server); a literal one is redacted here, never written to
-    prefect.yaml."""
+    resolves into the deployment on the server); a literal one is left out of prefect.yaml (a `***` would
+    replace the worker's own value of it), with a note at the top of the file."""
     if not isinstance(env, dict):
         raise BadInput(f"{CONFIG}: corpus {corpus!r}: write `env: {{NAME: value}}`")
-    return {str(k): (str(v) if str(v).startswith("{{") or not has_secret(f"{k}={v}") else MASK)
-            for k, v in env.items()}
+    return {str(k): str(v) for k, v in env.items()  # a redacted one is left out: the worker's own value stays
+            if str(v).startswith("{{") or not has_secret(f"{k}={v}")}
 
 
 def redacted_corpora(config: dict) -> list[str]:

@@ -1003,9 +1003,13 @@ def get_storage(ws: Workspace, space: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def set_storage(ws: Workspace, corpus: str, space: str, vectors: str, index_type: str) -> None:
+def set_storage(ws: Workspace, corpus: str, space: str, vectors: str, index_type: str,
+                keep_existing: bool = False) -> None:
+    """Record the space's storage choice; `keep_existing`: only where it has none (one statement, so a
+    choice set meanwhile by `embedline storage` stays)."""
+    verb = "INSERT OR IGNORE" if keep_existing else "INSERT OR REPLACE"
     with writing(ws) as con:
-        con.execute("INSERT OR REPLACE INTO space_storage VALUES (?, ?, ?, ?, ?)",
+        con.execute(f"{verb} INTO space_storage VALUES (?, ?, ?, ?, ?)",
                     [space, corpus, vectors, index_type, now()])
 
 

@@ -15,8 +15,8 @@ def iter_query_rows(query: str, batch_size: int = 4096) -> Iterator[dict]:
     on a worker with no way out to DuckDB's extension repository."""
     con = duckdb.connect()
     try:
-        load_installed(con)
         try:
+            load_installed(con)
             reader = con.execute(query).fetch_record_batch(batch_size)
         except duckdb.Error as exc:
             raise BadInput(

@@ -37,7 +37,7 @@ def keep_inherited_choice(ws: Workspace, space: str, choice: StorageChoice) -> N
     prod = catalog.get_alias(ws, corpus)
     if (prod is not None and prod["space"] != space and catalog.get_storage(ws, space) is None
             and catalog.clean_version(ws, space) is None):
-        catalog.set_storage(ws, corpus, space, choice.vectors, choice.index_type)
+        catalog.set_storage(ws, corpus, space, choice.vectors, choice.index_type, keep_existing=True)
 
 
 def set_storage(ws: Workspace, corpus: str, model: str | None = None, vectors: str | None = None,

@@ -165,8 +165,8 @@ def test_prefect_yaml_never_holds_a_credential(tmp_path):
     assert SECRET not in text and "credentials in" in text
     (ingest,) = [d for d in yaml.safe_load(text)["deployments"] if d["name"] == "ingest-tickets"]
     assert "password=***" in ingest["parameters"]["source"]
-    assert ingest["work_pool"]["job_variables"]["env"] == {
-        "PGPASSWORD": "{{ prefect.blocks.secret.pg-password }}", "API_TOKEN": "***", "PGHOST": "db"}
+    assert ingest["work_pool"]["job_variables"]["env"] == {  # API_TOKEN: the worker's own, not a "***"
+        "PGPASSWORD": "{{ prefect.blocks.secret.pg-password }}", "PGHOST": "db"}
 
 
 def test_compose_binds_loopback_and_requires_an_auth_string():

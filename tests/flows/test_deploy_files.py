@@ -149,8 +149,11 @@ def test_a_corpus_env_reaches_the_deployment_that_prefect_deploy_creates(tmp_pat
         assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("ingest-corpus/ingest-tickets")
-            assert deployment.job_variables["env"] == {"PGPASSWORD": "pw-from-the-block", "PGHOST": "db"}
-            client.delete_deployment(deployment.id)
-    finally:
+        assert deployment.job_variables["env"] == {"PGPASSWORD": "pw-from-the-block", "PGHOST": "db"}
+    finally:  # nothing left on the session's server for later tests
         with get_client(sync_client=True) as client:
+            for made in client.read_deployments():
+                if made.name == "ingest-tickets":
+                    client.delete_deployment(made.id)
             client.delete_work_pool("cpu")
+            client.delete_block_document(Secret.load("pg-password-deploy-test")._block_document_id)

@@ -294,3 +294,11 @@ def test_the_password_reaches_libpq_only_never_the_url_duckdb_is_given(monkeypat
         "postgresql://app@db:5433/cat?sslmode=require")
     assert os.environ["PGPASSWORD"] == "p@ss"
     assert postgres.without_password("postgresql://app@db/cat") == "postgresql://app@db/cat"
+
+
+def test_a_storage_choice_recorded_only_where_absent_never_replaces_one(tmp_path, catalog_url):
+    ws = make_workspace(tmp_path, catalog_url)
+    catalog.set_storage(ws, "debian", "debian__new", "float32", "ivf_hnsw_sq", keep_existing=True)
+    catalog.set_storage(ws, "debian", "debian__new", "float16", "ivf_sq")  # `embedline storage` meanwhile
+    catalog.set_storage(ws, "debian", "debian__new", "float32", "ivf_hnsw_sq", keep_existing=True)
+    assert catalog.get_storage(ws, "debian__new") == {"vectors": "float16", "index_type": "ivf_sq"}
