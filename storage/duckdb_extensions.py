@@ -19,7 +19,8 @@ def shipped(name: str) -> Path | None:
         package = __import__(f"duckdb_extension_{name}")
     except ImportError:
         return None
-    path = Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    folder = Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    path = folder / f"{name}.duckdb_extension"
     return path if path.is_file() else None
 
 

@@ -14,6 +14,7 @@ the same Postgres. Plain tables in Postgres through the extension keep one engin
 
 import hashlib
 import importlib.util
+import logging
 import math
 import os
 import selectors
@@ -76,7 +77,13 @@ def without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    os.environ["PGPASSWORD"] = unquote(parts.password)
+    password = unquote(parts.password)
+    if os.environ.get("PGPASSWORD") not in (None, "", password):
+        logging.getLogger("embedline.catalog").warning(
+            "PGPASSWORD is set, and EMBEDLINE_CATALOG_URL carries another password, which replaces it for "
+            "this process: a postgres_scan source gets the catalog's password too (README: One PGPASSWORD "
+            "per process)")
+    os.environ["PGPASSWORD"] = password
     host = parts.netloc.rsplit("@", 1)[1]
     user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))

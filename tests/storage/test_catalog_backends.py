@@ -296,6 +296,16 @@ def test_the_password_reaches_libpq_only_never_the_url_duckdb_is_given(monkeypat
     assert postgres.without_password("postgresql://app@db/cat") == "postgresql://app@db/cat"
 
 
+def test_a_catalog_password_replacing_another_pgpassword_is_said(monkeypatch, caplog):
+    monkeypatch.setenv("PGPASSWORD", "the-source-password")  # e.g. a corpus env for a postgres_scan source
+    postgres.without_password("postgresql://app:catalog-pw@db/cat")
+    assert os.environ["PGPASSWORD"] == "catalog-pw"
+    assert "replaces it for this process" in caplog.text and "catalog-pw" not in caplog.text
+    caplog.clear()
+    postgres.without_password("postgresql://app:catalog-pw@db/cat")  # the same password: nothing to say
+    assert "replaces it" not in caplog.text
+
+
 def test_a_storage_choice_recorded_only_where_absent_never_replaces_one(tmp_path, catalog_url):
     ws = make_workspace(tmp_path, catalog_url)
     catalog.set_storage(ws, "debian", "debian__new", "float32", "ivf_hnsw_sq", keep_existing=True)
