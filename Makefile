@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 # CPU torch first where none is installed (a bare `torch` would pull a multi-GB CUDA build). Our machines'
 # pip finds the CPU build of 2.13.0 on local disk; elsewhere pass TORCH_SPEC="torch --index-url
-# https://download.pytorch.org/whl/cpu".
+# https://download.pytorch.org/whl/cpu" (pip arguments, unquoted: write a range as torch~=2.13, not with < >).
 TORCH_SPEC ?= torch==2.13.0
 
 export DO_NOT_TRACK := 1

@@ -16,10 +16,17 @@ Subpackages: `embedline.flows` (Prefect flows and the CLI), `embedline.tasks` (u
 functions), `embedline.storage` (LanceDB, DuckDB), `embedline.validation` (great-expectations gates).
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
 
-from embedline.api import Embedline, connect
-from embedline.errors import (
+# Before anything imports Prefect or GX (they read these once): a worker sends no usage data unless the
+# user asks for it by setting these themselves. The temporary Prefect server inherits the environment.
+for _variable, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                          ("GX_ANALYTICS_ENABLED", "false")):
+    os.environ.setdefault(_variable, _value)
+
+from embedline.api import Embedline, connect  # noqa: E402
+from embedline.errors import (  # noqa: E402
     BadInput,
     BadName,
     BadSetting,
@@ -36,7 +43,7 @@ from embedline.errors import (
     UsageError,
     ValidationFailed,
 )
-from embedline.settings import Settings
+from embedline.settings import Settings  # noqa: E402
 
 try:
     __version__ = version("embedline")

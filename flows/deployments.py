@@ -88,17 +88,16 @@ def _worker_env(corpus: str, env: dict) -> dict:
             if str(v).startswith("{{") or not has_secret(f"{k}={v}")}
 
 
-def redacted_corpora(config: dict) -> list[str]:
-    """Corpora whose source or env in the config carries a credential (rendered as *** instead)."""
-    return [
-        corpus
-        for corpus, settings in (config.get("corpora") or {}).items()
-        if has_secret(str(settings.get("source", "")))
-        or any(
-            not str(v).startswith("{{") and has_secret(f"{k}={v}")
-            for k, v in (settings.get("env") or {}).items()
-        )
-    ]
+def redacted_corpora(config: dict) -> dict[str, list[str]]:
+    """Corpora whose config carries a credential: what was redacted (`source`) or left out (env names)."""
+    found = {}
+    for corpus, settings in (config.get("corpora") or {}).items():
+        what = ["source"] if has_secret(str(settings.get("source", ""))) else []
+        what += [f"env {k}" for k, v in (settings.get("env") or {}).items()
+                 if not str(v).startswith("{{") and has_secret(f"{k}={v}")]
+        if what:
+            found[corpus] = what
+    return found
 
 
 def _refresh_model(corpus: str, refresh: dict | None) -> str | None:
@@ -142,10 +141,10 @@ def rendered_text(config_path: Path = CONFIG) -> str:
         )
     config = yaml.safe_load(config_path.read_text())
     notes = "".join(
-        f"# corpus {corpus}: credentials in {config_path} were redacted (***) here; the deployment runs"
-        " once they come\n#   from the worker's environment or a Prefect Secret block (README:"
-        " Credentials).\n"
-        for corpus in redacted_corpora(config)
+        f"# corpus {corpus}: credentials in {config_path} were redacted (***) or left out here"
+        f" ({', '.join(what)}); the deployment\n#   runs once they come from the worker's environment or a"
+        " Prefect Secret block (README: Credentials).\n"
+        for corpus, what in redacted_corpora(config).items()
     )
     return HEADER + notes + yaml.safe_dump(render(config), sort_keys=False, width=110)
 

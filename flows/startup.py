@@ -42,11 +42,8 @@ def same_minor_version(answer) -> bool:
 def temporary_server():
     """The temporary server Prefect's first flow run would start (one per process; `.start()` is
     idempotent). Imported here, not on the starting thread: its imports hold the GIL for seconds,
-    and once `start()` has spawned the server process it only sleeps while waiting for it. Its usage
-    telemetry is off unless asked for (PREFECT_SERVER_ANALYTICS_ENABLED): a worker must not call out."""
-    import os
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # read by the server's process
+    and once `start()` has spawned the server process it only sleeps while waiting for it. (Its usage
+    data is off unless asked for: see `embedline/__init__.py`.)"""
     from prefect.server.api.server import SubprocessASGIServer
 
     return SubprocessASGIServer()

@@ -180,6 +180,8 @@ def test_config_prints_resolved_settings_with_secrets_masked(workspace, monkeypa
     monkeypatch.setenv("EMBEDLINE_LANCE_STORAGE_OPTIONS",
                        json.dumps({"aws_region": "eu-west-1", "aws_secret_access_key": "hunter2"}))
     monkeypatch.setenv("EMBEDLINE_PRECISION", "fp32")
+    for unset in ("EMBEDLINE_LANCE_URI", "EMBEDLINE_STORE_URI", "EMBEDLINE_SHARD_TIMEOUT"):
+        monkeypatch.delenv(unset, raising=False)
     rows = {r["variable"]: r["value"] for r in json.loads(run_cli("config", "--json", home=workspace.home,
                                                                   check=True).stdout)}
     assert rows["EMBEDLINE_PRECISION"] == "fp32" and rows["EMBEDLINE_HOME"] == str(workspace.home)

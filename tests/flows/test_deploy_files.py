@@ -144,8 +144,9 @@ def test_a_corpus_env_reaches_the_deployment_that_prefect_deploy_creates(tmp_pat
     try:
         deployed = subprocess.run(
             [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy", "-n", "ingest-tickets"],
-            cwd=tmp_path, env={**os.environ, "PREFECT_API_URL": prefect_api_url}, capture_output=True, text=True,
-            timeout=300)
+            cwd=tmp_path, env={**os.environ, "PREFECT_API_URL": prefect_api_url,
+                               "PREFECT_HOME": str(tmp_path / "prefect-home")},  # not the user's ~/.prefect
+            capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("ingest-corpus/ingest-tickets")

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
-from embedline.storage import postgres
 from embedline.storage.query_source import iter_query_rows
 
 
@@ -25,14 +24,17 @@ def test_a_query_source_reads_a_postgres_table_offline(postgres_url, no_extensio
     with psycopg.connect(postgres_url) as pg:
         pg.execute("CREATE TABLE tickets (id int, body text)")
         pg.execute("INSERT INTO tickets VALUES (1, 'disk full'), (2, 'printer on fire')")
-    dsn = postgres.without_password(postgres_url)  # the password reaches libpq via PGPASSWORD
-    rows = list(iter_query_rows(
-        f"SELECT id, body AS text FROM postgres_scan('{dsn}', 'public', 'tickets') ORDER BY id"
+    rows = list(iter_query_rows(  # (the test server trusts local users: no password in its URL)
+        f"SELECT id, body AS text FROM postgres_scan('{postgres_url}', 'public', 'tickets') ORDER BY id"
     ))
     assert rows == [{"id": 1, "text": "disk full"}, {"id": 2, "text": "printer on fire"}]
 
 
-def test_a_query_source_reads_parquet_from_s3_with_a_secret(no_extension_downloads):
+def test_a_query_source_reads_parquet_from_s3_with_the_credential_chain(no_extension_downloads, monkeypatch):
+    """The README's pattern: the secret reads the environment (the aws extension), the query holds none."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                        ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -44,7 +46,7 @@ def test_a_query_source_reads_parquet_from_s3_with_a_secret(no_extension_downloa
         pq.write_table(pa.table({"id": ["a", "b"], "text": ["one", "two"]}), body)
         s3.put_object(Bucket="corpus", Key="docs.parquet", Body=body.getvalue())
         rows = list(iter_query_rows(
-            "CREATE SECRET (TYPE s3, KEY_ID 'test', SECRET 'test', REGION 'us-east-1', "
+            "CREATE SECRET (TYPE s3, PROVIDER credential_chain, CHAIN 'env', "
             f"ENDPOINT '{host}:{port}', URL_STYLE 'path', USE_SSL false); "
             "SELECT id, text FROM read_parquet('s3://corpus/docs.parquet') ORDER BY id"
         ))
