@@ -8,7 +8,6 @@ With a report folder, the context is a file context there and every run updates 
 """
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,15 +111,13 @@ def _short(expectation: str) -> str:
 
 def preload_library() -> None:
     """Import great-expectations now (seconds of imports), e.g. while a command waits for a server."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations  # noqa: F401
+    import great_expectations  # noqa: F401  (its analytics: off, see embedline/__init__.py)
     from great_expectations import expectations  # noqa: F401
 
 
 def validate_frames(name: str, chunks: pd.DataFrame, summary: pd.DataFrame, metrics: dict,
                     expect: Expectations, report_dir: Path | None = None) -> ValidationReport:
     """Run the three suites; with `report_dir`, persist them there and update the Data Docs."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations import expectations as ge
 
