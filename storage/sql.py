@@ -34,6 +34,8 @@ from embedline.workspace import Workspace
 
 log = logging.getLogger("embedline.sql")
 
+INTERRUPTED = "INTERRUPT Error: Interrupted!"  # what DuckDB says of an interrupted query (see `Relation`)
+
 Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, d) float32
 QueryEmbedder = Callable[[str, str, str | None], np.ndarray]  # (corpus, text, model) -> prod-space vector
 
@@ -164,7 +166,12 @@ class Relation:
     A relation runs when it is read (`fetchall()`, `df()`, `arrow()`, ...), so a failed cast, `error()`
     or a raising function surfaces there, not when the statement is given: here it is `BadInput` (or
     `ReadOnly`) like a statement's own, and the CLI prints one line. Rows still stream: nothing is read
-    before the caller asks, and Arrow readers are wrapped batch by batch. `.relation` is DuckDB's own."""
+    before the caller asks, and Arrow readers are wrapped batch by batch. `.relation` is DuckDB's own.
+
+    DuckDB 1.5 reports an error a worker thread raises while rows stream as "Interrupted!" when the
+    reading thread sees the interrupt flag the error sets before the error itself (its materialized
+    results read the error; streamed ones do not). embedline never interrupts a query, so such a read
+    runs the query once more, materialized but counted rather than kept, and raises the error it gives."""
 
     def __init__(self, relation: duckdb.DuckDBPyRelation, rule: sql_guard.ReadRule | None = None):
         self.relation, self._rule = relation, rule
@@ -172,14 +179,14 @@ class Relation:
     def __getattr__(self, name: str):
         if name in ("relation", "_rule"):  # before __init__ (a copy): no relation to ask
             raise AttributeError(name)
-        with typed_errors(self._rule):
+        with self._typed_errors():
             found = getattr(self.relation, name)
         return self._method(found) if callable(found) else self._wrap(found)
 
     def _method(self, method: Callable) -> Callable:
         def call(*args, **kwargs):
             args = [a.relation if isinstance(a, Relation) else a for a in args]
-            with typed_errors(self._rule):
+            with self._typed_errors():
                 return self._wrap(method(*args, **kwargs))
 
         return functools.wraps(method)(call)
@@ -196,7 +203,29 @@ class Relation:
         try:
             yield from reader
         except OSError as exc:  # what an error DuckDB raises mid-stream becomes in pyarrow
+            if str(exc).startswith(INTERRUPTED):
+                raise self._worker_error() from exc
             raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+
+    @contextmanager
+    def _typed_errors(self) -> Iterator[None]:
+        try:
+            with typed_errors(self._rule):
+                yield
+        except BadInput as exc:
+            if not isinstance(exc.__cause__, duckdb.InterruptException):
+                raise
+            raise self._worker_error() from exc.__cause__
+
+    def _worker_error(self) -> BadInput | ReadOnly:
+        """The error behind a streamed read's "Interrupted!" (see the class), from a materialized run."""
+        try:
+            with typed_errors(self._rule):
+                self.relation.query("streamed", "SELECT count(hash(COLUMNS(*))) FROM streamed").fetchall()
+        except (BadInput, ReadOnly) as exc:
+            return exc
+        return BadInput("SQL error: the query failed while its rows streamed and ran clean when run again: "
+                        "run it again")
 
     def __arrow_c_stream__(self, requested_schema=None):
         return self.arrow().__arrow_c_stream__(requested_schema)
@@ -208,7 +237,7 @@ class Relation:
         return name in self.relation
 
     def __len__(self) -> int:
-        with typed_errors(self._rule):
+        with self._typed_errors():
             return len(self.relation)
 
     def __repr__(self) -> str:
@@ -364,7 +393,8 @@ def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
         " OR function_name = 'query_vector' OR starts_with(function_name, 'query_vector_')"
         " ORDER BY function_name"
     ).fetchall()
-    what = {"embed": "embedding", "query": "query vector in the space prod serves (adapter on a model change)",
+    what = {"embed": "embedding",
+            "query": "query vector in the space prod serves (adapter on a model change)",
             "lance": "lance extension"}
     names += [(name, kind, what[name.split("_")[0]]) for name, kind in functions]
     return names

@@ -3,7 +3,7 @@
 import pytest
 
 from embedline.storage import sql
-from embedline.errors import ReadOnly
+from embedline.errors import BadInput, ReadOnly
 from embedline.tasks.search import make_embedder
 from tests.conftest import ingest
 
@@ -91,3 +91,22 @@ def test_a_session_for_one_statement_opens_only_the_version_views_it_names(works
     versions = lambda found: {v for v in found if v.startswith("debian__tiny__v")}  # noqa: E731
     assert versions(one) == {named} and {"debian", "debian__tiny"} <= one
     assert versions(every) > {named} and not versions(views("SELECT count(*) FROM debian"))
+
+
+def test_a_streamed_read_duckdb_says_was_interrupted_raises_the_error_behind_it(workspace):
+    """DuckDB 1.5 reports a worker thread's error reaching a streamed read as "Interrupted!" (a race: the
+    reader sees the flag the error sets first). A real interrupt puts the stream in that state on purpose."""
+    con = sql.connect(workspace, make_embedder(workspace))
+    late = "SELECT CASE WHEN i = 4500000 THEN error('late') ELSE i END AS i FROM range(5000000) t(i)"
+    for query, cause in ((late, "late"), ("SELECT i FROM range(5000000) t(i)", "ran clean when run again")):
+        rows = sql.execute(con, query)
+        reader = rows.to_arrow_reader(1000)
+        assert reader.read_next_batch().num_rows == 1000
+        con.interrupt()
+        with pytest.raises(BadInput, match=f"^SQL error: .*{cause}"):
+            reader.read_all()
+        rows = sql.execute(con, query)
+        assert rows.fetchone() == (0,)
+        con.interrupt()
+        with pytest.raises(BadInput, match=f"^SQL error: .*{cause}"):
+            rows.fetchmany(5000)
