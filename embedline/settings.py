@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from embedline.errors import BadSetting
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     )
     catalog_url: str | None = Field(
         None, description="Catalog: unset = <home>/catalog.duckdb; postgresql://user@host/db = PostgreSQL"
+    )
+    catalog_password: str | None = Field(
+        None, description="Password of catalog_url's role where the URL has none: the catalog's connections "
+        "only (libpq's PGPASSWORD is every connection's, a postgres_scan source's too)"
     )
     model: str | None = Field(None, description="Default model of SQL's embed(text)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -87,6 +92,26 @@ class Settings(BaseSettings):
             raise ValueError("use a postgresql://user[:password]@host[:port]/database URL, or leave it unset")
         return value
 
+    @field_validator("catalog_password")
+    @classmethod
+    def _catalog_password(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, ""):
+            return None
+        url = info.data.get("catalog_url")
+        if url is None:
+            raise ValueError("a catalog password needs EMBEDLINE_CATALOG_URL=postgresql://user@host/database")
+        if urlsplit(url).password is not None:
+            raise ValueError("EMBEDLINE_CATALOG_URL has a password too: keep one of them")
+        return value
+
+    def model_post_init(self, context) -> None:
+        """The catalog's password travels in its URL from here on: one value for every catalog connection."""
+        if self.catalog_password is not None:
+            parts = urlsplit(self.catalog_url)
+            user, at, host = parts.netloc.rpartition("@")
+            netloc = f"{user}:{quote(self.catalog_password, safe='')}@{host}"
+            self.catalog_url = urlunsplit(parts._replace(netloc=netloc))
+
     @field_validator("store_uri")
     @classmethod
     def _store_uri(cls, value: str | None) -> str | None:
@@ -127,6 +152,8 @@ class Settings(BaseSettings):
                 value = int(value)
             if isinstance(value, dict):
                 value = json.dumps(mask_mapping(value))
+            elif value and any(word in name for word in SECRET_WORDS):
+                value = "***"
             elif isinstance(value, str) and value:  # any URL may carry a key (s3://KEY:SECRET@bucket)
                 value = redact(value)
             rows.append((PREFIX + name.upper(), "" if value is None else str(value), info.description or ""))
@@ -169,6 +196,7 @@ def load(**overrides) -> Settings:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
         raw = given.get(field, error.get("input"))
+        raw = "***" if any(word in field for word in SECRET_WORDS) else raw
         raise BadSetting(
             f"{PREFIX}{field.upper()}={raw!r}: {error['msg'].removeprefix('Value error, ')}"
         ) from None

@@ -14,7 +14,6 @@ the same Postgres. Plain tables in Postgres through the extension keep one engin
 
 import hashlib
 import importlib.util
-import logging
 import math
 import os
 import selectors
@@ -22,7 +21,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import duckdb
 
@@ -57,36 +55,47 @@ def extension_path(cache: Path) -> Path:
 
 
 def attach(con: duckdb.DuckDBPyConnection, url: str, name: str, cache: Path, read_only: bool = False) -> None:
-    """Load the extension (offline; signature checked) and attach the database at `url` as `name`. The
-    password goes to libpq through PGPASSWORD, never into DuckDB: its errors and `duckdb_databases()`
-    quote the URL it was given."""
+    """Load the extension (offline; signature checked) and attach the database at `url` as `name`. A
+    password in `url` reaches the extension through a temporary secret, dropped once attached (the
+    attached database keeps it for its new connections): `duckdb_databases()` and errors quote a
+    connection string without it, and no other connection of the process (a `postgres_scan` source's, with
+    its own PGPASSWORD) gets it."""
     path = str(extension_path(cache)).replace("'", "''")
     con.execute(f"LOAD '{path}'")
-    mode = ", READ_ONLY" if read_only else ""
-    bare = without_password(url)
+    conninfo, password = split_password(url)
+    options = "TYPE postgres" + (", READ_ONLY" if read_only else "")
+    secret = f"{name}_password"
+    if password is not None:
+        con.execute(f"CREATE OR REPLACE TEMPORARY SECRET {secret} "
+                    f"(TYPE postgres, PASSWORD '{_quote(password)}')")
+        options += f", SECRET {secret}"
     try:
-        con.execute(f"ATTACH '{bare.replace(chr(39), chr(39) * 2)}' AS {name} (TYPE postgres{mode})")
+        con.execute(f"ATTACH '{_quote(conninfo)}' AS {name} ({options})")
     except duckdb.Error as exc:
         raise CatalogBusy(f"cannot reach the catalog at {redact(url)} ({_first_line(exc)}); check "
                           "EMBEDLINE_CATALOG_URL and that PostgreSQL is up, then retry") from exc
+    finally:
+        if password is not None:
+            con.execute(f"DROP TEMPORARY SECRET IF EXISTS {secret}")
 
 
-def without_password(url: str) -> str:
-    """`url` with its password moved to PGPASSWORD (which libpq reads for every connection of this
-    process and its children): the URL left may appear in any error or listing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    password = unquote(parts.password)
-    if os.environ.get("PGPASSWORD") not in (None, "", password):
-        logging.getLogger("embedline.catalog").warning(
-            "PGPASSWORD is set, and EMBEDLINE_CATALOG_URL carries another password, which replaces it for "
-            "this process: a postgres_scan source gets the catalog's password too (README: One PGPASSWORD "
-            "per process)")
-    os.environ["PGPASSWORD"] = password
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+def split_password(url: str) -> tuple[str, str | None]:
+    """`url` as a libpq key=value string without its password, and the password (None where `url` has
+    none: libpq then finds one itself, in PGPASSWORD or ~/.pgpass). The catalog passes its password to
+    its own connections only, never through the process environment."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(url)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq could not parse it
+        raise BadSetting(f"EMBEDLINE_CATALOG_URL={redact(url)!r} is not a PostgreSQL URL "
+                         f"({_first_line(exc)}); e.g. postgresql://user:password@host:5432/catalog") from exc
+    password = params.pop("password", None)
+    return make_conninfo("", **params), password
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def _first_line(exc: Exception) -> str:
@@ -113,7 +122,8 @@ def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[o
     import psycopg
 
     try:
-        conn = psycopg.connect(without_password(url), autocommit=True, **KEEPALIVES,
+        conninfo, password = split_password(url)
+        conn = psycopg.connect(conninfo, password=password, autocommit=True, **KEEPALIVES,
                                application_name=f"embedline lock {name}"[:63])
     except psycopg.Error as exc:
         raise CatalogBusy(f"cannot reach PostgreSQL at {redact(url)} for a lock ({_first_line(exc)}); "

@@ -23,10 +23,12 @@ def _as_server_user(command: list[str]) -> list[str]:
 
 
 @contextmanager
-def running_postgres(listen: tuple[str, ...] = ("127.0.0.1",),
-                     trusted: tuple[str, ...] = ()) -> Iterator[str]:
+def running_postgres(listen: tuple[str, ...] = ("127.0.0.1",), trusted: tuple[str, ...] = (),
+                     password: str | None = None) -> Iterator[str]:
     """A throwaway PostgreSQL from Debian's packages on a free port of `listen`, its base URL (on the first
-    address); clients from the `trusted` networks (CIDR) connect without a password too."""
+    address; role `embedline`); clients from the `trusted` networks (CIDR) connect without a password too.
+    With `password`, TCP clients must give it (scram-sha-256; the URL carries none): the server's own
+    socket stays trusted."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     if not found:
         raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (make test does it)")
@@ -37,6 +39,9 @@ def running_postgres(listen: tuple[str, ...] = ("127.0.0.1",),
     data = root / "data"
     initdb = [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "embedline", "-E", "UTF8",
               "--no-sync"]
+    if password is not None:
+        (root / "password").write_text(password)
+        initdb += ["--auth-host=scram-sha-256", f"--pwfile={root / 'password'}"]
     subprocess.run(_as_server_user(initdb), check=True, capture_output=True, cwd=root)
     if trusted:
         with open(data / "pg_hba.conf", "a") as hba:

@@ -8,14 +8,18 @@ import textwrap
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
-from embedline.errors import BadSetting, CatalogMismatch, NotFound, SpaceBusy, SwapRefused, SwapStale
+from embedline.errors import (BadSetting, CatalogBusy, CatalogMismatch, NotFound, SpaceBusy, SwapRefused,
+                              SwapStale)
 from embedline.settings import load
 from embedline.storage import catalog, postgres
+from embedline.storage.query_source import iter_query_rows
 from embedline.storage.locks import space_lock
 from embedline.workspace import Workspace
+from tests.postgres_server import running_postgres
 
 CONTRACT_TABLES = {"corpora", "models", "runs", "versions", "aliases", "documents", "adapters", "quarantine"}
 
@@ -288,22 +292,54 @@ def test_a_run_that_lost_its_postgres_lock_is_stopped_before_it_writes(tmp_path,
                 lease.confirm()  # ...so the first run stops before its next write
 
 
-def test_the_password_reaches_libpq_only_never_the_url_duckdb_is_given(monkeypatch):
-    monkeypatch.setenv("PGPASSWORD", "")  # restored after the test, whatever the code sets
-    assert postgres.without_password("postgresql://app:p%40ss@db:5433/cat?sslmode=require") == (
-        "postgresql://app@db:5433/cat?sslmode=require")
-    assert os.environ["PGPASSWORD"] == "p@ss"
-    assert postgres.without_password("postgresql://app@db/cat") == "postgresql://app@db/cat"
+def test_the_catalog_password_reaches_its_own_connections_only(tmp_path, monkeypatch):
+    """A flow run of a `postgres_scan` source has the source's PGPASSWORD in its environment (a corpus
+    `env:`); the catalog, on the same server under another role, gives its connections the password of
+    its URL, and never puts it where the source, the environment or a SQL user would see it."""
+    import psycopg
+
+    with running_postgres(password="catalog-pw") as server:
+        with psycopg.connect(f"{server}/postgres", password="catalog-pw", autocommit=True) as admin:
+            admin.execute("CREATE ROLE etl LOGIN PASSWORD 'source-pw'")
+            admin.execute("CREATE DATABASE cat")
+            admin.execute("CREATE DATABASE app OWNER etl")
+        source = server.replace("embedline@", "etl@") + "/app"
+        with psycopg.connect(source, password="source-pw") as app:
+            app.execute("CREATE TABLE tickets AS SELECT 1 AS id, 'disk full' AS text")
+        monkeypatch.setenv("PGPASSWORD", "source-pw")
+        ws = make_workspace(tmp_path, server.replace("embedline@", "embedline:catalog-pw@") + "/cat")
+        run_id = record_run(ws)  # an advisory lock (psycopg), then writes (DuckDB's extension)
+        assert [v["run_id"] for v in catalog.list_versions(ws, "debian")] == [run_id]
+        query = f"SELECT id, text FROM postgres_scan('{source}', 'public', 'tickets')"
+        assert list(iter_query_rows(query)) == [{"id": 1, "text": "disk full"}]
+        assert os.environ["PGPASSWORD"] == "source-pw"
+        con = duckdb.connect()  # what a `write=True` SQL session attaches
+        postgres.attach(con, ws.settings.catalog_url, "catalog", ws.home / "extensions")
+        paths = con.execute("SELECT string_agg(path, ' ') FROM duckdb_databases()").fetchone()[0]
+        assert "catalog-pw" not in paths and con.execute("FROM duckdb_secrets()").fetchall() == []
+        with pytest.raises(CatalogBusy, match="embedline:\\*\\*\\*@") as refused:
+            wrong = ws.settings.catalog_url.replace("-pw@", "@")
+            catalog.list_versions(make_workspace(tmp_path / "typo", wrong), "debian")
+        assert "catalog@" not in str(refused.value)
+        settings = load(home=tmp_path / "apart", catalog_url=f"{server}/cat", catalog_password="catalog-pw")
+        apart = Workspace.from_env(tmp_path / "apart", settings=settings).ensure()  # deploy/'s way
+        assert [v["run_id"] for v in catalog.list_versions(apart, "debian")] == [run_id]
+        assert list(iter_query_rows(query)) == [{"id": 1, "text": "disk full"}]
+        monkeypatch.setenv("PGPASSWORD", "catalog-pw")  # neither: libpq's own PGPASSWORD, as before
+        plain = make_workspace(tmp_path / "plain", f"{server}/cat")
+        assert [v["run_id"] for v in catalog.list_versions(plain, "debian")] == [run_id]
 
 
-def test_a_catalog_password_replacing_another_pgpassword_is_said(monkeypatch, caplog):
-    monkeypatch.setenv("PGPASSWORD", "the-source-password")  # e.g. a corpus env for a postgres_scan source
-    postgres.without_password("postgresql://app:catalog-pw@db/cat")
-    assert os.environ["PGPASSWORD"] == "catalog-pw"
-    assert "replaces it for this process" in caplog.text and "catalog-pw" not in caplog.text
-    caplog.clear()
-    postgres.without_password("postgresql://app:catalog-pw@db/cat")  # the same password: nothing to say
-    assert "replaces it" not in caplog.text
+def test_a_catalog_password_setting_needs_a_url_without_one_and_is_never_shown():
+    with pytest.raises(BadSetting, match=r"^EMBEDLINE_CATALOG_PASSWORD='\*\*\*': .* needs EMBEDLINE_CATALOG"):
+        load(catalog_password="hunter2")
+    with pytest.raises(BadSetting, match="has a password too"):
+        load(catalog_url="postgresql://app:other@db/cat", catalog_password="hunter2")
+    settings = load(catalog_url="postgresql://app@db:5433/cat", catalog_password="p@ss/:w'rd")
+    assert postgres.split_password(settings.catalog_url) == ("user=app dbname=cat host=db port=5433",
+                                                             "p@ss/:w'rd")
+    shown = load(catalog_url="postgresql://app@db/cat", catalog_password="hunter2").shown()
+    assert "hunter2" not in str(shown)
 
 
 def test_a_storage_choice_recorded_only_where_absent_never_replaces_one(tmp_path, catalog_url):
