@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from embedline.errors import BadSetting
@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     catalog_url: str | None = Field(
         None, description="Catalog: unset = <home>/catalog.duckdb; postgresql://user@host/db = PostgreSQL"
     )
-    catalog_password: str | None = Field(
+    catalog_password: SecretStr | None = Field(
         None, description="Password of catalog_url's role where the URL has none: the catalog's connections "
         "only (libpq's PGPASSWORD is every connection's, a postgres_scan source's too)"
     )
@@ -94,23 +94,21 @@ class Settings(BaseSettings):
 
     @field_validator("catalog_password")
     @classmethod
-    def _catalog_password(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value in (None, ""):
+    def _catalog_password(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
             return None
         url = info.data.get("catalog_url")
         if url is None:
             raise ValueError("a catalog password needs EMBEDLINE_CATALOG_URL=postgresql://user@host/database")
-        if urlsplit(url).password is not None:
+        parts = urlsplit(url)
+        if parts.password or "password=" in parts.query:
             raise ValueError("EMBEDLINE_CATALOG_URL has a password too: keep one of them")
         return value
 
-    def model_post_init(self, context) -> None:
-        """The catalog's password travels in its URL from here on: one value for every catalog connection."""
-        if self.catalog_password is not None:
-            parts = urlsplit(self.catalog_url)
-            user, at, host = parts.netloc.rpartition("@")
-            netloc = f"{user}:{quote(self.catalog_password, safe='')}@{host}"
-            self.catalog_url = urlunsplit(parts._replace(netloc=netloc))
+    @property
+    def catalog_password_text(self) -> str | None:
+        """The catalog password, for the catalog's own connections only (`storage.postgres`)."""
+        return None if self.catalog_password is None else self.catalog_password.get_secret_value()
 
     @field_validator("store_uri")
     @classmethod
@@ -196,7 +194,10 @@ def load(**overrides) -> Settings:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "?"
         raw = given.get(field, error.get("input"))
-        raw = "***" if any(word in field for word in SECRET_WORDS) else raw
+        if any(word in field for word in SECRET_WORDS):
+            raw = "***"
+        elif isinstance(raw, str):  # a URL may carry a key
+            raw = redact(raw)
         raise BadSetting(
             f"{PREFIX}{field.upper()}={raw!r}: {error['msg'].removeprefix('Value error, ')}"
         ) from None

@@ -186,13 +186,15 @@ def _postgres_cursor(ws: Workspace) -> duckdb.DuckDBPyConnection:
     """A cursor on this process's DuckDB session with the Postgres catalog attached as `catalog` (loading
     the extension costs ~0.4 s: once per process, not per call)."""
     url = ws.settings.catalog_url
-    key = (os.getpid(), url)  # a forked child attaches again: a connection is never shared across a fork
+    # a forked child attaches again (a connection is never shared across a fork); another password too
+    key = (os.getpid(), url, ws.settings.catalog_password_text)
     with _SESSIONS_LOCK:
         if key not in _SESSIONS:
             con = duckdb.connect()
             con.execute("SET autoinstall_known_extensions = false")
             con.execute("SET autoload_known_extensions = false")
-            postgres.attach(con, url, "catalog", ws.home / "extensions")
+            postgres.attach(con, url, "catalog", ws.home / "extensions",
+                            password=ws.settings.catalog_password_text)
             _SESSIONS[key] = con
         cursor = _SESSIONS[key].cursor()
     cursor.execute("USE catalog")
@@ -206,7 +208,8 @@ def _write_turn(ws: Workspace) -> Iterator[None]:
         yield
         return
     url = ws.settings.catalog_url
-    with postgres.advisory_lock(url, postgres.CATALOG_WRITE_LOCK, wait_seconds=60) as conn:
+    with postgres.advisory_lock(url, postgres.CATALOG_WRITE_LOCK, wait_seconds=60,
+                                password=ws.settings.catalog_password_text) as conn:
         if conn is None:
             raise CatalogBusy(f"another process has held the catalog {location(ws)} for 60 s; retry later")
         yield

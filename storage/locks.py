@@ -33,7 +33,8 @@ def space_lock(ws: Workspace, space: str, wait_seconds: float = 0) -> Iterator[L
     """Hold the space's lock for the block; released even if the process dies."""
     if ws.settings.catalog_url:
         name = f"embedline-space:{space}"
-        with postgres.advisory_lock(ws.settings.catalog_url, name, wait_seconds) as conn:
+        with postgres.advisory_lock(ws.settings.catalog_url, name, wait_seconds,
+                                    password=ws.settings.catalog_password_text) as conn:
             if conn is None:
                 raise _busy(space)
             yield Lease(space, conn)

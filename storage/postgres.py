@@ -54,15 +54,16 @@ def extension_path(cache: Path) -> Path:
     return link
 
 
-def attach(con: duckdb.DuckDBPyConnection, url: str, name: str, cache: Path, read_only: bool = False) -> None:
-    """Load the extension (offline; signature checked) and attach the database at `url` as `name`. A
-    password in `url` reaches the extension through a temporary secret, dropped once attached (the
-    attached database keeps it for its new connections): `duckdb_databases()` and errors quote a
-    connection string without it, and no other connection of the process (a `postgres_scan` source's, with
-    its own PGPASSWORD) gets it."""
+def attach(con: duckdb.DuckDBPyConnection, url: str, name: str, cache: Path, read_only: bool = False,
+           password: str | None = None) -> None:
+    """Load the extension (offline; signature checked) and attach the database at `url` as `name`. The
+    password (`password`, else the URL's) reaches the extension through a temporary secret, dropped once
+    attached (the attached database keeps it for its new connections): `duckdb_databases()` and errors
+    quote a connection string without it, and no other connection of the process (a `postgres_scan`
+    source's, with its own PGPASSWORD) gets it."""
     path = str(extension_path(cache)).replace("'", "''")
     con.execute(f"LOAD '{path}'")
-    conninfo, password = split_password(url)
+    conninfo, password = split_password(url, password)
     options = "TYPE postgres" + (", READ_ONLY" if read_only else "")
     secret = f"{name}_password"
     if password is not None:
@@ -79,10 +80,10 @@ def attach(con: duckdb.DuckDBPyConnection, url: str, name: str, cache: Path, rea
             con.execute(f"DROP TEMPORARY SECRET IF EXISTS {secret}")
 
 
-def split_password(url: str) -> tuple[str, str | None]:
-    """`url` as a libpq key=value string without its password, and the password (None where `url` has
-    none: libpq then finds one itself, in PGPASSWORD or ~/.pgpass). The catalog passes its password to
-    its own connections only, never through the process environment."""
+def split_password(url: str, password: str | None = None) -> tuple[str, str | None]:
+    """`url` as a libpq key=value string without a password, and the password: `password`, else the URL's
+    (None where neither has one: libpq then finds one itself, in PGPASSWORD or ~/.pgpass). The catalog
+    passes its password to its own connections only, never through the process environment."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
@@ -90,8 +91,8 @@ def split_password(url: str) -> tuple[str, str | None]:
     except Exception as exc:  # psycopg.ProgrammingError: libpq could not parse it
         raise BadSetting(f"EMBEDLINE_CATALOG_URL={redact(url)!r} is not a PostgreSQL URL "
                          f"({_first_line(exc)}); e.g. postgresql://user:password@host:5432/catalog") from exc
-    password = params.pop("password", None)
-    return make_conninfo("", **params), password
+    in_url = params.pop("password", None)
+    return make_conninfo("", **params), password if password is not None else in_url
 
 
 def _quote(text: str) -> str:
@@ -114,7 +115,8 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, 
 
 
 @contextmanager
-def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[object | None]:
+def advisory_lock(url: str, name: str, wait_seconds: float | None,
+                  password: str | None = None) -> Iterator[object | None]:
     """Hold the session advisory lock `name` on a connection of its own for the block; yields that
     connection (`still_held` checks it), or None (holding nothing) when `wait_seconds` passed without
     getting it (None: wait as long as it takes). The server releases the lock when the block ends or the
@@ -122,7 +124,7 @@ def advisory_lock(url: str, name: str, wait_seconds: float | None) -> Iterator[o
     import psycopg
 
     try:
-        conninfo, password = split_password(url)
+        conninfo, password = split_password(url, password)
         conn = psycopg.connect(conninfo, password=password, autocommit=True, **KEEPALIVES,
                                application_name=f"embedline lock {name}"[:63])
     except psycopg.Error as exc:

@@ -98,7 +98,8 @@ def _session_rule(con) -> sql_guard.ReadRule:
 def _attach_catalog(con, ws: Workspace) -> None:
     """The catalog itself, writable: the DuckDB file, or the Postgres database through the extension."""
     if ws.settings.catalog_url:
-        postgres.attach(con, ws.settings.catalog_url, "catalog", ws.home / "extensions")
+        postgres.attach(con, ws.settings.catalog_url, "catalog", ws.home / "extensions",
+                        password=ws.settings.catalog_password_text)
     else:
         con.execute(f"ATTACH '{_quote(str(ws.catalog_path))}' AS catalog")
     con.execute("USE catalog")
@@ -152,12 +153,23 @@ def typed_errors(rule: sql_guard.ReadRule | None) -> Iterator[None]:
         yield
     except duckdb.PermissionException as exc:
         if rule is None:
-            raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
-        raise ReadOnly(
-            f"{str(exc).splitlines()[0].removeprefix('Permission Error: ')}: {rule.describe()}"
-        ) from exc
+            raise BadInput(f"SQL error: {_first_line(exc)}") from exc
+        raise ReadOnly(f"{_first_line(exc).removeprefix('Permission Error: ')}: {rule.describe()}") from exc
     except duckdb.Error as exc:
-        raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+        raise BadInput(f"SQL error: {_first_line(exc)}") from exc
+
+
+CLOSED = "Invalid Input Error: Attempting to execute an unsuccessful or closed pending query result"
+
+
+def _first_line(exc: Exception) -> str:
+    """The line that says what went wrong: a streamed result read after its query failed says so first
+    and names the cause on a later `Error: ` line."""
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    if lines[0].startswith(CLOSED):
+        causes = [line.removeprefix("Error: ") for line in lines[1:] if line.startswith("Error: ")]
+        return causes[0] if causes else lines[0]
+    return lines[0]
 
 
 class Relation:
@@ -171,7 +183,8 @@ class Relation:
     DuckDB 1.5 reports an error a worker thread raises while rows stream as "Interrupted!" when the
     reading thread sees the interrupt flag the error sets before the error itself (its materialized
     results read the error; streamed ones do not). embedline never interrupts a query, so such a read
-    runs the query once more, materialized but counted rather than kept, and raises the error it gives."""
+    of a read-only session runs the query once more, materialized but counted rather than kept, and
+    raises the error it gives."""
 
     def __init__(self, relation: duckdb.DuckDBPyRelation, rule: sql_guard.ReadRule | None = None):
         self.relation, self._rule = relation, rule
@@ -205,7 +218,7 @@ class Relation:
         except OSError as exc:  # what an error DuckDB raises mid-stream becomes in pyarrow
             if str(exc).startswith(INTERRUPTED):
                 raise self._worker_error() from exc
-            raise BadInput(f"SQL error: {str(exc).splitlines()[0]}") from exc
+            raise BadInput(f"SQL error: {_first_line(exc)}") from exc
 
     @contextmanager
     def _typed_errors(self) -> Iterator[None]:
@@ -218,10 +231,15 @@ class Relation:
             raise self._worker_error() from exc.__cause__
 
     def _worker_error(self) -> BadInput | ReadOnly:
-        """The error behind a streamed read's "Interrupted!" (see the class), from a materialized run."""
+        """The error behind a streamed read's "Interrupted!" (see the class): from one more run of a
+        read-only query, materialized but only counted (a cost paid on failure only). A session opened for
+        writing is not run twice (its statement may change data): it says what to do instead."""
+        if self._rule is None:
+            return BadInput(f"SQL error: {INTERRUPTED} (DuckDB says so of some errors raised while rows "
+                            "stream): run the query with fetchall() or arrow() to see the cause")
         try:
             with typed_errors(self._rule):
-                self.relation.query("streamed", "SELECT count(hash(COLUMNS(*))) FROM streamed").fetchall()
+                self.relation.aggregate("count(hash(COLUMNS(*)))").fetchall()
         except (BadInput, ReadOnly) as exc:
             return exc
         return BadInput("SQL error: the query failed while its rows streamed and ran clean when run again: "

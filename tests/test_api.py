@@ -113,6 +113,10 @@ def test_sql_errors_raised_while_the_rows_are_read_are_typed_and_rows_still_stre
     assert reader.read_next_batch().num_rows == 1000  # streamed: the first batches come before the error
     with pytest.raises(embedline.BadInput, match="late"):
         reader.read_all()
+    late = db.sql("SELECT CASE WHEN i = 4500000 THEN error('late') ELSE i END AS i FROM range(5000000) t(i)")
+    assert late.fetchone() == (0,)
+    with pytest.raises(embedline.BadInput, match="^SQL error: Invalid Input Error: late$"):
+        late.fetchmany(5000000)  # DuckDB: "... closed pending query result", the cause on a later line
     ten = db.sql("SELECT i FROM range(10) t(i)")
     assert ten.columns == ["i"] and len(ten.fetchall()) == 10 and ten.arrow().read_all().num_rows == 10
     assert ten.filter("i > 6").order("i").fetchall() == [(7,), (8,), (9,)]

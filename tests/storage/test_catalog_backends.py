@@ -335,11 +335,15 @@ def test_a_catalog_password_setting_needs_a_url_without_one_and_is_never_shown()
         load(catalog_password="hunter2")
     with pytest.raises(BadSetting, match="has a password too"):
         load(catalog_url="postgresql://app:other@db/cat", catalog_password="hunter2")
+    with pytest.raises(BadSetting, match="has a password too"):
+        load(catalog_url="postgresql://app@db/cat?password=other", catalog_password="hunter2")
+    with pytest.raises(BadSetting, match=r"^EMBEDLINE_CATALOG_URL='postgresq://app:\*\*\*@db/cat': use a"):
+        load(catalog_url="postgresq://app:hunter2@db/cat")
     settings = load(catalog_url="postgresql://app@db:5433/cat", catalog_password="p@ss/:w'rd")
-    assert postgres.split_password(settings.catalog_url) == ("user=app dbname=cat host=db port=5433",
-                                                             "p@ss/:w'rd")
-    shown = load(catalog_url="postgresql://app@db/cat", catalog_password="hunter2").shown()
-    assert "hunter2" not in str(shown)
+    assert settings.catalog_url == "postgresql://app@db:5433/cat"  # shown as given
+    assert postgres.split_password(settings.catalog_url, settings.catalog_password_text) == (
+        "user=app dbname=cat host=db port=5433", "p@ss/:w'rd")
+    assert "p@ss" not in repr(settings) + str(settings.shown()) + str(settings.model_dump())
 
 
 def test_a_storage_choice_recorded_only_where_absent_never_replaces_one(tmp_path, catalog_url):
