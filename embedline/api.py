@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from os import PathLike
 
 from embedline import defaults
-from embedline.errors import BadSetting, UsageError
+from embedline.errors import BadInput, BadSetting, UsageError
 from embedline.settings import Settings, load, overriding
 from embedline.workspace import Workspace
 
@@ -196,6 +196,9 @@ class Embedline:
 
         corpus = check_name(corpus, "corpus name")
         space = check_space(space) if space is not None else None
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise BadInput(f"version must be a whole number (`embedline versions {corpus}` lists them), "
+                           f"got {version!r}")
         catalog.require_runs(self.workspace, corpus)  # a mistyped corpus or home: NotFound, nothing created
         return catalog.promote(self.workspace, corpus, version, space=space, allow_failed=force, hold=hold)
 
@@ -210,7 +213,9 @@ class Embedline:
     # -- gates, validation, upkeep -----------------------------------------------------------------
     def gates(self, corpus: str, **thresholds) -> dict:
         """Set (with keyword arguments) and return `corpus`'s validation thresholds, e.g.
-        `gates("docs", min_golden_recall=0.8, max_near_duplicate_rate=0.3)`; unset ones keep defaults."""
+        `gates("docs", min_golden_recall=0.8, max_near_duplicate_rate=0.3)`; unset ones keep defaults.
+        A corpus with no runs yet may have its gates set (they apply from its first ingest), in a
+        workspace that exists (`NotFound` otherwise: a mistyped home)."""
         from embedline.tasks.gates import corpus_gates
 
         return corpus_gates(self.workspace, corpus, thresholds or None)
@@ -220,7 +225,10 @@ class Embedline:
         have a version of that number) and record the verdict; returns (space, version, ValidationReport).
         No alias moves either way."""
         from embedline.flows.validate import validate_version
+        from embedline.names import check_name
+        from embedline.storage import catalog
 
+        catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))  # before any flow run
         with self._context():
             return validate_version(corpus, version, home=self.home, space=space)
 

@@ -484,6 +484,31 @@ def has_runs(ws: Workspace, corpus: str) -> bool:
         return con.execute("SELECT count(*) FROM runs WHERE corpus = ?", [corpus]).fetchone()[0] > 0
 
 
+def exists(ws: Workspace) -> bool:
+    """Whether the catalog is there: a PostgreSQL one always is (migrated on first use), a file once made."""
+    return on_postgres(ws) or ws.catalog_path.exists()
+
+
+def no_alias(ws: Workspace, corpus: str, alias: str = "prod") -> NotFound:
+    """The `NotFound` for a corpus without `alias`, saying why: no run at all (a typo?), runs whose
+    versions all failed their gates, or runs that made no version."""
+    with reading(ws) as con:
+        runs, failed = con.execute(
+            "SELECT (SELECT count(*) FROM runs WHERE corpus = ?),"
+            " (SELECT count(*) FROM versions WHERE corpus = ? AND validation = 'failed')", [corpus, corpus]
+        ).fetchone()
+    if runs == 0:
+        return NotFound(f"no such corpus {corpus!r} in the catalog {location(ws)}: no run of it was ever "
+                        f"started (check --home; `embedline ingest {corpus} SOURCE` starts one)")
+    if failed:
+        return NotFound(f"corpus {corpus!r} has no {alias!r} version: its versions failed their gates (see "
+                        f"`embedline versions {corpus}`); fix the data and ingest again, relax a gate "
+                        f"(`embedline gates {corpus} --set ...`), or serve one as it is: `embedline promote "
+                        f"{corpus} VERSION --force` (Python: force=True)")
+    return NotFound(f"corpus {corpus!r} has no {alias!r} version: none of its runs made one (see "
+                    f"`embedline versions {corpus}`); ingest it again")
+
+
 def require_runs(ws: Workspace, corpus: str) -> None:
     """`NotFound` for a corpus no run ever started (a typo), rather than an empty answer."""
     if not has_runs(ws, corpus):
@@ -751,7 +776,7 @@ def promote(ws: Workspace, corpus: str, version: int, alias: str = "prod", space
         target = only_match(found, version, corpus)
         if target["validation"] != "passed" and not allow_failed:
             raise BadInput(f"version {version} failed validation ({target['failures']}); "
-                           "pass --force to promote it anyway")
+                           "pass --force (Python: force=True) to promote it anyway")
         if fresh and current is not None and target["space"] != current["space"]:
             _require_fresh(con, current, target)
         _set_alias(con, corpus, alias, target["space"], version, target["model"], held=hold)
@@ -769,7 +794,7 @@ def only_match(found: list[dict], version: int, corpus: str) -> dict:
     kept = [row for row in found if row["pruned_at"] is None] or found[:1]
     if len(kept) > 1:
         raise BadInput(f"version {version} exists in several spaces of {corpus!r} "
-                       f"({', '.join(row['space'] for row in kept)}): pass --space")
+                       f"({', '.join(row['space'] for row in kept)}): pass --space (Python: space=...)")
     require_kept(kept[0])
     return kept[0]
 

@@ -3,7 +3,7 @@
 - catalog tables (`corpora`, `runs`, `versions`, ...) from the catalog (`catalog.duckdb`, or PostgreSQL
   when `EMBEDLINE_CATALOG_URL` names it): a snapshot unless the session was opened for writing, then
   the catalog itself, attached;
-- one view per corpus over its `prod` alias and one per space over its latest version, scanned
+- one view per corpus over its `prod` alias and one per space over its clean head (what passed), scanned
   from Lance through Arrow (projections and filters are pushed down); a space storing float16 vectors
   is scanned with them cast to float32 (`storage.vectors.WidenedDataset`), so `vector` is `FLOAT[d]`
   in every view;
@@ -401,7 +401,7 @@ def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
         if "__v" in view:
             what = "space at a recorded version (time travel)"
         elif "__" in view:
-            what = "space at its latest version"
+            what = "space at its clean head (what passed)"
         else:
             what = "corpus at its prod alias"
         names.append((view, "view", what))

@@ -140,7 +140,7 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
     alias = catalog.get_alias(ws, corpus)
     if version is None:
         if alias is None:
-            raise NotFound(f"corpus {corpus!r} has no prod version; pass --version")
+            raise catalog.no_alias(ws, corpus)
         space, version = alias["space"], alias["version"]
     else:
         matches = [v for v in catalog.list_versions(ws, corpus)

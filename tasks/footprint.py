@@ -27,7 +27,7 @@ from embedline.storage.index import INDEX_TYPES
 from embedline.storage.scratch import build_scratch_space
 from embedline.storage.vectors import bytes_per_vector
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.evaluation import read_golden
+from embedline.tasks.evaluation import golden_key, read_golden
 from embedline.tasks.models import serving_spec
 from embedline.workspace import Workspace
 
@@ -68,7 +68,7 @@ def measure_footprint(ws: Workspace, corpus: str, queries: int = 200, k: int = 1
         raise BadInput("queries, k and rounds must be at least 1")
     alias = catalog.get_alias(ws, check_name(corpus, "corpus name"))
     if alias is None:
-        raise NotFound(f"corpus {corpus!r} has no prod version: run `embedline ingest {corpus} SOURCE` first")
+        raise catalog.no_alias(ws, corpus)
     stored = embeddings.dataset_at(ws, alias["space"], alias["version"]).to_table(
         columns=["chunk_id", "doc_id", "chunk_index", "title", "vector"])
     matrix = embeddings.vector_matrix(stored.column("vector"))
@@ -103,7 +103,8 @@ def query_pairs(ws: Workspace, corpus: str, stored: pa.Table, limit: int) -> lis
             break
     if not pairs:
         raise NotFound(f"corpus {corpus!r} has no golden queries and no titles to query with: write "
-                       f"{path} (JSONL of {{\"query\": ..., \"doc_id\": ...}})")
+                       f"{golden_key(corpus)} in the file store "
+                       '(JSONL of {"query": ..., "doc_id": ...})')
     return pairs
 
 

@@ -8,6 +8,7 @@
 4. the built-in defaults.
 """
 
+from embedline.errors import NotFound
 from embedline.names import check_name
 from embedline.storage import catalog
 from embedline.validation.suite import check_gates, default_gates
@@ -19,6 +20,9 @@ def corpus_gates(ws: Workspace, corpus: str, updates: dict | None = None) -> dic
     checked and stored first as an operator's (`embedline gates --set`)."""
     check_name(corpus, "corpus name")
     stored = catalog.get_gates(ws, corpus)
+    if updates and not catalog.exists(ws):
+        raise NotFound(f"no catalog at {catalog.location(ws)} to set {corpus!r}'s gates in: check --home "
+                       "(a corpus's gates may be set before its first ingest, in a workspace that exists)")
     if updates:
         stored = {**stored, **check_gates(updates)}
         catalog.set_gates(ws, corpus, stored)

@@ -104,7 +104,7 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     check_name(corpus, "corpus name")
     prod = catalog.get_alias(ws, corpus)
     if prod is None:
-        raise NotFound(f"corpus {corpus!r} has no prod version to refresh: ingest it first")
+        raise catalog.no_alias(ws, corpus)
     if prod["model"] == new_model:
         raise BadInput(f"corpus {corpus!r} already serves model {new_model!r}")
     old_engine = get_engine(serving_spec(ws, prod))  # the model that made prod's vectors, or refused
@@ -270,8 +270,8 @@ class QueryRoutes:
         """A query vector in the space the corpus's prod alias serves; through an adapter when `model`
         is not the prod model (zero-downtime upgrades, and old clients after a swap)."""
         if corpus not in self.prod_models:
-            raise NotFound(f"corpus {corpus!r} has no prod version: "
-                           f"run `embedline ingest {corpus} SOURCE` first")
+            raise NotFound(f"corpus {corpus!r} has no prod version here (`embedline versions {corpus}` says "
+                           "why)")
         served, stored_key = self.prod_models[corpus]
         model = check_name(model, "model name") if model else served
         if model not in self.specs:
@@ -341,7 +341,7 @@ def refresh_status(ws: Workspace, corpus: str) -> list[dict]:
     """Per registered target model: adapter retention, backfill progress, whether prod serves it."""
     prod = catalog.get_alias(ws, corpus)
     if prod is None:
-        raise NotFound(f"corpus {corpus!r} has no prod version")
+        raise catalog.no_alias(ws, corpus)
     with catalog.reading(ws) as con:
         targets = [
             r[0]

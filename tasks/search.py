@@ -1,7 +1,7 @@
 """Nearest chunks of a corpus for a text query, over the version its `prod` alias serves."""
 
 from embedline.storage import catalog, embeddings
-from embedline.errors import BadInput, NotFound
+from embedline.errors import BadInput
 from embedline.names import check_name
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
@@ -23,9 +23,7 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
         check_name(model, "model name")
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
     if target is None:
-        raise NotFound(
-            f"corpus {corpus!r} has no {alias!r} version: run `embedline ingest {corpus} SOURCE` first"
-        )
+        raise catalog.no_alias(ws, corpus, alias)
     if model is not None and alias == "prod":
         from embedline.tasks.refresh import query_vector
 

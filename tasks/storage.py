@@ -47,7 +47,7 @@ def set_storage(ws: Workspace, corpus: str, model: str | None = None, vectors: s
     check_name(corpus, "corpus name")
     model = model or catalog.serving_model(ws, corpus)
     if model is None:
-        raise NotFound(f"corpus {corpus!r} has no prod version yet: pass --model (python: model=...) to "
+        raise NotFound(f"corpus {corpus!r} has no prod version yet: pass --model (Python: model=...) to "
                        "choose the storage of the space it will start with")
     space = space_name(corpus, model)
     current = storage_choice(ws, space)

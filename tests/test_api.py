@@ -144,9 +144,12 @@ def test_commands_on_a_mistyped_home_raise_not_found_and_create_nothing(tmp_path
     db = embedline.connect(tmp_path / "typo")
     for call in (lambda: db.versions("debian"), lambda: db.quarantine("debian"),
                  lambda: db.rollback("debian"), lambda: db.promote("debian", 3),
-                 lambda: db.search("debian", "editor")):
+                 lambda: db.search("debian", "editor"), lambda: db.validate("debian"),
+                 lambda: db.gates("debian", min_golden_recall=0.8)):
         with pytest.raises(embedline.NotFound):
             call()
+    with pytest.raises(embedline.BadInput, match="version must be a whole number"):
+        db.promote("debian", "5")
     assert db.sql("SELECT count(*) FROM runs").fetchone() == (0,)
     assert not (tmp_path / "typo").exists()
 

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+import embedline
 from embedline.storage import catalog, embeddings
-from embedline.errors import ModelConflict, ValidationFailed
+from embedline.errors import ModelConflict, NotFound, ValidationFailed
 from embedline.tasks.evaluation import save_golden
 from embedline.tasks.models import add_model, read_model_dir
 from tests.conftest import build_tiny_model, ingest, run_cli
@@ -82,6 +83,8 @@ def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deploymen
     assert (kept["min_effective_rank"], kept["max_near_duplicate_rate"]) == (3, 0.4)
     with pytest.raises(ValidationFailed):
         ingest(workspace, debian_case, gates={"min_effective_rank": 10_000})  # above any dim
+    with pytest.raises(NotFound, match=r"failed their gates .* promote debian VERSION --force` \(Python: force"):
+        embedline.connect(workspace.home).search("debian", "editor")  # only a failed version: not a typo
     assert catalog.get_gates(workspace, "debian") == {
         "min_effective_rank": 3
     }  # the run's own gate was not kept

@@ -2,9 +2,13 @@
 
 import json
 
+import pyarrow as pa
+import pytest
+
+from embedline.errors import NotFound
 from embedline.storage import catalog, embeddings
 from embedline.tasks.evaluation import save_golden
-from embedline.tasks.footprint import COLUMNS, footprint_options, measure_footprint
+from embedline.tasks.footprint import COLUMNS, footprint_options, measure_footprint, query_pairs
 from tests.conftest import ingest, run_cli
 
 
@@ -53,3 +57,9 @@ def test_cli_prints_json_rows(workspace, debian_case):
     rows = json.loads(out)
     assert [r["option"] for r in rows] == ["float32 exact", "float32 ivf_sq", "float16 ivf_sq"]
     assert rows[2]["bytes_per_vector"] * 2 == rows[1]["bytes_per_vector"]
+
+
+def test_a_corpus_without_golden_queries_or_titles_is_told_where_to_write_them(workspace):
+    untitled = pa.table({"doc_id": ["a", "b"], "chunk_index": [0, 0], "title": ["", None]})
+    with pytest.raises(NotFound, match="no golden queries and no titles to query with: write golden/debian"):
+        query_pairs(workspace, "debian", untitled, limit=10)
