@@ -236,7 +236,7 @@ class Relation:
         writing is not run twice (its statement may change data): it says what to do instead."""
         if self._rule is None:
             return BadInput(f"SQL error: {INTERRUPTED} (DuckDB says so of some errors raised while rows "
-                            "stream): run the query with fetchall() or arrow() to see the cause")
+                            "stream): read it with fetchall() or df() to see the cause")
         try:
             with typed_errors(self._rule):
                 self.relation.aggregate("count(hash(COLUMNS(*)))").fetchall()

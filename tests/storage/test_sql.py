@@ -115,6 +115,6 @@ def test_a_streamed_read_duckdb_says_was_interrupted_raises_the_error_behind_it(
     reader = sql.execute(writable, "SELECT nextval('s') AS n FROM range(5000000)", write=True).arrow()
     assert reader.read_next_batch().num_rows > 0
     writable.interrupt()
-    with pytest.raises(BadInput, match=r"Interrupted!.*run the query with fetchall\(\)"):
+    with pytest.raises(BadInput, match=r"Interrupted!.*read it with fetchall\(\)"):
         reader.read_all()
     assert sql.execute(writable, "SELECT currval('s')", write=True).fetchone()[0] < 5000000
