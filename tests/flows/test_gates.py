@@ -83,7 +83,8 @@ def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deploymen
     assert (kept["min_effective_rank"], kept["max_near_duplicate_rate"]) == (3, 0.4)
     with pytest.raises(ValidationFailed):
         ingest(workspace, debian_case, gates={"min_effective_rank": 10_000})  # above any dim
-    with pytest.raises(NotFound, match=r"failed their gates .* promote debian VERSION --force` \(Python: force"):
+    only_failed = r"failed their gates .* promote debian VERSION --force` \(Python: force=True\)"
+    with pytest.raises(NotFound, match=only_failed):
         embedline.connect(workspace.home).search("debian", "editor")  # only a failed version: not a typo
     assert catalog.get_gates(workspace, "debian") == {
         "min_effective_rank": 3
