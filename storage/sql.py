@@ -139,11 +139,34 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, write: bool = False) -> "R
             texts = sql_guard.check_read_only(con, statements, rule)
         except duckdb.Error as exc:  # SQL inside query('...') or after EXPLAIN that does not parse
             raise BadInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from exc
-    with typed_errors(rule):
-        for text in texts[:-1]:
-            con.execute(text)
-        relation = con.sql(texts[-1])
+    try:
+        with typed_errors(rule):
+            for text in texts[:-1]:
+                con.execute(text)
+            relation = con.sql(texts[-1])
+    except BadInput as exc:
+        raise _why_no_view(con, exc) from exc.__cause__
     return None if relation is None else Relation(relation, rule)
+
+
+def _why_no_view(con: duckdb.DuckDBPyConnection, exc: BadInput) -> BadInput:
+    """A missing table named like a corpus (or space) the catalog has versions of: it has no view because
+    none of them passed its gates, which DuckDB's "does not exist" does not say."""
+    found = re.match(r"SQL error: Catalog Error: Table with name (\w+) does not exist", str(exc))
+    if found is None or "__v" in found.group(1):
+        return exc
+    corpus = found.group(1).lower().split("__")[0]
+    try:
+        versions, passed = con.execute(
+            "SELECT count(*), count(*) FILTER (validation = 'passed') FROM versions WHERE corpus = ?",
+            [corpus]).fetchone()
+    except duckdb.Error:  # a session whose statements moved away from the catalog
+        return exc
+    if not versions or passed:
+        return exc
+    return BadInput(f"{str(exc).splitlines()[0]}: corpus {corpus!r} has versions, but none passed its gates, "
+                    f"so it has no view yet (`embedline versions {corpus}`; a failed version reads as "
+                    f"{corpus}__<model>__v<N>)")
 
 
 @contextmanager

@@ -86,6 +86,8 @@ def test_a_runs_gates_apply_once_and_an_operators_setting_outlasts_the_deploymen
     only_failed = r"failed their gates .* promote debian VERSION --force` \(Python: force=True\)"
     with pytest.raises(NotFound, match=only_failed):
         embedline.connect(workspace.home).search("debian", "editor")  # only a failed version: not a typo
+    with pytest.raises(embedline.BadInput, match="exist!: corpus 'debian' has versions, but none passed"):
+        embedline.connect(workspace.home).sql("SELECT count(*) FROM Debian")
     assert catalog.get_gates(workspace, "debian") == {
         "min_effective_rank": 3
     }  # the run's own gate was not kept
