@@ -491,22 +491,22 @@ def exists(ws: Workspace) -> bool:
 
 def no_alias(ws: Workspace, corpus: str, alias: str = "prod") -> NotFound:
     """The `NotFound` for a corpus without `alias`, saying why: no run at all (a typo?), runs whose
-    versions all failed their gates, or runs that made no version."""
+    versions all failed their gates, or neither (`versions` then says what the corpus has)."""
     with reading(ws) as con:
-        runs, failed = con.execute(
-            "SELECT (SELECT count(*) FROM runs WHERE corpus = ?),"
-            " (SELECT count(*) FROM versions WHERE corpus = ? AND validation = 'failed')", [corpus, corpus]
+        runs, failed, passed = con.execute(
+            "SELECT (SELECT count(*) FROM runs WHERE corpus = ?), count(*) FILTER (validation = 'failed'),"
+            " count(*) FILTER (validation = 'passed') FROM versions WHERE corpus = ?", [corpus, corpus]
         ).fetchone()
     if runs == 0:
         return NotFound(f"no such corpus {corpus!r} in the catalog {location(ws)}: no run of it was ever "
                         f"started (check --home; `embedline ingest {corpus} SOURCE` starts one)")
-    if failed:
+    if failed and not passed:
         return NotFound(f"corpus {corpus!r} has no {alias!r} version: its versions failed their gates (see "
                         f"`embedline versions {corpus}`); fix the data and ingest again, relax a gate "
                         f"(`embedline gates {corpus} --set ...`), or serve one as it is: `embedline promote "
                         f"{corpus} VERSION --force` (Python: force=True)")
-    return NotFound(f"corpus {corpus!r} has no {alias!r} version: none of its runs made one (see "
-                    f"`embedline versions {corpus}`); ingest it again")
+    return NotFound(f"corpus {corpus!r} has no {alias!r} version (`embedline versions {corpus}` lists what "
+                    "it has)")
 
 
 def require_runs(ws: Workspace, corpus: str) -> None:
