@@ -130,7 +130,8 @@ def test_requests_come_back_once_each_and_a_stopped_or_failed_run_leaves_none_in
     alone = [hidden for _, hidden in forward.run(batches)]
     forward.tuning = replace(forward.tuning, requests=4)
     stopped = forward.run(batches)
-    assert any(next(stopped)[0] is batch for batch in batches[:4])
+    first, _ = next(stopped)  # whichever of the four started ones finished first
+    assert any(first is batch for batch in batches[:4])
     stopped.close()  # three requests still in flight: waited for, not freed under OpenVINO's feet
     broken = batches[:5] + [replace(batches[5], input_ids=batches[5].input_ids[None])] + batches[6:]
     with pytest.raises(Exception, match="(?i)shape|rank|dimension"):  # a 3-d batch, four in flight
