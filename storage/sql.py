@@ -34,6 +34,7 @@ from embedline.workspace import Workspace
 
 log = logging.getLogger("embedline.sql")
 
+ITER_BATCH_ROWS = 2048  # rows a `for row in relation` loop reads at a time
 INTERRUPTED = "INTERRUPT Error: Interrupted!"  # what DuckDB says of an interrupted query (see `Relation`)
 
 Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, d) float32
@@ -267,6 +268,12 @@ class Relation:
             return exc
         return BadInput("SQL error: the query failed while its rows streamed and ran clean when run again: "
                         "run it again")
+
+    def __iter__(self) -> Iterator[tuple]:
+        """Rows as tuples, streamed, for `for row in db.sql(...)` (a DuckDB relation is not iterable: it
+        says `__getitem__(): incompatible function arguments`). Each loop runs the query afresh."""
+        for batch in self._method(self.relation.to_arrow_reader)(ITER_BATCH_ROWS):
+            yield from zip(*(column.to_pylist() for column in batch.columns))
 
     def __arrow_c_stream__(self, requested_schema=None):
         return self.arrow().__arrow_c_stream__(requested_schema)

@@ -120,6 +120,12 @@ def test_sql_errors_raised_while_the_rows_are_read_are_typed_and_rows_still_stre
     ten = db.sql("SELECT i FROM range(10) t(i)")
     assert ten.columns == ["i"] and len(ten.fetchall()) == 10 and ten.arrow().read_all().num_rows == 10
     assert ten.filter("i > 6").order("i").fetchall() == [(7,), (8,), (9,)]
+    pairs = db.sql("SELECT i, i::VARCHAR AS s FROM range(5000) t(i) ORDER BY i")
+    assert list(pairs) == [(i, str(i)) for i in range(5000)] == list(pairs)  # a loop runs it afresh
+    rows = iter(db.sql("SELECT CASE WHEN i = 4500000 THEN error('late') ELSE i END FROM range(5000000) t(i)"))
+    assert next(rows) == (0,)  # streamed
+    with pytest.raises(embedline.BadInput, match="late"):
+        list(rows)
 
 
 def test_connect_refuses_a_misspelt_setting_and_an_empty_home_is_the_default(tmp_path, monkeypatch):
