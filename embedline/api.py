@@ -93,10 +93,17 @@ class Embedline:
             raise UsageError("give the corpus name: ingest(source, corpus='docs')")
         if (source is None) == (query is None):
             raise UsageError("give either a source or query=..., not both or neither")
+        from embedline.names import check_name
+        from embedline.validation.suite import check_gates
+
+        check_name(corpus, "corpus name")  # these before any flow run: a typo costs no server start
+        if model is not None:
+            check_name(model, "model name")
+        check_gates(gates)
         if max_embed is not None:
             from embedline.tasks.refresh import check_backfill
 
-            check_backfill(max_embed, "source", what="max_embed")  # before any flow run
+            check_backfill(max_embed, "source", what="max_embed")
         from embedline.flows.startup import prefect_api, warm_ingest
 
         def warm() -> None:  # here, while Prefect's temporary server starts on a thread (if it must)
@@ -303,9 +310,20 @@ class Embedline:
         from embedline.tasks.refresh import check_backfill
 
         check_backfill(batch_docs, order)  # before any flow run: a detached backfill would fail unseen
+        self._require_corpus_and_model(corpus, model)
         with self._context():
             return refresh_model(corpus, model, sample, wait, batch_docs, order, query_sample, home=self.home,
                                  passage_sample=passage_sample)
+
+    def _require_corpus_and_model(self, corpus: str, model: str) -> None:
+        """`NotFound` (`BadName`) for a corpus with no runs in this home or a model not registered, before
+        any flow run: a typo costs no server start."""
+        from embedline.names import check_name
+        from embedline.storage import catalog
+        from embedline.tasks.models import registered
+
+        catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))
+        registered(self.workspace, model)
 
     def refresh_status(self, corpus: str) -> list[dict]:
         """Per target model of a refresh: adapter, retention, backfill progress, what prod serves."""
@@ -320,5 +338,6 @@ class Embedline:
         from embedline.tasks.refresh import check_backfill
 
         check_backfill(batch_docs, order)  # before any flow run
+        self._require_corpus_and_model(corpus, model)
         with self._context():
             return backfill_corpus(corpus, model, batch_docs, order, home=self.home)

@@ -15,6 +15,7 @@ import typer
 from embedline import defaults
 from embedline.redaction import redact
 from embedline.errors import EXIT_CODES, EmbedlineError, UsageError, ValidationFailed
+from embedline.flows.startup import stop_temporary_server
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES.items())
 DEBUG_VARIABLE = "EMBEDLINE_DEBUG"
@@ -185,6 +186,9 @@ def ingest(
         raise UsageError(
             "give the corpus: `embedline ingest CORPUS SOURCE` (or --query SQL instead of SOURCE)"
         )
+    if source is not None and os.path.exists(corpus) and not os.path.exists(source):
+        raise UsageError(f"give the corpus first: `embedline ingest {source} {corpus}` ({corpus!r} is a file "
+                         f"and {source!r} is not)")
     out = _format(fmt, as_json)
     try:
         summary = _db(home).ingest(
@@ -755,9 +759,11 @@ def main() -> None:
     try:
         app()
     except EmbedlineError as exc:
+        stop_temporary_server()  # its log before the error line, not after
         typer.echo(f"error: {redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # the last stop before the terminal: a bug, reported as one line
+        stop_temporary_server()
         _report_bug(exc)
         sys.exit(1)
 

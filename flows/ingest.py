@@ -78,8 +78,8 @@ def ingest_corpus(
     (the API passes one when it carries a credential): Prefect stores and shows it as ********, and the
     catalog keeps it redacted."""
     started = time.perf_counter()
-    ws = Workspace.from_env(home).ensure()
     check_name(corpus, "corpus name")
+    ws = Workspace.from_env(home).ensure()
     if max_embed is not None:  # here, not after the source's diff
         refresh.check_backfill(max_embed, order, what="max_embed")
     fields = FieldMap(id_field, text_field, title_field)

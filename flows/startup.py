@@ -8,6 +8,7 @@ thread while it imports its libraries and loads its model here, so the two waits
 
 import base64
 import json
+import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -47,6 +48,21 @@ def temporary_server():
     from prefect.server.api.server import SubprocessASGIServer
 
     return SubprocessASGIServer()
+
+
+def stop_temporary_server() -> None:
+    """Send this process's pending Prefect events and stop its temporary server, if it started one.
+    Prefect does both at exit, and its log of them would follow the CLI's closing `error:` line."""
+    server_module = sys.modules.get("prefect.server.api.server")  # not imported: no server was started
+    if server_module is None or not server_module.SubprocessASGIServer().running:
+        return
+    from prefect.events.worker import EventsWorker
+
+    try:
+        EventsWorker.drain_all(timeout=10)
+        server_module.SubprocessASGIServer().stop()
+    except Exception:  # noqa: BLE001 - Prefect tries both again at exit; the error line must still come
+        pass
 
 
 @contextmanager

@@ -216,19 +216,26 @@ def serving_spec(ws, alias: dict) -> ModelSpec:
 
 def resolve_model(ws, name: str) -> ModelSpec:
     """The registered spec for `name`; the bundled default registers itself on first use."""
-    from embedline.storage import catalog
-    from embedline.errors import NotFound
-    from embedline.names import check_name
-
-    row = catalog.get_model(ws, check_name(name, "model name"))
+    row = registered(ws, name)
     if row is not None:
         spec = locate_files(ws, ModelSpec.from_json(row["spec"]))
         if _stack_unknown(row["spec"]):
             _warn_if_stack_ignored(spec)
         return spec
-    if name == DEFAULT_MODEL:
-        return add_model(ws, name, default_model_path())
-    raise NotFound(f"model {name!r} is not registered: run `embedline models add {name} PATH` first")
+    return add_model(ws, name, default_model_path())
+
+
+def registered(ws, name: str) -> dict | None:
+    """`name`'s catalog row (None for the bundled default not registered yet), else `NotFound`; nothing
+    is loaded, so a caller can refuse a misspelt model before it starts a flow."""
+    from embedline.storage import catalog
+    from embedline.errors import NotFound
+    from embedline.names import check_name
+
+    row = catalog.get_model(ws, check_name(name, "model name"))
+    if row is None and name != DEFAULT_MODEL:
+        raise NotFound(f"model {name!r} is not registered: run `embedline models add {name} PATH` first")
+    return row
 
 
 def locate_files(ws, spec: ModelSpec) -> ModelSpec:

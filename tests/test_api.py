@@ -3,8 +3,11 @@
 import inspect
 import json
 import pydoc
+from datetime import datetime, timezone
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
 
 import embedline
 from tests.conftest import DEBIAN_CASE
@@ -86,6 +89,17 @@ def test_ingest_search_sql_versions_promote_rollback_validate_maintain(workspace
         with pytest.raises(embedline.BadInput, match="the query must be text"):
             db.search("debian", query)
     assert db.sql("SELECT query_vector('debian', NULL) IS NULL, embed(NULL) IS NULL").fetchone() == (True, True)
+    started = datetime.now(timezone.utc)
+    for call in (db.refresh, db.backfill):  # typos: each started a flow run (a server, seconds) first
+        with pytest.raises(embedline.NotFound, match="no such corpus 'debain'"):
+            call("debain", "tiny")
+        with pytest.raises(embedline.NotFound, match="embedline models add nomodel PATH"):
+            call("debian", "nomodel")
+    with get_client(sync_client=True) as client:
+        since = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started))  # the server holds many
+        runs = [r for r in client.read_flow_runs(flow_run_filter=since, limit=200)
+                if {"debain", "nomodel"} & set(map(str, r.parameters.values()))]
+    assert runs == []
 
 
 def test_api_errors_are_typed(workspace):
@@ -156,6 +170,13 @@ def test_commands_on_a_mistyped_home_raise_not_found_and_create_nothing(tmp_path
             call()
     with pytest.raises(embedline.BadInput, match="version must be a whole number"):
         db.promote("debian", "5")
+    source = DEBIAN_CASE
+    with pytest.raises(embedline.BadName, match="corpus name 'Debian'"):  # these before any flow run
+        db.ingest(source, "Debian")
+    with pytest.raises(embedline.BadName, match="model name 'Tiny'"):
+        db.ingest(source, "debian", model="Tiny")
+    with pytest.raises(embedline.BadInput, match="unknown validation gate 'min_magic'"):
+        db.ingest(source, "debian", gates={"min_magic": 1})
     assert db.sql("SELECT count(*) FROM runs").fetchone() == (0,)
     assert not (tmp_path / "typo").exists()
 
