@@ -204,7 +204,7 @@ def test_corpus_is_positional_and_the_old_spellings_still_work(workspace, debian
     assert swapped.returncode == 2 and f"give the corpus first: `embedline ingest debian {debian_case}`" in (
         swapped.stderr)
     failed = run_cli("validate", "debian", "--version", "99", home=workspace.home, own_server=True)
-    assert failed.returncode == 4 and failed.stderr.splitlines()[-1].startswith("error: ")  # after Prefect's
+    assert failed.returncode == 4 and failed.stderr.splitlines()[-1].startswith("error: ")  # the last line
     as_csv = run_cli(
         "versions", "debian", "--format", "csv", home=workspace.home, check=True
     ).stdout.splitlines()
