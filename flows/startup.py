@@ -51,16 +51,20 @@ def temporary_server():
 
 
 def stop_temporary_server() -> None:
-    """Send this process's pending Prefect events and stop its temporary server, if it started one.
-    Prefect does both at exit, and its log of them would follow the CLI's closing `error:` line."""
-    server_module = sys.modules.get("prefect.server.api.server")  # not imported: no server was started
-    if server_module is None or not server_module.SubprocessASGIServer().running:
+    """Send this process's pending Prefect events and logs, and stop the temporary server it started, now:
+    Prefect does both at exit, and its log of them would follow the CLI's closing `error:` line. A server
+    the settings name (a user's, a test harness's) is left alone, and so is a process that started none."""
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None or not server.SubprocessASGIServer().running:
         return
-    from prefect.events.worker import EventsWorker
+    from prefect._internal.concurrency.services import QueueService
+    from prefect.settings import PREFECT_API_URL
 
+    if PREFECT_API_URL.value():
+        return
     try:
-        EventsWorker.drain_all(timeout=10)
-        server_module.SubprocessASGIServer().stop()
+        QueueService.drain_all(timeout=10)  # every queue service: events, API logs
+        server.SubprocessASGIServer().stop()
     except Exception:  # noqa: BLE001 - Prefect tries both again at exit; the error line must still come
         pass
 

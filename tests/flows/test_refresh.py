@@ -173,9 +173,10 @@ def test_backfill_killed_then_resumed_swaps_after_its_gates_and_rolls_back(two_m
         first_batch = {
             d for (d,) in con.execute("SELECT doc_id FROM documents WHERE space = 'debian__small'").fetchall()
         }
-    assert len(first_batch) == 40
+    assert len(first_batch) in (40, 80)  # a loaded machine's poll may see the second batch committed too
     priority = embed_priority(ws, "debian", "small", "residual")
-    assert first_batch == set(sorted(priority, key=priority.get, reverse=True)[:40])  # worst-served first
+    worst_first = sorted(priority, key=priority.get, reverse=True)
+    assert first_batch == set(worst_first[:len(first_batch)])  # worst-served first
 
     swapped = backfill_corpus("debian", "small", batch_docs=40, order="residual", home=str(ws.home))
     with catalog.reading(ws) as con:

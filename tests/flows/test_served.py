@@ -42,7 +42,8 @@ def served(tmp_path_factory, tiny_model_dir):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(EMBEDLINE_SERVE_DIR=str(root / "serve"), EMBEDLINE_HOME=str(ws.home), PREFECT_PORT=str(port),
-               GPU_WORKERS="1", PREFECT_WORKER_QUERY_SECONDS="2", VENV=sys.prefix)
+               GPU_WORKERS="1", PREFECT_WORKER_QUERY_SECONDS="2", VENV=sys.prefix,
+               PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")  # no cron run (06:00 UTC) in the tests'
     started = subprocess.run(
         [str(ROOT / "deploy/local/serve.sh")], env=env, capture_output=True, text=True, timeout=300
     )

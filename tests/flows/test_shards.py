@@ -175,16 +175,16 @@ def test_the_deadline_is_per_running_shard_and_queued_shards_wait_while_others_p
         runs = {i: client.create_flow_run_from_deployment(shard_pool.deployment_id, name=f"run-97-shard-{i}")
                 for i in range(3)}
 
-    def worker():  # one shard at a time, each 2.5 s: 7.5 s in all, past the 6 s deadline
+    def worker():  # one shard at a time, each 3 s: 9 s in all, past the 8 s deadline
         with get_client(sync_client=True) as client:
             for run in runs.values():
                 client.set_flow_run_state(run.id, Running(), force=True)
-                time.sleep(2.5)
+                time.sleep(3)
                 client.set_flow_run_state(run.id, Completed(), force=True)
 
     thread = threading.Thread(target=worker)
     thread.start()
-    wait_for_shards(runs, timeout=6, poll=0.1)  # returns: every shard finished within its own deadline
+    wait_for_shards(runs, timeout=8, poll=0.1)  # returns: every shard finished within its own deadline
     thread.join()
 
     with get_client(sync_client=True) as client:

@@ -286,7 +286,8 @@ def test_a_run_that_lost_its_postgres_lock_is_stopped_before_it_writes(tmp_path,
     with space_lock(ws, "debian__tiny") as lease:
         lease.confirm()  # held: nothing raised
         with psycopg.connect(postgres_url, autocommit=True) as admin:  # a server restart, a network blip
-            admin.execute("SELECT pg_terminate_backend(%s)", [lease.connection.info.backend_pid])
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)",  # returns once the backend is gone
+                          [lease.connection.info.backend_pid])
         with space_lock(ws, "debian__tiny"):  # another host may take the space now...
             with pytest.raises(SpaceBusy, match="lost the lock of space 'debian__tiny'"):
                 lease.confirm()  # ...so the first run stops before its next write
