@@ -23,6 +23,15 @@ def check_name(value: str, kind: str = "name") -> str:
     return value
 
 
+def is_name(value: str) -> bool:
+    """Whether `check_name` takes `value`."""
+    try:
+        check_name(value)
+    except BadName:
+        return False
+    return True
+
+
 def space_name(corpus: str, model: str) -> str:
     """The LanceDB table of one (corpus, model) pair."""
     return f"{check_name(corpus, 'corpus name')}__{check_name(model, 'model name')}"

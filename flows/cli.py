@@ -16,6 +16,7 @@ from embedline import defaults
 from embedline.redaction import redact
 from embedline.errors import EXIT_CODES, EmbedlineError, UsageError, ValidationFailed
 from embedline.flows.startup import stop_temporary_server
+from embedline.names import is_name
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES.items())
 DEBUG_VARIABLE = "EMBEDLINE_DEBUG"
@@ -186,9 +187,9 @@ def ingest(
         raise UsageError(
             "give the corpus: `embedline ingest CORPUS SOURCE` (or --query SQL instead of SOURCE)"
         )
-    if source is not None and os.path.exists(corpus) and not os.path.exists(source):
-        raise UsageError(f"give the corpus first: `embedline ingest {source} {corpus}` ({corpus!r} is a file "
-                         f"and {source!r} is not)")
+    if source is not None and not is_name(corpus) and is_name(source) and os.path.exists(corpus):
+        raise UsageError(f"give the corpus first: `embedline ingest {source} {corpus}` ({corpus!r} is a "
+                         "file or folder, not a corpus name)")
     out = _format(fmt, as_json)
     try:
         summary = _db(home).ingest(

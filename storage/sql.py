@@ -34,7 +34,7 @@ from embedline.workspace import Workspace
 
 log = logging.getLogger("embedline.sql")
 
-ITER_BATCH_ROWS = 2048  # rows a `for row in relation` loop reads at a time
+ITER_BATCH_ROWS = 2048  # rows a `for row in relation` loop fetches at a time
 INTERRUPTED = "INTERRUPT Error: Interrupted!"  # what DuckDB says of an interrupted query (see `Relation`)
 
 Embedder = Callable[[str, list[str]], np.ndarray]  # (model name, texts) -> (n, d) float32
@@ -270,10 +270,13 @@ class Relation:
                         "run it again")
 
     def __iter__(self) -> Iterator[tuple]:
-        """Rows as tuples, streamed, for `for row in db.sql(...)` (a DuckDB relation is not iterable: it
-        says `__getitem__(): incompatible function arguments`). Each loop runs the query afresh."""
-        for batch in self._method(self.relation.to_arrow_reader)(ITER_BATCH_ROWS):
-            yield from zip(*(column.to_pylist() for column in batch.columns))
+        """Rows as tuples, streamed, of the types `fetchall()` gives, for `for row in db.sql(...)` (a DuckDB
+        relation is not iterable: it says `__getitem__(): incompatible function arguments`). Each loop runs
+        the query afresh. (`list(rows)` asks `len()` first, which runs a count: `fetchall()` runs once.)"""
+        with self._typed_errors():
+            fresh = self.relation.project("*")  # its own result: other reads of this relation keep theirs
+            while rows := fresh.fetchmany(ITER_BATCH_ROWS):
+                yield from rows
 
     def __arrow_c_stream__(self, requested_schema=None):
         return self.arrow().__arrow_c_stream__(requested_schema)

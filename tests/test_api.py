@@ -134,8 +134,14 @@ def test_sql_errors_raised_while_the_rows_are_read_are_typed_and_rows_still_stre
     ten = db.sql("SELECT i FROM range(10) t(i)")
     assert ten.columns == ["i"] and len(ten.fetchall()) == 10 and ten.arrow().read_all().num_rows == 10
     assert ten.filter("i > 6").order("i").fetchall() == [(7,), (8,), (9,)]
-    pairs = db.sql("SELECT i, i::VARCHAR AS s FROM range(5000) t(i) ORDER BY i")
-    assert list(pairs) == [(i, str(i)) for i in range(5000)] == list(pairs)  # a loop runs it afresh
+    pairs = db.sql("SELECT i, i::VARCHAR AS s, sum(i) OVER (ORDER BY i) AS total, INTERVAL 1 DAY AS d,"
+                   " uuid() IS NOT NULL AS u, MAP {'a': i} AS m, [i]::INT[1] AS v FROM range(5000) t(i)"
+                   " ORDER BY i")
+    looped = [row for row in pairs]
+    fetched = pairs.fetchall()
+    assert looped == fetched and looped[4][:3] == (4, "4", 10)
+    assert [type(value) for value in looped[4]] == [type(value) for value in fetched[4]]  # int, not Decimal
+    assert [row for row in pairs] == looped  # a loop runs it afresh
     rows = iter(db.sql("SELECT CASE WHEN i = 4500000 THEN error('late') ELSE i END FROM range(5000000) t(i)"))
     assert next(rows) == (0,)  # streamed
     with pytest.raises(embedline.BadInput, match="late"):
