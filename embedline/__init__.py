@@ -19,10 +19,13 @@ functions), `embedline.storage` (LanceDB, DuckDB), `embedline.validation` (great
 import os
 from importlib.metadata import PackageNotFoundError, version
 
-# Before anything imports Prefect or GX (they read these once): a worker sends no usage data unless the
-# user asks for it by setting these themselves. The temporary Prefect server inherits the environment.
+# Before anything imports Prefect or GX (they read these once), unless the user set them: a worker sends
+# no usage data (the temporary Prefect server inherits the environment), and a one-shot command waits up
+# to 120 s for its temporary server, not Prefect's 20: a fresh machine's first one creates the server's
+# database (14 s on two idle cores; past 20 s on two busy ones).
 for _variable, _value in (("DO_NOT_TRACK", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                          ("GX_ANALYTICS_ENABLED", "false")):
+                          ("GX_ANALYTICS_ENABLED", "false"),
+                          ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")):
     os.environ.setdefault(_variable, _value)
 
 from embedline.api import Embedline, connect  # noqa: E402

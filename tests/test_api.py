@@ -200,21 +200,24 @@ def test_every_error_is_exported_and_every_method_is_named_in_the_package_help()
     assert {m for m in methods if f" {m}," not in listed and f" {m}." not in listed} == set()
 
 
-def test_importing_embedline_turns_usage_data_off_unless_the_user_set_it(tmp_path):
+def test_importing_embedline_sets_prefect_and_gx_defaults_unless_the_user_set_them(tmp_path):
     """Prefect sends SDK analytics from its import on, GX and the Prefect server theirs: off by default,
-    before either is imported; a value the user set stays."""
+    before either is imported; the temporary server's start may take 120 s; a value the user set stays."""
     import os
     import subprocess
     import sys
 
     code = ("import os, embedline.flows.cli\n"
             "from prefect._internal.analytics.enabled import is_telemetry_enabled\n"
+            "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS\n"
             "print(os.environ['DO_NOT_TRACK'], os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'],"
-            " os.environ['GX_ANALYTICS_ENABLED'], is_telemetry_enabled())\n")
-    names = ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "GX_ANALYTICS_ENABLED")
+            " os.environ['GX_ANALYTICS_ENABLED'], is_telemetry_enabled(),"
+            " PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())\n")
+    names = ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED", "GX_ANALYTICS_ENABLED",
+             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
     env = {k: v for k, v in os.environ.items() if k not in names}
     quiet = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert quiet.stdout.split() == ["1", "false", "false", "False"], quiet.stderr[-2000:]
+    assert quiet.stdout.split() == ["1", "false", "false", "False", "120"], quiet.stderr[-2000:]
     chosen = subprocess.run([sys.executable, "-c", code], env={**env, "GX_ANALYTICS_ENABLED": "true"},
                             capture_output=True, text=True, timeout=120)
     assert chosen.stdout.split()[2] == "true"
