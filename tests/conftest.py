@@ -1,12 +1,10 @@
 """Shared fixtures: one Prefect harness per session, a tiny random BERT, a fresh workspace per test."""
 
-import atexit
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +17,6 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Prefect's home per test process (a one-shot command's temporary server keeps its SQLite database there):
-# two xdist workers' commands raced on ~/.prefect/prefect.db, creating its tables at once.
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
-atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 CASES = Path(__file__).parent / "cases"
 DEBIAN_CASE = CASES / "debian-120.jsonl"
