@@ -4,7 +4,7 @@ Heavy libraries (Prefect, torch, LanceDB, great-expectations) load inside the me
 so `import embedline` stays quick.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from os import PathLike
 
@@ -59,6 +59,15 @@ class Embedline:
         with overriding(self._overrides), private_files():
             yield
 
+    @contextmanager
+    def _flows(self, warm: Callable[[], None] | None = None) -> Iterator[None]:
+        """`_context()` with a Prefect API up for the flows the block runs: a running `make serve` is reused,
+        else the temporary server starts (while `warm()` loads what the run needs; flows/startup.py)."""
+        from embedline.flows.startup import prefect_api
+
+        with self._context(), prefect_api(warm):
+            yield
+
     # -- ingest ------------------------------------------------------------------------------------
     def ingest(
         self,
@@ -104,14 +113,14 @@ class Embedline:
             from embedline.tasks.refresh import check_backfill
 
             check_backfill(max_embed, "source", what="max_embed")
-        from embedline.flows.startup import prefect_api, warm_ingest
+        from embedline.flows.startup import warm_ingest
 
         def warm() -> None:  # here, while Prefect's temporary server starts on a thread (if it must)
             from embedline.flows.ingest import ingest_corpus  # noqa: F401
 
             warm_ingest(self.home, corpus, model, precision)
 
-        with self._context(), prefect_api(warm):
+        with self._flows(warm):
             from pydantic import SecretStr
 
             from embedline.flows.ingest import ingest_corpus
@@ -236,7 +245,7 @@ class Embedline:
         from embedline.storage import catalog
 
         catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))  # before any flow run
-        with self._context():
+        with self._flows():
             return validate_version(corpus, version, home=self.home, space=space)
 
     def maintain(self, corpus: str, retention_days: float = 7, keep_versions: int = 10) -> list[str]:
@@ -248,7 +257,7 @@ class Embedline:
 
         check_settings(retention_days, keep_versions)
         catalog.require_runs(self.workspace, check_name(corpus, "corpus name"))  # the cron.s flow: no error
-        with self._context():
+        with self._flows():
             return maintain_corpus(corpus, retention_days, keep_versions, home=self.home)
 
     # -- storage -----------------------------------------------------------------------------------
@@ -311,7 +320,7 @@ class Embedline:
 
         check_backfill(batch_docs, order)  # before any flow run: a detached backfill would fail unseen
         self._require_corpus_and_model(corpus, model)
-        with self._context():
+        with self._flows():
             return refresh_model(corpus, model, sample, wait, batch_docs, order, query_sample, home=self.home,
                                  passage_sample=passage_sample)
 
@@ -339,5 +348,5 @@ class Embedline:
 
         check_backfill(batch_docs, order)  # before any flow run
         self._require_corpus_and_model(corpus, model)
-        with self._context():
+        with self._flows():
             return backfill_corpus(corpus, model, batch_docs, order, home=self.home)

@@ -13,6 +13,9 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
+
+START_LOCK = "embedline-server-start.lock"  # in $PREFECT_HOME, next to the temporary server's database
 
 
 def local_server(url: str, timeout: float = 3.0) -> str | None:
@@ -48,6 +51,30 @@ def temporary_server():
     from prefect.server.api.server import SubprocessASGIServer
 
     return SubprocessASGIServer()
+
+
+def start_temporary_server(server) -> None:
+    """Start `temporary_server()`, one process at a time per Prefect home: a server's first start on a
+    machine creates the home's database, and two such starts at once collide halfway through Prefect's
+    migrations (`duplicate column name`, 1 try in 5 here). A start that waits past the startup timeout
+    (the holder is stuck) goes ahead unlocked. Once the server runs, a call costs nothing."""
+    from filelock import FileLock, Timeout
+    from prefect.settings import PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    if server.running:
+        return
+    PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
+    lock = FileLock(PREFECT_HOME.value() / START_LOCK,
+                    timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() + 30)
+    try:
+        lock.acquire()
+    except Timeout:
+        pass
+    try:
+        server.start()
+    finally:
+        if lock.is_locked:
+            lock.release()
 
 
 def stop_temporary_server() -> None:
@@ -91,8 +118,8 @@ def prefect_api(warm: Callable[[], None] | None = None, local_url: str | None = 
             yield "local"
         return
     failure: list[BaseException] = []
-    starter = threading.Thread(target=_capture, args=(temporary_server().start, failure), daemon=True,
-                               name="prefect-server-start")
+    start = partial(start_temporary_server, temporary_server())  # its imports here, before the thread
+    starter = threading.Thread(target=_capture, args=(start, failure), daemon=True, name="prefect-server-start")
     starter.start()
     try:
         _run(warm)

@@ -88,18 +88,19 @@ def debian_case(tmp_path) -> Path:
     return target
 
 
-def run_cli(*args: str, home: Path, check: bool = False,
-            own_server: bool = False) -> subprocess.CompletedProcess:
+def run_cli(*args: str, home: Path, check: bool = False, own_server: bool = False,
+            local_server: str = "") -> subprocess.CompletedProcess:
     """The real `embedline` console script in a subprocess, as a user runs it against a Prefect server:
     the session's (a user's `make serve`), so each command does not start a temporary server of its own
     (seconds each, minutes over the suite); `own_server`: the one-shot path, without PREFECT_API_URL and
-    without reusing a developer's `make serve` (tests/flows/test_startup.py and the demo test cover it)."""
+    reusing only `local_server`, not a developer's `make serve` (tests/flows/test_startup.py and the demo
+    test cover it)."""
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "EMBEDLINE_HOME": str(home)}
     if own_server:
         env.pop("PREFECT_API_URL", None)
-        env["EMBEDLINE_LOCAL_PREFECT_URL"] = ""
+        env["EMBEDLINE_LOCAL_PREFECT_URL"] = local_server
     elif PREFECT_API_URL.value():
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
     exe = Path(sys.executable).with_name("embedline")

@@ -144,3 +144,63 @@ def test_a_user_error_met_while_warming_is_reported_by_the_run(no_api_url, works
     monkeypatch.setenv("EMBEDLINE_LOCAL_PREFECT_URL", closed_url())
     with pytest.raises(NotFound, match="models add"):
         embedline.connect(workspace.home).ingest(debian_case, "nomodel", model="missing")
+
+
+def test_a_one_shot_validate_reuses_a_running_server_and_its_run_appears_there(
+    prefect_api_url, workspace, debian_case
+):
+    """Every command that runs flows takes the same path as `ingest` (a `make serve` reused), not only
+    `ingest`: before, `validate` started a temporary server of its own and its run never reached this one."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    from tests.conftest import ingest, run_cli
+
+    ingest(workspace, debian_case, corpus="revalidated")
+    started = datetime.now(timezone.utc)
+    result = run_cli("validate", "revalidated", home=workspace.home, own_server=True,
+                     local_server=prefect_api_url)
+    assert result.returncode == 0, result.stderr
+    with get_client(sync_client=True, httpx_settings={"base_url": prefect_api_url}) as client:
+        since = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started))
+        runs = [r for r in client.read_flow_runs(flow_run_filter=since, limit=50)
+                if r.parameters.get("corpus") == "revalidated"]
+    assert [r.state_name for r in runs] == ["Completed"]
+
+
+class RecordingServer:
+    """Stands in for Prefect's temporary server to see what `start()` runs under: the lock is a real one."""
+
+    def __init__(self, lock_path, fail: bool = False):
+        self.running, self.lock_path, self.fail, self.starts = False, lock_path, fail, []
+
+    def start(self):
+        from filelock import FileLock, Timeout
+
+        try:
+            FileLock(self.lock_path, timeout=0).acquire()  # another process's view: its own open file
+            self.starts.append("unlocked")
+        except Timeout:
+            self.starts.append("locked")
+        if self.fail:
+            raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server")
+        self.running = True
+
+
+def test_temporary_servers_start_one_process_at_a_time(tmp_path):
+    """Two first starts at once on a fresh Prefect home collide in its migrations (`duplicate column name`):
+    a start runs holding the home's lock, which a failed start releases and a running server never takes."""
+    from filelock import FileLock
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    home = tmp_path / "prefect-home"
+    with temporary_settings({PREFECT_HOME: str(home)}):
+        lock_path = home / startup.START_LOCK
+        failing = RecordingServer(lock_path, fail=True)
+        with pytest.raises(RuntimeError, match="Timed out"):
+            startup.start_temporary_server(failing)
+        server = RecordingServer(lock_path)
+        startup.start_temporary_server(server)
+        startup.start_temporary_server(server)  # running: no second start
+    assert failing.starts == ["locked"] and server.starts == ["locked"]
+    FileLock(lock_path, timeout=0).acquire()  # released after each start
