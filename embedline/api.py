@@ -61,8 +61,9 @@ class Embedline:
 
     @contextmanager
     def _flows(self, warm: Callable[[], None] | None = None) -> Iterator[None]:
-        """`_context()` with a Prefect API up for the flows the block runs: a running `make serve` is reused,
-        else the temporary server starts (while `warm()` loads what the run needs; flows/startup.py)."""
+        """`_context()` with a Prefect API up for the flows the block runs: `$PREFECT_API_URL`, else a running
+        `make serve`, else the temporary server, started while `warm()` loads what the run needs
+        (flows/startup.py)."""
         from embedline.flows.startup import prefect_api
 
         with self._context(), prefect_api(warm):

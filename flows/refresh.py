@@ -149,6 +149,8 @@ def start_background_backfill(ws: Workspace, corpus: str, model: str,
     deployment = f"backfill-corpus/backfill-{corpus}"
     if deployment_exists(deployment):
         parameters = {"corpus": corpus, "model": model, "batch_docs": batch_docs, "order": order}
+        if ws.settings.catalog_url is None:  # the catalog is a file in this home: the worker reads it there
+            parameters["home"] = str(ws.home)
         run = run_deployment(deployment, parameters=parameters, timeout=0)
         where = f"flow run {run.name} of deployment {deployment}"
     else:

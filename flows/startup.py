@@ -3,16 +3,17 @@
 Without `PREFECT_API_URL`, Prefect starts a temporary server at a process's first flow run and waits
 for it (~7-15 s here) before anything else happens. A command that runs flows instead uses a server
 already answering on this machine's default address (`make serve`), else starts the temporary one on a
-thread while it imports its libraries and loads its model here, so the two waits overlap.
+thread; an ingest meanwhile imports its libraries and loads its model here, so the two waits overlap.
 """
 
 import base64
+import contextvars
 import json
 import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 
 START_LOCK = "embedline-server-start.lock"  # in $PREFECT_HOME, next to the temporary server's database
@@ -35,6 +36,15 @@ def local_server(url: str, timeout: float = 3.0) -> str | None:
     return url if same_minor_version(answer) else None
 
 
+def running_local_server(local_url: str | None = None) -> str | None:
+    """The API of a Prefect server this process may use at `local_url` (default
+    `$EMBEDLINE_LOCAL_PREFECT_URL`, `make serve`'s address; empty: none), or None."""
+    from embedline import settings
+
+    local_url = settings.load().local_prefect_url if local_url is None else local_url
+    return local_server(local_url) if local_url else None
+
+
 def same_minor_version(answer) -> bool:
     """Whether `/admin/version` answered this Prefect's major.minor: another web server on the port (a
     dev server answering every path) or another Prefect release is not taken for ours."""
@@ -54,27 +64,45 @@ def temporary_server():
 
 
 def start_temporary_server(server) -> None:
-    """Start `temporary_server()`, one process at a time per Prefect home: a server's first start on a
-    machine creates the home's database, and two such starts at once collide halfway through Prefect's
-    migrations (`duplicate column name`, 1 try in 5 here). A start that waits past the startup timeout
-    (the holder is stuck) goes ahead unlocked. Once the server runs, a call costs nothing."""
+    """Start `temporary_server()`. The first start on a Prefect database (and the first after a Prefect
+    upgrade) migrates it, and two such starts at once collide halfway (`duplicate column name`, 1 try in
+    5 here), so a start runs under a lock in `$PREFECT_HOME` until one has succeeded there; later starts,
+    which find the database migrated, run at once. A lock that cannot be had (its holder stuck past
+    the startup timeout, a home that cannot be written) is done without. A running server: no-op."""
     from filelock import FileLock, Timeout
     from prefect.settings import PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
     if server.running:
         return
-    PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
+    migrated = PREFECT_HOME.value() / f"embedline-server-{database_key()}.migrated"
+    if migrated.exists():
+        server.start()
+        return
     lock = FileLock(PREFECT_HOME.value() / START_LOCK,
                     timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() + 30)
     try:
         lock.acquire()
-    except Timeout:
+    except (Timeout, OSError):
         pass
     try:
         server.start()
     finally:
         if lock.is_locked:
             lock.release()
+    with suppress(OSError):
+        migrated.touch()
+
+
+def database_key() -> str:
+    """Which migrated database a mark in `$PREFECT_HOME` stands for: this Prefect release's, at this URL."""
+    import hashlib
+
+    import prefect
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value()
+    url = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
+    return hashlib.sha256(f"{prefect.__version__} {url}".encode()).hexdigest()[:16]
 
 
 def stop_temporary_server() -> None:
@@ -106,20 +134,18 @@ def prefect_api(warm: Callable[[], None] | None = None, local_url: str | None = 
     (shards on a gpu pool)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
 
-    from embedline import settings
-
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         yield "configured"  # (a missing URL with ephemeral mode off: Prefect itself says what to set)
         return
-    local_url = settings.load().local_prefect_url if local_url is None else local_url
-    url = local_server(local_url) if local_url else None
+    url = running_local_server(local_url)
     if url is not None:
         with temporary_settings({PREFECT_API_URL: url}):
             yield "local"
         return
     failure: list[BaseException] = []
     start = partial(start_temporary_server, temporary_server())  # its imports here, before the thread
-    starter = threading.Thread(target=_capture, args=(start, failure), daemon=True, name="prefect-server-start")
+    starter = threading.Thread(target=contextvars.copy_context().run, args=(_capture, start, failure),
+                               daemon=True, name="prefect-server-start")  # with this block's Prefect settings
     starter.start()
     try:
         _run(warm)

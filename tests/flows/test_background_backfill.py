@@ -24,7 +24,10 @@ def test_a_served_backfill_deployment_gets_the_backfill_as_a_flow_run(workspace)
             (run,) = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
         assert where == f"flow run {run.name} of deployment backfill-corpus/backfill-{corpus}"
-        assert run.parameters == {"corpus": corpus, "model": "tiny", "batch_docs": 7, "order": "recent"}
+        # this home (its catalog is a file there), not the worker's default: a one-shot refresh reaching
+        # `make serve` from another folder backfills its own corpus
+        assert run.parameters == {"corpus": corpus, "model": "tiny", "batch_docs": 7, "order": "recent",
+                                  "home": str(workspace.home)}
         assert not (workspace.home / "logs").exists()  # no process was started on this machine
     finally:
         with get_client(sync_client=True) as client:

@@ -6,6 +6,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from uuid import uuid4
 
 import pytest
 
@@ -171,36 +172,86 @@ def test_a_one_shot_validate_reuses_a_running_server_and_its_run_appears_there(
 class RecordingServer:
     """Stands in for Prefect's temporary server to see what `start()` runs under: the lock is a real one."""
 
-    def __init__(self, lock_path, fail: bool = False):
-        self.running, self.lock_path, self.fail, self.starts = False, lock_path, fail, []
+    def __init__(self, fail: bool = False):
+        self.running, self.fail, self.starts = False, fail, []
 
     def start(self):
         from filelock import FileLock, Timeout
+        from prefect.settings import PREFECT_HOME
 
         try:
-            FileLock(self.lock_path, timeout=0).acquire()  # another process's view: its own open file
-            self.starts.append("unlocked")
+            FileLock(PREFECT_HOME.value() / startup.START_LOCK, timeout=0).acquire()  # as another process
+            self.starts.append(("unlocked", PREFECT_HOME.value()))
         except Timeout:
-            self.starts.append("locked")
+            self.starts.append(("locked", PREFECT_HOME.value()))
+        except OSError:
+            self.starts.append(("no lock", PREFECT_HOME.value()))
         if self.fail:
             raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server")
         self.running = True
 
 
-def test_temporary_servers_start_one_process_at_a_time(tmp_path):
-    """Two first starts at once on a fresh Prefect home collide in its migrations (`duplicate column name`):
-    a start runs holding the home's lock, which a failed start releases and a running server never takes."""
-    from filelock import FileLock
+def test_a_first_server_start_holds_the_lock_and_later_ones_do_not(tmp_path):
+    """Two first starts at once on a fresh Prefect database collide in its migrations (`duplicate column
+    name`): a start holds the home's lock (released when it fails) until one has succeeded there; then
+    starts run side by side, and a running server does not start again."""
     from prefect.settings import PREFECT_HOME, temporary_settings
 
     home = tmp_path / "prefect-home"
     with temporary_settings({PREFECT_HOME: str(home)}):
-        lock_path = home / startup.START_LOCK
-        failing = RecordingServer(lock_path, fail=True)
+        failing, first, later = RecordingServer(fail=True), RecordingServer(), RecordingServer()
         with pytest.raises(RuntimeError, match="Timed out"):
             startup.start_temporary_server(failing)
-        server = RecordingServer(lock_path)
+        startup.start_temporary_server(first)
+        startup.start_temporary_server(first)
+        startup.start_temporary_server(later)
+    kinds = [kind for kind, _ in failing.starts + first.starts + later.starts]
+    assert kinds == ["locked", "locked", "unlocked"]
+
+
+def test_a_home_that_cannot_hold_the_lock_still_starts_the_server(tmp_path):
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    (tmp_path / "a-file").write_text("")
+    with temporary_settings({PREFECT_HOME: str(tmp_path / "a-file" / "home")}):
+        server = RecordingServer()
         startup.start_temporary_server(server)
-        startup.start_temporary_server(server)  # running: no second start
-    assert failing.starts == ["locked"] and server.starts == ["locked"]
-    FileLock(lock_path, timeout=0).acquire()  # released after each start
+    assert server.running and [kind for kind, _ in server.starts] == ["no lock"]
+
+
+def test_the_server_starts_with_the_prefect_settings_of_the_block(no_api_url, tmp_path, monkeypatch):
+    """The start runs on a thread: it sees the caller's `temporary_settings` (its home, its database)."""
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    server = RecordingServer()
+    monkeypatch.setattr(startup, "temporary_server", lambda: server)
+    with temporary_settings({PREFECT_HOME: str(tmp_path / "prefect-home")}):
+        with startup.prefect_api(local_url="") as kind:
+            assert kind == "temporary"
+    assert server.starts == [("locked", tmp_path / "prefect-home")]
+
+
+def test_a_one_shot_models_add_event_reaches_a_running_server(no_api_url, prefect_api_url, monkeypatch):
+    """`make serve`'s refresh deployments run on `embedline.model.registered`: a one-shot `models add`
+    without PREFECT_API_URL sends it there (before, only with PREFECT_API_URL), and to no server, nothing."""
+    import time
+
+    import httpx
+
+    from embedline.flows.events import MODEL_REGISTERED, emit_model_registered
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("EMBEDLINE_LOCAL_PREFECT_URL", closed_url())
+    assert emit_model_registered("nowhere", 8, "f0") is False
+    monkeypatch.setenv("EMBEDLINE_LOCAL_PREFECT_URL", prefect_api_url)
+    name = f"m{uuid4().hex[:8]}"
+    assert emit_model_registered(name, 8, "f1") is True
+    wanted = {"filter": {"event": {"name": [MODEL_REGISTERED]},
+                         "resource": {"id": [f"embedline.model.{name}"]}}}
+    for _ in range(60):  # the server stores events a moment after it takes them
+        events = httpx.post(f"{prefect_api_url}/events/filter", json=wanted).json()["events"]
+        if events:
+            break
+        time.sleep(0.5)
+    assert [(e["resource"]["embedline.model"], e["payload"]) for e in events] == [
+        (name, {"dim": 8, "fingerprint": "f1"})]
