@@ -8,6 +8,7 @@ thread; an ingest meanwhile imports its libraries and loads its model here, so t
 
 import base64
 import contextvars
+import hashlib
 import json
 import sys
 import threading
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
+from pathlib import Path
 
 START_LOCK = "embedline-server-start.lock"  # in $PREFECT_HOME, next to the temporary server's database
 
@@ -66,43 +68,70 @@ def temporary_server():
 def start_temporary_server(server) -> None:
     """Start `temporary_server()`. The first start on a Prefect database (and the first after a Prefect
     upgrade) migrates it, and two such starts at once collide halfway (`duplicate column name`, 1 try in
-    5 here), so a start runs under a lock in `$PREFECT_HOME` until one has succeeded there; later starts,
-    which find the database migrated, run at once. A lock that cannot be had (its holder stuck past
-    the startup timeout, a home that cannot be written) is done without. A running server: no-op."""
+    5 here), so a start holds a lock in `$PREFECT_HOME` until one has succeeded on that database; later
+    starts run at once. A start that fails stops its server process, which may still be migrating,
+    before the lock goes. A running server: no-op."""
+    if server.running:
+        return
+    marker = migrated_marker()
+    with first_start_lock(lambda: is_migrated(marker)):
+        try:
+            server.start()
+        except BaseException:
+            server.stop()
+            raise
+    with suppress(OSError):
+        marker.touch()
+
+
+@contextmanager
+def first_start_lock(migrated: Callable[[], bool]) -> Iterator[None]:
+    """The home's server-start lock while the database is not `migrated()` (asked again once the lock is
+    had: the holder's start may have done it). A lock that cannot be had (its holder stuck past the
+    startup timeout, a home that cannot be written) is done without."""
     from filelock import FileLock, Timeout
     from prefect.settings import PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-    if server.running:
-        return
-    migrated = PREFECT_HOME.value() / f"embedline-server-{database_key()}.migrated"
-    if migrated.exists():
-        server.start()
-        return
     lock = FileLock(PREFECT_HOME.value() / START_LOCK,
                     timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() + 30)
     try:
-        lock.acquire()
+        if not migrated():
+            lock.acquire()
+            if migrated():
+                lock.release()
     except (Timeout, OSError):
         pass
     try:
-        server.start()
+        yield
     finally:
         if lock.is_locked:
             lock.release()
-    with suppress(OSError):
-        migrated.touch()
 
 
-def database_key() -> str:
-    """Which migrated database a mark in `$PREFECT_HOME` stands for: this Prefect release's, at this URL."""
-    import hashlib
-
+def migrated_marker() -> Path:
+    """The mark a successful start leaves in `$PREFECT_HOME` for its database: this Prefect release's
+    migrations, at this database URL."""
     import prefect
-    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME
 
-    url = PREFECT_API_DATABASE_CONNECTION_URL.value()
-    url = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
-    return hashlib.sha256(f"{prefect.__version__} {url}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{prefect.__version__} {PREFECT_API_DATABASE_CONNECTION_URL.value()}".encode())
+    return PREFECT_HOME.value() / f"embedline-server-{key.hexdigest()[:16]}.migrated"
+
+
+def is_migrated(marker: Path) -> bool:
+    """Whether `marker` is there and, for a SQLite database, the file it stands for too (a user who
+    deletes `prefect.db` to start afresh gets the lock again)."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(str(PREFECT_API_DATABASE_CONNECTION_URL.value()))
+    except ArgumentError:  # Prefect itself will say what is wrong with it
+        return marker.exists()
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return False
+    return marker.exists()
 
 
 def stop_temporary_server() -> None:

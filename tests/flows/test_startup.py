@@ -3,10 +3,9 @@ while the command loads its model (flows/startup.py)."""
 
 import socket
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from uuid import uuid4
 
 import pytest
 
@@ -169,8 +168,18 @@ def test_a_one_shot_validate_reuses_a_running_server_and_its_run_appears_there(
     assert [r.state_name for r in runs] == ["Completed"]
 
 
+@contextmanager
+def prefect_home(path: str):
+    """Prefect settings with their home (and its default SQLite database, not the harness's) at `path`."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings({PREFECT_HOME: path}, restore_defaults={PREFECT_API_DATABASE_CONNECTION_URL}):
+        yield
+
+
 class RecordingServer:
-    """Stands in for Prefect's temporary server to see what `start()` runs under: the lock is a real one."""
+    """Stands in for Prefect's temporary server to see what `start()` runs under (the lock is a real one);
+    a start that succeeds leaves the SQLite database file, as Prefect's does."""
 
     def __init__(self, fail: bool = False):
         self.running, self.fail, self.starts = False, fail, []
@@ -188,32 +197,38 @@ class RecordingServer:
             self.starts.append(("no lock", PREFECT_HOME.value()))
         if self.fail:
             raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server")
+        with suppress(OSError):
+            (PREFECT_HOME.value() / "prefect.db").touch()
         self.running = True
 
+    def stop(self):
+        self.starts.append(("stopped", None))
+        self.running = False
 
-def test_a_first_server_start_holds_the_lock_and_later_ones_do_not(tmp_path):
+
+def test_server_starts_hold_the_lock_until_one_has_migrated_the_database(tmp_path):
     """Two first starts at once on a fresh Prefect database collide in its migrations (`duplicate column
-    name`): a start holds the home's lock (released when it fails) until one has succeeded there; then
-    starts run side by side, and a running server does not start again."""
-    from prefect.settings import PREFECT_HOME, temporary_settings
-
+    name`): a start holds the home's lock until one has succeeded on that database (a failed one stops
+    its server, then releases it); then starts run side by side, until the database file is deleted."""
     home = tmp_path / "prefect-home"
-    with temporary_settings({PREFECT_HOME: str(home)}):
-        failing, first, later = RecordingServer(fail=True), RecordingServer(), RecordingServer()
+    with prefect_home(str(home)):
+        failing, first, later, afresh = (RecordingServer(fail=True), RecordingServer(), RecordingServer(),
+                                         RecordingServer())
         with pytest.raises(RuntimeError, match="Timed out"):
             startup.start_temporary_server(failing)
         startup.start_temporary_server(first)
-        startup.start_temporary_server(first)
+        startup.start_temporary_server(first)  # running: no second start
         startup.start_temporary_server(later)
-    kinds = [kind for kind, _ in failing.starts + first.starts + later.starts]
-    assert kinds == ["locked", "locked", "unlocked"]
+        (home / "prefect.db").unlink()  # a user starting Prefect afresh
+        startup.start_temporary_server(afresh)
+    assert [kind for kind, _ in failing.starts] == ["locked", "stopped"]
+    assert [kind for server in (first, later, afresh) for kind, _ in server.starts] == [
+        "locked", "unlocked", "locked"]
 
 
 def test_a_home_that_cannot_hold_the_lock_still_starts_the_server(tmp_path):
-    from prefect.settings import PREFECT_HOME, temporary_settings
-
     (tmp_path / "a-file").write_text("")
-    with temporary_settings({PREFECT_HOME: str(tmp_path / "a-file" / "home")}):
+    with prefect_home(str(tmp_path / "a-file" / "home")):
         server = RecordingServer()
         startup.start_temporary_server(server)
     assert server.running and [kind for kind, _ in server.starts] == ["no lock"]
@@ -221,37 +236,10 @@ def test_a_home_that_cannot_hold_the_lock_still_starts_the_server(tmp_path):
 
 def test_the_server_starts_with_the_prefect_settings_of_the_block(no_api_url, tmp_path, monkeypatch):
     """The start runs on a thread: it sees the caller's `temporary_settings` (its home, its database)."""
-    from prefect.settings import PREFECT_HOME, temporary_settings
-
     server = RecordingServer()
     monkeypatch.setattr(startup, "temporary_server", lambda: server)
-    with temporary_settings({PREFECT_HOME: str(tmp_path / "prefect-home")}):
+    with prefect_home(str(tmp_path / "prefect-home")):
         with startup.prefect_api(local_url="") as kind:
             assert kind == "temporary"
     assert server.starts == [("locked", tmp_path / "prefect-home")]
 
-
-def test_a_one_shot_models_add_event_reaches_a_running_server(no_api_url, prefect_api_url, monkeypatch):
-    """`make serve`'s refresh deployments run on `embedline.model.registered`: a one-shot `models add`
-    without PREFECT_API_URL sends it there (before, only with PREFECT_API_URL), and to no server, nothing."""
-    import time
-
-    import httpx
-
-    from embedline.flows.events import MODEL_REGISTERED, emit_model_registered
-
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setenv("EMBEDLINE_LOCAL_PREFECT_URL", closed_url())
-    assert emit_model_registered("nowhere", 8, "f0") is False
-    monkeypatch.setenv("EMBEDLINE_LOCAL_PREFECT_URL", prefect_api_url)
-    name = f"m{uuid4().hex[:8]}"
-    assert emit_model_registered(name, 8, "f1") is True
-    wanted = {"filter": {"event": {"name": [MODEL_REGISTERED]},
-                         "resource": {"id": [f"embedline.model.{name}"]}}}
-    for _ in range(60):  # the server stores events a moment after it takes them
-        events = httpx.post(f"{prefect_api_url}/events/filter", json=wanted).json()["events"]
-        if events:
-            break
-        time.sleep(0.5)
-    assert [(e["resource"]["embedline.model"], e["payload"]) for e in events] == [
-        (name, {"dim": 8, "fingerprint": "f1"})]
