@@ -12,10 +12,12 @@ never reads a snapshot older than the last commit, and compare-and-set promotion
 runs that passed their gates. `documents` lists what that content holds, so both change together.
 """
 
+import hashlib
 import json
 import os
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 MIGRATIONS = {
     1: """
@@ -119,6 +121,7 @@ MIGRATIONS = {
     15: """
     ALTER TABLE versions ADD COLUMN pruned_at TIMESTAMPTZ;
     """,  # set when `maintain` drops a version no alias needs: its row stays as history, its data goes
+    16: lambda con: _create_identity(con),  # the id the Lance store keeps (storage.store_identity)
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -131,6 +134,16 @@ def _redact_stored_sources(con) -> None:
         for (value,) in values:
             if redact(value) != value:
                 con.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [redact(value), value])
+
+def _create_identity(con) -> None:
+    """A new catalog's id is random; one that has runs (written before ids existed) gets an id made from
+    its first run, so a backup of it taken before this migration gets the same id when restored."""
+    con.execute("CREATE TABLE catalog_identity (id VARCHAR, created_at TIMESTAMPTZ)")
+    first = con.execute("SELECT run_id, corpus, space, epoch_us(started_at) FROM runs"
+                        " ORDER BY run_id LIMIT 1").fetchone()
+    made = hashlib.sha256(repr(tuple(first)).encode()).hexdigest()[:32] if first else uuid.uuid4().hex
+    con.execute("INSERT INTO catalog_identity VALUES (?, now())", [made])
+
 
 RUN_COUNTS = (
     "docs_read", "docs_new", "docs_changed", "docs_unchanged", "docs_deleted", "docs_quarantined",
@@ -683,6 +696,26 @@ def _may_move(alias: dict | None, space: str) -> bool:
 
 
 # -- clean heads -------------------------------------------------------------------------------
+def catalog_id(ws: Workspace) -> str:
+    """This catalog's id, made once by its migration: the Lance store it writes keeps it."""
+    with reading(ws) as con:
+        return con.execute("SELECT id FROM catalog_identity").fetchone()[0]
+
+
+def served_spaces(ws: Workspace) -> set[str]:
+    """Spaces an alias points at or with a clean head: their tables must be in the store."""
+    with reading(ws) as con:
+        rows = con.execute("SELECT space FROM aliases UNION SELECT space FROM space_heads"
+                           " WHERE clean_version IS NOT NULL").fetchall()
+    return {space for (space,) in rows}
+
+
+def run_ids(ws: Workspace, space: str) -> set[int]:
+    """Every run this catalog started in `space`, running or ended."""
+    with reading(ws) as con:
+        return {r for (r,) in con.execute("SELECT run_id FROM runs WHERE space = ?", [space]).fetchall()}
+
+
 def clean_version(ws: Workspace, space: str) -> int | None:
     """The Lance version of `space` that holds exactly what passed; None when nothing has yet."""
     with reading(ws) as con:

@@ -64,7 +64,11 @@ def open_space(ws: Workspace, space: str):
 
 
 def space_exists(ws: Workspace, space: str) -> bool:
-    return space in connect(ws).list_tables().tables
+    return space in space_names(ws)
+
+
+def space_names(ws: Workspace) -> list[str]:
+    return connect(ws).list_tables().tables
 
 
 def write_version(

@@ -19,6 +19,7 @@ from embedline.errors import CatalogMismatch
 from embedline.storage import catalog, embeddings
 from embedline.storage.embeddings import open_space
 from embedline.storage.index import forever, refresh_indexes, vector_index_type
+from embedline.storage.store_identity import require_known_runs, require_own_store
 from embedline.storage.vectors import StorageChoice
 from embedline.workspace import Workspace
 
@@ -34,13 +35,14 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     run replaces or deletes them: before schema 8, failed runs applied their deletions to `documents`,
     and the first restore after an upgrade brings those documents' chunks back.
     """
+    require_own_store(ws)
     latest = embeddings.latest_version(ws, space)
     clean = catalog.clean_version(ws, space)
     _require_named_versions(ws, space, clean, latest is not None)
     if latest is None or latest == clean:
         return None
-    if clean is None:
-        _require_known_runs(ws, space)
+    if clean is None:  # refuse to empty a table of another catalog's runs: not a failed first run
+        require_known_runs(ws, space, catalog.ended_run_ids(ws, space), " and no clean head")
     restored = embeddings.restore_version(ws, space, clean)
     held = embeddings.doc_ids(ws, space, restored) if clean is not None else None
     catalog.restored_head(ws, space, restored, held)
@@ -66,19 +68,6 @@ def _require_named_versions(ws: Workspace, space: str, clean: int | None, table_
             f"the catalog names versions {missing} of space {space!r} (its clean head or an alias) that are "
             f"no longer in {ws.lance_uri}: the catalog is older than the table (restored from a backup taken "
             "before `maintain` pruned them?); nothing was changed: restore a newer backup of the catalog")
-
-
-def _require_known_runs(ws: Workspace, space: str) -> None:
-    """Refuse to empty a table whose tagged runs this catalog never started: it is another catalog's
-    (a host without the shared EMBEDLINE_CATALOG_URL, pointed at the shared Lance), not a failed first run."""
-    known = catalog.ended_run_ids(ws, space)
-    foreign = sorted(t for t in embeddings.open_space(ws, space).tags.list()
-                     if t.startswith("run-") and t[4:].isdigit() and int(t[4:]) not in known)
-    if foreign:
-        raise CatalogMismatch(
-            f"space {space!r} in {ws.lance_uri} has versions of runs this catalog never started "
-            f"({', '.join(foreign[:3])}{'...' if len(foreign) > 3 else ''}) and no clean head: check "
-            "EMBEDLINE_CATALOG_URL (every host must share one catalog); nothing was changed")
 
 
 def maintain_space(ws: Workspace, space: str, retention: timedelta,

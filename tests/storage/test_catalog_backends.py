@@ -76,6 +76,9 @@ def test_a_new_catalog_is_migrated_to_the_current_schema(tmp_path, catalog_url):
         columns = {c for (c,) in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name ="
                                              " 'versions' AND database_name = current_database()").fetchall()}
     assert {"index_recall", "metrics"} <= columns  # added by migrations 2 and 3
+    with catalog.writing(ws):
+        pass  # created (a read of a catalog that is not there yet sees a new, empty one each time)
+    assert len(catalog.catalog_id(ws)) == 32 and catalog.catalog_id(ws) == catalog.catalog_id(ws)  # made once
 
 
 def test_a_run_is_recorded_with_its_documents_version_quarantine_and_alias(tmp_path, catalog_url):

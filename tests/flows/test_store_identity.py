@@ -1,0 +1,103 @@
+"""One catalog, one Lance store: a run refuses a store that is not its catalog's before it writes a thing
+(a host with the wrong EMBEDLINE_LANCE_URI or EMBEDLINE_CATALOG_URL), and binds a store that has no
+catalog id yet only when it holds what the catalog serves and nothing of another catalog's runs."""
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from embedline.errors import CatalogMismatch
+from embedline.settings import load
+from embedline.storage import catalog, embeddings
+from embedline.storage.store_identity import MARKER
+from embedline.tasks.models import add_model
+from embedline.workspace import Workspace
+from tests.conftest import ingest
+
+
+def marker(lance: str) -> Path:
+    return Path(lance) / MARKER
+
+
+def other_workspace(tmp_path, workspace, name: str) -> Workspace:
+    """Another home with its own catalog and the same tiny model."""
+    other = Workspace.from_env(tmp_path / name).ensure()
+    add_model(other, "tiny", catalog.list_models(workspace)[0]["path"])
+    return other
+
+
+def tables(lance: str) -> dict:
+    """What a store holds: each table and its latest version."""
+    ws = Workspace.from_env(settings=load(lance_uri=lance))
+    return {space: embeddings.open_space(ws, space).version for space in embeddings.space_names(ws)}
+
+
+def test_a_first_run_binds_the_store_and_another_catalog_is_refused_it(workspace, debian_case, tmp_path,
+                                                                      monkeypatch):
+    ingest(workspace, debian_case)
+    assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
+    stranger = other_workspace(tmp_path, workspace, "stranger")
+    before = tables(workspace.lance_uri)
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", workspace.lance_uri)
+    with pytest.raises(CatalogMismatch, match="Lance store of another catalog.*EMBEDLINE_CATALOG_URL"):
+        ingest(stranger, debian_case, corpus="tickets")  # a new corpus: no table of its own to collide with
+    assert tables(workspace.lance_uri) == before
+
+
+def test_a_stale_store_of_another_catalog_is_refused_even_with_the_same_tables(workspace, debian_case,
+                                                                             tmp_path, monkeypatch):
+    """A dev store left on a host: the same space names, the same version numbers, another catalog."""
+    dev = other_workspace(tmp_path, workspace, "dev")
+    ingest(dev, debian_case)
+    ingest(workspace, debian_case)
+    before = tables(dev.lance_uri)
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", dev.lance_uri)
+    with pytest.raises(CatalogMismatch, match="another catalog"):
+        ingest(workspace, debian_case)
+    assert tables(dev.lance_uri) == before
+
+
+def test_an_empty_store_is_refused_to_a_catalog_that_serves_spaces(workspace, debian_case, tiny_model_dir,
+                                                                   tmp_path, monkeypatch):
+    """A new model's first run (a backfill's) on a worker with another store would create its space apart
+    from prod's; a clean head with no alias yet counts (a first rollout that does not promote)."""
+    add_model(workspace, "small", str(tiny_model_dir), truncate_dim=16)
+    ingest(workspace, debian_case, promote=False)
+    assert catalog.list_aliases(workspace) == []
+    empty = str(tmp_path / "empty")
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", empty)
+    with pytest.raises(CatalogMismatch, match=r"\['debian__tiny'\].*EMBEDLINE_LANCE_URI"):
+        ingest(workspace, debian_case, model="small")
+    assert tables(empty) == {} and not marker(empty).exists()
+
+
+def test_a_store_without_an_id_is_bound_only_if_it_holds_no_other_catalogs_runs(workspace, debian_case,
+                                                                               tmp_path, monkeypatch):
+    """As a store written before catalogs had ids: its own catalog binds it at the next run; a catalog
+    that never started its runs is refused it."""
+    ingest(workspace, debian_case)
+    marker(workspace.lance_uri).unlink()
+    stranger = other_workspace(tmp_path, workspace, "stranger")
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", workspace.lance_uri)
+    with pytest.raises(CatalogMismatch, match="runs this catalog never started"):
+        ingest(stranger, debian_case, corpus="tickets")
+    assert not marker(workspace.lance_uri).exists()
+    assert ingest(workspace, debian_case).status == "succeeded"
+    assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
+
+
+def test_every_backup_of_a_catalog_from_before_ids_gets_the_same_id(workspace, debian_case, tmp_path):
+    """Its id comes from its first run, so a backup restored after the upgrade still owns the store."""
+    ingest(workspace, debian_case)
+    ids = []
+    for name in ("restored", "upgraded"):
+        home = tmp_path / name
+        home.mkdir()
+        shutil.copy(workspace.catalog_path, home / "catalog.duckdb")
+        with duckdb.connect(str(home / "catalog.duckdb")) as con:  # as schema 15 left it
+            con.execute("DROP TABLE catalog_identity")
+            con.execute("DELETE FROM schema_version WHERE version = 16")
+        ids.append(catalog.catalog_id(Workspace.from_env(home)))
+    assert ids[0] == ids[1] and len(ids[0]) == 32
