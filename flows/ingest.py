@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from embedline.flows.embed import embed_plan
 from embedline.flows.reports import publish_validation_artifacts, publish_version_artifacts
 from embedline.flows.retries import retry_transient
-from embedline.storage import catalog, maintenance
+from embedline.storage import catalog, maintenance, store_identity
 from embedline.storage.locks import space_lock
 from embedline.names import check_name, space_name
 from embedline.workspace import Workspace
@@ -94,6 +94,7 @@ def ingest_corpus(
     )
     space = space_name(corpus, model)
     with space_lock(ws, space) as lease:  # 2. one writer per space
+        store_identity.require_own_store(ws)  # this catalog's Lance store, or no run is recorded
         run_id = catalog.start_run(ws, corpus, model, space, source, fields.__dict__, spec.key(),
                                    params.key(), device, spec.precision)
         staging = publishing.staging_uri(ws, run_id)  # the file store: shards on other machines reach it

@@ -697,7 +697,11 @@ def _may_move(alias: dict | None, space: str) -> bool:
 
 # -- clean heads -------------------------------------------------------------------------------
 def catalog_id(ws: Workspace) -> str:
-    """This catalog's id, made once by its migration: the Lance store it writes keeps it."""
+    """This catalog's id, made once by its migration: the Lance store it writes keeps it. A catalog file
+    not there yet is created (a read would see a new, empty catalog, with a new id, each time)."""
+    if not on_postgres(ws) and not ws.catalog_path.exists():
+        with writing(ws):
+            pass
     with reading(ws) as con:
         return con.execute("SELECT id FROM catalog_identity").fetchone()[0]
 
@@ -710,10 +714,11 @@ def served_spaces(ws: Workspace) -> set[str]:
     return {space for (space,) in rows}
 
 
-def run_ids(ws: Workspace, space: str) -> set[int]:
-    """Every run this catalog started in `space`, running or ended."""
+def run_spans(ws: Workspace) -> dict[tuple[str, int], tuple[datetime, datetime | None]]:
+    """When each run this catalog recorded started and finished, by (space, run id)."""
     with reading(ws) as con:
-        return {r for (r,) in con.execute("SELECT run_id FROM runs WHERE space = ?", [space]).fetchall()}
+        rows = con.execute("SELECT space, run_id, started_at, finished_at FROM runs").fetchall()
+    return {(space, run_id): (started, finished) for space, run_id, started, finished in rows}
 
 
 def clean_version(ws: Workspace, space: str) -> int | None:

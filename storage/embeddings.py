@@ -7,7 +7,7 @@ empty table has nothing to match and appends (streaming; the upsert's join held 
 
 import re
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -69,6 +69,15 @@ def space_exists(ws: Workspace, space: str) -> bool:
 
 def space_names(ws: Workspace) -> list[str]:
     return connect(ws).list_tables().tables
+
+
+def run_tag_times(ws: Workspace, space: str) -> dict[int, datetime]:
+    """When the version each `run-<n>` tag names was committed (UTC), by run id."""
+    table = open_space(ws, space)
+    committed = {v["version"]: v["timestamp"] for v in table.list_versions()}
+    return {int(tag[4:]): committed[info["version"]].astimezone(timezone.utc)  # Lance's are local, naive
+            for tag, info in table.tags.list().items()
+            if tag.startswith("run-") and tag[4:].isdigit() and info["version"] in committed}
 
 
 def write_version(

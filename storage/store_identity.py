@@ -3,60 +3,119 @@
 The catalog has an id (made by its migration); the store keeps it in `_embedline/catalog-id` under its
 root (LanceDB lists only `<name>.lance` folders as tables, so that file never shows up as one). Before a
 run writes, the two must agree. A host pointed at another store (a stale local `<home>/lance`, another
-team's bucket, an empty prefix) would otherwise create a new space there, a new model's backfill say,
+team's bucket, an empty prefix) would otherwise write a new space there, a new model's backfill say,
 and a swap to it would serve a table no other host can open.
 
-A store without the file is bound to the catalog at its first run: when it holds every table the catalog
-serves and only tables of runs the catalog started (an empty store and a catalog that serves nothing yet,
-or a store written before catalogs had ids). A Lance on gs:// or az:// is not checked (the file store
-reaches local folders and S3 only).
+A store without the id (an empty one, or one written before catalogs had ids) is bound by the first run
+whose catalog proves it wrote the store: the store has a table for every space the catalog serves, and
+(if it has tables) its `run-<n>` tags name versions committed while this catalog's run n was running;
+none names a version committed at another time (another catalog's run n). Run ids alone prove nothing:
+every catalog counts from 1. Two different catalogs binding one empty bucket in the same second could
+both succeed (S3 has no create-if-absent here); a local store takes the first. A Lance on gs:// or az://
+is not checked (the file store reaches local folders and S3 only).
 """
+
+import os
+import re
+import threading
+from datetime import datetime, timedelta, timezone
 
 from embedline.errors import CatalogMismatch
 from embedline.storage import catalog, embeddings, files
 from embedline.workspace import Workspace
 
 MARKER = "_embedline/catalog-id"
+CLOCK_SLACK = timedelta(minutes=5)  # hosts' clocks against the catalog's (Postgres: the server's)
+CHECK = "check EMBEDLINE_LANCE_URI and EMBEDLINE_CATALOG_URL (every host must pair the same two)"
 
 
 def require_own_store(ws: Workspace) -> None:
     """`CatalogMismatch`, before anything is written, unless the Lance store is this catalog's (binding
     a store that has no catalog id yet; see the module)."""
-    root = ws.lance_uri.split("?", 1)[0]
-    if files.is_remote(root) and not root.startswith(("s3://", "s3a://")):
-        return  # the file store reaches local folders and S3 only: a Lance on gs:// or az:// is not checked
+    root = _marker_root(ws.lance_uri)
+    if root is None:
+        return
     own = catalog.catalog_id(ws)
     store = files.Store(root, ws.lance_storage_options)
-    found = store.read_text(MARKER).strip() if store.exists(MARKER) else ""  # empty: killed mid-write
-    if found == own:
-        return
-    if found:
+    found = _read_id(store)
+    if found is None:
+        _require_bindable(ws)
+        _write_id(store, own)
+        found = _read_id(store)  # another catalog may have bound it meanwhile
+    if found != own:
         raise CatalogMismatch(
-            f"{ws.lance_uri} is the Lance store of another catalog (id {found}; this one's is {own}): check "
-            "EMBEDLINE_LANCE_URI and EMBEDLINE_CATALOG_URL (every host must pair the same two); nothing was "
-            "changed")
-    _require_bindable(ws)
-    store.write_text(MARKER, own)
-
-
-def _require_bindable(ws: Workspace) -> None:
-    tables = set(embeddings.space_names(ws))
-    missing = sorted(catalog.served_spaces(ws) - tables)
-    if missing:
-        raise CatalogMismatch(
-            f"the catalog serves spaces {missing}, which {ws.lance_uri} has no tables for: check "
-            "EMBEDLINE_LANCE_URI (every host must share one store); nothing was changed")
-    for space in sorted(tables):
-        require_known_runs(ws, space, catalog.run_ids(ws, space))
+            f"{ws.lance_uri} is the Lance store of another catalog (id {found}; this one's is {own}): {CHECK}; "
+            "nothing was changed (to start a new catalog, give it an empty EMBEDLINE_LANCE_URI)")
 
 
 def require_known_runs(ws: Workspace, space: str, known: set[int], why: str = "") -> None:
     """`CatalogMismatch` when the space's table has versions tagged by runs not in `known`: another
     catalog's (a host without the shared EMBEDLINE_CATALOG_URL, pointed at the shared Lance)."""
-    foreign = sorted(t for t in embeddings.open_space(ws, space).tags.list()
-                     if t.startswith("run-") and t[4:].isdigit() and int(t[4:]) not in known)
+    foreign = sorted(f"run-{n}" for n in embeddings.run_tag_times(ws, space) if n not in known)
     if foreign:
         raise CatalogMismatch(
             f"space {space!r} in {ws.lance_uri} has versions of runs this catalog never started "
-            f"({', '.join(foreign[:3])}{'...' if len(foreign) > 3 else ''}){why}: check "
-            "EMBEDLINE_CATALOG_URL and EMBEDLINE_LANCE_URI (every host must pair the same two); nothing was changed")
+            f"({', '.join(foreign[:3])}{'...' if len(foreign) > 3 else ''}){why}: {CHECK}; nothing was "
+            "changed")
+
+
+def _marker_root(lance_uri: str) -> str | None:
+    """Where the id lives: the Lance root as the file store reaches it (None: a scheme it cannot)."""
+    root = lance_uri.split("?", 1)[0]
+    if root.startswith("s3+ddb://"):  # S3 with a DynamoDB commit store: the files are plain S3
+        return "s3://" + root.removeprefix("s3+ddb://")
+    if files.is_remote(root) and not root.startswith(("s3://", "s3a://")):
+        return None
+    return root
+
+
+def _read_id(store: files.Store) -> str | None:
+    """The id the store keeps; None for none, or for a file a killed write left short."""
+    found = store.read_text(MARKER).strip() if store.exists(MARKER) else ""
+    return found if re.fullmatch(r"[0-9a-f]{32}", found) else None
+
+
+def _write_id(store: files.Store, own: str) -> None:
+    """Write the id; on a local store only where no other catalog's id landed first."""
+    if store.remote:
+        store.write_text(MARKER, own)
+        return
+    path = f"{store.root}/{MARKER}"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}"
+    with open(temporary, "w") as out:
+        out.write(own)
+    try:
+        os.link(temporary, path)  # fails if it exists: the first binder wins
+    except FileExistsError:
+        if _read_id(store) is None:  # a short file a killed write left: take its place
+            os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _require_bindable(ws: Workspace) -> None:
+    tables = sorted(embeddings.space_names(ws))
+    missing = sorted(catalog.served_spaces(ws) - set(tables))
+    if missing:
+        raise CatalogMismatch(f"the catalog serves spaces {missing}, which {ws.lance_uri} has no tables for: "
+                              f"{CHECK}; nothing was changed")
+    spans = catalog.run_spans(ws)
+    now = datetime.now(timezone.utc)
+    proven = 0
+    for space in tables:
+        for run_id, committed in sorted(embeddings.run_tag_times(ws, space).items()):
+            span = spans.get((space, run_id))
+            if span is None:
+                continue  # a run after this catalog's backup was taken, or another catalog's
+            started, finished = span[0], span[1] or now
+            if not started - CLOCK_SLACK <= committed <= finished + CLOCK_SLACK:
+                raise CatalogMismatch(
+                    f"space {space!r} in {ws.lance_uri} has a version of a run {run_id} committed at "
+                    f"{committed:%Y-%m-%d %H:%M:%S} UTC, while this catalog's run {run_id} ran from "
+                    f"{started:%Y-%m-%d %H:%M:%S}: another catalog's store; {CHECK}; nothing was changed")
+            proven += 1
+    if tables and not proven:
+        raise CatalogMismatch(f"{ws.lance_uri} holds tables ({', '.join(tables[:3])}) of runs this catalog "
+                              f"never started: {CHECK}; nothing was changed")

@@ -1,8 +1,10 @@
 """One catalog, one Lance store: a run refuses a store that is not its catalog's before it writes a thing
 (a host with the wrong EMBEDLINE_LANCE_URI or EMBEDLINE_CATALOG_URL), and binds a store that has no
-catalog id yet only when it holds what the catalog serves and nothing of another catalog's runs."""
+catalog id yet only when the catalog proves it wrote it (see storage/store_identity.py)."""
 
+import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -11,10 +13,17 @@ import pytest
 from embedline.errors import CatalogMismatch
 from embedline.settings import load
 from embedline.storage import catalog, embeddings
+from embedline.storage import store_identity
 from embedline.storage.store_identity import MARKER
 from embedline.tasks.models import add_model
 from embedline.workspace import Workspace
 from tests.conftest import ingest
+
+
+def rewrite(path: Path, doc_index: int, text: str) -> None:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[doc_index]["text"] = text
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
 
 
 def marker(lance: str) -> Path:
@@ -26,6 +35,11 @@ def other_workspace(tmp_path, workspace, name: str) -> Workspace:
     other = Workspace.from_env(tmp_path / name).ensure()
     add_model(other, "tiny", catalog.list_models(workspace)[0]["path"])
     return other
+
+
+def runs_recorded(ws: Workspace) -> int:
+    with duckdb.connect(str(ws.catalog_path), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM runs").fetchone()[0]
 
 
 def tables(lance: str) -> dict:
@@ -43,7 +57,7 @@ def test_a_first_run_binds_the_store_and_another_catalog_is_refused_it(workspace
     monkeypatch.setenv("EMBEDLINE_LANCE_URI", workspace.lance_uri)
     with pytest.raises(CatalogMismatch, match="Lance store of another catalog.*EMBEDLINE_CATALOG_URL"):
         ingest(stranger, debian_case, corpus="tickets")  # a new corpus: no table of its own to collide with
-    assert tables(workspace.lance_uri) == before
+    assert tables(workspace.lance_uri) == before and runs_recorded(stranger) == 0  # nothing changed
 
 
 def test_a_stale_store_of_another_catalog_is_refused_even_with_the_same_tables(workspace, debian_case,
@@ -73,17 +87,48 @@ def test_an_empty_store_is_refused_to_a_catalog_that_serves_spaces(workspace, de
     assert tables(empty) == {} and not marker(empty).exists()
 
 
-def test_a_store_without_an_id_is_bound_only_if_it_holds_no_other_catalogs_runs(workspace, debian_case,
-                                                                               tmp_path, monkeypatch):
-    """As a store written before catalogs had ids: its own catalog binds it at the next run; a catalog
-    that never started its runs is refused it."""
+def test_a_store_without_an_id_is_bound_by_its_own_catalog_and_never_by_retries_of_another(
+        workspace, debian_case, tmp_path, monkeypatch):
+    """As a store written before catalogs had ids. Run ids alone prove nothing (every catalog counts from
+    1, and a refused run used to record one more): the tags must name versions committed during its runs."""
+    monkeypatch.setattr(store_identity, "CLOCK_SLACK", timedelta(0))  # the test's runs are seconds apart
+    stranger = other_workspace(tmp_path, workspace, "stranger")
+    ingest(stranger, debian_case)  # its own run 1 of debian__tiny, in its own store
+    ingest(workspace, debian_case)
     ingest(workspace, debian_case)
     marker(workspace.lance_uri).unlink()
-    stranger = other_workspace(tmp_path, workspace, "stranger")
+    before = tables(workspace.lance_uri)
     monkeypatch.setenv("EMBEDLINE_LANCE_URI", workspace.lance_uri)
-    with pytest.raises(CatalogMismatch, match="runs this catalog never started"):
-        ingest(stranger, debian_case, corpus="tickets")
-    assert not marker(workspace.lance_uri).exists()
+    for _ in range(3):  # a cron retrying
+        with pytest.raises(CatalogMismatch, match="run 1 committed at .* this catalog's run 1 ran from"):
+            ingest(stranger, debian_case)
+    assert tables(workspace.lance_uri) == before and not marker(workspace.lance_uri).exists()
+    assert runs_recorded(stranger) == 1
+    fresh = other_workspace(tmp_path, workspace, "fresh")
+    with pytest.raises(CatalogMismatch, match="holds tables \\(debian__tiny\\) of runs this catalog never"):
+        ingest(fresh, debian_case)
+    assert ingest(workspace, debian_case).status == "succeeded"
+    assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
+
+
+def test_a_catalog_backup_restored_over_a_store_without_an_id_binds_it(workspace, debian_case, tmp_path,
+                                                                      monkeypatch):
+    """The runs after the backup are news to it; those it holds prove the store is its own."""
+    monkeypatch.setattr(store_identity, "CLOCK_SLACK", timedelta(0))
+    ingest(workspace, debian_case)
+    shutil.copy(workspace.catalog_path, tmp_path / "backup.duckdb")
+    rewrite(debian_case, 0, "edited after the backup")
+    ingest(workspace, debian_case)
+    marker(workspace.lance_uri).unlink()
+    shutil.copy(tmp_path / "backup.duckdb", workspace.catalog_path)
+    rewrite(debian_case, 1, "edited after the restore")
+    assert ingest(workspace, debian_case).promoted
+    assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
+
+
+def test_a_short_marker_a_killed_write_left_is_written_again(workspace, debian_case):
+    ingest(workspace, debian_case)
+    marker(workspace.lance_uri).write_text(catalog.catalog_id(workspace)[:7])
     assert ingest(workspace, debian_case).status == "succeeded"
     assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
 
