@@ -23,10 +23,10 @@ def check_name(value: str, kind: str = "name") -> str:
     return value
 
 
-def is_name(value: str) -> bool:
-    """Whether `check_name` takes `value`."""
+def is_name(value: str, check=None) -> bool:
+    """Whether `check_name` (or `check`, e.g. `check_space`) takes `value`."""
     try:
-        check_name(value)
+        (check or check_name)(value)
     except BadName:
         return False
     return True

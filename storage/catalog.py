@@ -714,11 +714,13 @@ def served_spaces(ws: Workspace) -> set[str]:
     return {space for (space,) in rows}
 
 
-def run_spans(ws: Workspace) -> dict[tuple[str, int], tuple[datetime, datetime | None]]:
-    """When each run this catalog recorded started and finished, by (space, run id)."""
+def run_versions(ws: Workspace) -> dict[tuple[str, int], tuple[int, datetime, datetime | None]]:
+    """By (space, run id): the version each run recorded, and when the run started and finished."""
     with reading(ws) as con:
-        rows = con.execute("SELECT space, run_id, started_at, finished_at FROM runs").fetchall()
-    return {(space, run_id): (started, finished) for space, run_id, started, finished in rows}
+        rows = con.execute("SELECT v.space, v.run_id, v.version, r.started_at, r.finished_at FROM versions v"
+                           " JOIN runs r ON r.run_id = v.run_id AND r.space = v.space").fetchall()
+    return {(space, run_id): (version, started, finished)
+            for space, run_id, version, started, finished in rows}
 
 
 def clean_version(ws: Workspace, space: str) -> int | None:

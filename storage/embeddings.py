@@ -71,11 +71,13 @@ def space_names(ws: Workspace) -> list[str]:
     return connect(ws).list_tables().tables
 
 
-def run_tag_times(ws: Workspace, space: str) -> dict[int, datetime]:
-    """When the version each `run-<n>` tag names was committed (UTC), by run id."""
+def run_tags(ws: Workspace, space: str) -> dict[int, tuple[int, tuple[datetime, ...]]]:
+    """By run id: the version each `run-<n>` tag names and when it was committed, in UTC. Lance gives a
+    naive local time that has lost DST's fold, so a time in an hour the clock repeats gives both."""
     table = open_space(ws, space)
     committed = {v["version"]: v["timestamp"] for v in table.list_versions()}
-    return {int(tag[4:]): committed[info["version"]].astimezone(timezone.utc)  # Lance's are local, naive
+    return {int(tag[4:]): (info["version"], tuple(sorted({committed[info["version"]].replace(fold=fold)
+                                                          .astimezone(timezone.utc) for fold in (0, 1)})))
             for tag, info in table.tags.list().items()
             if tag.startswith("run-") and tag[4:].isdigit() and info["version"] in committed}
 

@@ -8,11 +8,13 @@ and a swap to it would serve a table no other host can open.
 
 A store without the id (an empty one, or one written before catalogs had ids) is bound by the first run
 whose catalog proves it wrote the store: the store has a table for every space the catalog serves, and
-(if it has tables) its `run-<n>` tags name versions committed while this catalog's run n was running;
-none names a version committed at another time (another catalog's run n). Run ids alone prove nothing:
-every catalog counts from 1. Two different catalogs binding one empty bucket in the same second could
-both succeed (S3 has no create-if-absent here); a local store takes the first. A Lance on gs:// or az://
-is not checked (the file store reaches local folders and S3 only).
+(if it has spaces) at least one `run-<n>` tag names the version this catalog's run n recorded, committed
+while that run ran; none names another version or time (another catalog's run n). Tags of runs the
+catalog has no version of (runs after its backup was taken, runs killed before their record) prove
+nothing either way. Run ids alone prove nothing: every catalog counts from 1. Two different catalogs
+binding one empty bucket in the same second could both succeed (S3 has no create-if-absent here); a local
+store takes the first. A Lance on gs:// or az:// is not checked (the file store reaches local folders and
+S3 only).
 """
 
 import os
@@ -21,11 +23,12 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from embedline.errors import CatalogMismatch
+from embedline.names import check_space, is_name
 from embedline.storage import catalog, embeddings, files
-from embedline.workspace import Workspace
+from embedline.workspace import Workspace, private_files
 
 MARKER = "_embedline/catalog-id"
-CLOCK_SLACK = timedelta(minutes=5)  # hosts' clocks against the catalog's (Postgres: the server's)
+CLOCK_SLACK = timedelta(minutes=5)  # a run's times come from the clock of the host that ran it
 CHECK = "check EMBEDLINE_LANCE_URI and EMBEDLINE_CATALOG_URL (every host must pair the same two)"
 
 
@@ -44,14 +47,14 @@ def require_own_store(ws: Workspace) -> None:
         found = _read_id(store)  # another catalog may have bound it meanwhile
     if found != own:
         raise CatalogMismatch(
-            f"{ws.lance_uri} is the Lance store of another catalog (id {found}; this one's is {own}): {CHECK}; "
-            "nothing was changed (to start a new catalog, give it an empty EMBEDLINE_LANCE_URI)")
+            f"{ws.lance_uri} is the Lance store of another catalog (id {found}; this one's is {own}): "
+            f"{CHECK}; nothing was changed (to start a new catalog, give it an empty EMBEDLINE_LANCE_URI)")
 
 
 def require_known_runs(ws: Workspace, space: str, known: set[int], why: str = "") -> None:
     """`CatalogMismatch` when the space's table has versions tagged by runs not in `known`: another
     catalog's (a host without the shared EMBEDLINE_CATALOG_URL, pointed at the shared Lance)."""
-    foreign = sorted(f"run-{n}" for n in embeddings.run_tag_times(ws, space) if n not in known)
+    foreign = sorted(f"run-{n}" for n in embeddings.run_tags(ws, space) if n not in known)
     if foreign:
         raise CatalogMismatch(
             f"space {space!r} in {ws.lance_uri} has versions of runs this catalog never started "
@@ -81,10 +84,11 @@ def _write_id(store: files.Store, own: str) -> None:
         store.write_text(MARKER, own)
         return
     path = f"{store.root}/{MARKER}"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     temporary = f"{path}.{os.getpid()}.{threading.get_ident()}"
-    with open(temporary, "w") as out:
-        out.write(own)
+    with private_files():  # like the rest of the home: the owner's alone
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "w") as out:
+            out.write(own)
     try:
         os.link(temporary, path)  # fails if it exists: the first binder wins
     except FileExistsError:
@@ -101,21 +105,30 @@ def _require_bindable(ws: Workspace) -> None:
     if missing:
         raise CatalogMismatch(f"the catalog serves spaces {missing}, which {ws.lance_uri} has no tables for: "
                               f"{CHECK}; nothing was changed")
-    spans = catalog.run_spans(ws)
+    recorded = catalog.run_versions(ws)
+    spaces = [t for t in tables if is_name(t, check_space)]  # another tool's tables prove nothing either way
+    proven = sum(_proven_tags(ws, space, recorded) for space in spaces)
+    if spaces and not proven:
+        raise CatalogMismatch(f"{ws.lance_uri} holds tables ({', '.join(spaces[:3])}) of runs this catalog "
+                              f"never recorded: {CHECK}; nothing was changed")
+
+
+def _proven_tags(ws: Workspace, space: str, recorded: dict) -> int:
+    """How many of the space's run tags name the version this catalog recorded for that run, committed
+    while it ran; `CatalogMismatch` for one that names another version or time (another catalog's run)."""
     now = datetime.now(timezone.utc)
     proven = 0
-    for space in tables:
-        for run_id, committed in sorted(embeddings.run_tag_times(ws, space).items()):
-            span = spans.get((space, run_id))
-            if span is None:
-                continue  # a run after this catalog's backup was taken, or another catalog's
-            started, finished = span[0], span[1] or now
-            if not started - CLOCK_SLACK <= committed <= finished + CLOCK_SLACK:
-                raise CatalogMismatch(
-                    f"space {space!r} in {ws.lance_uri} has a version of a run {run_id} committed at "
-                    f"{committed:%Y-%m-%d %H:%M:%S} UTC, while this catalog's run {run_id} ran from "
-                    f"{started:%Y-%m-%d %H:%M:%S}: another catalog's store; {CHECK}; nothing was changed")
-            proven += 1
-    if tables and not proven:
-        raise CatalogMismatch(f"{ws.lance_uri} holds tables ({', '.join(tables[:3])}) of runs this catalog "
-                              f"never started: {CHECK}; nothing was changed")
+    for run_id, (version, committed) in sorted(embeddings.run_tags(ws, space).items()):
+        if (space, run_id) not in recorded:
+            continue  # a run after this catalog's backup was taken, a run killed before its record, ...
+        own_version, started, finished = recorded[(space, run_id)]
+        started, finished = started.astimezone(timezone.utc), (finished or now).astimezone(timezone.utc)
+        if version != own_version or not any(
+                started - CLOCK_SLACK <= when <= finished + CLOCK_SLACK for when in committed):
+            raise CatalogMismatch(
+                f"space {space!r} in {ws.lance_uri} has run-{run_id} on version {version}, committed at "
+                f"{committed[0]:%Y-%m-%d %H:%M:%S} UTC, but this catalog's run {run_id} recorded version "
+                f"{own_version} and ran from {started:%Y-%m-%d %H:%M:%S} UTC: another catalog's store; "
+                f"{CHECK}; nothing was changed")
+        proven += 1
+    return proven

@@ -18,6 +18,9 @@ def test_ingest_sql_versions_and_search_with_a_postgres_catalog(tmp_path, tiny_m
 
     run_cli("ingest", "debian", str(debian_case), "--model", "tiny", home=ws.home, check=True)
     assert not ws.catalog_path.exists()  # nothing of the catalog on this disk
+    from embedline.storage import catalog
+    from embedline.storage.store_identity import MARKER
+    assert (ws.home / "lance" / MARKER).read_text() == catalog.catalog_id(ws)  # the store is the catalog's
     runs = json.loads(run_cli("sql", "SELECT count(*) AS n, min(status) AS s FROM runs", "--format", "json",
                               home=ws.home, check=True).stdout)
     assert runs == [{"n": 1, "s": "succeeded"}]

@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import lancedb
+import pyarrow as pa
 import pytest
 
 from embedline.errors import CatalogMismatch
@@ -52,6 +54,7 @@ def test_a_first_run_binds_the_store_and_another_catalog_is_refused_it(workspace
                                                                       monkeypatch):
     ingest(workspace, debian_case)
     assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
+    assert marker(workspace.lance_uri).stat().st_mode & 0o077 == 0  # private, like the rest of the home
     stranger = other_workspace(tmp_path, workspace, "stranger")
     before = tables(workspace.lance_uri)
     monkeypatch.setenv("EMBEDLINE_LANCE_URI", workspace.lance_uri)
@@ -100,7 +103,7 @@ def test_a_store_without_an_id_is_bound_by_its_own_catalog_and_never_by_retries_
     before = tables(workspace.lance_uri)
     monkeypatch.setenv("EMBEDLINE_LANCE_URI", workspace.lance_uri)
     for _ in range(3):  # a cron retrying
-        with pytest.raises(CatalogMismatch, match="run 1 committed at .* this catalog's run 1 ran from"):
+        with pytest.raises(CatalogMismatch, match="run-1 on version .* this catalog's run 1 recorded"):
             ingest(stranger, debian_case)
     assert tables(workspace.lance_uri) == before and not marker(workspace.lance_uri).exists()
     assert runs_recorded(stranger) == 1
@@ -113,24 +116,35 @@ def test_a_store_without_an_id_is_bound_by_its_own_catalog_and_never_by_retries_
 
 def test_a_catalog_backup_restored_over_a_store_without_an_id_binds_it(workspace, debian_case, tmp_path,
                                                                       monkeypatch):
-    """The runs after the backup are news to it; those it holds prove the store is its own."""
+    """The runs after the backup are news to it; those it holds prove the store is its own, also once
+    it has reused a lost run's id without writing a version (the lost run's tag stays)."""
     monkeypatch.setattr(store_identity, "CLOCK_SLACK", timedelta(0))
+    original = debian_case.read_text()
     ingest(workspace, debian_case)
     shutil.copy(workspace.catalog_path, tmp_path / "backup.duckdb")
     rewrite(debian_case, 0, "edited after the backup")
-    ingest(workspace, debian_case)
-    marker(workspace.lance_uri).unlink()
+    ingest(workspace, debian_case)  # run 2: lost with the restore, its tag stays
     shutil.copy(tmp_path / "backup.duckdb", workspace.catalog_path)
-    rewrite(debian_case, 1, "edited after the restore")
-    assert ingest(workspace, debian_case).promoted
-    assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
+    debian_case.write_text(original)
+    for _ in range(2):
+        marker(workspace.lance_uri).unlink()
+        assert ingest(workspace, debian_case).status == "succeeded"  # the first reuses id 2, no new version
+        assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
 
 
-def test_a_short_marker_a_killed_write_left_is_written_again(workspace, debian_case):
+def test_a_short_marker_is_written_again_and_another_tools_table_is_left_alone(workspace, debian_case):
     ingest(workspace, debian_case)
-    marker(workspace.lance_uri).write_text(catalog.catalog_id(workspace)[:7])
+    marker(workspace.lance_uri).write_text(catalog.catalog_id(workspace)[:7])  # a killed write
+    lancedb.connect(workspace.lance_uri).create_table("notes", pa.table({"x": [1]}))
     assert ingest(workspace, debian_case).status == "succeeded"
     assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
+
+
+def test_the_id_lives_under_the_lance_root_as_the_file_store_reaches_it():
+    assert store_identity._marker_root("s3+ddb://bucket/lance?ddbTableName=t") == "s3://bucket/lance"
+    assert store_identity._marker_root("s3://bucket/lance?x=1") == "s3://bucket/lance"
+    assert store_identity._marker_root("/srv/lance") == "/srv/lance"
+    assert store_identity._marker_root("gs://bucket/lance") is None  # not checked
 
 
 def test_every_backup_of_a_catalog_from_before_ids_gets_the_same_id(workspace, debian_case, tmp_path):
