@@ -135,6 +135,7 @@ def _redact_stored_sources(con) -> None:
             if redact(value) != value:
                 con.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [redact(value), value])
 
+
 def _create_identity(con) -> None:
     """A new catalog's id is random; one that has runs (written before ids existed) gets an id made from
     its first run, so a backup of it taken before this migration gets the same id when restored."""

@@ -28,14 +28,14 @@ def restore_clean_head(ws: Workspace, space: str) -> int | None:
     """If the space's latest version is not its clean head, restore the clean head's content as a new
     latest version (no clean head yet: empty the table) and record that version as the clean head.
 
-    Returns the new version, or None when the head was already clean. Call it holding the space's lock.
+    Returns the new version, or None when the head was already clean. Call it holding the space's lock,
+    once `store_identity.require_own_store` said the store is this catalog's.
     A failed run's tagged version stays readable for inspection; only the head moves.
 
     Documents the restored head holds but the catalog does not list are adopted as orphans, so the next
     run replaces or deletes them: before schema 8, failed runs applied their deletions to `documents`,
     and the first restore after an upgrade brings those documents' chunks back.
     """
-    require_own_store(ws)
     latest = embeddings.latest_version(ws, space)
     clean = catalog.clean_version(ws, space)
     _require_named_versions(ws, space, clean, latest is not None)
@@ -78,6 +78,7 @@ def maintain_space(ws: Workspace, space: str, retention: timedelta,
     that layout with the next run, which validates it. Runs still marked running died (the lock is
     held): they are marked abandoned, so the caller's `clear_staging` removes their staging. Run versions
     older than `retention` and than the newest `keep_versions` passed ones, and no alias's, are pruned."""
+    require_own_store(ws)  # this catalog's store, or nothing changes
     abandoned = catalog.abandon_runs(ws, space)
     restore_clean_head(ws, space)
     table = open_space(ws, space)

@@ -19,7 +19,7 @@ S3 only).
 
 import os
 import re
-import threading
+import tempfile
 from datetime import datetime, timedelta, timezone
 
 from embedline.errors import CatalogMismatch
@@ -84,19 +84,19 @@ def _write_id(store: files.Store, own: str) -> None:
         store.write_text(MARKER, own)
         return
     path = f"{store.root}/{MARKER}"
-    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}"
-    with private_files():  # like the rest of the home: the owner's alone
+    with files.store_errors(store.uri_of(MARKER)), private_files():  # the owner's alone, like the home
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temporary, "w") as out:
-            out.write(own)
-    try:
-        os.link(temporary, path)  # fails if it exists: the first binder wins
-    except FileExistsError:
-        if _read_id(store) is None:  # a short file a killed write left: take its place
-            os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".catalog-id.")
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.write(own)
+            os.link(temporary, path)  # fails if it exists: the first binder wins
+        except FileExistsError:
+            if _read_id(store) is None:  # a short file a killed write left: take its place
+                os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
 
 
 def _require_bindable(ws: Workspace) -> None:

@@ -138,6 +138,7 @@ def test_a_short_marker_is_written_again_and_another_tools_table_is_left_alone(w
     lancedb.connect(workspace.lance_uri).create_table("notes", pa.table({"x": [1]}))
     assert ingest(workspace, debian_case).status == "succeeded"
     assert marker(workspace.lance_uri).read_text() == catalog.catalog_id(workspace)
+    assert "notes" in embeddings.space_names(workspace)
 
 
 def test_the_id_lives_under_the_lance_root_as_the_file_store_reaches_it():
