@@ -7,11 +7,12 @@ team's bucket, an empty prefix) would otherwise write a new space there, a new m
 and a swap to it would serve a table no other host can open.
 
 A store without the id (an empty one, or one written before catalogs had ids) is bound by the first run
-whose catalog proves it wrote the store: the store has a table for every space the catalog serves, and
+whose catalog shows it wrote the store: the store has a table for every space the catalog serves, and
 (if it has spaces) at least one `run-<n>` tag names the version this catalog's run n recorded, committed
 while that run ran; none names another version or time (another catalog's run n). Tags of runs the
 catalog has no version of (runs after its backup was taken, runs killed before their record) prove
-nothing either way. Run ids alone prove nothing: every catalog counts from 1. Two different catalogs
+nothing either way. Run ids alone prove nothing: every catalog counts from 1 (a window of minutes
+tells two catalogs apart unless their runs ran at the same times). Two different catalogs
 binding one empty bucket in the same second could both succeed (S3 has no create-if-absent here); a local
 store takes the first. A Lance on gs:// or az:// is not checked (the file store reaches local folders and
 S3 only).
