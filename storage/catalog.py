@@ -697,10 +697,13 @@ def _may_move(alias: dict | None, space: str) -> bool:
 
 
 # -- clean heads -------------------------------------------------------------------------------
-def catalog_id(ws: Workspace) -> str:
+def catalog_id(ws: Workspace, create: bool = True) -> str | None:
     """This catalog's id, made once by its migration: the Lance store it writes keeps it. A catalog file
-    not there yet is created (a read would see a new, empty catalog, with a new id, each time)."""
+    not there yet is created (a read would see a new, empty catalog, with a new id, each time), or with
+    `create=False` has no id (None)."""
     if not on_postgres(ws) and not ws.catalog_path.exists():
+        if not create:
+            return None
         with writing(ws):
             pass
     with reading(ws) as con:

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from duckdb.sqltypes import FLOAT, VARCHAR
 
-from embedline.storage import catalog, duckdb_extensions, embeddings, postgres, sql_guard
+from embedline.storage import catalog, duckdb_extensions, embeddings, postgres, sql_guard, store_identity
 from embedline.storage.vectors import readable_by_duckdb
 from embedline.errors import BadInput, BadName, NotFound, ReadOnly
 from embedline.names import check_name, check_space
@@ -52,6 +52,7 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
     views and functions exist, the session reads only what `read_rule` allows and its settings are locked.
     `for_sql`: the one statement the session is for; its snapshot then copies only the catalog tables whose
     names the text contains (`documents` holds a row per document: copying it costs seconds at 1M)."""
+    store_identity.require_readable_store(ws)  # views over another catalog's store would serve its rows
     con = duckdb.connect()
     sql_guard.no_network_extensions(con)
     if write:

@@ -2,7 +2,7 @@
 
 The catalog has an id (made by its migration); the store keeps it in `_embedline/catalog-id` under its
 root (LanceDB lists only `<name>.lance` folders as tables, so that file never shows up as one). Before a
-run writes, the two must agree. A host pointed at another store (a stale local `<home>/lance`, another
+run writes, and before a read serves rows, the two must agree. A host pointed at another store (a stale local `<home>/lance`, another
 team's bucket, an empty prefix) would otherwise write a new space there, a new model's backfill say,
 and a swap to it would serve a table no other host can open.
 
@@ -31,6 +31,8 @@ from embedline.workspace import Workspace, private_files
 MARKER = "_embedline/catalog-id"
 CLOCK_SLACK = timedelta(minutes=5)  # a run's times come from the clock of the host that ran it
 CHECK = "check EMBEDLINE_LANCE_URI and EMBEDLINE_CATALOG_URL (every host must pair the same two)"
+WRITE, READ = "nothing was changed", "nothing was read"
+_READABLE: set[tuple[str, str]] = set()  # (Lance URI, catalog) pairs a read in this process found to agree
 
 
 def require_own_store(ws: Workspace) -> None:
@@ -43,13 +45,37 @@ def require_own_store(ws: Workspace) -> None:
     store = files.Store(root, ws.lance_storage_options)
     found = _read_id(store)
     if found is None:
-        _require_bindable(ws)
+        _require_bindable(ws, WRITE)
         _write_id(store, own)
         found = _read_id(store)  # another catalog may have bound it meanwhile
     if found != own:
-        raise CatalogMismatch(
-            f"{ws.lance_uri} is the Lance store of another catalog (id {found}; this one's is {own}): "
-            f"{CHECK}; nothing was changed (to start a new catalog, give it an empty EMBEDLINE_LANCE_URI)")
+        raise _foreign(ws, found, own, f"{WRITE} (a new catalog needs an empty EMBEDLINE_LANCE_URI)")
+
+
+def require_readable_store(ws: Workspace) -> None:
+    """`CatalogMismatch` before a search, a SQL session, a validation or an adapter fit reads rows from a
+    Lance store that is not this catalog's (a stale `<home>/lance`, another team's bucket): its id, or
+    for a store without one the binding rule. Nothing is written (a reading host may hold read-only
+    credentials). Checked once per process for each pair of settings (a catalog read costs ~25 ms, a
+    search ~3 ms); a catalog replaced by another one's under a running process is not seen."""
+    root = _marker_root(ws.lance_uri)
+    pair = (ws.lance_uri, ws.settings.catalog_url or str(ws.catalog_path))
+    if root is None or pair in _READABLE:
+        return
+    own = catalog.catalog_id(ws, create=False)
+    if own is None:
+        return  # no catalog yet: it serves nothing
+    found = _read_id(files.Store(root, ws.lance_storage_options))
+    if found is None:
+        _require_bindable(ws, READ)
+    elif found != own:
+        raise _foreign(ws, found, own, READ)
+    _READABLE.add(pair)
+
+
+def _foreign(ws: Workspace, found: str, own: str, outcome: str) -> CatalogMismatch:
+    return CatalogMismatch(f"{ws.lance_uri} is the Lance store of another catalog (id {found}; this one's is "
+                           f"{own}): {CHECK}; {outcome}")
 
 
 def require_known_runs(ws: Workspace, space: str, known: set[int], why: str = "") -> None:
@@ -100,21 +126,21 @@ def _write_id(store: files.Store, own: str) -> None:
                 os.unlink(temporary)
 
 
-def _require_bindable(ws: Workspace) -> None:
+def _require_bindable(ws: Workspace, outcome: str) -> None:
     tables = sorted(embeddings.space_names(ws))
     missing = sorted(catalog.served_spaces(ws) - set(tables))
     if missing:
         raise CatalogMismatch(f"the catalog serves spaces {missing}, which {ws.lance_uri} has no tables for: "
-                              f"{CHECK}; nothing was changed")
+                              f"{CHECK}; {outcome}")
     recorded = catalog.run_versions(ws)
     spaces = [t for t in tables if is_name(t, check_space)]  # another tool's tables prove nothing either way
-    proven = sum(_proven_tags(ws, space, recorded) for space in spaces)
+    proven = sum(_proven_tags(ws, space, recorded, outcome) for space in spaces)
     if spaces and not proven:
         raise CatalogMismatch(f"{ws.lance_uri} holds tables ({', '.join(spaces[:3])}) of runs this catalog "
-                              f"never recorded: {CHECK}; nothing was changed")
+                              f"never recorded: {CHECK}; {outcome}")
 
 
-def _proven_tags(ws: Workspace, space: str, recorded: dict) -> int:
+def _proven_tags(ws: Workspace, space: str, recorded: dict, outcome: str) -> int:
     """How many of the space's run tags name the version this catalog recorded for that run, committed
     while it ran; `CatalogMismatch` for one that names another version or time (another catalog's run)."""
     now = datetime.now(timezone.utc)
@@ -130,6 +156,6 @@ def _proven_tags(ws: Workspace, space: str, recorded: dict) -> int:
                 f"space {space!r} in {ws.lance_uri} has run-{run_id} on version {version}, committed at "
                 f"{committed[0]:%Y-%m-%d %H:%M:%S} UTC, but this catalog's run {run_id} recorded version "
                 f"{own_version} and ran from {started:%Y-%m-%d %H:%M:%S} UTC: another catalog's store; "
-                f"{CHECK}; nothing was changed")
+                f"{CHECK}; {outcome}")
         proven += 1
     return proven

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from embedline.errors import TransientError
-from embedline.storage import catalog, embeddings, files
+from embedline.storage import catalog, embeddings, files, store_identity
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
 from embedline.tasks.models import ModelSpec
@@ -151,6 +151,7 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
         space = catalog.only_match(matches, version, corpus)["space"]
     recorded = catalog.get_version(ws, space, version)
     spec = resolve_model(ws, recorded["model"])
+    store_identity.require_readable_store(ws)  # a verdict on another catalog's rows would be recorded here
     dataset = embeddings.dataset_at(ws, space, version)
     docs = dataset.to_table(columns=["doc_id"]).column("doc_id").unique()
     counts = {"docs_read": len(docs), "docs_unchanged": len(docs)}

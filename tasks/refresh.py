@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedline.storage import catalog, embeddings, files
+from embedline.storage import catalog, embeddings, files, store_identity
 from embedline.defaults import PASSAGE_SAMPLE, QUERY_SAMPLE, SAMPLE
 from embedline.errors import BadInput, NotFound, SwapRefused
 from embedline.names import check_name, space_name
@@ -107,6 +107,7 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
         raise catalog.no_alias(ws, corpus)
     if prod["model"] == new_model:
         raise BadInput(f"corpus {corpus!r} already serves model {new_model!r}")
+    store_identity.require_readable_store(ws)  # an adapter fitted on another catalog's vectors would serve
     old_engine = get_engine(serving_spec(ws, prod))  # the model that made prod's vectors, or refused
     new_engine = get_engine(resolve_model(ws, new_model))
     clock.lap("load_models")

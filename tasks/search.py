@@ -1,6 +1,6 @@
 """Nearest chunks of a corpus for a text query, over the version its `prod` alias serves."""
 
-from embedline.storage import catalog, embeddings
+from embedline.storage import catalog, embeddings, store_identity
 from embedline.errors import BadInput
 from embedline.names import check_name
 from embedline.workspace import Workspace
@@ -24,6 +24,7 @@ def search_corpus(ws: Workspace, corpus: str, query: str, k: int = 10, where: st
     target = catalog.get_alias(ws, check_name(corpus, "corpus name"), alias)
     if target is None:
         raise catalog.no_alias(ws, corpus, alias)
+    store_identity.require_readable_store(ws)  # rows from another catalog's store would serve unseen
     if model is not None and alias == "prod":
         from embedline.tasks.refresh import query_vector
 

@@ -12,6 +12,7 @@ import lancedb
 import pyarrow as pa
 import pytest
 
+import embedline
 from embedline.errors import CatalogMismatch
 from embedline.settings import load
 from embedline.storage import catalog, embeddings
@@ -61,6 +62,29 @@ def test_a_first_run_binds_the_store_and_another_catalog_is_refused_it(workspace
     with pytest.raises(CatalogMismatch, match="Lance store of another catalog.*EMBEDLINE_CATALOG_URL"):
         ingest(stranger, debian_case, corpus="tickets")  # a new corpus: no table of its own to collide with
     assert tables(workspace.lance_uri) == before and runs_recorded(stranger) == 0  # nothing changed
+
+
+def test_reads_refuse_another_catalogs_store_and_check_one_without_an_id_without_writing(
+        workspace, debian_case, tmp_path, monkeypatch):
+    """A search, a SQL session, a validation on a host pointed at a dev store with the same space names
+    and versions would serve (or judge) that store's rows; a reading host may not write the id."""
+    dev = other_workspace(tmp_path, workspace, "dev")
+    ingest(dev, debian_case)
+    ingest(workspace, debian_case)
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", dev.lance_uri)
+    db = embedline.connect(workspace.home)
+    for read in (lambda: db.search("debian", "editor"), lambda: db.sql("SELECT count(*) FROM debian"),
+                 lambda: db.validate("debian")):
+        with pytest.raises(CatalogMismatch, match="another catalog.*nothing was read"):
+            read()
+    marker(dev.lance_uri).unlink()  # a store from before ids: the binding rule, and nothing written
+    monkeypatch.setattr(store_identity, "CLOCK_SLACK", timedelta(0))  # the two ingests are seconds apart
+    with pytest.raises(CatalogMismatch, match="run-1 on version .* this catalog's run 1 recorded"):
+        db.search("debian", "editor")
+    monkeypatch.delenv("EMBEDLINE_LANCE_URI")
+    marker(workspace.lance_uri).unlink()
+    assert embedline.connect(workspace.home).search("debian", "editor", k=3)
+    assert not marker(workspace.lance_uri).exists() and not marker(dev.lance_uri).exists()
 
 
 def test_a_stale_store_of_another_catalog_is_refused_even_with_the_same_tables(workspace, debian_case,
