@@ -2,9 +2,10 @@
 
 The catalog has an id (made by its migration); the store keeps it in `_embedline/catalog-id` under its
 root (LanceDB lists only `<name>.lance` folders as tables, so that file never shows up as one). Before a
-run writes, and before a read serves rows, the two must agree. A host pointed at another store (a stale local `<home>/lance`, another
-team's bucket, an empty prefix) would otherwise write a new space there, a new model's backfill say,
-and a swap to it would serve a table no other host can open.
+run writes, and before a read serves rows, the two must agree. A host pointed at another store (a stale
+local `<home>/lance`, another team's bucket, an empty prefix) would otherwise serve that store's rows, or
+write a new space there (a new model's backfill, say) that a swap would then serve, though no other host
+can open it.
 
 A store without the id (an empty one, or one written before catalogs had ids) is bound by the first run
 whose catalog shows it wrote the store: the store has a table for every space the catalog serves, and
