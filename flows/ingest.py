@@ -129,7 +129,7 @@ def ingest_corpus(
             )
             lease.confirm()  # still this space's writer (a Postgres lock ends with its connection)
             version = publish(ws, space, run_id, plan, embedded)  # 6. one Lance version, tagged, indexed
-            metrics = evaluate(ws, corpus, space, embedded, version, spec)  # 7. drift + golden recall
+            metrics = evaluate(ws, corpus, space, embedded, version, spec, expect)  # 7. drift + golden recall
             report = validate(ws, space, f"run-{run_id}", embedded.read_chunks(), plan.counts,  # 8. GX gates
                               embedded.chunk_count, expect, metrics)  # results + Data Docs: the file store
             lease.confirm()

@@ -710,6 +710,17 @@ def catalog_id(ws: Workspace, create: bool = True) -> str | None:
         return con.execute("SELECT id FROM catalog_identity").fetchone()[0]
 
 
+def golden_measured(ws: Workspace, corpus: str) -> tuple[str, int] | None:
+    """The latest (space, version) of `corpus` whose golden recall was measured: it had golden queries."""
+    with reading(ws) as con:
+        rows = con.execute("SELECT space, version, metrics FROM versions WHERE corpus = ? AND metrics IS NOT"
+                           " NULL ORDER BY created_at DESC, version DESC", [corpus]).fetchall()
+    for space, version, metrics in rows:
+        if (json.loads(metrics) if isinstance(metrics, str) else metrics).get("golden_recall") is not None:
+            return space, version
+    return None
+
+
 def served_spaces(ws: Workspace) -> set[str]:
     """Spaces an alias points at or with a clean head: their tables must be in the store."""
     with reading(ws) as con:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from embedline.errors import TransientError
+from embedline.errors import NotFound, TransientError
 from embedline.storage import catalog, embeddings, files, store_identity
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
@@ -38,11 +38,15 @@ def read_golden(ws: Workspace, corpus: str) -> list[dict]:
 
 
 def golden_recall(
-    ws: Workspace, corpus: str, space: str, version: int, spec: ModelSpec, k: int = 10
+    ws: Workspace, corpus: str, space: str, version: int, spec: ModelSpec, k: int = 10, gated: bool = True
 ) -> float | None:
-    """Share of golden queries whose expected document is among the top-k chunks' documents."""
+    """Share of golden queries whose expected document is among the top-k chunks' documents; None for a
+    corpus that has none. `NotFound` when it had some and they are gone while the gate is on (`gated`):
+    the gate would pass unseen on a host with another EMBEDLINE_STORE_URI, or after the file was lost."""
     pairs = read_golden(ws, corpus)
     if not pairs:
+        if gated:
+            _require_never_measured(ws, corpus)
         return None
     vectors = get_engine(spec).embed([p["query"] for p in pairs], kind="query")
     found = 0
@@ -52,6 +56,17 @@ def golden_recall(
         )  # chunks → k documents
         found += pair["doc_id"] in _top_docs(hits, k)
     return round(found / len(pairs), 4)
+
+
+def _require_never_measured(ws: Workspace, corpus: str) -> None:
+    measured = catalog.golden_measured(ws, corpus)
+    if measured is not None:
+        space, version = measured
+        where = files.open_store(ws).uri_of(golden_key(corpus))
+        raise NotFound(
+            f"corpus {corpus!r} has no golden queries at {where}, but {space} version {version} was measured "
+            "with them: restore the file, check EMBEDLINE_STORE_URI (every host must use the same file "
+            f"store), or turn the gate off: `embedline gates {corpus} --set min_golden_recall=0`")
 
 
 def _top_docs(hits: list[dict], k: int) -> list[str]:
@@ -88,13 +103,14 @@ def drift_against_previous(ws: Workspace, space: str, batches, exclude_version: 
 
 
 def evaluate_version(
-    ws: Workspace, corpus: str, space: str, batch, version: dict | None, spec: ModelSpec
+    ws: Workspace, corpus: str, space: str, batch, version: dict | None, spec: ModelSpec, expect
 ) -> dict:
     """Metrics that need the written version: drift of re-embedded chunks and golden recall@10."""
     if version is None:
         return {}
     return {**drift_against_previous(ws, space, batch.read_chunks(), exclude_version=version["version"]),
-            "golden_recall": golden_recall(ws, corpus, space, version["version"], spec)}
+            "golden_recall": golden_recall(ws, corpus, space, version["version"], spec,
+                                           gated=expect.min_golden_recall > 0)}
 
 
 def validate_with_report(ws: Workspace, space: str, label: str, chunk_batches, counts: dict,
@@ -132,7 +148,6 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
 
     Returns (space, version, report). The alias does not move either way; `promote`/`rollback` do that.
     """
-    from embedline.errors import NotFound
     from embedline.tasks.gates import corpus_gates
     from embedline.tasks.models import resolve_model
     from embedline.validation.suite import Expectations
@@ -155,9 +170,10 @@ def revalidate_version(ws: Workspace, corpus: str, version: int | None = None, s
     dataset = embeddings.dataset_at(ws, space, version)
     docs = dataset.to_table(columns=["doc_id"]).column("doc_id").unique()
     counts = {"docs_read": len(docs), "docs_unchanged": len(docs)}
-    metrics = {**drift_against_previous(ws, space, dataset.to_batches(), exclude_version=version),
-               "golden_recall": golden_recall(ws, corpus, space, version, spec)}
     expect = Expectations(spec.out_dim, recorded["model_key"], spec.normalize, **corpus_gates(ws, corpus))
+    metrics = {**drift_against_previous(ws, space, dataset.to_batches(), exclude_version=version),
+               "golden_recall": golden_recall(ws, corpus, space, version, spec,
+                                              gated=expect.min_golden_recall > 0)}
     report = validate_with_report(ws, space, f"version-{version}", dataset.to_batches(), counts,
                                   recorded["row_count"], expect, metrics)
     catalog.set_validation(

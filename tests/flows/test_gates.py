@@ -35,7 +35,7 @@ def test_a_model_swapped_without_refresh_trips_the_drift_gate(workspace, debian_
     assert "failed" in shown and "drift_min_cosine" in shown
 
 
-def test_golden_queries_gate_promotion(workspace, debian_case):
+def test_golden_queries_gate_promotion_and_their_loss_is_an_error_not_a_pass(workspace, debian_case):
     records = [json.loads(line) for line in debian_case.read_text().splitlines()]
     short = [r for r in records if len(r["text"]) < 120][:10]
     save_golden(workspace, "debian", [{"query": r["text"], "doc_id": r["id"]} for r in short])
@@ -50,6 +50,17 @@ def test_golden_queries_gate_promotion(workspace, debian_case):
     with pytest.raises(ValidationFailed, match="golden_recall"):
         ingest(workspace, debian_case)
     assert catalog.get_alias(workspace, "debian")["version"] == good.version
+
+    # gone (a host with another EMBEDLINE_STORE_URI, a lost file): not a gate that silently passes
+    (workspace.golden_dir / "debian.jsonl").unlink()
+    db = embedline.connect(workspace.home)
+    for check in (lambda: ingest(workspace, debian_case), lambda: db.validate("debian")):
+        with pytest.raises(NotFound, match="no golden queries at .*debian.jsonl, but debian__tiny version .*"
+                                           "measured with them.*EMBEDLINE_STORE_URI.*min_golden_recall=0"):
+            check()
+    assert catalog.get_alias(workspace, "debian")["version"] == good.version
+    db.gates("debian", min_golden_recall=0)  # the operator's way to go on without them
+    assert ingest(workspace, debian_case).promoted
 
 
 def test_validate_re_runs_the_gates_on_a_stored_version(workspace, debian_case):
