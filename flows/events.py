@@ -1,8 +1,11 @@
 """Prefect events embedline emits, so deployments can react (prefect.yaml's refresh trigger)."""
 
 import asyncio
+import logging
 
 MODEL_REGISTERED = "embedline.model.registered"
+SEND_SECONDS = 10.0  # a server that takes the connection and never answers must not hold the command
+log = logging.getLogger("embedline.events")
 
 
 def emit_model_registered(name: str, dim: int, fingerprint: str, home: str | None = None) -> bool:
@@ -27,7 +30,13 @@ def emit_model_registered(name: str, dim: int, fingerprint: str, home: str | Non
     url = running_local_server()
     if url is None:
         return False
-    asyncio.run(_send(url, event))  # sent before the command returns: nothing is queued for its exit
+    try:  # sent before the command returns (nothing queued for its exit), or given up on with a warning
+        asyncio.run(asyncio.wait_for(_send(url, event), SEND_SECONDS))
+    except Exception as exc:  # noqa: BLE001 - the model is registered either way: say the event was not sent
+        log.warning(f"{MODEL_REGISTERED} not sent to {url} ({type(exc).__name__}: {exc}): opted-in "
+                    "refreshes do not start; run `prefect deployment run refresh-model/refresh-CORPUS -p "
+                    "model=NAME` there")
+        return False
     return True
 
 
@@ -35,5 +44,5 @@ async def _send(url: str, event: dict) -> None:
     from prefect.events import Event
     from prefect.events.clients import PrefectEventsClient
 
-    async with PrefectEventsClient(api_url=url) as client:
+    async with PrefectEventsClient(api_url=url, reconnection_attempts=0) as client:
         await client.emit(Event(**event))

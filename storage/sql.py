@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -28,7 +28,7 @@ from duckdb.sqltypes import FLOAT, VARCHAR
 
 from embedline.storage import catalog, duckdb_extensions, embeddings, postgres, sql_guard, store_identity
 from embedline.storage.vectors import readable_by_duckdb
-from embedline.errors import BadInput, BadName, NotFound, ReadOnly
+from embedline.errors import BadInput, BadName, CatalogMismatch, NotFound, ReadOnly
 from embedline.names import check_name, check_space
 from embedline.workspace import Workspace
 
@@ -52,7 +52,6 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
     views and functions exist, the session reads only what `read_rule` allows and its settings are locked.
     `for_sql`: the one statement the session is for; its snapshot then copies only the catalog tables whose
     names the text contains (`documents` holds a row per document: copying it costs seconds at 1M)."""
-    store_identity.require_readable_store(ws)  # views over another catalog's store would serve its rows
     con = duckdb.connect()
     sql_guard.no_network_extensions(con)
     if write:
@@ -64,7 +63,12 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
         _snapshot_catalog(con, ws, for_sql)
     load_lance_extension(con)
     models = _models(con)
-    _create_space_views(con, ws, for_sql)
+    try:
+        store_identity.require_readable_store(ws)  # views over another catalog's store would serve its rows
+        _create_space_views(con, ws, for_sql)
+    except CatalogMismatch as exc:  # the catalog's own tables still answer: where an operator looks first
+        log.warning(f"no corpus views in this SQL session: {exc}")
+        con.execute("SET VARIABLE embedline_no_views = ?", [str(exc)])
     if embedder is not None:
         _create_embed_functions(con, embedder, models, _default_model(con, ws, models))
     if query_embedder is not None:
@@ -155,7 +159,12 @@ def _why_no_view(con: duckdb.DuckDBPyConnection, exc: BadInput) -> BadInput:
     """A missing table named like a corpus (or space) the catalog has versions of: it has no view because
     none of them passed its gates, which DuckDB's "does not exist" does not say."""
     found = re.match(r"SQL error: Catalog Error: Table with name (\w+) does not exist", str(exc))
-    if found is None or "__v" in found.group(1):
+    if found is None:
+        return exc
+    with suppress(duckdb.Error):  # a session whose statements moved away from the catalog
+        if mismatch := con.execute("SELECT getvariable('embedline_no_views')").fetchone()[0]:
+            return CatalogMismatch(f"{str(exc).splitlines()[0]}: the session has no corpus views: {mismatch}")
+    if "__v" in found.group(1):
         return exc
     corpus = found.group(1).lower().split("__")[0]
     try:

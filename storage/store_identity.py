@@ -54,21 +54,27 @@ def require_own_store(ws: Workspace) -> None:
 
 
 def require_readable_store(ws: Workspace) -> None:
-    """`CatalogMismatch` before a search, a SQL session, a validation or an adapter fit reads rows from a
-    Lance store that is not this catalog's (a stale `<home>/lance`, another team's bucket): its id, or
-    for a store without one the binding rule. Nothing is written (a reading host may hold read-only
-    credentials). Checked once per process for each pair of settings (a catalog read costs ~25 ms, a
-    search ~3 ms); a catalog replaced by another one's under a running process is not seen."""
+    """`CatalogMismatch` before a search, a SQL session's views, a validation, a footprint or an adapter
+    fit reads rows from a Lance store that is not this catalog's (a stale `<home>/lance`, another team's
+    bucket): its id, or for a store without one the binding rule. Nothing is written, not even a missing
+    local folder (a reading host may hold read-only credentials). Checked once per process for each pair
+    of settings (a catalog read costs ~25 ms, a search ~3 ms); a catalog replaced by another one's under a
+    running process is not seen."""
     root = _marker_root(ws.lance_uri)
-    pair = (ws.lance_uri, ws.settings.catalog_url or str(ws.catalog_path))
-    if root is None or pair in _READABLE:
+    if root is None:
+        return
+    local = not files.is_remote(root)
+    pair = (os.path.abspath(root) if local else root, repr(sorted((ws.lance_storage_options or {}).items())),
+            ws.settings.catalog_url or str(ws.catalog_path.resolve()))
+    if pair in _READABLE:
         return
     own = catalog.catalog_id(ws, create=False)
     if own is None:
         return  # no catalog yet: it serves nothing
-    found = _read_id(files.Store(root, ws.lance_storage_options))
+    absent = local and not os.path.isdir(root)  # a mistyped folder: listing it would create it
+    found = None if absent else _read_id(files.Store(root, ws.lance_storage_options))
     if found is None:
-        _require_bindable(ws, READ)
+        _require_bindable(ws, READ, tables=[] if absent else None)
     elif found != own:
         raise _foreign(ws, found, own, READ)
     _READABLE.add(pair)
@@ -127,8 +133,9 @@ def _write_id(store: files.Store, own: str) -> None:
                 os.unlink(temporary)
 
 
-def _require_bindable(ws: Workspace, outcome: str) -> None:
-    tables = sorted(embeddings.space_names(ws))
+def _require_bindable(ws: Workspace, outcome: str, tables: list[str] | None = None) -> None:
+    """`CatalogMismatch` unless the store's `tables` (None: listed) are this catalog's (see the module)."""
+    tables = sorted(embeddings.space_names(ws) if tables is None else tables)
     missing = sorted(catalog.served_spaces(ws) - set(tables))
     if missing:
         raise CatalogMismatch(f"the catalog serves spaces {missing}, which {ws.lance_uri} has no tables for: "

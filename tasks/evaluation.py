@@ -41,12 +41,10 @@ def golden_recall(
     ws: Workspace, corpus: str, space: str, version: int, spec: ModelSpec, k: int = 10, gated: bool = True
 ) -> float | None:
     """Share of golden queries whose expected document is among the top-k chunks' documents; None for a
-    corpus that has none. `NotFound` when it had some and they are gone while the gate is on (`gated`):
-    the gate would pass unseen on a host with another EMBEDLINE_STORE_URI, or after the file was lost."""
+    corpus that has none (`require_golden_queries` when the gate is on: `gated`)."""
     pairs = read_golden(ws, corpus)
     if not pairs:
-        if gated:
-            _require_never_measured(ws, corpus)
+        require_golden_queries(ws, corpus, gated)  # the file may have gone since the run's start
         return None
     vectors = get_engine(spec).embed([p["query"] for p in pairs], kind="query")
     found = 0
@@ -58,15 +56,21 @@ def golden_recall(
     return round(found / len(pairs), 4)
 
 
-def _require_never_measured(ws: Workspace, corpus: str) -> None:
+def require_golden_queries(ws: Workspace, corpus: str, gated: bool = True) -> None:
+    """`NotFound`, before a run embeds anything, when the golden-recall gate is on (`gated`) and the
+    corpus's golden file is gone though a version was measured with it: the gate would pass unseen on a
+    host with another EMBEDLINE_STORE_URI, or after the file was lost. An empty file retires them."""
+    store = files.open_store(ws)
+    if not gated or store.exists(golden_key(corpus)):
+        return
     measured = catalog.golden_measured(ws, corpus)
     if measured is not None:
         space, version = measured
-        where = files.open_store(ws).uri_of(golden_key(corpus))
         raise NotFound(
-            f"corpus {corpus!r} has no golden queries at {where}, but {space} version {version} was measured "
-            "with them: restore the file, check EMBEDLINE_STORE_URI (every host must use the same file "
-            f"store), or turn the gate off: `embedline gates {corpus} --set min_golden_recall=0`")
+            f"corpus {corpus!r} has no golden queries at {store.uri_of(golden_key(corpus))}, but {space} "
+            f"version {version} was measured with them: restore the file, check EMBEDLINE_STORE_URI (every "
+            "host must use the same file store), or retire them: leave the file empty (or turn the gate off: "
+            f"`embedline gates {corpus} --set min_golden_recall=0`)")
 
 
 def _top_docs(hits: list[dict], k: int) -> list[str]:

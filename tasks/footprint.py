@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from embedline.errors import BadInput, NotFound
 from embedline.names import check_name
-from embedline.storage import catalog, embeddings
+from embedline.storage import catalog, embeddings, store_identity
 from embedline.storage.index import INDEX_TYPES
 from embedline.storage.scratch import build_scratch_space
 from embedline.storage.vectors import bytes_per_vector
@@ -69,6 +69,7 @@ def measure_footprint(ws: Workspace, corpus: str, queries: int = 200, k: int = 1
     alias = catalog.get_alias(ws, check_name(corpus, "corpus name"))
     if alias is None:
         raise catalog.no_alias(ws, corpus)
+    store_identity.require_readable_store(ws)  # figures of another catalog's vectors would pass for these
     stored = embeddings.dataset_at(ws, alias["space"], alias["version"]).to_table(
         columns=["chunk_id", "doc_id", "chunk_index", "title", "vector"])
     matrix = embeddings.vector_matrix(stored.column("vector"))

@@ -52,14 +52,22 @@ def test_golden_queries_gate_promotion_and_their_loss_is_an_error_not_a_pass(wor
     assert catalog.get_alias(workspace, "debian")["version"] == good.version
 
     # gone (a host with another EMBEDLINE_STORE_URI, a lost file): not a gate that silently passes
-    (workspace.golden_dir / "debian.jsonl").unlink()
+    golden = workspace.golden_dir / "debian.jsonl"
+    golden.unlink()
     db = embedline.connect(workspace.home)
+    runs = len(db.sql("SELECT * FROM runs").fetchall())
     for check in (lambda: ingest(workspace, debian_case), lambda: db.validate("debian")):
         with pytest.raises(NotFound, match="no golden queries at .*debian.jsonl, but debian__tiny version .*"
-                                           "measured with them.*EMBEDLINE_STORE_URI.*min_golden_recall=0"):
+                                           "measured with them.*EMBEDLINE_STORE_URI.*leave the file empty"):
             check()
     assert catalog.get_alias(workspace, "debian")["version"] == good.version
-    db.gates("debian", min_golden_recall=0)  # the operator's way to go on without them
+    assert len(db.sql("SELECT * FROM runs").fetchall()) == runs  # refused before it embedded a thing
+    golden.write_text("")  # retired on purpose
+    assert ingest(workspace, debian_case).promoted
+    golden.unlink()
+    db.gates("debian", min_golden_recall=0)  # or the gate turned off
+    rewrite = debian_case.read_text().replace("(edited)", "(edited again)")
+    debian_case.write_text(rewrite)
     assert ingest(workspace, debian_case).promoted
 
 

@@ -74,9 +74,10 @@ def test_reads_refuse_another_catalogs_store_and_check_one_without_an_id_without
     monkeypatch.setenv("EMBEDLINE_LANCE_URI", dev.lance_uri)
     db = embedline.connect(workspace.home)
     for read in (lambda: db.search("debian", "editor"), lambda: db.sql("SELECT count(*) FROM debian"),
-                 lambda: db.validate("debian")):
+                 lambda: db.validate("debian"), lambda: db.footprint("debian", queries=5)):
         with pytest.raises(CatalogMismatch, match="another catalog.*nothing was read"):
             read()
+    assert db.sql("SELECT count(*) FROM runs").fetchall() == [(1,)]  # the catalog's own tables answer
     marker(dev.lance_uri).unlink()  # a store from before ids: the binding rule, and nothing written
     monkeypatch.setattr(store_identity, "CLOCK_SLACK", timedelta(0))  # the two ingests are seconds apart
     with pytest.raises(CatalogMismatch, match="run-1 on version .* this catalog's run 1 recorded"):
@@ -85,6 +86,11 @@ def test_reads_refuse_another_catalogs_store_and_check_one_without_an_id_without
     marker(workspace.lance_uri).unlink()
     assert embedline.connect(workspace.home).search("debian", "editor", k=3)
     assert not marker(workspace.lance_uri).exists() and not marker(dev.lance_uri).exists()
+    mistyped = tmp_path / "mistyped"
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", str(mistyped))
+    with pytest.raises(CatalogMismatch, match="which .*mistyped has no tables for"):
+        embedline.connect(workspace.home).search("debian", "editor")
+    assert not mistyped.exists()  # a read creates no folder
 
 
 def test_a_stale_store_of_another_catalog_is_refused_even_with_the_same_tables(workspace, debian_case,
