@@ -114,7 +114,8 @@ def _model_trigger(model: str) -> dict:
     the home the event names (a file catalog's; null, or none named by an older embedline: the worker's
     own, which reaches a shared catalog)."""
     return {"type": "event", "enabled": True, "match": {"prefect.resource.id": f"embedline.model.{model}"},
-            "expect": [MODEL_REGISTERED], "parameters": {"model": model, "home": "{{ event.payload.home | default(none) }}"}}
+            "expect": [MODEL_REGISTERED],
+            "parameters": {"model": model, "home": "{{ event.payload.home | default(none) }}"}}
 
 
 def _deployment(name: str, entrypoint: str, pool: str, parameters: dict, cron: str | None = None,

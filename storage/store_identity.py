@@ -33,7 +33,7 @@ MARKER = "_embedline/catalog-id"
 CLOCK_SLACK = timedelta(minutes=5)  # a run's times come from the clock of the host that ran it
 CHECK = "check EMBEDLINE_LANCE_URI and EMBEDLINE_CATALOG_URL (every host must pair the same two)"
 WRITE, READ = "nothing was changed", "nothing was read"
-_READABLE: set[tuple[str, str]] = set()  # (Lance URI, catalog) pairs a read in this process found to agree
+_READABLE: set[tuple[str, str, str]] = set()  # (Lance root, its options, catalog): found to agree here
 
 
 def require_own_store(ws: Workspace) -> None:
