@@ -194,7 +194,7 @@ def test_refresh_triggers_are_opt_in_and_match_the_exact_model():
     assert "triggers" not in by_name["refresh-docs"]
     (trigger,) = by_name["refresh-tickets"]["triggers"]
     assert trigger["match"] == {"prefect.resource.id": "embedline.model.mpnet"}
-    assert trigger["parameters"] == {"model": "mpnet"}
+    assert trigger["parameters"]["model"] == "mpnet"  # and the event's home (tests/flows/test_events.py)
     for corpus in ("docs", "tickets"):  # `model` only starts a new corpus: it never overrules a swap
         parameters = by_name[f"ingest-{corpus}"]["parameters"]
         assert "model" not in parameters and parameters["initial_model"] == "minilm"
