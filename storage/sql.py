@@ -52,6 +52,11 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
     views and functions exist, the session reads only what `read_rule` allows and its settings are locked.
     `for_sql`: the one statement the session is for; its snapshot then copies only the catalog tables whose
     names the text contains (`documents` holds a row per document: copying it costs seconds at 1M)."""
+    try:  # before the catalog is attached: the check reads it (DuckDB opens a file once per process)
+        store_identity.require_readable_store(ws)  # views over another catalog's store would serve its rows
+        mismatch = None
+    except CatalogMismatch as exc:  # the catalog's own tables still answer: where an operator looks first
+        mismatch = exc
     con = duckdb.connect()
     sql_guard.no_network_extensions(con)
     if write:
@@ -63,12 +68,11 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
         _snapshot_catalog(con, ws, for_sql)
     load_lance_extension(con)
     models = _models(con)
-    try:
-        store_identity.require_readable_store(ws)  # views over another catalog's store would serve its rows
+    if mismatch is None:
         _create_space_views(con, ws, for_sql)
-    except CatalogMismatch as exc:  # the catalog's own tables still answer: where an operator looks first
-        log.warning(f"no corpus views in this SQL session: {exc}")
-        con.execute("SET VARIABLE embedline_no_views = ?", [str(exc)])
+    else:
+        log.warning(f"no corpus views in this SQL session: {mismatch}")
+        con.execute("SET VARIABLE embedline_no_views = ?", [str(mismatch)])
     if embedder is not None:
         _create_embed_functions(con, embedder, models, _default_model(con, ws, models))
     if query_embedder is not None:
