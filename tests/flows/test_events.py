@@ -28,7 +28,8 @@ def test_the_refresh_trigger_renders_the_home_of_any_event(payload, home):
                    if d["name"] == "refresh-debian")
     parameters = copy.deepcopy(refresh["triggers"][0]["parameters"])
     RunDeployment._upgrade_v1_templates(parameters)  # what the server does with a trigger's templates
-    context = HydrationContext(raise_on_error=True, render_jinja=True, jinja_context={"event": {"payload": payload}})
+    context = HydrationContext(raise_on_error=True, render_jinja=True,
+                               jinja_context={"event": {"payload": payload}})
     assert hydrate(parameters, context) == {"model": "mpnet", "home": home}
 
 
@@ -52,7 +53,8 @@ def server_without_events():
     server.shutdown()
 
 
-def test_an_event_the_server_cannot_take_is_a_warning_not_a_failure(server_without_events, monkeypatch, caplog):
+def test_an_event_the_server_cannot_take_is_a_warning_not_a_failure(server_without_events, monkeypatch,
+                                                                    caplog):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     monkeypatch.setenv("EMBEDLINE_LOCAL_PREFECT_URL", server_without_events)
