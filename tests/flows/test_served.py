@@ -138,9 +138,10 @@ def test_the_ui_shows_the_run_and_its_artifacts(served, sharded_run):
 def test_models_add_on_the_served_machine_starts_the_refresh_in_its_own_home(served, sharded_run,
                                                                              tiny_model_dir):
     """No PREFECT_API_URL in the shell: the event still reaches `make serve`'s server, whose automation
-    starts the opted-in refresh on a cpu worker with the home the model was registered in (a copy of the
-    served one), not the worker's. (The refresh itself, with a home: tests/flows/test_refresh.py; it is
-    cancelled here once running: with prefect.yaml's sample sizes it takes minutes on 2 cores.)"""
+    starts the opted-in refresh with the home the model was registered in (a copy of the served one), not
+    the worker's. The cpu pool is paused meanwhile: with prefect.yaml's sample sizes the refresh takes
+    minutes on 2 cores, and a run cancelled mid-way outlived the worker. (The refresh itself, with a home:
+    tests/flows/test_refresh.py and test_integrity_serving.py.)"""
     ws, api = served["ws"], served["api"]
     other = served["serve_dir"].parent / "other-home"
     shutil.copytree(ws.home, other)
@@ -148,15 +149,21 @@ def test_models_add_on_the_served_machine_starts_the_refresh_in_its_own_home(ser
     env["EMBEDLINE_LOCAL_PREFECT_URL"] = api
     command = [str(Path(sys.prefix) / "bin" / "embedline"), "models", "add", "mpnet", str(tiny_model_dir),
                "--home", str(other)]
-    added = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert added.returncode == 0 and "emitted embedline.model.registered" in added.stdout, added.stderr
-    run = wait_for_run(api, "refresh-model", ("RUNNING", "COMPLETED", "FAILED", "CRASHED"))
-    assert run["parameters"]["home"] == str(other) and run["parameters"]["model"] == "mpnet"
-    assert run["state_type"] in ("RUNNING", "COMPLETED"), run["state"]  # a cpu worker took it
-    httpx.post(f"{api}/flow_runs/{run['id']}/set_state", timeout=30,
-               json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True}).raise_for_status()
-    wait_for_run(api, "refresh-model", ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"))
+    pause(api, "cpu", True)
+    try:
+        added = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert added.returncode == 0 and "emitted embedline.model.registered" in added.stdout, added.stderr
+        run = wait_for_run(api, "refresh-model", ("SCHEDULED",))
+        assert run["parameters"]["home"] == str(other) and run["parameters"]["model"] == "mpnet"
+        assert run["deployment_id"] is not None and run["work_pool_name"] == "cpu"
+        httpx.delete(f"{api}/flow_runs/{run['id']}", timeout=30).raise_for_status()
+    finally:
+        pause(api, "cpu", False)
     assert catalog.get_alias(ws, "debian")["space"] == "debian__tiny"  # the worker's home is untouched
+
+
+def pause(api: str, pool: str, paused: bool) -> None:
+    httpx.patch(f"{api}/work_pools/{pool}", json={"is_paused": paused}, timeout=30).raise_for_status()
 
 
 def wait_for_run(api: str, flow: str, states: tuple[str, ...], seconds: float = 300) -> dict:
