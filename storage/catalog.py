@@ -33,7 +33,7 @@ from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 
 MIGRATIONS = {
     1: """
@@ -122,6 +122,9 @@ MIGRATIONS = {
     ALTER TABLE versions ADD COLUMN pruned_at TIMESTAMPTZ;
     """,  # set when `maintain` drops a version no alias needs: its row stays as history, its data goes
     16: lambda con: _create_identity(con),  # the id the Lance store keeps (storage.store_identity)
+    17: """
+    ALTER TABLE catalog_identity ADD COLUMN file_store VARCHAR;
+    """,  # the `store-id` of the file store its runs use, recorded by the first run after this step
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -708,6 +711,22 @@ def catalog_id(ws: Workspace, create: bool = True) -> str | None:
             pass
     with reading(ws) as con:
         return con.execute("SELECT id FROM catalog_identity").fetchone()[0]
+
+
+def file_store_id(ws: Workspace) -> str | None:
+    """The id of the file store this catalog uses (storage.store_identity); None without a catalog, or
+    before a run bound one."""
+    if not on_postgres(ws) and not ws.catalog_path.exists():
+        return None
+    with reading(ws) as con:
+        return con.execute("SELECT file_store FROM catalog_identity").fetchone()[0]
+
+
+def bind_file_store(ws: Workspace, store_id: str) -> str:
+    """Record `store_id` as this catalog's file store unless one is recorded; returns the one recorded."""
+    with writing(ws) as con:
+        con.execute("UPDATE catalog_identity SET file_store = ? WHERE file_store IS NULL", [store_id])
+        return con.execute("SELECT file_store FROM catalog_identity").fetchone()[0]
 
 
 def golden_measured(ws: Workspace, corpus: str) -> tuple[str, int] | None:

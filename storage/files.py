@@ -318,6 +318,10 @@ def _true(value) -> bool:
 
 
 def open_store(ws: Workspace) -> Store:
-    """The workspace's file store (see the module)."""
-    return Store(store_uri(ws), ws.lance_storage_options)
+    """The workspace's file store (see the module), once found to be the one the catalog's runs use."""
+    from embedline.storage import store_identity  # it reads the store through this module
+
+    store = Store(store_uri(ws), ws.lance_storage_options)
+    store_identity.require_own_file_store(ws, store)
+    return store
 

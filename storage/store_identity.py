@@ -17,11 +17,20 @@ tells two catalogs apart unless their runs ran at the same times). Two different
 binding one empty bucket in the same second could both succeed (S3 has no create-if-absent here); a local
 store takes the first. A Lance on gs:// or az:// is not checked (the file store reaches local folders and
 S3 only).
+
+The file store (`EMBEDLINE_STORE_URI`: golden queries, adapters, pushed models, staging, quarantine, GX
+reports) is bound the other way round: it keeps a `store-id` of its own (this catalog's id, a dash and 16
+random hex digits) and the catalog records the one its runs use. The first run after the catalog records
+none binds the store it finds (adopting the store's id when it is this catalog's, writing a new one when
+it has none); from then on every use of another store is refused. Without it, a host that forgot the
+setting (its store then follows the Lance root or the home) would gate on stale golden queries, write a
+quarantine or a report no other host sees, or stage a run its shards cannot find.
 """
 
 import os
 import re
 import tempfile
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from embedline.errors import CatalogMismatch
@@ -30,10 +39,14 @@ from embedline.storage import catalog, embeddings, files
 from embedline.workspace import Workspace, private_files
 
 MARKER = "_embedline/catalog-id"
+STORE_ID = "store-id"  # in the file store's root
 CLOCK_SLACK = timedelta(minutes=5)  # a run's times come from the clock of the host that ran it
 CHECK = "check EMBEDLINE_LANCE_URI and EMBEDLINE_CATALOG_URL (every host must pair the same two)"
+FILE_CHECK = ("check EMBEDLINE_STORE_URI (unset, the store follows EMBEDLINE_LANCE_URI or the home): every "
+              "host must use the same")
 WRITE, READ = "nothing was changed", "nothing was read"
 _READABLE: set[tuple[str, str, str]] = set()  # (Lance root, its options, catalog): found to agree here
+_OWN_FILE_STORES: set[tuple[str, str, str]] = set()  # (file store, its options, catalog): the same
 
 
 def require_own_store(ws: Workspace) -> None:
@@ -80,6 +93,49 @@ def require_readable_store(ws: Workspace) -> None:
     _READABLE.add(pair)
 
 
+def bind_file_store(ws: Workspace) -> None:
+    """Record the file store in the catalog when it records none (see the module), then
+    `require_own_file_store`: called where a run, or a command that writes the store, starts."""
+    store = files.Store(files.store_uri(ws), ws.lance_storage_options)
+    if catalog.file_store_id(ws) is None:
+        own = catalog.catalog_id(ws)
+        found = _read_store_id(store)
+        if found is None:
+            _write_once(store, STORE_ID, f"{own}-{uuid.uuid4().hex[:16]}", _read_store_id)
+            found = _read_store_id(store)  # another catalog's host may have written it first
+        if found is None or not found.startswith(own):
+            raise CatalogMismatch(f"the file store {store.uri} is another catalog's (store id {found}; this "
+                                  f"catalog's id is {own}): {FILE_CHECK}; {WRITE}")
+        catalog.bind_file_store(ws, found)
+    require_own_file_store(ws, store)
+
+
+def require_own_file_store(ws: Workspace, store: files.Store) -> None:
+    """`CatalogMismatch` unless `store` is the file store the catalog records (nothing to check while it
+    records none). Checked once per process for each pair of settings, like `require_readable_store`."""
+    pair = (store.uri if store.remote else os.path.abspath(store.uri),
+            repr(sorted((store.options or {}).items())),
+            ws.settings.catalog_url or str(ws.catalog_path.resolve()))
+    if pair in _OWN_FILE_STORES:
+        return
+    recorded = catalog.file_store_id(ws)
+    if recorded is None:
+        return  # no catalog, or no run since it could record one: the next run binds this store
+    found = _read_store_id(store)
+    if found != recorded:
+        raise CatalogMismatch(
+            f"the file store {store.uri} is not the one this catalog's runs use (its store id is {found}, "
+            f"the catalog's {recorded}): {FILE_CHECK}; nothing was done. If that store is lost for good, "
+            f"adopt this one: write {recorded} into {store.uri_of(STORE_ID)}")
+    _OWN_FILE_STORES.add(pair)
+
+
+def _read_store_id(store: files.Store) -> str | None:
+    """The file store's own id; None for none, or for a file a killed write left short."""
+    found = store.read_text(STORE_ID).strip() if store.exists(STORE_ID) else ""
+    return found if re.fullmatch(r"[0-9a-f]{32}-[0-9a-f]{16}", found) else None
+
+
 def _foreign(ws: Workspace, found: str, own: str, outcome: str) -> CatalogMismatch:
     return CatalogMismatch(f"{ws.lance_uri} is the Lance store of another catalog (id {found}; this one's is "
                            f"{own}): {CHECK}; {outcome}")
@@ -114,19 +170,24 @@ def _read_id(store: files.Store) -> str | None:
 
 def _write_id(store: files.Store, own: str) -> None:
     """Write the id; on a local store only where no other catalog's id landed first."""
+    _write_once(store, MARKER, own, _read_id)
+
+
+def _write_once(store: files.Store, key: str, value: str, read) -> None:
+    """Write `value` at `key`; on a local store only where no valid value (`read`) landed first."""
     if store.remote:
-        store.write_text(MARKER, own)
+        store.write_text(key, value)
         return
-    path = f"{store.root}/{MARKER}"
-    with files.store_errors(store.uri_of(MARKER)), private_files():  # the owner's alone, like the home
+    path = f"{store.root}/{key}"
+    with files.store_errors(store.uri_of(key)), private_files():  # the owner's alone, like the home
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".catalog-id.")
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(key)}.")
         try:
             with os.fdopen(handle, "w") as out:
-                out.write(own)
-            os.link(temporary, path)  # fails if it exists: the first binder wins
+                out.write(value)
+            os.link(temporary, path)  # fails if it exists: the first writer wins
         except FileExistsError:
-            if _read_id(store) is None:  # a short file a killed write left: take its place
+            if read(store) is None:  # a short file a killed write left: take its place
                 os.replace(temporary, path)
         finally:
             if os.path.exists(temporary):

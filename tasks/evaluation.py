@@ -23,6 +23,7 @@ def golden_key(corpus: str) -> str:
 
 def save_golden(ws: Workspace, corpus: str, pairs: list[dict]) -> str:
     """Write a corpus's golden queries; returns where they went."""
+    store_identity.bind_file_store(ws)  # a golden file in a store the runs never read would gate nothing
     store = files.open_store(ws)
     store.write_text(golden_key(corpus),
                      "".join(json.dumps({"query": p["query"], "doc_id": p["doc_id"]}) + "\n" for p in pairs))

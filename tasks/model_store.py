@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from embedline.errors import BadInput
-from embedline.storage import files
+from embedline.storage import files, store_identity
 from embedline.storage.files import file_digest
 
 
@@ -33,6 +33,7 @@ def push_model(ws, name: str) -> str:
     from embedline.tasks.models import resolve_model
 
     spec = resolve_model(ws, name)
+    store_identity.bind_file_store(ws)  # files pushed to a store the workers never read would not serve
     store = files.open_store(ws)
     key = model_key(spec.name, spec.fingerprint)
     folder = Path(spec.path)

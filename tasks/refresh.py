@@ -110,6 +110,7 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     if prod["model"] == new_model:
         raise BadInput(f"corpus {corpus!r} already serves model {new_model!r}")
     store_identity.require_readable_store(ws)  # an adapter fitted on another catalog's vectors would serve
+    store_identity.bind_file_store(ws)  # the adapter goes where every host's search reads it
     require_golden_queries(ws, corpus, corpus_gates(ws, corpus)["min_golden_recall"] > 0)  # the backfill's
     old_engine = get_engine(serving_spec(ws, prod))  # the model that made prod's vectors, or refused
     new_engine = get_engine(resolve_model(ws, new_model))

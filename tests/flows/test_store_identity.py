@@ -11,13 +11,15 @@ import duckdb
 import lancedb
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import embedline
 from embedline.errors import CatalogMismatch
 from embedline.settings import load
-from embedline.storage import catalog, embeddings
+from embedline.storage import catalog, embeddings, files
 from embedline.storage import store_identity
-from embedline.storage.store_identity import MARKER
+from embedline.storage.store_identity import MARKER, STORE_ID
+from embedline.tasks.evaluation import save_golden
 from embedline.tasks.models import add_model
 from embedline.workspace import Workspace
 from tests.conftest import ingest
@@ -188,6 +190,103 @@ def test_every_backup_of_a_catalog_from_before_ids_gets_the_same_id(workspace, d
         shutil.copy(workspace.catalog_path, home / "catalog.duckdb")
         with duckdb.connect(str(home / "catalog.duckdb")) as con:  # as schema 15 left it
             con.execute("DROP TABLE catalog_identity")
-            con.execute("DELETE FROM schema_version WHERE version = 16")
+            con.execute("DELETE FROM schema_version WHERE version >= 16")
         ids.append(catalog.catalog_id(Workspace.from_env(home)))
     assert ids[0] == ids[1] and len(ids[0]) == 32
+
+
+def test_the_file_store_is_bound_and_a_host_on_another_gates_on_nothing_stale(workspace, debian_case,
+                                                                            tmp_path, monkeypatch):
+    """The setting forgotten or mistyped on one host: its golden queries are stale (or another corpus's),
+    and its quarantine, reports and staging land where no other host looks."""
+    records = [json.loads(line) for line in debian_case.read_text().splitlines()]
+    pairs = [{"query": r["text"], "doc_id": r["id"]} for r in records if len(r["text"]) < 120][:10]
+    shared = tmp_path / "shared-store"
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
+    save_golden(Workspace.from_env(), "debian", pairs)  # binds the store before any run
+    recorded = catalog.file_store_id(workspace)
+    assert (shared / STORE_ID).read_text() == recorded and recorded.startswith(catalog.catalog_id(workspace))
+    assert ingest(workspace, debian_case).promoted
+
+    monkeypatch.delenv("EMBEDLINE_STORE_URI")  # the host without the setting: its store is the home
+    (workspace.home / "golden").mkdir()
+    (workspace.home / "golden" / "debian.jsonl").write_text('{"query": "x", "doc_id": "stale"}\n')
+    runs = runs_recorded(workspace)
+    rewrite(debian_case, 0, "an edit the stale golden queries would refuse")
+    refused = f"file store {workspace.home} is not the one this catalog's runs use .*its store id is None, " \
+              f"the catalog's {recorded}.*EMBEDLINE_STORE_URI"
+    for attempt in (lambda: ingest(workspace, debian_case),
+                    lambda: save_golden(Workspace.from_env(), "debian", pairs),
+                    lambda: embedline.connect(workspace.home).validate("debian")):
+        with pytest.raises(CatalogMismatch, match=refused):
+            attempt()
+    assert runs_recorded(workspace) == runs and not any((workspace.home / "staging").iterdir())
+    assert (workspace.home / "golden" / "debian.jsonl").read_text().count("stale") == 1
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
+    assert ingest(workspace, debian_case).promoted  # the right store still serves
+
+    stranger = other_workspace(tmp_path, workspace, "stranger")  # another catalog's host on that store
+    with pytest.raises(CatalogMismatch, match=f"file store {shared} is another catalog's"):
+        ingest(stranger, debian_case)
+    assert runs_recorded(stranger) == 0
+
+    shutil.copy(shared / STORE_ID, workspace.home / STORE_ID)  # the shared store lost for good: adopt one
+    monkeypatch.delenv("EMBEDLINE_STORE_URI")
+    assert files.open_store(Workspace.from_env()).uri == str(workspace.home)
+
+
+class Bindings:
+    """Two catalogs and three file stores, driven by random operations: the model the property checks."""
+
+    def __init__(self, root: Path):
+        self.homes = [root / f"catalog-{i}" for i in range(2)]
+        self.stores = [root / f"store-{i}" for i in range(3)]
+        self.bound: dict[int, str] = {}  # catalog → the store id it recorded
+
+    def ws(self, c: int, s: int) -> Workspace:
+        home = self.homes[c]
+        return Workspace.from_env(home, settings=load(home=home, store_uri=str(self.stores[s])))
+
+    def store_id(self, s: int) -> str | None:
+        path = self.stores[s] / STORE_ID
+        return path.read_text() if path.exists() else None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["bind", "open", "adopt", "wipe"]), st.integers(0, 1),
+                          st.integers(0, 2)), max_size=12))
+@example([("bind", 0, 0), ("bind", 1, 0), ("open", 1, 0), ("bind", 1, 1), ("open", 0, 1)])
+@example([("bind", 0, 0), ("wipe", 0, 0), ("open", 0, 0), ("bind", 0, 1), ("adopt", 0, 1), ("open", 0, 1)])
+def test_a_catalog_uses_one_file_store_whatever_the_order_of_binds_and_opens(tmp_path_factory, operations):
+    """Once a catalog records a store, only a store with that id opens for it; a store never serves two
+    catalogs; a refused operation writes no store id."""
+    model = Bindings(tmp_path_factory.mktemp("bindings"))
+    for op, c, s in operations:
+        store_identity._OWN_FILE_STORES.clear()  # what another process would see
+        ws, before = model.ws(c, s), model.store_id(s)
+        expected_ok = {"bind": c not in model.bound and (before is None or before.startswith(
+                           catalog.catalog_id(ws))) or model.bound.get(c) == before,
+                       "open": c not in model.bound or model.bound[c] == before}.get(op)
+        if op == "adopt" and c in model.bound:
+            model.stores[s].mkdir(parents=True, exist_ok=True)
+            (model.stores[s] / STORE_ID).write_text(model.bound[c])
+            continue
+        if op == "wipe":
+            shutil.rmtree(model.stores[s], ignore_errors=True)
+            continue
+        if op == "adopt":
+            continue
+        action = store_identity.bind_file_store if op == "bind" else files.open_store
+        try:
+            action(ws)
+            ok = True
+        except CatalogMismatch:
+            ok = False
+        assert ok == expected_ok, (op, c, s, model.bound, before)
+        if op == "bind" and ok:
+            model.bound.setdefault(c, model.store_id(s))
+        if not ok:
+            assert model.store_id(s) == before  # refused: nothing written
+        assert catalog.file_store_id(ws) == model.bound.get(c)
+    for c, recorded in model.bound.items():  # each its own: a store bound by one refuses the other
+        assert recorded.startswith(catalog.catalog_id(model.ws(c, 0)))
