@@ -635,11 +635,13 @@ NoEvent = Annotated[
 
 def _registered(spec, ws, event: bool = True) -> None:
     from embedline.flows.events import emit_model_registered
+    from embedline.storage import catalog
 
     typer.echo(f"registered model {spec.name}: dim {spec.out_dim}, {spec.pooling} pooling, "
                f"normalize={spec.normalize}, max {spec.max_tokens} tokens, fingerprint {spec.fingerprint}")
     home = None if ws.settings.catalog_url else str(ws.home)  # a file catalog: the triggered run reads it
-    if event and emit_model_registered(spec.name, spec.out_dim, spec.fingerprint, home):
+    if event and emit_model_registered(spec.name, spec.out_dim, spec.fingerprint, home,
+                                       catalog.catalog_id(ws)):
         typer.echo("emitted embedline.model.registered (deployments with a trigger on it will run)")
 
 

@@ -112,10 +112,11 @@ def _refresh_model(corpus: str, refresh: dict | None) -> str | None:
 def _model_trigger(model: str) -> dict:
     """Run on `embedline.model.registered` for exactly this model (no wildcard: one corpus, one model), in
     the home the event names (a file catalog's; null, or none named by an older embedline: the worker's
-    own, which reaches a shared catalog)."""
+    own, which reaches a shared catalog), for the catalog it names (a run on another one refuses)."""
     return {"type": "event", "enabled": True, "match": {"prefect.resource.id": f"embedline.model.{model}"},
             "expect": [MODEL_REGISTERED],
-            "parameters": {"model": model, "home": "{{ event.payload.home | default(none) }}"}}
+            "parameters": {"model": model, "home": "{{ event.payload.home | default(none) }}",
+                           "catalog_id": "{{ event.payload.catalog | default(none) }}"}}
 
 
 def _deployment(name: str, entrypoint: str, pool: str, parameters: dict, cron: str | None = None,

@@ -8,20 +8,22 @@ SEND_SECONDS = 10.0  # a server that takes the connection and never answers must
 log = logging.getLogger("embedline.events")
 
 
-def emit_model_registered(name: str, dim: int, fingerprint: str, home: str | None = None) -> bool:
+def emit_model_registered(name: str, dim: int, fingerprint: str, home: str | None = None,
+                          catalog: str | None = None) -> bool:
     """Emit `embedline.model.registered` to the Prefect API this command would run flows on: the
     configured one (`PREFECT_API_URL`), else a server answering on this machine (`make serve`); False
     when there is none (starting a temporary server would cost seconds, and none would react).
 
     `home`: the workspace of a file catalog, for the triggered run to work on (the trigger passes it
-    on); None where the catalog is shared (the worker's own home reaches it)."""
+    on); None where the catalog is shared (the worker's own home reaches it). `catalog`: the catalog's id,
+    so a worker on another catalog (a dev machine's event on prod's server) refuses the run."""
     from prefect.settings import PREFECT_API_URL
 
     from embedline.flows.startup import running_local_server
 
     event = {"event": MODEL_REGISTERED,
              "resource": {"prefect.resource.id": f"embedline.model.{name}", "embedline.model": name},
-             "payload": {"dim": dim, "fingerprint": fingerprint, "home": home}}
+             "payload": {"dim": dim, "fingerprint": fingerprint, "home": home, "catalog": catalog}}
     if PREFECT_API_URL.value():
         from prefect.events import emit_event
 

@@ -23,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from embedline.flows.ingest import ingest_corpus
 from embedline.flows.progress import Progress
 from embedline.flows.shards import deployment_exists
-from embedline.storage import catalog
+from embedline.storage import catalog, store_identity
 from embedline import defaults
 from embedline.errors import BadInput, NotFound, SwapStale
 from embedline.names import space_name
@@ -125,9 +125,13 @@ def embed_batches(ws: Workspace, recorded: dict, model: str, batch_docs: int, or
 def refresh_model(corpus: str, model: str, sample: int = defaults.SAMPLE, wait: bool = False,
                   batch_docs: int = defaults.BATCH_DOCS, order: str = "source",
                   query_sample: int = defaults.QUERY_SAMPLE,
-                  home: str | None = None, passage_sample: int = defaults.PASSAGE_SAMPLE):
+                  home: str | None = None, passage_sample: int = defaults.PASSAGE_SAMPLE,
+                  catalog_id: str | None = None):
+    """`catalog_id`: the catalog a `models add` event came from (the trigger passes it): a worker whose
+    home or settings reach another catalog refuses, rather than refresh that one."""
     refresh.check_backfill(batch_docs, order)  # before the fit: a detached backfill would fail unseen
     ws = Workspace.from_env(home)
+    store_identity.require_catalog(ws, catalog_id)
     if catalog.serving_model(ws, corpus) == model:
         print(f"{corpus} already serves {model}: nothing to refresh")
         return None, None

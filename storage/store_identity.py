@@ -136,6 +136,16 @@ def _read_store_id(store: files.Store) -> str | None:
     return found if re.fullmatch(r"[0-9a-f]{32}-[0-9a-f]{16}", found) else None
 
 
+def require_catalog(ws: Workspace, expected: str | None) -> None:
+    """`CatalogMismatch` unless the workspace's catalog has id `expected` (None: any): a run an event of
+    one catalog started on a worker whose home or settings reach another."""
+    found = catalog.catalog_id(ws, create=False)
+    if expected and found != expected:
+        raise CatalogMismatch(f"this run was started for catalog {expected}, but {catalog.location(ws)} is "
+                              f"{'catalog ' + found if found else 'no catalog'}: run it on a worker whose "
+                              f"EMBEDLINE_HOME or EMBEDLINE_CATALOG_URL reaches that catalog; {WRITE}")
+
+
 def _foreign(ws: Workspace, found: str, own: str, outcome: str) -> CatalogMismatch:
     return CatalogMismatch(f"{ws.lance_uri} is the Lance store of another catalog (id {found}; this one's is "
                            f"{own}): {CHECK}; {outcome}")

@@ -119,7 +119,8 @@ def test_refresh_runs_on_the_model_registered_event_of_the_model_debian_opted_in
     refresh = next(d for d in config["deployments"] if d["name"] == "refresh-debian")
     (trigger,) = refresh["triggers"]
     assert trigger["expect"] == [MODEL_REGISTERED] and trigger["parameters"] == {
-        "model": "mpnet", "home": "{{ event.payload.home | default(none) }}"}  # tests/flows/test_events.py
+        "model": "mpnet", "home": "{{ event.payload.home | default(none) }}",
+        "catalog_id": "{{ event.payload.catalog | default(none) }}"}  # tests/flows/test_events.py
     assert trigger["match"] == {"prefect.resource.id": "embedline.model.mpnet"}
 
 

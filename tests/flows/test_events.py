@@ -17,10 +17,11 @@ from embedline.flows.events import emit_model_registered
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("payload, home", [({"home": "/srv/embedline"}, "/srv/embedline"),
-                                           ({"home": None}, None),
-                                           ({"dim": 384}, None)])  # an older embedline's event
-def test_the_refresh_trigger_renders_the_home_of_any_event(payload, home):
+@pytest.mark.parametrize("payload, home, catalog_id", [
+    ({"home": "/srv/embedline", "catalog": "c" * 32}, "/srv/embedline", "c" * 32),
+    ({"home": None, "catalog": "c" * 32}, None, "c" * 32),
+    ({"dim": 384}, None, None)])  # an older embedline's event
+def test_the_refresh_trigger_renders_the_home_of_any_event(payload, home, catalog_id):
     from prefect.server.events.actions import RunDeployment
     from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
 
@@ -30,7 +31,22 @@ def test_the_refresh_trigger_renders_the_home_of_any_event(payload, home):
     RunDeployment._upgrade_v1_templates(parameters)  # what the server does with a trigger's templates
     context = HydrationContext(raise_on_error=True, render_jinja=True,
                                jinja_context={"event": {"payload": payload}})
-    assert hydrate(parameters, context) == {"model": "mpnet", "home": home}
+    assert hydrate(parameters, context) == {"model": "mpnet", "home": home, "catalog_id": catalog_id}
+
+
+def test_a_refresh_started_for_another_catalog_refuses_before_it_reads_a_thing(workspace, debian_case):
+    """A dev machine's `models add` on prod's Prefect server: prod's worker must not refresh prod."""
+    from embedline.errors import CatalogMismatch
+    from embedline.flows.refresh import refresh_model
+    from embedline.storage import catalog
+    from tests.conftest import ingest
+
+    ingest(workspace, debian_case)
+    with pytest.raises(CatalogMismatch, match=f"started for catalog {'d' * 32}, but {workspace.catalog_path} "
+                                              f"is catalog {catalog.catalog_id(workspace)}.*EMBEDLINE_HOME"):
+        refresh_model("debian", "other", home=str(workspace.home), catalog_id="d" * 32)
+    assert refresh_model("debian", "tiny", home=str(workspace.home),  # its own: on to the refresh's checks
+                         catalog_id=catalog.catalog_id(workspace)) == (None, None)
 
 
 @pytest.fixture

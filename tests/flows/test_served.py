@@ -155,6 +155,7 @@ def test_models_add_on_the_served_machine_starts_the_refresh_in_its_own_home(ser
         assert added.returncode == 0 and "emitted embedline.model.registered" in added.stdout, added.stderr
         run = wait_for_run(api, "refresh-model", ("SCHEDULED",))
         assert run["parameters"]["home"] == str(other) and run["parameters"]["model"] == "mpnet"
+        assert run["parameters"]["catalog_id"] == catalog.catalog_id(ws)  # a copy: the same catalog
         assert run["deployment_id"] is not None and run["work_pool_name"] == "cpu"
         httpx.delete(f"{api}/flow_runs/{run['id']}", timeout=30).raise_for_status()
     finally:
