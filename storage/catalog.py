@@ -731,13 +731,24 @@ def bind_file_store(ws: Workspace, store_id: str) -> str:
 
 def golden_measured(ws: Workspace, corpus: str) -> tuple[str, int] | None:
     """The latest (space, version) of `corpus` whose golden recall was measured: it had golden queries."""
+    return _golden_measured(ws, corpus).get(corpus)
+
+
+def golden_corpora(ws: Workspace) -> set[str]:
+    """Corpora a version of which measured its golden recall: the file store held their golden queries."""
+    return set(_golden_measured(ws))
+
+
+def _golden_measured(ws: Workspace, corpus: str | None = None) -> dict[str, tuple[str, int]]:
     with reading(ws) as con:
-        rows = con.execute("SELECT space, version, metrics FROM versions WHERE corpus = ? AND metrics IS NOT"
-                           " NULL ORDER BY created_at DESC, version DESC", [corpus]).fetchall()
-    for space, version, metrics in rows:
+        rows = con.execute("SELECT corpus, space, version, metrics FROM versions WHERE metrics IS NOT NULL"
+                           " AND coalesce(corpus = ?, true) ORDER BY created_at DESC, version DESC",
+                           [corpus]).fetchall()
+    found = {}
+    for name, space, version, metrics in rows:
         if (json.loads(metrics) if isinstance(metrics, str) else metrics).get("golden_recall") is not None:
-            return space, version
-    return None
+            found.setdefault(name, (space, version))
+    return found
 
 
 def served_spaces(ws: Workspace) -> set[str]:

@@ -42,6 +42,12 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def golden_key(corpus: str) -> str:
+    """Where a corpus's golden queries live in the file store (`<home>/golden/` by default, the bucket
+    when Lance is on one, so every worker's gate reads the same ones): JSONL of {"query", "doc_id"}."""
+    return f"golden/{corpus}.jsonl"
+
+
 def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 

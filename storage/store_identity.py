@@ -20,13 +20,17 @@ S3 only).
 
 The file store (`EMBEDLINE_STORE_URI`: golden queries, adapters, pushed models, staging, quarantine, GX
 reports) is bound the other way round: it keeps a `store-id` of its own (this catalog's id, a dash and 16
-random hex digits) and the catalog records the one its runs use. The first run after the catalog records
-none binds the store it finds (adopting the store's id when it is this catalog's, writing a new one when
-it has none); from then on every use of another store is refused. Without it, a host that forgot the
-setting (its store then follows the Lance root or the home) would gate on stale golden queries, write a
-quarantine or a report no other host sees, or stage a run its shards cannot find.
+hex digits) and the catalog records the one its runs use. The first run after the catalog records none
+binds the store it finds, once its Lance store is its own and the store holds the golden queries and
+adapters the catalog's history names (adopting the store's id when it is this catalog's, writing a new
+one when it has none); from then on every use of another store is refused. Without it, a host that forgot
+the setting (its store then follows the Lance root or the home) would gate on stale golden queries, write
+a quarantine or a report no other host sees, or stage a run its shards cannot find. A catalog with no
+such history binds the first store a run uses.
 """
 
+import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -46,7 +50,7 @@ FILE_CHECK = ("check EMBEDLINE_STORE_URI (unset, the store follows EMBEDLINE_LAN
               "host must use the same")
 WRITE, READ = "nothing was changed", "nothing was read"
 _READABLE: set[tuple[str, str, str]] = set()  # (Lance root, its options, catalog): found to agree here
-_OWN_FILE_STORES: set[tuple[str, str, str]] = set()  # (file store, its options, catalog): the same
+_FILE_STORE_CHECKS: dict[tuple[str, str, str], str | None] = {}  # (file store, options, catalog) → error
 
 
 def require_own_store(ws: Workspace) -> None:
@@ -98,36 +102,79 @@ def bind_file_store(ws: Workspace) -> None:
     `require_own_file_store`: called where a run, or a command that writes the store, starts."""
     store = files.Store(files.store_uri(ws), ws.lance_storage_options)
     if catalog.file_store_id(ws) is None:
+        require_own_store(ws)  # a host on another Lance (or catalog) binds nothing
         own = catalog.catalog_id(ws)
         found = _read_store_id(store)
         if found is None:
-            _write_once(store, STORE_ID, f"{own}-{uuid.uuid4().hex[:16]}", _read_store_id)
+            _require_recorded_files(ws, store, own)
+            _write_once(store, STORE_ID, _new_store_id(store, own), _read_store_id)
             found = _read_store_id(store)  # another catalog's host may have written it first
         if found is None or not found.startswith(own):
-            raise CatalogMismatch(f"the file store {store.uri} is another catalog's (store id {found}; this "
-                                  f"catalog's id is {own}): {FILE_CHECK}; {WRITE}")
+            raise CatalogMismatch(
+                f"the file store {store.uri} is another catalog's (store id {found}; this catalog's id is "
+                f"{own}): {FILE_CHECK}. A new catalog needs a store without a store-id: where the catalog "
+                f"that wrote it is gone for good, remove {store.uri_of(STORE_ID)}; {WRITE}")
         catalog.bind_file_store(ws, found)
+    _FILE_STORE_CHECKS.pop(_file_store_pair(ws, store), None)
     require_own_file_store(ws, store)
 
 
 def require_own_file_store(ws: Workspace, store: files.Store) -> None:
     """`CatalogMismatch` unless `store` is the file store the catalog records (nothing to check while it
-    records none). Checked once per process for each pair of settings, like `require_readable_store`."""
-    pair = (store.uri if store.remote else os.path.abspath(store.uri),
-            repr(sorted((store.options or {}).items())),
-            ws.settings.catalog_url or str(ws.catalog_path.resolve()))
-    if pair in _OWN_FILE_STORES:
-        return
+    records none). Decided once per process for each pair of settings, like `require_readable_store`, and
+    before a SQL session attaches the catalog file (`check_file_store_early`): it could not read it then."""
+    pair = _file_store_pair(ws, store)
+    if pair not in _FILE_STORE_CHECKS:
+        _FILE_STORE_CHECKS[pair] = _file_store_error(ws, store)
+    if _FILE_STORE_CHECKS[pair]:
+        raise CatalogMismatch(_FILE_STORE_CHECKS[pair])
+
+
+def check_file_store_early(ws: Workspace) -> None:
+    """Decide the file store check now, before the catalog file is attached (see above); a mismatch is
+    raised where the store is used (a SQL session's adapter), not here."""
+    with contextlib.suppress(CatalogMismatch):
+        require_own_file_store(ws, files.Store(files.store_uri(ws), ws.lance_storage_options))
+
+
+def _file_store_error(ws: Workspace, store: files.Store) -> str | None:
     recorded = catalog.file_store_id(ws)
     if recorded is None:
-        return  # no catalog, or no run since it could record one: the next run binds this store
+        return None  # no catalog, or no run since it could record one: the next run binds a store
     found = _read_store_id(store)
-    if found != recorded:
-        raise CatalogMismatch(
-            f"the file store {store.uri} is not the one this catalog's runs use (its store id is {found}, "
+    if found == recorded:
+        return None
+    return (f"the file store {store.uri} is not the one this catalog's runs use (its store id is {found}, "
             f"the catalog's {recorded}): {FILE_CHECK}; nothing was done. If that store is lost for good, "
             f"adopt this one: write {recorded} into {store.uri_of(STORE_ID)}")
-    _OWN_FILE_STORES.add(pair)
+
+
+def _require_recorded_files(ws: Workspace, store: files.Store, own: str) -> None:
+    """`CatalogMismatch` unless the store holds the files the catalog's history says its store held (golden
+    queries a version measured, adapters): the first binder after the upgrade may be a host that forgot
+    the setting. A catalog that recorded none proves nothing either way: the store is bound."""
+    keys = [files.golden_key(corpus) for corpus in sorted(catalog.golden_corpora(ws))]
+    keys += sorted(key for key, digest in catalog.latest_adapters(ws).values() if digest)
+    missing = [key for key in keys if not store.exists(key)]
+    if missing:
+        raise CatalogMismatch(
+            f"the file store {store.uri} lacks {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}, "
+            f"which this catalog's runs kept in theirs: {FILE_CHECK}. If those files are lost for good, bind "
+            f"this store: write {_new_store_id(store, own)} into {store.uri_of(STORE_ID)}; {WRITE}")
+
+
+def _new_store_id(store: files.Store, own: str) -> str:
+    """This catalog's id and 16 hex digits: random on a local store (the first writer wins there), made from
+    the URI on S3, where two hosts binding at once both write (the same id, then)."""
+    if store.remote:
+        return f"{own}-{hashlib.sha256(store.uri.encode()).hexdigest()[:16]}"
+    return f"{own}-{uuid.uuid4().hex[:16]}"
+
+
+def _file_store_pair(ws: Workspace, store: files.Store) -> tuple[str, str, str]:
+    where = store.uri if store.remote else os.path.abspath(store.uri)
+    own = ws.settings.catalog_url or str(ws.catalog_path.resolve())
+    return where, repr(sorted((store.options or {}).items())), own
 
 
 def _read_store_id(store: files.Store) -> str | None:

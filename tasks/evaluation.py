@@ -9,16 +9,11 @@ import pyarrow as pa
 
 from embedline.errors import NotFound, TransientError
 from embedline.storage import catalog, embeddings, files, store_identity
+from embedline.storage.files import golden_key
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
 from embedline.tasks.models import ModelSpec
 from embedline.validation.metrics import drift
-
-
-def golden_key(corpus: str) -> str:
-    """Where a corpus's golden queries live in the file store (`<home>/golden/` by default, the bucket
-    when Lance is on one, so every worker's gate reads the same ones): JSONL of {"query", "doc_id"}."""
-    return f"golden/{corpus}.jsonl"
 
 
 def save_golden(ws: Workspace, corpus: str, pairs: list[dict]) -> str:

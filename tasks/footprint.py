@@ -23,11 +23,12 @@ import pyarrow as pa
 from embedline.errors import BadInput, NotFound
 from embedline.names import check_name
 from embedline.storage import catalog, embeddings, store_identity
+from embedline.storage.files import golden_key
 from embedline.storage.index import INDEX_TYPES
 from embedline.storage.scratch import build_scratch_space
 from embedline.storage.vectors import bytes_per_vector
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.evaluation import golden_key, read_golden
+from embedline.tasks.evaluation import read_golden
 from embedline.tasks.models import serving_spec
 from embedline.workspace import Workspace
 

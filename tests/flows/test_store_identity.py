@@ -2,6 +2,7 @@
 (a host with the wrong EMBEDLINE_LANCE_URI or EMBEDLINE_CATALOG_URL), and binds a store that has no
 catalog id yet only when the catalog proves it wrote it (see storage/store_identity.py)."""
 
+import hashlib
 import json
 import shutil
 from datetime import timedelta
@@ -232,6 +233,7 @@ def test_the_file_store_is_bound_and_a_host_on_another_gates_on_nothing_stale(wo
 
     shutil.copy(shared / STORE_ID, workspace.home / STORE_ID)  # the shared store lost for good: adopt one
     monkeypatch.delenv("EMBEDLINE_STORE_URI")
+    store_identity._FILE_STORE_CHECKS.clear()  # a new process (this one decided the home once)
     assert files.open_store(Workspace.from_env()).uri == str(workspace.home)
 
 
@@ -262,7 +264,7 @@ def test_a_catalog_uses_one_file_store_whatever_the_order_of_binds_and_opens(tmp
     catalogs; a refused operation writes no store id."""
     model = Bindings(tmp_path_factory.mktemp("bindings"))
     for op, c, s in operations:
-        store_identity._OWN_FILE_STORES.clear()  # what another process would see
+        store_identity._FILE_STORE_CHECKS.clear()  # what another process would see
         ws, before = model.ws(c, s), model.store_id(s)
         expected_ok = {"bind": c not in model.bound and (before is None or before.startswith(
                            catalog.catalog_id(ws))) or model.bound.get(c) == before,
@@ -290,3 +292,67 @@ def test_a_catalog_uses_one_file_store_whatever_the_order_of_binds_and_opens(tmp
         assert catalog.file_store_id(ws) == model.bound.get(c)
     for c, recorded in model.bound.items():  # each its own: a store bound by one refuses the other
         assert recorded.startswith(catalog.catalog_id(model.ws(c, 0)))
+
+
+def test_a_host_on_another_lance_binds_no_file_store_and_a_new_catalog_is_told_how_to_start(
+        workspace, debian_case, tmp_path, monkeypatch):
+    stranger = other_workspace(tmp_path, workspace, "stranger")
+    ingest(stranger, debian_case)
+    monkeypatch.setenv("EMBEDLINE_LANCE_URI", stranger.lance_uri)  # mistyped: another catalog's Lance
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", str(tmp_path / "empty-store"))
+    with pytest.raises(CatalogMismatch, match="Lance store of another catalog"):
+        ingest(workspace, debian_case)
+    assert catalog.file_store_id(workspace) is None and not (tmp_path / "empty-store" / STORE_ID).exists()
+
+    monkeypatch.delenv("EMBEDLINE_LANCE_URI")
+    monkeypatch.delenv("EMBEDLINE_STORE_URI")
+    ingest(workspace, debian_case)
+    workspace.catalog_path.unlink()  # a new catalog in the old home: its store-id is the old catalog's
+    shutil.rmtree(workspace.lance_uri)
+    add_model(workspace, "tiny", catalog.list_models(stranger)[0]["path"])
+    with pytest.raises(CatalogMismatch, match=f"file store {workspace.home} is another catalog's.*A new "
+                                              f"catalog needs a store without a store-id.*remove "
+                                              f"{workspace.home / STORE_ID}"):
+        ingest(workspace, debian_case)
+    (workspace.home / STORE_ID).unlink()
+    assert ingest(workspace, debian_case).promoted
+
+
+def test_the_first_bind_after_the_upgrade_needs_the_files_the_catalog_kept(workspace, debian_case, tmp_path,
+                                                                         monkeypatch):
+    """The host that forgot EMBEDLINE_STORE_URI may run first: a store without the golden queries a
+    version measured is not the catalog's, and binds nothing; the store that has them binds."""
+    records = [json.loads(line) for line in debian_case.read_text().splitlines()]
+    shared = tmp_path / "shared-store"
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
+    pairs = [{"query": r["text"], "doc_id": r["id"]} for r in records[1:] if len(r["text"]) < 120][:10]
+    save_golden(Workspace.from_env(), "debian", pairs)
+    ingest(workspace, debian_case)
+    with duckdb.connect(str(workspace.catalog_path)) as con:  # as the catalog was before the upgrade
+        con.execute("UPDATE catalog_identity SET file_store = NULL")
+    (shared / STORE_ID).unlink()
+
+    monkeypatch.delenv("EMBEDLINE_STORE_URI")
+    with pytest.raises(CatalogMismatch, match=f"file store {workspace.home} lacks golden/debian.jsonl, which "
+                                              "this catalog's runs kept.*EMBEDLINE_STORE_URI"):
+        store_identity.bind_file_store(Workspace.from_env())
+    assert catalog.file_store_id(workspace) is None and not (workspace.home / STORE_ID).exists()
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
+    rewrite(debian_case, 0, "edited after the upgrade")
+    assert ingest(workspace, debian_case).promoted
+    assert catalog.file_store_id(workspace) == (shared / STORE_ID).read_text()
+
+
+def test_a_sql_write_session_reads_an_adapter_from_the_file_store(workspace, debian_case):
+    """The session attaches the catalog file, which DuckDB then opens no second time in the process: the
+    file store's check is decided before."""
+    from embedline.storage import sql
+    from embedline.tasks.adapter_files import fetch_adapter
+
+    ingest(workspace, debian_case)
+    files.open_store(workspace).write_bytes("adapters/x.npz", b"weights")
+    store_identity._FILE_STORE_CHECKS.clear()  # a new process
+    with sql.connect(workspace, write=True) as con:
+        assert con.execute("SELECT count(*) FROM catalog.runs").fetchone()[0] == 1
+        digest = hashlib.sha256(b"weights").hexdigest()
+        assert Path(fetch_adapter(workspace, "adapters/x.npz", digest)).read_bytes() == b"weights"
