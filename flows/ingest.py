@@ -92,7 +92,7 @@ def ingest_corpus(
     expect = Expectations(
         spec.out_dim, spec.key(), spec.normalize, **run_gates(ws, corpus, gates, default_gates)
     )
-    store_identity.bind_file_store(ws)  # the file store the catalog's runs use, or nothing is done
+    store_identity.bind_file_store(ws, evaluation.kept_files)  # the catalog's file store, or nothing is done
     evaluation.require_golden_queries(ws, corpus, expect.min_golden_recall > 0)  # before embedding
     space = space_name(corpus, model)
     with space_lock(ws, space) as lease:  # 2. one writer per space

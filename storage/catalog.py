@@ -124,7 +124,8 @@ MIGRATIONS = {
     16: lambda con: _create_identity(con),  # the id the Lance store keeps (storage.store_identity)
     17: """
     ALTER TABLE catalog_identity ADD COLUMN file_store VARCHAR;
-    """,  # the `store-id` of the file store its runs use, recorded by the first run after this step
+    ALTER TABLE catalog_identity ADD COLUMN file_store_uri VARCHAR;
+    """,  # the `store-id` of the file store its runs use (and where it was), recorded by its first bind
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))
@@ -713,20 +714,27 @@ def catalog_id(ws: Workspace, create: bool = True) -> str | None:
         return con.execute("SELECT id FROM catalog_identity").fetchone()[0]
 
 
-def file_store_id(ws: Workspace) -> str | None:
-    """The id of the file store this catalog uses (storage.store_identity); None without a catalog, or
-    before a run bound one."""
+def file_store(ws: Workspace) -> tuple[str, str] | None:
+    """(store id, URI) of the file store this catalog uses (storage.store_identity); None without a
+    catalog, or before a run bound one."""
     if not on_postgres(ws) and not ws.catalog_path.exists():
         return None
     with reading(ws) as con:
-        return con.execute("SELECT file_store FROM catalog_identity").fetchone()[0]
+        found = con.execute("SELECT file_store, file_store_uri FROM catalog_identity").fetchone()
+    return found if found[0] else None
 
 
-def bind_file_store(ws: Workspace, store_id: str) -> str:
-    """Record `store_id` as this catalog's file store unless one is recorded; returns the one recorded."""
+def bind_file_store(ws: Workspace, choose: Callable[[], tuple[str, str]]) -> tuple[str, str]:
+    """Record the (store id, URI) `choose` gives unless one is recorded; returns the one recorded. `choose`
+    runs in the catalog's write turn, so binders on every host take turns (it must not read the catalog:
+    this process holds it)."""
     with writing(ws) as con:
-        con.execute("UPDATE catalog_identity SET file_store = ? WHERE file_store IS NULL", [store_id])
-        return con.execute("SELECT file_store FROM catalog_identity").fetchone()[0]
+        found = con.execute("SELECT file_store, file_store_uri FROM catalog_identity").fetchone()
+        if found[0]:
+            return found
+        chosen = choose()
+        con.execute("UPDATE catalog_identity SET file_store = ?, file_store_uri = ?", list(chosen))
+        return chosen
 
 
 def golden_measured(ws: Workspace, corpus: str) -> tuple[str, int] | None:

@@ -20,25 +20,29 @@ S3 only).
 
 The file store (`EMBEDLINE_STORE_URI`: golden queries, adapters, pushed models, staging, quarantine, GX
 reports) is bound the other way round: it keeps a `store-id` of its own (this catalog's id, a dash and 16
-hex digits) and the catalog records the one its runs use. The first run after the catalog records none
-binds the store it finds, once its Lance store is its own and the store holds the golden queries and
-adapters the catalog's history names (adopting the store's id when it is this catalog's, writing a new
-one when it has none); from then on every use of another store is refused. Without it, a host that forgot
-the setting (its store then follows the Lance root or the home) would gate on stale golden queries, write
-a quarantine or a report no other host sees, or stage a run its shards cannot find. A catalog with no
-such history binds the first store a run uses.
+hex digits) and the catalog records the one its runs use, and where it was. The first run (or push, or
+refresh) after the catalog records none binds the store it finds, once its Lance store is its own and the
+store holds the golden queries and adapters the catalog's history names (adopting the store's id when it
+is this catalog's, writing a new one when it has none), in the catalog's write turn, so binders on every
+host take turns; from then on every use of another store is refused, with the recorded store named.
+Without it, a host that forgot the setting (its store then follows the Lance root or the home) would gate
+on stale golden queries, write a quarantine or a report no other host sees, or stage a run its shards
+cannot find. Limits: a catalog with no such history binds the first store a run uses (a wrong one is
+undone by `embedline sql --write "UPDATE catalog_identity SET file_store = NULL"`), and a stale copy of
+the files in a wrong store passes for them.
 """
 
 import contextlib
-import hashlib
 import os
 import re
 import tempfile
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from embedline.errors import CatalogMismatch
+from embedline.errors import CatalogMismatch, TransientError
 from embedline.names import check_space, is_name
+from embedline.redaction import redact
 from embedline.storage import catalog, embeddings, files
 from embedline.workspace import Workspace, private_files
 
@@ -97,26 +101,39 @@ def require_readable_store(ws: Workspace) -> None:
     _READABLE.add(pair)
 
 
-def bind_file_store(ws: Workspace) -> None:
+def bind_file_store(ws: Workspace, kept: Callable[[Workspace], list[str]] | None = None) -> None:
     """Record the file store in the catalog when it records none (see the module), then
-    `require_own_file_store`: called where a run, or a command that writes the store, starts."""
+    `require_own_file_store`: called where a run, or a command that writes the store, starts. `kept`: the
+    store keys the catalog's history says its store holds (golden queries in use, adapters)."""
     store = files.Store(files.store_uri(ws), ws.lance_storage_options)
-    if catalog.file_store_id(ws) is None:
+    if catalog.file_store(ws) is None:
         require_own_store(ws)  # a host on another Lance (or catalog) binds nothing
-        own = catalog.catalog_id(ws)
-        found = _read_store_id(store)
-        if found is None:
-            _require_recorded_files(ws, store, own)
-            _write_once(store, STORE_ID, _new_store_id(store, own), _read_store_id)
-            found = _read_store_id(store)  # another catalog's host may have written it first
-        if found is None or not found.startswith(own):
-            raise CatalogMismatch(
-                f"the file store {store.uri} is another catalog's (store id {found}; this catalog's id is "
-                f"{own}): {FILE_CHECK}. A new catalog needs a store without a store-id: where the catalog "
-                f"that wrote it is gone for good, remove {store.uri_of(STORE_ID)}; {WRITE}")
-        catalog.bind_file_store(ws, found)
+        own, keys = catalog.catalog_id(ws), kept(ws) if kept else []  # read now: the bind holds the catalog
+        catalog.bind_file_store(ws, lambda: (_store_id_to_bind(store, own, keys), redact(store.uri)))
     _FILE_STORE_CHECKS.pop(_file_store_pair(ws, store), None)
     require_own_file_store(ws, store)
+
+
+def _store_id_to_bind(store: files.Store, own: str, kept: list[str]) -> str:
+    """The store's id, or a new one written there; `CatalogMismatch` for another catalog's store, or one
+    without the files this catalog's store kept (the first binder may be a host that forgot the setting)."""
+    found = _read_store_id(store)
+    if found is None:
+        missing = [key for key in kept if not store.exists(key)]
+        if missing:
+            raise CatalogMismatch(
+                f"the file store {store.uri} lacks {', '.join(missing[:3])}{'...' * (len(missing) > 3)}, "
+                f"which this catalog's runs kept in theirs: {FILE_CHECK}. If those files are lost for good, "
+                f"bind this store: write {own}-{uuid.uuid4().hex[:16]} into {store.uri_of(STORE_ID)}; "
+                f"{WRITE}")
+        _write_once(store, STORE_ID, f"{own}-{uuid.uuid4().hex[:16]}", _read_store_id)
+        found = _read_store_id(store)  # another catalog's host may have written it first
+    if found is None or not found.startswith(own):
+        raise CatalogMismatch(
+            f"the file store {store.uri} is another catalog's (store id {found}; this catalog's id is "
+            f"{own}): {FILE_CHECK}. A new catalog needs a store without a store-id: where the catalog that "
+            f"wrote it is gone for good, remove {store.uri_of(STORE_ID)}; {WRITE}")
+    return found
 
 
 def require_own_file_store(ws: Workspace, store: files.Store) -> None:
@@ -131,44 +148,25 @@ def require_own_file_store(ws: Workspace, store: files.Store) -> None:
 
 
 def check_file_store_early(ws: Workspace) -> None:
-    """Decide the file store check now, before the catalog file is attached (see above); a mismatch is
-    raised where the store is used (a SQL session's adapter), not here."""
-    with contextlib.suppress(CatalogMismatch):
+    """Decide the file store check now, before the catalog file is attached (see above); a mismatch, or a
+    store out of reach, is raised where the store is used (a SQL session's adapter), not here."""
+    with contextlib.suppress(CatalogMismatch, TransientError):
         require_own_file_store(ws, files.Store(files.store_uri(ws), ws.lance_storage_options))
 
 
 def _file_store_error(ws: Workspace, store: files.Store) -> str | None:
-    recorded = catalog.file_store_id(ws)
-    if recorded is None:
+    bound = catalog.file_store(ws)
+    if bound is None:
         return None  # no catalog, or no run since it could record one: the next run binds a store
+    recorded, where = bound
     found = _read_store_id(store)
     if found == recorded:
         return None
-    return (f"the file store {store.uri} is not the one this catalog's runs use (its store id is {found}, "
-            f"the catalog's {recorded}): {FILE_CHECK}; nothing was done. If that store is lost for good, "
-            f"adopt this one: write {recorded} into {store.uri_of(STORE_ID)}")
-
-
-def _require_recorded_files(ws: Workspace, store: files.Store, own: str) -> None:
-    """`CatalogMismatch` unless the store holds the files the catalog's history says its store held (golden
-    queries a version measured, adapters): the first binder after the upgrade may be a host that forgot
-    the setting. A catalog that recorded none proves nothing either way: the store is bound."""
-    keys = [files.golden_key(corpus) for corpus in sorted(catalog.golden_corpora(ws))]
-    keys += sorted(key for key, digest in catalog.latest_adapters(ws).values() if digest)
-    missing = [key for key in keys if not store.exists(key)]
-    if missing:
-        raise CatalogMismatch(
-            f"the file store {store.uri} lacks {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}, "
-            f"which this catalog's runs kept in theirs: {FILE_CHECK}. If those files are lost for good, bind "
-            f"this store: write {_new_store_id(store, own)} into {store.uri_of(STORE_ID)}; {WRITE}")
-
-
-def _new_store_id(store: files.Store, own: str) -> str:
-    """This catalog's id and 16 hex digits: random on a local store (the first writer wins there), made from
-    the URI on S3, where two hosts binding at once both write (the same id, then)."""
-    if store.remote:
-        return f"{own}-{hashlib.sha256(store.uri.encode()).hexdigest()[:16]}"
-    return f"{own}-{uuid.uuid4().hex[:16]}"
+    return (f"the file store {store.uri} (store id {found}) is not the one this catalog's runs use: "
+            f"{where} (store id {recorded}): {FILE_CHECK}; nothing was done. If {where} is lost for good, "
+            f"adopt this store: write {recorded} into {store.uri_of(STORE_ID)}. If the catalog bound the "
+            f"wrong store, unbind it: embedline sql --write \"UPDATE catalog_identity SET file_store = NULL\""
+            f" (the next run binds its store). A process decides this once: start a new one after the fix")
 
 
 def _file_store_pair(ws: Workspace, store: files.Store) -> tuple[str, str, str]:

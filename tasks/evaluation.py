@@ -12,13 +12,22 @@ from embedline.storage import catalog, embeddings, files, store_identity
 from embedline.storage.files import golden_key
 from embedline.workspace import Workspace
 from embedline.tasks.embedding import get_engine
+from embedline.tasks.gates import corpus_gates
 from embedline.tasks.models import ModelSpec
 from embedline.validation.metrics import drift
 
 
+def kept_files(ws: Workspace) -> list[str]:
+    """Keys the catalog's history says its file store holds: golden queries of corpora a version measured
+    whose gate is still on, and the adapters it recorded. A first bind of a file store needs them."""
+    golden = [golden_key(corpus) for corpus in sorted(catalog.golden_corpora(ws))
+              if corpus_gates(ws, corpus)["min_golden_recall"] > 0]
+    return golden + sorted(key for key, digest in catalog.latest_adapters(ws).values() if digest)
+
+
 def save_golden(ws: Workspace, corpus: str, pairs: list[dict]) -> str:
     """Write a corpus's golden queries; returns where they went."""
-    store_identity.bind_file_store(ws)  # a golden file in a store the runs never read would gate nothing
+    store_identity.bind_file_store(ws, kept_files)  # a golden file in a store no run reads gates nothing
     store = files.open_store(ws)
     store.write_text(golden_key(corpus),
                      "".join(json.dumps({"query": p["query"], "doc_id": p["doc_id"]}) + "\n" for p in pairs))

@@ -30,10 +30,11 @@ def manifest_key(name: str, fingerprint: str) -> str:
 def push_model(ws, name: str) -> str:
     """Upload this host's files of registered model `name` to the store, the manifest last; returns
     where they went."""
+    from embedline.tasks.evaluation import kept_files
     from embedline.tasks.models import resolve_model
 
     spec = resolve_model(ws, name)
-    store_identity.bind_file_store(ws)  # files pushed to a store the workers never read would not serve
+    store_identity.bind_file_store(ws, kept_files)  # files pushed where no worker reads them would not serve
     store = files.open_store(ws)
     key = model_key(spec.name, spec.fingerprint)
     folder = Path(spec.path)

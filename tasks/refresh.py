@@ -15,7 +15,7 @@ from embedline.workspace import Workspace
 from embedline.tasks.adapter_files import load_adapter, save_adapter
 from embedline.tasks.adapters import LINEAR, Adapter, AdapterChoice, Pairs, choose_adapter
 from embedline.tasks.embedding import get_engine
-from embedline.tasks.evaluation import require_golden_queries
+from embedline.tasks.evaluation import kept_files, require_golden_queries
 from embedline.tasks.gates import corpus_gates
 from embedline.tasks.models import ModelSpec, require_made, resolve_model, serving_spec
 from embedline.tasks.passages import Passage, cut_passages, general_passages
@@ -110,7 +110,7 @@ def fit_refresh_adapters(ws: Workspace, corpus: str, new_model: str, sample: int
     if prod["model"] == new_model:
         raise BadInput(f"corpus {corpus!r} already serves model {new_model!r}")
     store_identity.require_readable_store(ws)  # an adapter fitted on another catalog's vectors would serve
-    store_identity.bind_file_store(ws)  # the adapter goes where every host's search reads it
+    store_identity.bind_file_store(ws, kept_files)  # the adapter goes where every host's search reads it
     require_golden_queries(ws, corpus, corpus_gates(ws, corpus)["min_golden_recall"] > 0)  # the backfill's
     old_engine = get_engine(serving_spec(ws, prod))  # the model that made prod's vectors, or refused
     new_engine = get_engine(resolve_model(ws, new_model))

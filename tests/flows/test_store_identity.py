@@ -20,10 +20,10 @@ from embedline.settings import load
 from embedline.storage import catalog, embeddings, files
 from embedline.storage import store_identity
 from embedline.storage.store_identity import MARKER, STORE_ID
-from embedline.tasks.evaluation import save_golden
+from embedline.tasks.evaluation import kept_files, save_golden
 from embedline.tasks.models import add_model
 from embedline.workspace import Workspace
-from tests.conftest import ingest
+from tests.conftest import ingest, run_cli
 
 
 def rewrite(path: Path, doc_index: int, text: str) -> None:
@@ -205,8 +205,9 @@ def test_the_file_store_is_bound_and_a_host_on_another_gates_on_nothing_stale(wo
     shared = tmp_path / "shared-store"
     monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
     save_golden(Workspace.from_env(), "debian", pairs)  # binds the store before any run
-    recorded = catalog.file_store_id(workspace)
+    recorded, where = catalog.file_store(workspace)
     assert (shared / STORE_ID).read_text() == recorded and recorded.startswith(catalog.catalog_id(workspace))
+    assert where == str(shared)
     assert ingest(workspace, debian_case).promoted
 
     monkeypatch.delenv("EMBEDLINE_STORE_URI")  # the host without the setting: its store is the home
@@ -214,8 +215,8 @@ def test_the_file_store_is_bound_and_a_host_on_another_gates_on_nothing_stale(wo
     (workspace.home / "golden" / "debian.jsonl").write_text('{"query": "x", "doc_id": "stale"}\n')
     runs = runs_recorded(workspace)
     rewrite(debian_case, 0, "an edit the stale golden queries would refuse")
-    refused = f"file store {workspace.home} is not the one this catalog's runs use .*its store id is None, " \
-              f"the catalog's {recorded}.*EMBEDLINE_STORE_URI"
+    refused = f"file store {workspace.home} \\(store id None\\) is not the one this catalog's runs use: " \
+              f"{shared} \\(store id {recorded}\\).*EMBEDLINE_STORE_URI"
     for attempt in (lambda: ingest(workspace, debian_case),
                     lambda: save_golden(Workspace.from_env(), "debian", pairs),
                     lambda: embedline.connect(workspace.home).validate("debian")):
@@ -289,7 +290,7 @@ def test_a_catalog_uses_one_file_store_whatever_the_order_of_binds_and_opens(tmp
             model.bound.setdefault(c, model.store_id(s))
         if not ok:
             assert model.store_id(s) == before  # refused: nothing written
-        assert catalog.file_store_id(ws) == model.bound.get(c)
+        assert (catalog.file_store(ws) or (None,))[0] == model.bound.get(c)
     for c, recorded in model.bound.items():  # each its own: a store bound by one refuses the other
         assert recorded.startswith(catalog.catalog_id(model.ws(c, 0)))
 
@@ -302,7 +303,7 @@ def test_a_host_on_another_lance_binds_no_file_store_and_a_new_catalog_is_told_h
     monkeypatch.setenv("EMBEDLINE_STORE_URI", str(tmp_path / "empty-store"))
     with pytest.raises(CatalogMismatch, match="Lance store of another catalog"):
         ingest(workspace, debian_case)
-    assert catalog.file_store_id(workspace) is None and not (tmp_path / "empty-store" / STORE_ID).exists()
+    assert catalog.file_store(workspace) is None and not (tmp_path / "empty-store" / STORE_ID).exists()
 
     monkeypatch.delenv("EMBEDLINE_LANCE_URI")
     monkeypatch.delenv("EMBEDLINE_STORE_URI")
@@ -318,10 +319,14 @@ def test_a_host_on_another_lance_binds_no_file_store_and_a_new_catalog_is_told_h
     assert ingest(workspace, debian_case).promoted
 
 
+UNBIND = "UPDATE catalog_identity SET file_store = NULL"  # what the refusal tells an operator to run
+
+
 def test_the_first_bind_after_the_upgrade_needs_the_files_the_catalog_kept(workspace, debian_case, tmp_path,
                                                                          monkeypatch):
     """The host that forgot EMBEDLINE_STORE_URI may run first: a store without the golden queries a
-    version measured is not the catalog's, and binds nothing; the store that has them binds."""
+    version measured (their gate still on) is not the catalog's, and binds nothing; the store that has
+    them binds. Where the catalog has no such history a wrong store binds, and `sql --write` undoes it."""
     records = [json.loads(line) for line in debian_case.read_text().splitlines()]
     shared = tmp_path / "shared-store"
     monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
@@ -335,12 +340,31 @@ def test_the_first_bind_after_the_upgrade_needs_the_files_the_catalog_kept(works
     monkeypatch.delenv("EMBEDLINE_STORE_URI")
     with pytest.raises(CatalogMismatch, match=f"file store {workspace.home} lacks golden/debian.jsonl, which "
                                               "this catalog's runs kept.*EMBEDLINE_STORE_URI"):
-        store_identity.bind_file_store(Workspace.from_env())
-    assert catalog.file_store_id(workspace) is None and not (workspace.home / STORE_ID).exists()
+        store_identity.bind_file_store(Workspace.from_env(), kept_files)
+    assert catalog.file_store(workspace) is None and not (workspace.home / STORE_ID).exists()
+    catalog.set_gates(workspace, "debian", {"min_golden_recall": 0.0})  # retired: the file proves nothing
+    assert kept_files(workspace) == []
+    catalog.set_gates(workspace, "debian", {})
     monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
     rewrite(debian_case, 0, "edited after the upgrade")
     assert ingest(workspace, debian_case).promoted
-    assert catalog.file_store_id(workspace) == (shared / STORE_ID).read_text()
+    assert catalog.file_store(workspace) == ((shared / STORE_ID).read_text(), str(shared))
+
+    run_cli("sql", UNBIND, "--write", home=workspace.home, check=True)
+    (shared / STORE_ID).unlink()
+    (workspace.home / "golden").mkdir(exist_ok=True)
+    shutil.copy(shared / "golden" / "debian.jsonl", workspace.home / "golden")  # a stale copy passes for it
+    monkeypatch.delenv("EMBEDLINE_STORE_URI")
+    store_identity.bind_file_store(Workspace.from_env(), kept_files)  # the wrong host binds first
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
+    with pytest.raises(CatalogMismatch, match=f"{shared} \\(store id None\\) is not the one this catalog's "
+                                              f"runs use: {workspace.home} .*UPDATE catalog_identity SET "
+                                              "file_store = NULL"):
+        ingest(workspace, debian_case)
+    run_cli("sql", UNBIND, "--write", home=workspace.home, check=True)
+    rewrite(debian_case, 0, "edited after the unbind")
+    assert ingest(workspace, debian_case).promoted
+    assert catalog.file_store(workspace)[1] == str(shared)
 
 
 def test_a_sql_write_session_reads_an_adapter_from_the_file_store(workspace, debian_case):
