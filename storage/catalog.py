@@ -33,7 +33,7 @@ from embedline.redaction import redact
 from embedline.storage import postgres
 from embedline.workspace import Workspace, private_files
 
-SCHEMA_VERSION = 17
+SCHEMA_VERSION = 18
 
 MIGRATIONS = {
     1: """
@@ -124,8 +124,10 @@ MIGRATIONS = {
     16: lambda con: _create_identity(con),  # the id the Lance store keeps (storage.store_identity)
     17: """
     ALTER TABLE catalog_identity ADD COLUMN file_store VARCHAR;
+    """,  # the `store-id` of the file store its runs use, recorded by its first bind
+    18: """
     ALTER TABLE catalog_identity ADD COLUMN file_store_uri VARCHAR;
-    """,  # the `store-id` of the file store its runs use (and where it was), recorded by its first bind
+    """,  # where that store was, for a refusal to name
 }
 
 REDACTED_COLUMNS = (("corpora", "source"), ("runs", "source"), ("runs", "error"), ("quarantine", "source"))

@@ -53,7 +53,8 @@ def connect(ws: Workspace, embedder: Embedder | None = None, write: bool = False
     `for_sql`: the one statement the session is for; its snapshot then copies only the catalog tables whose
     names the text contains (`documents` holds a row per document: copying it costs seconds at 1M)."""
     try:  # before the catalog is attached: the checks read it (DuckDB opens a file once per process)
-        store_identity.check_file_store_early(ws)  # an adapter a query routes through is read from it
+        if write:
+            store_identity.check_file_store_early(ws)  # an adapter a query routes through is read from it
         store_identity.require_readable_store(ws)  # views over another catalog's store would serve its rows
         mismatch = None
     except CatalogMismatch as exc:  # the catalog's own tables still answer: where an operator looks first

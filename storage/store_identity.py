@@ -28,8 +28,9 @@ host take turns; from then on every use of another store is refused, with the re
 Without it, a host that forgot the setting (its store then follows the Lance root or the home) would gate
 on stale golden queries, write a quarantine or a report no other host sees, or stage a run its shards
 cannot find. Limits: a catalog with no such history binds the first store a run uses (a wrong one is
-undone by `embedline sql --write "UPDATE catalog_identity SET file_store = NULL"`), and a stale copy of
-the files in a wrong store passes for them.
+undone by removing its `store-id` and `embedline sql --write "UPDATE catalog_identity SET file_store =
+NULL"`), and a stale copy of the files in a wrong store passes for them. Binding holds the catalog's write
+turn for the store's reads and a write (a hung S3 endpoint: ~11 s).
 """
 
 import contextlib
@@ -55,6 +56,7 @@ FILE_CHECK = ("check EMBEDLINE_STORE_URI (unset, the store follows EMBEDLINE_LAN
 WRITE, READ = "nothing was changed", "nothing was read"
 _READABLE: set[tuple[str, str, str]] = set()  # (Lance root, its options, catalog): found to agree here
 _FILE_STORE_CHECKS: dict[tuple[str, str, str], str | None] = {}  # (file store, options, catalog) → error
+_EARLY_BINDINGS: dict[str, tuple[str, str] | None] = {}  # catalog → its file store, read before an attach
 
 
 def require_own_store(ws: Workspace) -> None:
@@ -111,6 +113,7 @@ def bind_file_store(ws: Workspace, kept: Callable[[Workspace], list[str]] | None
         own, keys = catalog.catalog_id(ws), kept(ws) if kept else []  # read now: the bind holds the catalog
         catalog.bind_file_store(ws, lambda: (_store_id_to_bind(store, own, keys), redact(store.uri)))
     _FILE_STORE_CHECKS.pop(_file_store_pair(ws, store), None)
+    _EARLY_BINDINGS.pop(_catalog_key(ws), None)
     require_own_file_store(ws, store)
 
 
@@ -118,15 +121,16 @@ def _store_id_to_bind(store: files.Store, own: str, kept: list[str]) -> str:
     """The store's id, or a new one written there; `CatalogMismatch` for another catalog's store, or one
     without the files this catalog's store kept (the first binder may be a host that forgot the setting)."""
     found = _read_store_id(store)
+    chosen = found or f"{own}-{uuid.uuid4().hex[:16]}"
+    missing = [key for key in kept if not store.exists(key)] if chosen.startswith(own) else []
+    if missing:  # also for a store with this catalog's id: a wrong bind undone leaves its store-id behind
+        raise CatalogMismatch(
+            f"the file store {store.uri} lacks {', '.join(missing[:3])}{'...' * (len(missing) > 3)}, "
+            f"which this catalog's runs kept in theirs: {FILE_CHECK}. If those files are lost for good, "
+            f"bind this store: write {chosen} into {store.uri_of(STORE_ID)} and run embedline sql --write "
+            f"\"UPDATE catalog_identity SET file_store = '{chosen}'\"; {WRITE}")
     if found is None:
-        missing = [key for key in kept if not store.exists(key)]
-        if missing:
-            raise CatalogMismatch(
-                f"the file store {store.uri} lacks {', '.join(missing[:3])}{'...' * (len(missing) > 3)}, "
-                f"which this catalog's runs kept in theirs: {FILE_CHECK}. If those files are lost for good, "
-                f"bind this store: write {own}-{uuid.uuid4().hex[:16]} into {store.uri_of(STORE_ID)}; "
-                f"{WRITE}")
-        _write_once(store, STORE_ID, f"{own}-{uuid.uuid4().hex[:16]}", _read_store_id)
+        _write_once(store, STORE_ID, chosen, _read_store_id)
         found = _read_store_id(store)  # another catalog's host may have written it first
     if found is None or not found.startswith(own):
         raise CatalogMismatch(
@@ -148,14 +152,16 @@ def require_own_file_store(ws: Workspace, store: files.Store) -> None:
 
 
 def check_file_store_early(ws: Workspace) -> None:
-    """Decide the file store check now, before the catalog file is attached (see above); a mismatch, or a
-    store out of reach, is raised where the store is used (a SQL session's adapter), not here."""
+    """Decide the file store check now, before a `--write` SQL session attaches the catalog file (see above):
+    a mismatch, or a store out of reach, is raised where the store is used (a SQL session's adapter)."""
+    _EARLY_BINDINGS[_catalog_key(ws)] = catalog.file_store(ws)  # what a later check reads instead
     with contextlib.suppress(CatalogMismatch, TransientError):
         require_own_file_store(ws, files.Store(files.store_uri(ws), ws.lance_storage_options))
 
 
 def _file_store_error(ws: Workspace, store: files.Store) -> str | None:
-    bound = catalog.file_store(ws)
+    key = _catalog_key(ws)
+    bound = _EARLY_BINDINGS[key] if key in _EARLY_BINDINGS else catalog.file_store(ws)
     if bound is None:
         return None  # no catalog, or no run since it could record one: the next run binds a store
     recorded, where = bound
@@ -165,14 +171,18 @@ def _file_store_error(ws: Workspace, store: files.Store) -> str | None:
     return (f"the file store {store.uri} (store id {found}) is not the one this catalog's runs use: "
             f"{where} (store id {recorded}): {FILE_CHECK}; nothing was done. If {where} is lost for good, "
             f"adopt this store: write {recorded} into {store.uri_of(STORE_ID)}. If the catalog bound the "
-            f"wrong store, unbind it: embedline sql --write \"UPDATE catalog_identity SET file_store = NULL\""
-            f" (the next run binds its store). A process decides this once: start a new one after the fix")
+            f"wrong store, unbind it: remove {where}/{STORE_ID}, then embedline sql --write \"UPDATE "
+            f"catalog_identity SET file_store = NULL\" (the next run binds its store). A process decides "
+            f"this once: start a new one after the fix")
 
 
 def _file_store_pair(ws: Workspace, store: files.Store) -> tuple[str, str, str]:
     where = store.uri if store.remote else os.path.abspath(store.uri)
-    own = ws.settings.catalog_url or str(ws.catalog_path.resolve())
-    return where, repr(sorted((store.options or {}).items())), own
+    return where, repr(sorted((store.options or {}).items())), _catalog_key(ws)
+
+
+def _catalog_key(ws: Workspace) -> str:
+    return ws.settings.catalog_url or str(ws.catalog_path.resolve())
 
 
 def _read_store_id(store: files.Store) -> str | None:

@@ -358,10 +358,15 @@ def test_the_first_bind_after_the_upgrade_needs_the_files_the_catalog_kept(works
     store_identity.bind_file_store(Workspace.from_env(), kept_files)  # the wrong host binds first
     monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
     with pytest.raises(CatalogMismatch, match=f"{shared} \\(store id None\\) is not the one this catalog's "
-                                              f"runs use: {workspace.home} .*UPDATE catalog_identity SET "
-                                              "file_store = NULL"):
+                                              f"runs use: {workspace.home} .*remove {workspace.home}/{STORE_ID}"
+                                              ", then .*UPDATE catalog_identity SET file_store = NULL"):
         ingest(workspace, debian_case)
+    (workspace.home / "golden" / "debian.jsonl").unlink()  # the stale copy gone, the store-id left
     run_cli("sql", UNBIND, "--write", home=workspace.home, check=True)
+    monkeypatch.delenv("EMBEDLINE_STORE_URI")
+    with pytest.raises(CatalogMismatch, match=f"file store {workspace.home} lacks golden/debian.jsonl"):
+        store_identity.bind_file_store(Workspace.from_env(), kept_files)  # its own id adopts nothing
+    monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
     rewrite(debian_case, 0, "edited after the unbind")
     assert ingest(workspace, debian_case).promoted
     assert catalog.file_store(workspace)[1] == str(shared)
