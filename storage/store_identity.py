@@ -128,7 +128,8 @@ def _store_id_to_bind(store: files.Store, own: str, kept: list[str]) -> str:
             f"the file store {store.uri} lacks {', '.join(missing[:3])}{'...' * (len(missing) > 3)}, "
             f"which this catalog's runs kept in theirs: {FILE_CHECK}. If those files are lost for good, "
             f"bind this store: write {chosen} into {store.uri_of(STORE_ID)} and run embedline sql --write "
-            f"\"UPDATE catalog_identity SET file_store = '{chosen}'\"; {WRITE}")
+            f"\"UPDATE catalog_identity SET file_store = '{chosen}', file_store_uri = "
+            f"'{redact(store.uri)}'\"; {WRITE}")
     if found is None:
         _write_once(store, STORE_ID, chosen, _read_store_id)
         found = _read_store_id(store)  # another catalog's host may have written it first
