@@ -1,6 +1,7 @@
-"""One catalog, one Lance store: a run refuses a store that is not its catalog's before it writes a thing
-(a host with the wrong EMBEDLINE_LANCE_URI or EMBEDLINE_CATALOG_URL), and binds a store that has no
-catalog id yet only when the catalog proves it wrote it (see storage/store_identity.py)."""
+"""One catalog, one Lance store and one file store: a run refuses a store that is not its catalog's before
+it writes a thing (a host with the wrong EMBEDLINE_LANCE_URI, EMBEDLINE_CATALOG_URL or
+EMBEDLINE_STORE_URI), and binds a store the catalog has not bound yet only when the catalog's history
+does not speak against it (see storage/store_identity.py)."""
 
 import hashlib
 import json
