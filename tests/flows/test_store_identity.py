@@ -213,7 +213,8 @@ def test_the_file_store_is_bound_and_a_host_on_another_gates_on_nothing_stale(wo
 
     monkeypatch.delenv("EMBEDLINE_STORE_URI")  # the host without the setting: its store is the home
     (workspace.home / "golden").mkdir()
-    (workspace.home / "golden" / "debian.jsonl").write_text('{"query": "x", "doc_id": "stale"}\n')
+    stale = '{"query": "x", "doc_id": "stale"}\n'
+    (workspace.home / "golden" / "debian.jsonl").write_text(stale)
     runs = runs_recorded(workspace)
     rewrite(debian_case, 0, "an edit the stale golden queries would refuse")
     refused = f"file store {workspace.home} \\(store id None\\) is not the one this catalog's runs use: " \
@@ -224,7 +225,7 @@ def test_the_file_store_is_bound_and_a_host_on_another_gates_on_nothing_stale(wo
         with pytest.raises(CatalogMismatch, match=refused):
             attempt()
     assert runs_recorded(workspace) == runs and not any((workspace.home / "staging").iterdir())
-    assert (workspace.home / "golden" / "debian.jsonl").read_text().count("stale") == 1
+    assert (workspace.home / "golden" / "debian.jsonl").read_text() == stale  # refused: nothing written
     monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
     assert ingest(workspace, debian_case).promoted  # the right store still serves
 
@@ -358,9 +359,9 @@ def test_the_first_bind_after_the_upgrade_needs_the_files_the_catalog_kept(works
     monkeypatch.delenv("EMBEDLINE_STORE_URI")
     store_identity.bind_file_store(Workspace.from_env(), kept_files)  # the wrong host binds first
     monkeypatch.setenv("EMBEDLINE_STORE_URI", str(shared))
-    with pytest.raises(CatalogMismatch, match=f"{shared} \\(store id None\\) is not the one this catalog's "
-                                              f"runs use: {workspace.home} .*remove {workspace.home}/{STORE_ID}"
-                                              ", then .*UPDATE catalog_identity SET file_store = NULL"):
+    wrong = f"{shared} \\(store id None\\) is not the one this catalog's runs use: {workspace.home} .*" \
+            f"remove {workspace.home}/{STORE_ID}, then .*UPDATE catalog_identity SET file_store = NULL"
+    with pytest.raises(CatalogMismatch, match=wrong):
         ingest(workspace, debian_case)
     (workspace.home / "golden" / "debian.jsonl").unlink()  # the stale copy gone, the store-id left
     run_cli("sql", UNBIND, "--write", home=workspace.home, check=True)
